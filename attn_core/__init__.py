@@ -1,0 +1,24 @@
+"""attn_core: the framework-neutral specification of the attention modules.
+
+One frozen config per module (validated hyperparameters, derived widths and kernel sizes, the canonical
+parameter table) and a NumPy float64 reference forward with exact vector-Jacobian products. Imports NumPy only.
+"""
+
+from .cbam import CBAM_PRESETS, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
+from .eca import ECAConfig, eca_kernel_size
+from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, to_native
+from .registry import CONFIGS, create_config, resolve_name
+from .se import SEConfig
+from .simam import SimAMConfig, simam_denominator_count
+from .spec import (AttentionConfig, ConfigError, InputDtypeError, InputShapeError, ParamSpec, WeightLoadError,
+                   make_divisible, reduced_channels)
+
+__all__ = [
+    "AttentionConfig", "ParamSpec", "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
+    "SEConfig", "ECAConfig", "ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "SimAMConfig",
+    "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
+    "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",
+    "FRAMEWORKS", "native_location", "to_native", "from_native", "bn_momentum_for",
+]
+
+__version__ = "0.1.0"

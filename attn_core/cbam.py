@@ -1,0 +1,258 @@
+"""Convolutional Block Attention Module: channel attention, spatial attention, and both in sequence.
+
+Paper: Sanghyun Woo, Jongchan Park, Joon-Young Lee, In So Kweon. "CBAM: Convolutional Block Attention Module",
+ECCV 2018, arXiv:1807.06521.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from . import ops
+from .autodiff import Node
+from .se import ACT_LAYERS, GATE_LAYERS
+from .spec import AttentionConfig, ConfigError, ParamSpec, check_choice, check_positive_int, reduced_channels
+
+__all__ = ["ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "CBAM_PRESETS", "SPATIAL_ORDERS"]
+
+# Which pooled map comes first in the 2-channel input of the spatial convolution. Input channel 0 of
+# ``conv.weight`` multiplies the first one. The seed articles and timm: mean first; the authors' code: max first.
+SPATIAL_ORDERS = ("mean_max", "max_mean")
+
+
+def _children(prefix: str, table: tuple[ParamSpec, ...]) -> tuple[ParamSpec, ...]:
+    return tuple(ParamSpec(f"{prefix}.{p.name}", p.shape, p.role) for p in table)
+
+
+def _sub(prefix: str, params: Mapping[str, Node]) -> dict[str, Node]:
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
+
+
+def _check_bn(module: str, eps: float, momentum: float) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps > 0 and np.isfinite(eps)):
+        raise ConfigError(f"{module}: bn_eps must be a positive finite number, got {eps!r}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (0 <= momentum <= 1):
+        raise ConfigError(f"{module}: bn_momentum (torch convention: weight of the new batch) must be in [0, 1], "
+                          f"got {momentum!r}")
+
+
+@dataclass(frozen=True)
+class ChannelAttentionConfig(AttentionConfig):
+    """CBAM channel attention (Woo et al., ECCV 2018, arXiv:1807.06521, Eq. 2).
+
+    ``y = x * gate(mlp(mean_hw(x)) + mlp(max_hw(x)))`` with one shared MLP of two 1x1 convolutions C -> rd -> C.
+
+    Args:
+        channels: input and output channels C.
+        rd_ratio: reduction ratio of the hidden width (1/16).
+        rd_channels: hidden width; overrides ``rd_ratio``.
+        rd_divisor: 1 (default, timm's CbamModule) rounds ``C * rd_ratio`` to the nearest integer, at least 1;
+            ``None`` gives exactly ``C // r`` (the seed article), an error where that is 0.
+        bias: biases in the MLP (seed article and timm: False; the authors' code: True).
+        act_layer: ``'relu'`` or ``'silu'``. gate_layer: ``'sigmoid'`` or ``'hard_sigmoid'``.
+
+    Shapes: input (N, C, H, W) in torch and Paddle, (N, H, W, C) in Flax; output the same shape.
+    Parameters: ``fc1.weight`` (rd, C, 1, 1), ``fc2.weight`` (C, rd, 1, 1), and with bias ``fc1.bias``, ``fc2.bias``.
+    """
+
+    module_name: ClassVar[str] = "ChannelAttention"
+
+    channels: int
+    rd_ratio: float = 1.0 / 16
+    rd_channels: int | None = None
+    rd_divisor: int | None = 1
+    bias: bool = False
+    act_layer: str = "relu"
+    gate_layer: str = "sigmoid"
+    hidden: int = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.module_name, "channels", self.channels)
+        check_choice(self.module_name, "act_layer", self.act_layer, ACT_LAYERS)
+        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
+        check_choice(self.module_name, "bias", self.bias, (True, False))
+        hidden = reduced_channels(self.module_name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor)
+        object.__setattr__(self, "hidden", hidden)
+
+    def param_table(self) -> tuple[ParamSpec, ...]:
+        c, rd = self.channels, self.hidden
+        table = [ParamSpec("fc1.weight", (rd, c, 1, 1), "conv_weight")]
+        if self.bias:
+            table.append(ParamSpec("fc1.bias", (rd,), "conv_bias"))
+        table.append(ParamSpec("fc2.weight", (c, rd, 1, 1), "conv_weight"))
+        if self.bias:
+            table.append(ParamSpec("fc2.bias", (c,), "conv_bias"))
+        return tuple(table)
+
+    def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
+                          taps: dict[str, Node] | None = None) -> Node:
+        def mlp(v: Node) -> Node:
+            h = ops.activation(self.act_layer, ops.conv2d(v, params["fc1.weight"], params.get("fc1.bias")))
+            return ops.conv2d(h, params["fc2.weight"], params.get("fc2.bias"))
+
+        g = ops.activation(self.gate_layer, ops.add(mlp(ops.mean(x, (2, 3))), mlp(ops.amax(x, (2, 3)))))
+        if taps is not None:
+            taps["gate"] = g
+        return ops.mul(x, g)
+
+
+@dataclass(frozen=True)
+class SpatialAttentionConfig(AttentionConfig):
+    """CBAM spatial attention (Woo et al., ECCV 2018, arXiv:1807.06521, Eq. 3).
+
+    ``y = x * gate(norm(conv_kxk(cat(mean_c(x), max_c(x)))))``, the convolution 2 -> 1 channels, zero padded by k // 2
+    on every side so that H and W are kept.
+
+    Args:
+        channels: expected C, checked on input; ``None`` accepts any channel count (the weights do not depend on C).
+        kernel_size: odd and positive; the paper uses 7 (3 is the other common choice).
+        order: ``'mean_max'`` (seed article, timm: the mean map is input channel 0 of the convolution) or
+            ``'max_mean'`` (the authors' code).
+        bias: a bias on the convolution (False everywhere upstream).
+        norm: BatchNorm on the 1-channel map after the convolution (timm and the authors' code: True; the seed
+            article: False).
+        bn_eps: BatchNorm epsilon (1e-5). bn_momentum: torch convention, the weight of the new batch (0.1);
+            backends whose convention is the weight of the running value use 1 - bn_momentum.
+        gate_layer: ``'sigmoid'`` or ``'hard_sigmoid'``.
+
+    Shapes: input (N, C, H, W) in torch and Paddle, (N, H, W, C) in Flax; output the same shape.
+    Parameters: ``conv.weight`` (1, 2, k, k); with bias ``conv.bias`` (1,); with norm ``bn.weight``, ``bn.bias``
+    and the state ``bn.running_mean``, ``bn.running_var``, each (1,).
+    """
+
+    module_name: ClassVar[str] = "SpatialAttention"
+
+    channels: int | None = None
+    kernel_size: int = 7
+    order: str = "mean_max"
+    bias: bool = False
+    norm: bool = False
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    gate_layer: str = "sigmoid"
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.module_name, "channels", self.channels, allow_none=True)
+        k = self.kernel_size
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+            raise ConfigError(f"{self.module_name}: kernel_size must be a positive odd integer (3 or 7 in the paper) "
+                              f"so that padding k // 2 keeps H and W, got {k!r}")
+        check_choice(self.module_name, "order", self.order, SPATIAL_ORDERS)
+        check_choice(self.module_name, "bias", self.bias, (True, False))
+        check_choice(self.module_name, "norm", self.norm, (True, False))
+        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
+        _check_bn(self.module_name, self.bn_eps, self.bn_momentum)
+
+    @property
+    def padding(self) -> int:
+        return self.kernel_size // 2
+
+    def param_table(self) -> tuple[ParamSpec, ...]:
+        k = self.kernel_size
+        table = [ParamSpec("conv.weight", (1, 2, k, k), "conv_weight")]
+        if self.bias:
+            table.append(ParamSpec("conv.bias", (1,), "conv_bias"))
+        if self.norm:
+            table += [ParamSpec("bn.weight", (1,), "bn_weight"), ParamSpec("bn.bias", (1,), "bn_bias"),
+                      ParamSpec("bn.running_mean", (1,), "bn_mean"), ParamSpec("bn.running_var", (1,), "bn_var")]
+        return tuple(table)
+
+    def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
+                          taps: dict[str, Node] | None = None) -> Node:
+        pooled = [ops.mean(x, 1), ops.amax(x, 1)]
+        if self.order == "max_mean":
+            pooled.reverse()
+        z = ops.conv2d(ops.concat(pooled, 1), params["conv.weight"], params.get("conv.bias"), padding=self.padding)
+        if self.norm:
+            z = ops.batch_norm(z, params["bn.weight"], params["bn.bias"], params["bn.running_mean"],
+                               params["bn.running_var"], training=training, eps=self.bn_eps)
+        g = ops.activation(self.gate_layer, z)
+        if taps is not None:
+            taps["gate"] = g
+        return ops.mul(x, g)
+
+
+# Named forms found upstream (see the porting notes). Use as ``CBAM(channels, **CBAM_PRESETS['timm'])``.
+CBAM_PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    # the seed articles: floor C // r, MLP without bias, cat([mean, max]), no BatchNorm
+    "article": MappingProxyType(dict(rd_divisor=None, mlp_bias=False, spatial_order="mean_max", spatial_norm=False)),
+    # timm CbamModule: rounded width (divisor 1), no MLP bias, mean first, BatchNorm after the 7x7 convolution
+    "timm": MappingProxyType(dict(rd_divisor=1, mlp_bias=False, spatial_order="mean_max", spatial_norm=True)),
+    # the authors' code (Jongchan/attention-module): Linear with bias, cat([max, mean]), conv + BatchNorm
+    "original": MappingProxyType(dict(rd_divisor=None, mlp_bias=True, spatial_order="max_mean", spatial_norm=True)),
+})
+
+
+@dataclass(frozen=True)
+class CBAMConfig(AttentionConfig):
+    """CBAM (Woo et al., ECCV 2018, arXiv:1807.06521): channel attention, then spatial attention on its output.
+
+    ``x1 = ChannelAttention(x)``; ``y = SpatialAttention(x1)``; no residual (the paper has none inside the module).
+
+    Args:
+        channels: input and output channels C.
+        rd_ratio, rd_channels, rd_divisor, act_layer: of the channel attention (see ChannelAttention).
+        spatial_kernel_size: the spatial convolution's k (7).
+        mlp_bias: biases in the channel MLP. spatial_order, spatial_bias, spatial_norm: the spatial attention's
+            ``order``, ``bias`` and ``norm``. bn_eps, bn_momentum: its BatchNorm's, torch convention.
+        gate_layer: of both gates.
+        Named upstream forms are in ``CBAM_PRESETS``: ``'article'``, ``'timm'``, ``'original'``.
+
+    Shapes: input (N, C, H, W) in torch and Paddle, (N, H, W, C) in Flax; output the same shape.
+    Parameters: the channel attention's under ``channel.``, the spatial attention's under ``spatial.``.
+    """
+
+    module_name: ClassVar[str] = "CBAM"
+
+    channels: int
+    rd_ratio: float = 1.0 / 16
+    rd_channels: int | None = None
+    rd_divisor: int | None = 1
+    spatial_kernel_size: int = 7
+    mlp_bias: bool = False
+    spatial_order: str = "mean_max"
+    spatial_bias: bool = False
+    spatial_norm: bool = False
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    act_layer: str = "relu"
+    gate_layer: str = "sigmoid"
+    channel: ChannelAttentionConfig = field(init=False, compare=False, repr=False)
+    spatial: SpatialAttentionConfig = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.module_name, "channels", self.channels)
+        try:
+            ca = ChannelAttentionConfig(self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor,
+                                        self.mlp_bias, self.act_layer, self.gate_layer)
+            sa = SpatialAttentionConfig(self.channels, self.spatial_kernel_size, self.spatial_order,
+                                        self.spatial_bias, self.spatial_norm, self.bn_eps, self.bn_momentum,
+                                        self.gate_layer)
+        except ConfigError as err:
+            raise ConfigError(f"{self.module_name}: {err}") from None
+        object.__setattr__(self, "channel", ca)
+        object.__setattr__(self, "spatial", sa)
+
+    @property
+    def hidden(self) -> int:
+        return self.channel.hidden
+
+    def param_table(self) -> tuple[ParamSpec, ...]:
+        return _children("channel", self.channel.param_table()) + _children("spatial", self.spatial.param_table())
+
+    def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
+                          taps: dict[str, Node] | None = None) -> Node:
+        sub_taps: dict[str, Node] = {}
+        x1 = self.channel.reference_forward(x, _sub("channel", params), training, sub_taps)
+        if taps is not None:
+            taps["channel_gate"] = sub_taps["gate"]
+            taps["channel_out"] = x1
+        y = self.spatial.reference_forward(x1, _sub("spatial", params), training, sub_taps)
+        if taps is not None:
+            taps["spatial_gate"] = sub_taps["gate"]
+        return y

@@ -1,0 +1,237 @@
+"""NumPy float64 operations with vector-Jacobian products: the reference backend.
+
+Layouts follow the canonical convention of the project: activations NCHW, convolution weights OIHW.
+Every function takes and returns :class:`~attn_core.autodiff.Node`; ``node.value`` is the plain array.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .autodiff import Node
+
+__all__ = [
+    "constant", "add", "sub", "mul", "div", "scale", "add_scalar", "square", "sqrt",
+    "relu", "sigmoid", "silu", "hard_sigmoid", "activation",
+    "mean", "sum", "amax", "concat", "reshape",
+    "conv2d", "batch_norm",
+]
+
+
+def constant(value: np.ndarray) -> Node:
+    return Node(np.asarray(value, dtype=np.float64))
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``g`` over the axes that broadcasting expanded to reach ``g.shape`` from ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------- elementwise
+def add(a: Node, b: Node) -> Node:
+    return Node(a.value + b.value, (a, b), lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)))
+
+
+def sub(a: Node, b: Node) -> Node:
+    return Node(a.value - b.value, (a, b), lambda g: (_unbroadcast(g, a.shape), _unbroadcast(-g, b.shape)))
+
+
+def mul(a: Node, b: Node) -> Node:
+    av, bv = a.value, b.value
+    return Node(av * bv, (a, b), lambda g: (_unbroadcast(g * bv, a.shape), _unbroadcast(g * av, b.shape)))
+
+
+def div(a: Node, b: Node) -> Node:
+    av, bv = a.value, b.value
+    out = av / bv
+    return Node(out, (a, b), lambda g: (_unbroadcast(g / bv, a.shape), _unbroadcast(-g * out / bv, b.shape)))
+
+
+def scale(a: Node, c: float) -> Node:
+    return Node(a.value * c, (a,), lambda g: (g * c,))
+
+
+def add_scalar(a: Node, c: float) -> Node:
+    return Node(a.value + c, (a,), lambda g: (g,))
+
+
+def square(a: Node) -> Node:
+    av = a.value
+    return Node(av * av, (a,), lambda g: (2.0 * g * av,))
+
+
+def sqrt(a: Node) -> Node:
+    out = np.sqrt(a.value)
+    return Node(out, (a,), lambda g: (g / (2.0 * out),))
+
+
+def relu(a: Node) -> Node:
+    mask = a.value > 0
+    return Node(np.where(mask, a.value, 0.0), (a,), lambda g: (g * mask,))
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    # 0.5 * (1 + tanh(v / 2)) is exact algebra and never overflows, unlike 1 / (1 + exp(-v)).
+    return 0.5 * (1.0 + np.tanh(0.5 * v))
+
+
+def sigmoid(a: Node) -> Node:
+    s = _sigmoid(a.value)
+    return Node(s, (a,), lambda g: (g * s * (1.0 - s),))
+
+
+def silu(a: Node) -> Node:
+    s = _sigmoid(a.value)
+    av = a.value
+    return Node(av * s, (a,), lambda g: (g * s * (1.0 + av * (1.0 - s)),))
+
+
+def hard_sigmoid(a: Node) -> Node:
+    """relu6(x + 3) / 6, the slope exactly 1/6 (Paddle's default slope is 0.1666667: see porting notes #19)."""
+    av = a.value
+    inside = (av > -3.0) & (av < 3.0)
+    return Node(np.clip(av / 6.0 + 0.5, 0.0, 1.0), (a,), lambda g: (g * inside / 6.0,))
+
+
+_ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "silu": silu, "hard_sigmoid": hard_sigmoid}
+
+
+def activation(name: str, a: Node) -> Node:
+    return _ACTIVATIONS[name](a)
+
+
+# ------------------------------------------------------------------------------------------------ reductions
+def _axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(a % ndim for a in axes)
+
+
+def sum(a: Node, axis: int | Sequence[int], keepdims: bool = True) -> Node:  # noqa: A001 - mirrors numpy
+    axes = _axes(axis, a.value.ndim)
+    out = a.value.sum(axis=axes, keepdims=keepdims)
+    shape = a.shape
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+        if not keepdims:
+            g = np.expand_dims(g, axes)
+        return (np.broadcast_to(g, shape).copy(),)
+
+    return Node(out, (a,), vjp)
+
+
+def mean(a: Node, axis: int | Sequence[int], keepdims: bool = True) -> Node:
+    axes = _axes(axis, a.value.ndim)
+    count = int(np.prod([a.shape[i] for i in axes]))
+    return scale(sum(a, axes, keepdims), 1.0 / count)
+
+
+def amax(a: Node, axis: int | Sequence[int], keepdims: bool = True) -> Node:
+    """Maximum over ``axis``; the gradient is shared equally between tied maxima."""
+    axes = _axes(axis, a.value.ndim)
+    out_k = a.value.max(axis=axes, keepdims=True)
+    mask = a.value == out_k
+    share = mask / mask.sum(axis=axes, keepdims=True)
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+        if not keepdims:
+            g = np.expand_dims(g, axes)
+        return (g * share,)
+
+    return Node(out_k if keepdims else np.squeeze(out_k, axes), (a,), vjp)
+
+
+# ------------------------------------------------------------------------------------------------ structure
+def concat(nodes: Sequence[Node], axis: int) -> Node:
+    values = [n.value for n in nodes]
+    splits = np.cumsum([v.shape[axis] for v in values])[:-1]
+    return Node(np.concatenate(values, axis=axis), tuple(nodes), lambda g: tuple(np.split(g, splits, axis=axis)))
+
+
+def reshape(a: Node, shape: Sequence[int]) -> Node:
+    old = a.shape
+    return Node(a.value.reshape(shape), (a,), lambda g: (g.reshape(old),))
+
+
+# ----------------------------------------------------------------------------------------------- convolution
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv2d(
+    x: Node,
+    w: Node,
+    b: Node | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    groups: int = 1,
+) -> Node:
+    """Cross-correlation as torch.nn.functional.conv2d: x NCHW, w OIHW (I = C / groups), zero padding."""
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    xv, wv = x.value, w.value
+    n, c, h, wd = xv.shape
+    o, ci, kh, kw = wv.shape
+    if ci * groups != c or o % groups:
+        raise ValueError(f"conv2d: input channels {c} and weight {wv.shape} do not fit groups={groups}")
+    xp = np.pad(xv, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    hp, wp = xp.shape[2], xp.shape[3]
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    # windows: (N, C, Ho, Wo, kh, kw)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :ho, :wo]
+    win_g = win.reshape(n, groups, ci, ho, wo, kh, kw)
+    w_g = wv.reshape(groups, o // groups, ci, kh, kw)
+    out = np.einsum("ngcijhw,gochw->ngoij", win_g, w_g, optimize=True).reshape(n, o, ho, wo)
+    if b is not None:
+        out = out + b.value.reshape(1, o, 1, 1)
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray, ...]:
+        g_g = g.reshape(n, groups, o // groups, ho, wo)
+        dw = np.einsum("ngoij,ngcijhw->gochw", g_g, win_g, optimize=True).reshape(wv.shape)
+        dxp = np.zeros_like(xp).reshape(n, groups, ci, hp, wp)
+        for a in range(kh):
+            for bb in range(kw):
+                contrib = np.einsum("ngoij,goc->ngcij", g_g, w_g[:, :, :, a, bb], optimize=True)
+                dxp[:, :, :, a:a + sh * (ho - 1) + 1:sh, bb:bb + sw * (wo - 1) + 1:sw] += contrib
+        dx = dxp.reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + wd]
+        grads: list[np.ndarray] = [dx, dw]
+        if b is not None:
+            grads.append(g.sum(axis=(0, 2, 3)))
+        return tuple(grads)
+
+    parents = (x, w) if b is None else (x, w, b)
+    return Node(out, parents, vjp)
+
+
+# --------------------------------------------------------------------------------------------- normalisation
+def batch_norm(
+    x: Node,
+    weight: Node,
+    bias: Node,
+    running_mean: Node,
+    running_var: Node,
+    training: bool,
+    eps: float,
+) -> Node:
+    """BatchNorm over (N, H, W) of an NCHW input.
+
+    Training normalises with the biased batch variance (as every framework does); evaluation uses the running
+    statistics. Updating the running statistics is not part of the forward value and is not done here.
+    """
+    shape = (1, -1, 1, 1)
+    if training:
+        mu = mean(x, (0, 2, 3))
+        centred = sub(x, mu)
+        var = mean(square(centred), (0, 2, 3))
+        xhat = div(centred, sqrt(add_scalar(var, eps)))
+    else:
+        rm = reshape(running_mean, shape)
+        rv = reshape(running_var, shape)
+        xhat = div(sub(x, rm), sqrt(add_scalar(rv, eps)))
+    return add(mul(xhat, reshape(weight, shape)), reshape(bias, shape))

@@ -1,0 +1,42 @@
+"""The names under which every backend registers its modules, and the configs behind them."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .cbam import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
+from .eca import ECAConfig
+from .se import SEConfig
+from .simam import SimAMConfig
+from .spec import AttentionConfig, ConfigError
+
+__all__ = ["CONFIGS", "create_config", "resolve_name"]
+
+CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
+    "se": SEConfig,
+    "eca": ECAConfig,
+    "ca": ChannelAttentionConfig,
+    "sa": SpatialAttentionConfig,
+    "cbam": CBAMConfig,
+    "simam": SimAMConfig,
+})
+
+_ALIASES = MappingProxyType({"channel": "ca", "spatial": "sa", "channel_attention": "ca",
+                             "spatial_attention": "sa"})
+
+
+def resolve_name(name: str) -> str:
+    """The registry key for ``name`` (case-insensitive, with a few long aliases); an error lists the known ones."""
+    if not isinstance(name, str):
+        raise ConfigError(f"create_attn: the attention name must be a string, got {name!r}")
+    key = name.lower()
+    key = _ALIASES.get(key, key)
+    if key not in CONFIGS:
+        raise ConfigError(f"create_attn: unknown attention {name!r}; known: {', '.join(CONFIGS)}")
+    return key
+
+
+def create_config(name: str, channels: int | None, **kwargs: Any) -> AttentionConfig:
+    """The config of attention ``name`` for ``channels`` input channels."""
+    return CONFIGS[resolve_name(name)](channels, **kwargs)

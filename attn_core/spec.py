@@ -1,0 +1,261 @@
+"""What every module spec shares: parameter tables, validation of configs, inputs and weights, the errors raised.
+
+Canonical weights are a flat ``dict`` of dotted names to NumPy arrays in torch's layout (convolutions OIHW or
+OIK, BatchNorm state as ``running_mean`` / ``running_var``). Backends convert at their edge and call the
+validators here, so that every framework accepts and rejects exactly the same things with the same message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .autodiff import Node, backward
+
+__all__ = [
+    "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
+    "ParamSpec", "AttentionConfig", "make_divisible", "reduced_channels",
+    "check_positive_int", "check_choice",
+]
+
+# Roles say what a parameter is, so each backend knows where it lives natively and how its layout differs.
+ROLES = ("conv_weight", "conv_bias", "linear_weight", "linear_bias", "bn_weight", "bn_bias", "bn_mean", "bn_var")
+STATE_ROLES = frozenset({"bn_mean", "bn_var"})
+
+
+class ConfigError(ValueError):
+    """Impossible or inconsistent hyperparameters."""
+
+
+class InputShapeError(ValueError):
+    """An input of the wrong rank or channel count."""
+
+
+class InputDtypeError(TypeError):
+    """An input whose dtype the module cannot compute with (integers, booleans)."""
+
+
+class WeightLoadError(ValueError):
+    """Canonical weights that do not fit a module: lists every missing, unexpected and mis-shaped entry."""
+
+    def __init__(self, module: str, missing: Sequence[str], unexpected: Sequence[str],
+                 mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]], bad_dtype: Sequence[str] = ()):
+        self.module = module
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = list(mismatched)
+        self.bad_dtype = list(bad_dtype)
+        lines = [f"{module}: weights do not fit; nothing was loaded."]
+        if self.missing:
+            lines.append("  missing: " + ", ".join(self.missing))
+        if self.unexpected:
+            lines.append("  unexpected: " + ", ".join(self.unexpected))
+        for name, want, got in self.mismatched:
+            lines.append(f"  wrong shape: {name}: expected {want}, got {got}")
+        if self.bad_dtype:
+            lines.append("  not a real floating-point array: " + ", ".join(self.bad_dtype))
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One canonical parameter: dotted name, shape in the canonical (torch) layout, and role."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+
+    @property
+    def trainable(self) -> bool:
+        return self.role not in STATE_ROLES
+
+    @property
+    def module_path(self) -> str:
+        """The dotted path of the layer that owns this parameter (``channel.fc1`` for ``channel.fc1.weight``)."""
+        return self.name.rpartition(".")[0]
+
+
+# -------------------------------------------------------------------------------------------- hyperparameters
+def check_positive_int(module: str, name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{module}: {name} must be a positive integer, got {value!r}")
+
+
+def check_choice(module: str, name: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{module}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """timm's rounding of a width to a multiple of ``divisor`` (timm/layers/helpers.py)."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def reduced_channels(module: str, channels: int, rd_ratio: float, rd_channels: int | None,
+                     rd_divisor: int | None) -> int:
+    """The hidden width of a squeeze MLP, decided once for SE and CBAM's channel attention.
+
+    ``rd_channels`` wins when given. Otherwise ``rd_divisor`` set rounds ``channels * rd_ratio`` as timm does
+    (nearest multiple of the divisor, at least the divisor); ``rd_divisor=None`` floors it exactly, which is the
+    ``channels // reduction`` of the seed articles, and a result of 0 is an error rather than a silent 0.5 gate.
+    """
+    if rd_channels is not None:
+        check_positive_int(module, "rd_channels", rd_channels)
+        return int(rd_channels)
+    if isinstance(rd_ratio, bool) or not isinstance(rd_ratio, (int, float)) or not (0 < rd_ratio) \
+            or not np.isfinite(rd_ratio):
+        raise ConfigError(f"{module}: rd_ratio must be a positive finite number, got {rd_ratio!r}")
+    check_positive_int(module, "rd_divisor", rd_divisor, allow_none=True)
+    if rd_divisor is None:
+        exact = Fraction(rd_ratio).limit_denominator(1 << 20)
+        hidden = int(channels * exact)
+        if hidden < 1:
+            raise ConfigError(
+                f"{module}: hidden width is 0: channels={channels} with rd_ratio={rd_ratio:g} and rd_divisor=None "
+                f"gives floor({channels} * {exact}) = 0 (the seed articles' C // r); pass rd_divisor (timm rounding, "
+                f"at least the divisor), a larger rd_ratio, or rd_channels")
+        return hidden
+    return make_divisible(channels * rd_ratio, int(rd_divisor), round_limit=0.0)
+
+
+# --------------------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Base of every module spec: a frozen, validated dataclass.
+
+    Subclasses set ``module_name`` (the class name that errors and every backend use), validate in
+    ``__post_init__``, and implement :meth:`param_table` and :meth:`reference_forward`.
+    """
+
+    module_name: ClassVar[str] = "AttentionConfig"
+
+    # ---- to implement
+    def param_table(self) -> tuple[ParamSpec, ...]:
+        raise NotImplementedError
+
+    def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
+                          taps: dict[str, Node] | None = None) -> Node:
+        """The float64 math on :mod:`attn_core.ops` nodes; ``taps`` (if given) receives named intermediates."""
+        raise NotImplementedError
+
+    # ---- shared
+    @property
+    def channels_required(self) -> int | None:
+        return getattr(self, "channels", None)
+
+    def replace(self, **changes: Any) -> "AttentionConfig":
+        return dataclasses.replace(self, **changes)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {p.name: p.shape for p in self.param_table()}
+
+    def check_input(self, shape: Sequence[int | None], dtype: str, is_floating: bool,
+                    layout: str = "NCHW") -> None:
+        """Raise a clear error for an input that this module cannot take.
+
+        ``shape`` may hold ``None`` or negative numbers for sizes unknown at trace time; those are not checked.
+        """
+        name = self.module_name
+        want = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
+        c = self.channels_required
+        c_txt = f" with C={c}" if c is not None else ""
+        shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
+        if len(shape_t) != 4:
+            raise InputShapeError(f"{name}: expected a 4-D {layout} input {want}{c_txt}, got a {len(shape_t)}-D "
+                                  f"input of shape {_fmt_shape(shape_t)}")
+        axis = 1 if layout == "NCHW" else 3
+        if c is not None and shape_t[axis] is not None and shape_t[axis] != c:
+            raise InputShapeError(f"{name}: expected {c} channels (input {want}{c_txt}), got shape "
+                                  f"{_fmt_shape(shape_t)} with {shape_t[axis]} channels")
+        if any(s == 0 for s in shape_t):
+            raise InputShapeError(f"{name}: expected a non-empty input {want}{c_txt}, got shape "
+                                  f"{_fmt_shape(shape_t)}")
+        if not is_floating:
+            raise InputDtypeError(f"{name}: expected a floating-point input (float16, bfloat16, float32 or "
+                                  f"float64), got dtype {dtype}")
+
+    def check_weights(self, weights: Mapping[str, Any]) -> None:
+        """Strict validation of a canonical weight dict: raise one :class:`WeightLoadError` listing every problem."""
+        table = self.param_table()
+        expected = {p.name: p.shape for p in table}
+        missing = [k for k in expected if k not in weights]
+        unexpected = sorted(k for k in weights if k not in expected)
+        mismatched = []
+        bad_dtype = []
+        for k, want in expected.items():
+            if k not in weights:
+                continue
+            got = tuple(np.shape(weights[k]))
+            if got != want:
+                mismatched.append((k, want, got))
+            kind = np.asarray(weights[k]).dtype.kind
+            if kind != "f":
+                bad_dtype.append(k)
+        if missing or unexpected or mismatched or bad_dtype:
+            raise WeightLoadError(self.module_name, missing, unexpected, mismatched, bad_dtype)
+
+    def init_weights(self, rng: np.random.Generator, dtype: Any = np.float64) -> dict[str, np.ndarray]:
+        """Seeded canonical weights: convolutions uniform(+-1/sqrt(fan_in)) as torch's default bound, biases and
+        BatchNorm affine drawn away from their identity values, running statistics positive and away from 0/1,
+        so that a mix-up of any two of them shows in the output."""
+        out: dict[str, np.ndarray] = {}
+        for p in self.param_table():
+            if p.role == "conv_weight":
+                fan_in = int(np.prod(p.shape[1:]))
+                bound = 1.0 / np.sqrt(fan_in)
+                v = rng.uniform(-bound, bound, p.shape) * 2.0
+            elif p.role == "linear_weight":
+                bound = 1.0 / np.sqrt(p.shape[1])
+                v = rng.uniform(-bound, bound, p.shape) * 2.0
+            elif p.role in ("conv_bias", "linear_bias"):
+                v = rng.uniform(-0.5, 0.5, p.shape)
+            elif p.role == "bn_weight":
+                v = rng.uniform(0.5, 1.5, p.shape)
+            elif p.role == "bn_bias":
+                v = rng.uniform(-0.5, 0.5, p.shape)
+            elif p.role == "bn_mean":
+                v = rng.uniform(-0.5, 0.5, p.shape)
+            elif p.role == "bn_var":
+                v = rng.uniform(0.5, 2.0, p.shape)
+            else:  # pragma: no cover - ROLES is closed
+                raise ConfigError(f"{self.module_name}: unknown parameter role {p.role!r}")
+            out[p.name] = np.asarray(v, dtype=dtype)
+        return out
+
+    # ---- NumPy reference entry points
+    def reference(self, weights: Mapping[str, np.ndarray], x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Float64 reference forward of an NCHW input with canonical weights."""
+        self.check_weights(weights)
+        x = np.asarray(x)
+        self.check_input(x.shape, str(x.dtype), x.dtype.kind == "f")
+        params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
+        return self.reference_forward(Node(x), params, training=training).value
+
+    def reference_vjp(self, weights: Mapping[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray,
+                      training: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Float64 forward and vector-Jacobian product: ``(y, dL/dx, {name: dL/dparam})`` for trainable params,
+        where ``L = sum(y * cotangent)``. Gradients are exact (derived VJPs), not finite differences."""
+        self.check_weights(weights)
+        x = np.asarray(x)
+        self.check_input(x.shape, str(x.dtype), x.dtype.kind == "f")
+        xn = Node(x)
+        params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
+        y = self.reference_forward(xn, params, training=training)
+        names = [p.name for p in self.param_table() if p.trainable]
+        grads = backward(y, cotangent, [xn] + [params[k] for k in names])
+        return y.value, grads[0], dict(zip(names, grads[1:]))
+
+
+def _fmt_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
