@@ -1,0 +1,38 @@
+"""What every torch module shares: its config, input checks and the activation table."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attn_core import AttentionConfig
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "silu": F.silu,
+    "sigmoid": torch.sigmoid,
+    "hard_sigmoid": F.hardsigmoid,  # relu6(x + 3) / 6, slope exactly 1/6
+}
+
+
+class AttentionModule(nn.Module):
+    """Base class: holds the attn_core config that decided every hyperparameter of the module."""
+
+    config: AttentionConfig
+
+    @classmethod
+    def from_config(cls, config: AttentionConfig) -> "AttentionModule":
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init})
+
+    def check_input(self, x: Any) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{self.config.module_name}: expected a torch.Tensor, got {type(x).__name__}")
+        self.config.check_input(tuple(x.shape), str(x.dtype).removeprefix("torch."), x.is_floating_point())
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"
+                         for f in dataclasses.fields(self.config) if f.init)

@@ -1,0 +1,75 @@
+"""CBAM in PyTorch: ChannelAttention, SpatialAttention, CBAM. The math: :mod:`attn_core.cbam`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
+
+from ._base import ACTIVATIONS, AttentionModule
+
+
+class ChannelAttention(AttentionModule):
+    __doc__ = ChannelAttentionConfig.__doc__
+
+    def __init__(self, channels: int, rd_ratio: float = 1.0 / 16, rd_channels: int | None = None,
+                 rd_divisor: int | None = 1, bias: bool = False, act_layer: str = "relu",
+                 gate_layer: str = "sigmoid") -> None:
+        super().__init__()
+        self.config = cfg = ChannelAttentionConfig(channels, rd_ratio, rd_channels, rd_divisor, bias, act_layer,
+                                                   gate_layer)
+        self.fc1 = nn.Conv2d(cfg.channels, cfg.hidden, 1, bias=cfg.bias)
+        self.fc2 = nn.Conv2d(cfg.hidden, cfg.channels, 1, bias=cfg.bias)
+        self._act = ACTIVATIONS[cfg.act_layer]
+        self._gate = ACTIVATIONS[cfg.gate_layer]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        avg = self.fc2(self._act(self.fc1(x.mean((2, 3), keepdim=True))))
+        mx = self.fc2(self._act(self.fc1(x.amax((2, 3), keepdim=True))))
+        return x * self._gate(avg + mx)
+
+
+class SpatialAttention(AttentionModule):
+    __doc__ = SpatialAttentionConfig.__doc__
+
+    def __init__(self, channels: int | None = None, kernel_size: int = 7, order: str = "mean_max",
+                 bias: bool = False, norm: bool = False, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+                 gate_layer: str = "sigmoid") -> None:
+        super().__init__()
+        self.config = cfg = SpatialAttentionConfig(channels, kernel_size, order, bias, norm, bn_eps, bn_momentum,
+                                                   gate_layer)
+        self.conv = nn.Conv2d(2, 1, cfg.kernel_size, padding=cfg.padding, bias=cfg.bias)
+        self.bn = nn.BatchNorm2d(1, eps=cfg.bn_eps, momentum=bn_momentum_for("torch", cfg.bn_momentum)) \
+            if cfg.norm else None
+        self._gate = ACTIVATIONS[cfg.gate_layer]
+        self._mean_first = cfg.order == "mean_max"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        avg, mx = x.mean(1, keepdim=True), x.amax(1, keepdim=True)
+        z = self.conv(torch.cat([avg, mx] if self._mean_first else [mx, avg], 1))
+        if self.bn is not None:
+            z = self.bn(z)
+        return x * self._gate(z)
+
+
+class CBAM(AttentionModule):
+    __doc__ = CBAMConfig.__doc__
+
+    def __init__(self, channels: int, rd_ratio: float = 1.0 / 16, rd_channels: int | None = None,
+                 rd_divisor: int | None = 1, spatial_kernel_size: int = 7, mlp_bias: bool = False,
+                 spatial_order: str = "mean_max", spatial_bias: bool = False, spatial_norm: bool = False,
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, act_layer: str = "relu",
+                 gate_layer: str = "sigmoid") -> None:
+        super().__init__()
+        self.config = cfg = CBAMConfig(channels, rd_ratio, rd_channels, rd_divisor, spatial_kernel_size, mlp_bias,
+                                       spatial_order, spatial_bias, spatial_norm, bn_eps, bn_momentum, act_layer,
+                                       gate_layer)
+        self.channel = ChannelAttention.from_config(cfg.channel)
+        self.spatial = SpatialAttention.from_config(cfg.spatial)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.spatial(self.channel(x))

@@ -1,0 +1,25 @@
+"""Efficient Channel Attention in PyTorch. The math and its documentation: :class:`attn_core.ECAConfig`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attn_core import ECAConfig
+
+from ._base import AttentionModule
+
+
+class ECAModule(AttentionModule):
+    __doc__ = ECAConfig.__doc__
+
+    def __init__(self, channels: int, kernel_size: int | None = None, gamma: float = 2, beta: float = 1) -> None:
+        super().__init__()
+        self.config = cfg = ECAConfig(channels, kernel_size, gamma, beta)
+        self.conv = nn.Conv1d(1, 1, cfg.k, padding=cfg.padding, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        n, c = x.shape[0], x.shape[1]
+        s = x.mean((2, 3)).view(n, 1, c)
+        return x * torch.sigmoid(self.conv(s)).view(n, c, 1, 1)

@@ -1,0 +1,28 @@
+"""One small adapter per framework (einops' ``_backends`` style): build, load, run forward and backward.
+
+Frameworks are imported lazily, only when their runner is used, and NumPy is the meeting point: every runner
+takes NCHW float64 NumPy input and returns NumPy results in canonical layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import MappingProxyType
+from typing import Mapping
+
+from .base import Runner, RunResult
+
+__all__ = ["Runner", "RunResult", "RUNNERS", "get_runner"]
+
+# framework -> module path of its runner; each module defines ``RUNNER``.
+RUNNERS: Mapping[str, str] = MappingProxyType({
+    "torch": "conformance.runners.torch_runner",
+    "paddle": "conformance.runners.paddle_runner",
+    "flax": "conformance.runners.flax_runner",
+})
+
+
+def get_runner(framework: str) -> Runner:
+    if framework not in RUNNERS:
+        raise ValueError(f"unknown backend {framework!r}; expected one of {', '.join(RUNNERS)}")
+    return importlib.import_module(RUNNERS[framework]).RUNNER
