@@ -1,0 +1,19 @@
+"""PaddlePaddle backend: ``paddle.nn.Layer`` attention modules on NCHW input."""
+
+try:
+    import paddle as _paddle  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("backends.paddle needs PaddlePaddle, which is not installed: "
+                      "pip install 'attn-modules[paddle]'") from err
+
+from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .eca import ECAModule
+from .registry import ATTN_LAYERS, create_attn
+from .se import SEModule
+from .simam import SimAM
+from .weights import export_weights, load_weights
+
+FRAMEWORK = "paddle"
+
+__all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
+           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK"]

@@ -1,0 +1,72 @@
+"""``python -m conformance``: every module x case x installed backend against the float64 reference."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .cases import MODULES
+from .runners import RUNNERS
+from .suite import Row, run_suite
+from .tolerances import TOLERANCES
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m conformance", description=(
+        "Compare every backend's forward pass and gradients (w.r.t. the input and every parameter) with the "
+        "float64 NumPy reference of attn_core, one row per module x case x backend."))
+    p.add_argument("--backends", type=_csv, default=list(RUNNERS),
+                   help=f"comma-separated subset of {','.join(RUNNERS)} (default: all)")
+    p.add_argument("--modules", type=_csv, default=list(MODULES),
+                   help=f"comma-separated subset of {','.join(MODULES)} (default: all)")
+    p.add_argument("--dtypes", type=_csv, default=["float32"],
+                   help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON to PATH")
+    p.add_argument("--no-grad", action="store_true", help="compare forward outputs only")
+    p.add_argument("--require-all", action="store_true",
+                   help="exit non-zero when a backend is skipped because it is not installed")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    args = p.parse_args(argv)
+
+    for b in args.backends:
+        if b not in RUNNERS:
+            p.error(f"unknown backend {b!r}; known: {', '.join(RUNNERS)}")
+    for m in args.modules:
+        if m not in MODULES:
+            p.error(f"unknown module {m!r}; known: {', '.join(MODULES)}")
+    for d in args.dtypes:
+        if d not in TOLERANCES:
+            p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
+
+    def progress(row: Row) -> None:
+        if not args.quiet:
+            print(f"  {row.status.upper():5} {row.module}/{row.case} [{row.backend}, {row.dtype}]",
+                  file=sys.stderr, flush=True)
+
+    report = run_suite(args.backends, args.modules, args.dtypes, grads=not args.no_grad, progress=progress)
+    if not args.quiet:
+        print(report.table())
+    details = report.failure_details()
+    if details:
+        print("\n" + details)
+    print("\ntolerances: " + "; ".join(f"{k} atol {v.atol:g} rtol {v.rtol:g} ({v.source})"
+                                       for k, v in TOLERANCES.items() if k in args.dtypes))
+    print(report.summary())
+    if args.json:
+        args.json.write_text(report.to_json(indent=2))
+        print(f"wrote {args.json}")
+    if report.failed:
+        return 1
+    if args.require_all and report.skipped:
+        print("some backends were skipped (not installed) and --require-all was given", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

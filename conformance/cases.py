@@ -1,0 +1,117 @@
+"""The conformance cases: for every module, the configurations and input shapes that exercise its edges.
+
+Each case covers at least one thing a port can get wrong: non-square and odd spatial sizes, batch 1, channel
+counts where ``C // 16 < 1``, where Eq. 9 of ECA gives an even value, SimAM at 1x1, both BatchNorm modes,
+both concat orders, biases on and off.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from attn_core import CBAM_PRESETS, AttentionConfig, create_config
+
+__all__ = ["Case", "CASES", "MODULES", "select_cases"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One module configuration on one input shape (NCHW), in eval or training mode."""
+
+    module: str
+    case_id: str
+    shape: tuple[int, int, int, int]
+    options: tuple[tuple[str, Any], ...] = ()
+    training: bool = False
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}/{self.case_id}"
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.name.encode())
+
+    def config(self) -> AttentionConfig:
+        return create_config(self.module, self.shape[1], **dict(self.options))
+
+    def data(self, config: AttentionConfig | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Seeded canonical weights, input and output cotangent, all float64.
+
+        The input has a non-zero mean and unit-ish spread per channel, so BatchNorm and SimAM statistics are not
+        trivially centred; the cotangent is standard normal.
+        """
+        config = config or self.config()
+        rng = np.random.default_rng(self.seed)
+        weights = config.init_weights(rng)
+        x = rng.standard_normal(self.shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, self.shape[1], 1, 1))
+        cotangent = rng.standard_normal(self.shape)
+        return weights, x, cotangent
+
+
+def _c(module: str, case_id: str, shape: tuple[int, int, int, int], note: str = "", training: bool = False,
+       **options: Any) -> Case:
+    return Case(module, case_id, shape, tuple(sorted(options.items())), training, note)
+
+
+_ARTICLE = dict(CBAM_PRESETS["article"])
+_TIMM = dict(CBAM_PRESETS["timm"])
+_ORIGINAL = dict(CBAM_PRESETS["original"])
+
+CASES: tuple[Case, ...] = (
+    # SE
+    _c("se", "c64-timm", (2, 64, 7, 5), "timm defaults: hidden 8, biases"),
+    _c("se", "c8-b1", (1, 8, 3, 4), "C // 16 = 0: timm rounding gives hidden 8"),
+    _c("se", "c48-article", (2, 48, 5, 9), "seed article: hidden exactly 48 // 16 = 3, no bias",
+       rd_divisor=None, bias=False),
+    _c("se", "c24-silu-hsig", (2, 24, 6, 3), "silu and hard sigmoid", act_layer="silu", gate_layer="hard_sigmoid"),
+    _c("se", "c16-1x1", (3, 16, 1, 1), "1x1 spatial"),
+    # ECA
+    _c("eca", "c128-k5", (2, 128, 5, 3), "Eq. 9 gives t = 4 (even) -> k = 5"),
+    _c("eca", "c8-k3-b1", (1, 8, 4, 7), "Eq. 9 gives t = 2 (even) -> 3"),
+    _c("eca", "c2048-k7", (1, 2048, 2, 3), "Eq. 9 gives 7"),
+    _c("eca", "c64-k1", (2, 64, 3, 5), "authors' MobileNetV2 choice k = 1", kernel_size=1),
+    _c("eca", "c12-k9", (2, 12, 3, 3), "kernel wider than half the channels", kernel_size=9),
+    # CBAM channel attention
+    _c("ca", "c8-b1", (1, 8, 5, 3), "C // 16 = 0: rounded to hidden 1"),
+    _c("ca", "c32-bias", (2, 32, 4, 7), "MLP biases (authors' code)", bias=True),
+    # CBAM spatial attention
+    _c("sa", "k7", (2, 6, 9, 5), "seed article: mean first, no BatchNorm"),
+    _c("sa", "k3-maxfirst-b1", (1, 4, 6, 11), "authors' order: max first", kernel_size=3, order="max_mean"),
+    _c("sa", "k7-bn-eval", (2, 5, 8, 6), "timm: BatchNorm, running statistics", norm=True),
+    _c("sa", "k7-bn-train", (3, 5, 7, 4), "timm: BatchNorm on batch statistics", training=True, norm=True),
+    _c("sa", "k5-bias-3x2", (2, 3, 3, 2), "kernel larger than the map, conv bias", kernel_size=5, bias=True),
+    # CBAM
+    _c("cbam", "c32-article", (2, 32, 7, 9), "seed article preset", **_ARTICLE),
+    _c("cbam", "c24-timm-eval", (2, 24, 5, 6), "timm preset, eval", **_TIMM),
+    _c("cbam", "c24-timm-train", (2, 24, 5, 6), "timm preset, training", training=True, **_TIMM),
+    _c("cbam", "c48-original", (1, 48, 6, 5), "authors' code preset", **_ORIGINAL),
+    _c("cbam", "c8-default-k3", (2, 8, 4, 4), "C // 16 = 0, default rounding", spatial_kernel_size=3),
+    # SimAM
+    _c("simam", "7x5", (2, 3, 7, 5), "odd, non-square"),
+    _c("simam", "1x1", (2, 4, 1, 1), "H*W = 1: gate sigmoid(0.5), no NaN"),
+    _c("simam", "1x6-b1", (1, 3, 1, 6), "a single row"),
+    _c("simam", "lambda0.1", (2, 5, 4, 4), "the authors' ImageNet lambda", e_lambda=0.1),
+)
+
+MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))
+
+
+def select_cases(modules: Iterable[str] | None = None, cases: Iterable[Case] = CASES) -> list[Case]:
+    """The cases of the given modules (all when None); an unknown module name is an error listing the known."""
+    if modules is None:
+        return list(cases)
+    wanted = list(modules)
+    unknown = [m for m in wanted if m not in MODULES]
+    if unknown:
+        raise ValueError(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
+    return [c for c in cases if c.module in wanted]
+
+
+def describe(options: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())

@@ -1,0 +1,216 @@
+"""Run cases on backends, compare with the float64 reference, and collect the rows of a report."""
+
+from __future__ import annotations
+
+import json
+import math
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .cases import Case, select_cases
+from .runners import RUNNERS, Runner, get_runner
+from .tolerances import Tolerance, tolerance_for
+
+__all__ = ["Comparison", "Row", "Report", "compare", "reference_for", "run_case", "run_suite"]
+
+Reference = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+
+@dataclass
+class Comparison:
+    """One compared quantity: ``output``, ``grad:input`` or ``grad:<canonical parameter name>``.
+
+    ``max_rel`` is ``max |got - ref| / max(|ref|, atol)``; ``worst_ratio`` is ``max |got - ref| / (atol +
+    rtol |ref|)``, so a quantity passes when it is at most 1 and every value is finite.
+    """
+
+    quantity: str
+    max_abs: float
+    max_rel: float
+    worst_ratio: float
+    nonfinite: int
+    passed: bool
+    detail: str = ""
+
+
+def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance) -> Comparison:
+    if got is None:
+        return Comparison(quantity, math.inf, math.inf, math.inf, 0, False, "not computed by the backend")
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != ref.shape:
+        return Comparison(quantity, math.inf, math.inf, math.inf, 0, False,
+                          f"shape {got.shape}, expected {ref.shape}")
+    finite = np.isfinite(got)
+    nonfinite = int(got.size - finite.sum())
+    err = np.where(finite, np.abs(got - ref), np.inf)
+    if err.size == 0:
+        return Comparison(quantity, 0.0, 0.0, 0.0, 0, True)
+    max_abs = float(err.max())
+    max_rel = float((err / np.maximum(np.abs(ref), tol.atol)).max())
+    ratio = err / (tol.atol + tol.rtol * np.abs(ref))
+    worst = float(ratio.max())
+    detail = ""
+    if worst > 1 or nonfinite:
+        idx = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        detail = f"worst at index {tuple(int(i) for i in idx)}: got {got[idx]!r}, expected {ref[idx]!r}"
+        if nonfinite:
+            detail = f"{nonfinite} non-finite value(s); " + detail
+    return Comparison(quantity, max_abs, max_rel, worst, nonfinite, worst <= 1 and nonfinite == 0, detail)
+
+
+@dataclass
+class Row:
+    """One module x case x backend x dtype x mode: the verdict and every comparison behind it."""
+
+    module: str
+    case: str
+    backend: str
+    dtype: str
+    mode: str
+    status: str  # 'pass', 'fail', 'error' or 'skip'
+    comparisons: list[Comparison] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def worst(self) -> Comparison | None:
+        return max(self.comparisons, key=lambda c: c.worst_ratio, default=None)
+
+    @property
+    def max_abs(self) -> float:
+        return max((c.max_abs for c in self.comparisons), default=math.nan)
+
+    @property
+    def max_rel(self) -> float:
+        return max((c.max_rel for c in self.comparisons), default=math.nan)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("fail", "error")
+
+
+def reference_for(case: Case, grads: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Reference]:
+    """The case's data and the float64 reference: (weights, x, cotangent, (y, dx, dparams))."""
+    config = case.config()
+    weights, x, cotangent = case.data(config)
+    if grads:
+        ref = config.reference_vjp(weights, x, cotangent, training=case.training)
+    else:
+        ref = (config.reference(weights, x, training=case.training), np.empty(0), {})
+    return weights, x, cotangent, ref
+
+
+def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = True,
+             reference: tuple | None = None, mode: str = "eager") -> Row:
+    """Run one case on one runner and compare every output and gradient with the float64 reference."""
+    row = Row(case.module, case.case_id, runner.framework, dtype, mode, "pass")
+    ok, why = runner.available()
+    if not ok:
+        row.status, row.message = "skip", why
+        return row
+    tol = tolerance_for(dtype)
+    weights, x, cotangent, (y_ref, dx_ref, dp_ref) = reference or reference_for(case, grads)
+    try:
+        got = runner.run(case.module, case.config(), weights, x, cotangent if grads else None, dtype,
+                         case.training)
+    except Exception as err:  # noqa: BLE001 - any failure of a backend is reported as that row's error
+        row.status = "error"
+        row.message = f"{type(err).__name__}: {err}".strip()
+        row.message += "\n" + "".join(traceback.format_exception(err)[-3:]).rstrip()
+        return row
+    row.comparisons.append(compare("output", got.y, y_ref, tol))
+    if grads:
+        row.comparisons.append(compare("grad:input", got.dx, dx_ref, tol))
+        for name, ref in dp_ref.items():
+            row.comparisons.append(compare(f"grad:{name}", got.dparams.get(name), ref, tol))
+        extra = sorted(set(got.dparams) - set(dp_ref))
+        if extra:
+            row.message = "backend returned gradients for unknown parameters: " + ", ".join(extra)
+            row.status = "fail"
+    if not all(c.passed for c in row.comparisons):
+        row.status = "fail"
+    return row
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if r.failed]
+
+    @property
+    def skipped(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "skip"]
+
+    @property
+    def passed(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "pass"]
+
+    def summary(self) -> str:
+        return f"{len(self.passed)} passed, {len(self.failed)} failed, {len(self.skipped)} skipped"
+
+    def to_dict(self) -> dict:
+        def clean(v: object) -> object:
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d["max_abs"], d["max_rel"] = clean(r.max_abs), clean(r.max_rel)
+            d["worst_quantity"] = r.worst.quantity if r.worst else None
+            d["comparisons"] = [{k: clean(v) for k, v in c.items()} for c in d["comparisons"]]
+            rows.append(d)
+        from .tolerances import TOLERANCES
+        return {"summary": {"passed": len(self.passed), "failed": len(self.failed), "skipped": len(self.skipped)},
+                "tolerances": {k: asdict(v) for k, v in TOLERANCES.items()}, "rows": rows}
+
+    def to_json(self, **kwargs: object) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def table(self) -> str:
+        head = ("module", "case", "backend", "dtype", "mode", "max_abs", "max_rel", "worst", "result")
+        body = []
+        for r in self.rows:
+            w = r.worst
+            body.append((r.module, r.case, r.backend, r.dtype, r.mode,
+                         "-" if not r.comparisons else f"{r.max_abs:.2e}",
+                         "-" if not r.comparisons else f"{r.max_rel:.2e}",
+                         w.quantity if w else "-", r.status.upper()))
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        lines = ["  ".join(str(v).ljust(n) for v, n in zip(line, widths)).rstrip() for line in [head, *body]]
+        lines.insert(1, "  ".join("-" * n for n in widths))
+        return "\n".join(lines)
+
+    def failure_details(self) -> str:
+        out = []
+        for r in self.failed + self.skipped:
+            out.append(f"{r.status.upper()} {r.module}/{r.case} [{r.backend}, {r.dtype}, {r.mode}]")
+            if r.message:
+                out.extend("    " + line for line in r.message.splitlines())
+            for c in r.comparisons:
+                if not c.passed:
+                    out.append(f"    {c.quantity}: max_abs {c.max_abs:.3e}, max_rel {c.max_rel:.3e}, "
+                               f"{c.worst_ratio:.3g}x tolerance. {c.detail}")
+        return "\n".join(out)
+
+
+def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | None = None,
+              dtypes: Sequence[str] = ("float32",), grads: bool = True,
+              progress: Callable[[Row], None] | None = None) -> Report:
+    """Every selected case on every selected backend and dtype; the reference is computed once per case."""
+    backends = list(backends or RUNNERS)
+    runners = [get_runner(b) for b in backends]
+    rows = []
+    for case in select_cases(modules):
+        reference = reference_for(case, grads)
+        for runner in runners:
+            for dtype in dtypes:
+                row = run_case(case, runner, dtype, grads, reference)
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    return Report(rows)
