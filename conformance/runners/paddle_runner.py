@@ -40,7 +40,10 @@ class PaddleRunner(Runner):
         module = ATTN_LAYERS[name].from_config(config)
         module.to(dtype=dtype)
         load_weights(module, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
-        module.train() if training else module.eval()
+        if training:
+            module.train()
+        else:
+            module.eval()
         xt = paddle.to_tensor(np.asarray(x, dtype=np.float64).astype(dtype), stop_gradient=cotangent is None)
         y = module(xt)
         result = RunResult(y=y.detach().astype("float64").numpy())
