@@ -1,0 +1,32 @@
+"""Every conformance case on every backend, float32 and float64, forward and every gradient (the suite in pytest)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from conformance import CASES, reference_for, run_case
+from conformance.runners import RUNNERS, get_runner
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(case_name: str) -> tuple:
+    case = next(c for c in CASES if c.name == case_name)
+    return reference_for(case)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("backend", list(RUNNERS))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_backend_matches_reference(case, backend, dtype):
+    runner = get_runner(backend)
+    ok, why = runner.available()
+    if not ok:
+        pytest.skip(why)
+    row = run_case(case, runner, dtype, reference=_reference(case.name))
+    failures = [f"{c.quantity}: {c.worst_ratio:.3g}x tolerance, {c.detail}" for c in row.comparisons if not c.passed]
+    assert row.status == "pass", f"{row.message}\n" + "\n".join(failures)
+    # output, input gradient, and one gradient per trainable parameter were all compared
+    n_trainable = sum(p.trainable for p in case.config().param_table())
+    assert len(row.comparisons) == 2 + n_trainable
