@@ -176,7 +176,7 @@ class AttentionConfig:
                                   f"input of shape {_fmt_shape(shape_t)}")
         axis = 1 if layout == "NCHW" else 3
         if c is not None and shape_t[axis] is not None and shape_t[axis] != c:
-            raise InputShapeError(f"{name}: expected {c} channels (input {want}{c_txt}), got shape "
+            raise InputShapeError(f"{name}: expected {c} channels (a {layout} input {want}{c_txt}), got shape "
                                   f"{_fmt_shape(shape_t)} with {shape_t[axis]} channels")
         if any(s == 0 for s in shape_t):
             raise InputShapeError(f"{name}: expected a non-empty input {want}{c_txt}, got shape "

@@ -1,0 +1,79 @@
+"""Weight interchange in every backend: export to canonical, strict load, nothing half-loaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attn_core import WeightLoadError, create_config
+
+from ._fw import FRAMEWORKS, backend
+
+CONFIGS = [
+    ("se", 64, {}),
+    ("se", 48, {"bias": False, "rd_divisor": None}),
+    ("eca", 128, {}),
+    ("ca", 32, {"bias": True}),
+    ("sa", 8, {"norm": True, "bias": True}),
+    ("cbam", 24, {"spatial_norm": True, "mlp_bias": True}),
+]
+
+
+def _module_and_export(fw, name, channels, kwargs):
+    """(export() -> canonical dict, load(weights)) for a fresh module of this backend."""
+    b = backend(fw)
+    module = b.create_attn(name, channels, **kwargs)
+    if fw == "flax":
+        state = {"variables": None}
+
+        def load(w):
+            state["variables"] = b.load_weights(module, w)
+
+        return module, (lambda: b.export_weights(module, state["variables"])), load
+    return module, (lambda: b.export_weights(module)), (lambda w: b.load_weights(module, w))
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("name,channels,kwargs", CONFIGS, ids=[f"{c[0]}{c[1]}" for c in CONFIGS])
+def test_round_trip_is_exact(fw, name, channels, kwargs):
+    config = create_config(name, channels, **kwargs)
+    weights = config.init_weights(np.random.default_rng(7), dtype=np.float32)
+    _, export, load = _module_and_export(fw, name, channels, kwargs)
+    load(weights)
+    got = export()
+    assert sorted(got) == sorted(weights)
+    for k, v in weights.items():
+        assert got[k].shape == v.shape, k
+        np.testing.assert_array_equal(np.asarray(got[k], dtype=np.float32), v, err_msg=k)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_strict_load_lists_every_problem_and_loads_nothing(fw):
+    name, channels, kwargs = "cbam", 24, {"spatial_norm": True}
+    config = create_config(name, channels, **kwargs)
+    good = config.init_weights(np.random.default_rng(1), dtype=np.float32)
+    _, export, load = _module_and_export(fw, name, channels, kwargs)
+    load(good)
+    bad = {k: v + 1 for k, v in good.items()}
+    del bad["spatial.bn.running_var"]                      # missing
+    bad["spatial.conv.bias"] = np.zeros(1, np.float32)     # unexpected (the config has no spatial bias)
+    bad["channel.fc1.weight"] = np.zeros((2, 24, 3, 3), np.float32)  # wrong shape
+    with pytest.raises(WeightLoadError) as exc:
+        load(bad)
+    err = exc.value
+    assert err.missing == ["spatial.bn.running_var"]
+    assert err.unexpected == ["spatial.conv.bias"]
+    assert err.mismatched == [("channel.fc1.weight", (2, 24, 1, 1), (2, 24, 3, 3))]
+    msg = str(err)
+    assert "CBAM" in msg and "spatial.bn.running_var" in msg and "spatial.conv.bias" in msg and "(2, 24, 3, 3)" in msg
+    # nothing of the bad dict was written: every value is still the good one
+    after = export()
+    for k, v in good.items():
+        np.testing.assert_array_equal(np.asarray(after[k], dtype=np.float32), v, err_msg=k)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_integer_weights_are_rejected(fw):
+    _, _, load = _module_and_export(fw, "eca", 128, {})
+    with pytest.raises(WeightLoadError, match="conv.weight"):
+        load({"conv.weight": np.ones((1, 1, 5), dtype=np.int64)})
