@@ -1,0 +1,24 @@
+"""Flax (linen) backend: stateless ``flax.linen.Module`` attention modules on NHWC input.
+
+``variables = load_weights(module, weights)``; ``module.apply(variables, x, train=False)``; in training,
+``module.apply(variables, x, train=True, mutable=['batch_stats'])``.
+"""
+
+try:
+    import flax.linen as _nn  # noqa: F401
+    import jax as _jax  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("backends.flax needs JAX and Flax, which are not installed: "
+                      "pip install 'attn-modules[flax]'") from err
+
+from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .eca import ECAModule
+from .registry import ATTN_LAYERS, create_attn
+from .se import SEModule
+from .simam import SimAM
+from .weights import export_weights, load_weights
+
+FRAMEWORK = "flax"
+
+__all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
+           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK"]

@@ -1,0 +1,55 @@
+"""What every Flax module shares: its config, input checks, the activation table and the 1x1 convolution."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attn_core import AttentionConfig
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "sigmoid": jax.nn.sigmoid,
+    "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6, slope exactly 1/6
+}
+
+
+class AttentionModule(nn.Module):
+    """Base class: the module's dataclass fields are the arguments of its attn_core config (``_config_cls``).
+
+    The config is validated when the module is constructed (``__post_init__``), so bad hyperparameters raise
+    :class:`attn_core.ConfigError` there, as in torch, and not first at ``init``.
+    """
+
+    _config_cls = AttentionConfig
+
+    def __post_init__(self) -> None:
+        self.config  # noqa: B018 - builds and so validates the config
+        super().__post_init__()
+
+    @property
+    def config(self) -> AttentionConfig:
+        """The attn_core config that decides every hyperparameter of this module (built from its fields)."""
+        cls = self._config_cls
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls) if f.init})
+
+    @classmethod
+    def from_config(cls, config: AttentionConfig, **kwargs: Any) -> "AttentionModule":
+        """The module of ``config``; ``kwargs`` are Flax's own (``name``, ``parent``)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}, **kwargs)
+
+    def check_input(self, x: Any) -> None:
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+            raise TypeError(f"{self.config.module_name}: expected a jax.Array, got {type(x).__name__}")
+        self.config.check_input(tuple(x.shape), str(x.dtype), bool(jnp.issubdtype(x.dtype, jnp.floating)),
+                                layout="NHWC")
+
+
+def pointwise(features: int, bias: bool, name: str) -> nn.Conv:
+    """A 1x1 convolution (the SE / channel-attention MLP layers) with explicit zero padding."""
+    return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), use_bias=bias, name=name)

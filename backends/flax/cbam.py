@@ -1,0 +1,87 @@
+"""CBAM in Flax: ChannelAttention, SpatialAttention, CBAM. The math: :mod:`attn_core.cbam`."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
+
+from ._base import ACTIVATIONS, AttentionModule, pointwise
+
+
+class ChannelAttention(AttentionModule):
+    __doc__ = ChannelAttentionConfig.__doc__
+    _config_cls = ChannelAttentionConfig
+
+    channels: int
+    rd_ratio: float = 1.0 / 16
+    rd_channels: int | None = None
+    rd_divisor: int | None = 1
+    bias: bool = False
+    act_layer: str = "relu"
+    gate_layer: str = "sigmoid"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        self.check_input(x)
+        cfg = self.config
+        fc1, fc2 = pointwise(cfg.hidden, cfg.bias, "fc1"), pointwise(cfg.channels, cfg.bias, "fc2")
+        act = ACTIVATIONS[cfg.act_layer]
+        avg = fc2(act(fc1(jnp.mean(x, axis=(1, 2), keepdims=True))))
+        mx = fc2(act(fc1(jnp.max(x, axis=(1, 2), keepdims=True))))
+        return x * ACTIVATIONS[cfg.gate_layer](avg + mx).astype(x.dtype)
+
+
+class SpatialAttention(AttentionModule):
+    __doc__ = SpatialAttentionConfig.__doc__
+    _config_cls = SpatialAttentionConfig
+
+    channels: int | None = None
+    kernel_size: int = 7
+    order: str = "mean_max"
+    bias: bool = False
+    norm: bool = False
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    gate_layer: str = "sigmoid"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        self.check_input(x)
+        cfg = self.config
+        avg, mx = jnp.mean(x, axis=-1, keepdims=True), jnp.max(x, axis=-1, keepdims=True)
+        k, p = cfg.kernel_size, cfg.padding
+        conv = nn.Conv(1, (k, k), padding=((p, p), (p, p)), use_bias=cfg.bias, name="conv")
+        z = conv(jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1))
+        if cfg.norm:
+            z = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
+                             epsilon=cfg.bn_eps, use_fast_variance=False, name="bn")(z)
+        return x * ACTIVATIONS[cfg.gate_layer](z).astype(x.dtype)
+
+
+class CBAM(AttentionModule):
+    __doc__ = CBAMConfig.__doc__
+    _config_cls = CBAMConfig
+
+    channels: int
+    rd_ratio: float = 1.0 / 16
+    rd_channels: int | None = None
+    rd_divisor: int | None = 1
+    spatial_kernel_size: int = 7
+    mlp_bias: bool = False
+    spatial_order: str = "mean_max"
+    spatial_bias: bool = False
+    spatial_norm: bool = False
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    act_layer: str = "relu"
+    gate_layer: str = "sigmoid"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        self.check_input(x)
+        cfg = self.config
+        x1 = ChannelAttention.from_config(cfg.channel, name="channel")(x, train)
+        return SpatialAttention.from_config(cfg.spatial, name="spatial")(x1, train)

@@ -1,0 +1,24 @@
+"""``create_attn(name, channels, **kwargs)`` for the Flax backend; names and configs from attn_core."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from attn_core import resolve_name
+
+from ._base import AttentionModule
+from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .eca import ECAModule
+from .se import SEModule
+from .simam import SimAM
+
+ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
+    "se": SEModule, "eca": ECAModule, "ca": ChannelAttention, "sa": SpatialAttention, "cbam": CBAM,
+    "simam": SimAM,
+})
+
+
+def create_attn(name: str, channels: int | None, **kwargs: Any) -> AttentionModule:
+    """Build the attention module registered as ``name`` (see ``attn_core.CONFIGS``) for ``channels`` channels."""
+    return ATTN_LAYERS[resolve_name(name)](channels, **kwargs)

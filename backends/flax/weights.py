@@ -1,0 +1,67 @@
+"""Canonical weight interchange for Flax modules: ``{name: numpy array}`` to and from a variables dict.
+
+Flax modules hold no state, so both functions take the module (for its config) and work on the variables that
+``module.apply`` takes: ``{'params': ..., 'batch_stats': ...}`` as plain nested dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from attn_core import from_native, native_location, to_native
+from attn_core.spec import ParamSpec
+
+
+def _table(module: Any) -> tuple[ParamSpec, ...]:
+    config = getattr(module, "config", None)
+    if config is None or not hasattr(config, "param_table"):
+        raise TypeError(f"expected a module of this package (with a .config), got {type(module).__name__}")
+    return config.param_table()
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """A NumPy array of ``value``; bfloat16 and other non-NumPy floats become float32."""
+    a = np.asarray(value)
+    if a.dtype.kind != "f" and jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(np.float32)
+    return a
+
+
+def export_weights(module: Any, variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``variables`` of ``module`` as canonical NumPy arrays (canonical names and layout, their own dtype)."""
+    out: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    for spec in _table(module):
+        collection, path = native_location("flax", spec)
+        node: Any = variables.get(collection, {})
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None:
+            missing.append(f"{spec.name} ({collection}/{'/'.join(path)})")
+            continue
+        out[spec.name] = from_native("flax", spec, _numpy(node)).copy()
+    if missing:
+        raise ValueError(f"{module.config.module_name}: the variables lack " + ", ".join(missing))
+    return out
+
+
+def load_weights(module: Any, weights: Mapping[str, Any], dtype: Any = jnp.float32) -> dict[str, dict[str, Any]]:
+    """The variables of ``module`` holding the canonical ``weights``, checked strictly first.
+
+    Raises :class:`attn_core.WeightLoadError` listing every missing, unexpected or mis-shaped entry. Arrays are
+    cast to ``dtype`` (float32, Flax's default parameter dtype; ``None`` keeps each array's own).
+    """
+    table = _table(module)
+    arrays = {k: _numpy(v) for k, v in weights.items()}
+    module.config.check_weights(arrays)
+    variables: dict[str, dict[str, Any]] = {}
+    for spec in table:
+        collection, path = native_location("flax", spec)
+        node = variables.setdefault(collection, {})
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = jnp.asarray(to_native("flax", spec, arrays[spec.name]), dtype=dtype)
+    return variables
