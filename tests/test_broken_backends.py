@@ -1,0 +1,125 @@
+"""The suite fails when a backend is deliberately broken, and passes again when it is whole.
+
+Each test replaces one piece of a real backend with a realistic porting mistake, runs the conformance case that
+should expose it, checks that the row fails on the expected quantity, then restores the backend and checks that the
+same case passes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from conformance import CASES, run_case
+from conformance.runners import get_runner
+
+from ._fw import backend
+
+
+def _clear_flax_programs() -> None:
+    """The Flax runner caches compiled programs per config; a patched module must be traced anew."""
+    mod = sys.modules.get("conformance.runners.flax_runner")
+    if mod is not None:
+        mod._programs.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_flax_programs():
+    _clear_flax_programs()
+    yield
+    _clear_flax_programs()
+
+
+def _case(name: str):
+    return next(c for c in CASES if c.name == name)
+
+
+def _failing(row) -> set[str]:
+    return {c.quantity for c in row.comparisons if not c.passed}
+
+
+def _broken_then_whole(monkeypatch, framework: str, case_name: str) -> set[str]:
+    runner = get_runner(framework)
+    case = _case(case_name)
+    broken = run_case(case, runner, "float32")
+    assert broken.status == "fail", f"the suite missed the broken {framework} port on {case_name}"
+    monkeypatch.undo()
+    _clear_flax_programs()
+    whole = run_case(case, runner, "float32")
+    assert whole.status == "pass", whole.message
+    return _failing(broken)
+
+
+def test_flax_kernel_reshaped_instead_of_transposed(monkeypatch):
+    """A 1x1 convolution loaded as ``w.reshape(1, 1, I, O)`` is a Linear left untransposed: with C = rd = 8 the
+    shapes fit and only the numbers are wrong."""
+    backend("flax")
+    import backends.flax.weights as fw
+    from attn_core import to_native
+
+    def reshaped(framework, spec, array):
+        if spec.role == "conv_weight" and len(spec.shape) == 4:
+            o, i, h, w = spec.shape
+            return np.asarray(array).reshape(h, w, i, o)
+        return to_native(framework, spec, array)
+
+    monkeypatch.setattr(fw, "to_native", reshaped)
+    failing = _broken_then_whole(monkeypatch, "flax", "se/c8-b1")
+    assert "output" in failing and "grad:fc1.weight" in failing
+
+
+def test_torch_spatial_concat_order_swapped(monkeypatch):
+    backend("torch")
+    import torch
+    from backends.torch import SpatialAttention
+
+    def swapped(self, x):
+        avg, mx = x.mean(1, keepdim=True), x.amax(1, keepdim=True)
+        z = self.conv(torch.cat([mx, avg] if self._mean_first else [avg, mx], 1))
+        if self.bn is not None:
+            z = self.bn(z)
+        return x * self._gate(z)
+
+    monkeypatch.setattr(SpatialAttention, "forward", swapped)
+    failing = _broken_then_whole(monkeypatch, "torch", "sa/k7")
+    assert {"output", "grad:input", "grad:conv.weight"} <= failing
+
+
+def test_paddle_cbam_spatial_sigmoid_missing(monkeypatch):
+    backend("paddle")
+    import paddle
+    from backends.paddle import SpatialAttention
+
+    def no_sigmoid(self, x):
+        avg, mx = x.mean(axis=1, keepdim=True), x.amax(axis=1, keepdim=True)
+        z = self.conv(paddle.concat([avg, mx], axis=1))
+        return x * z
+
+    monkeypatch.setattr(SpatialAttention, "forward", no_sigmoid)
+    failing = _broken_then_whole(monkeypatch, "paddle", "cbam/c32-article")
+    assert "output" in failing and "grad:spatial.conv.weight" in failing
+
+
+def test_flax_simam_with_n_equal_hw(monkeypatch):
+    backend("flax")
+    import backends.flax.simam as simam
+
+    monkeypatch.setattr(simam, "simam_denominator_count", lambda h, w: h * w)
+    failing = _broken_then_whole(monkeypatch, "flax", "simam/7x5")
+    assert "output" in failing
+
+
+def test_torch_channel_attention_avg_plus_avg(monkeypatch):
+    """``sigmoid(avg + avg)``, a copy-paste bug seen in public CBAM copies (porting notes, section 2)."""
+    backend("torch")
+    from backends.torch import ChannelAttention
+
+    def avg_avg(self, x):
+        avg = self.fc2(self._act(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * self._gate(avg + avg)
+
+    monkeypatch.setattr(ChannelAttention, "forward", avg_avg)
+    failing = _broken_then_whole(monkeypatch, "torch", "ca/c32-bias")
+    assert "output" in failing
