@@ -12,8 +12,17 @@ from paddle import nn
 from attn_core import AttentionConfig
 
 
+def scalar(value: float, like: paddle.Tensor) -> paddle.Tensor:
+    """``value`` as a 0-d tensor of ``like``'s dtype. In a static graph (to_static) ``x + 1e-4`` and ``x / 3`` become
+    scale ops with float32 attributes, 1e-12 and 6e-9 off in float64; dygraph and tensors are exact."""
+    return paddle.full([], value, dtype=like.dtype)
+
+
 def _hard_sigmoid(x: paddle.Tensor) -> paddle.Tensor:
-    # Paddle's default slope is 0.1666667, not 1/6: pass the exact value (relu6(x + 3) / 6).
+    """relu6(x + 3) / 6. Paddle's default slope is 0.1666667, so 1/6 is passed; the op keeps it as a float32
+    attribute, exact for float32 but 1.5e-8 off in float64, where relu6(x + 3) / 6 is computed instead."""
+    if x.dtype == paddle.float64:
+        return F.relu6(x + 3.0) / scalar(6.0, x)
     return F.hardsigmoid(x, slope=1.0 / 6.0, offset=0.5)
 
 
@@ -25,6 +34,13 @@ ACTIVATIONS: dict[str, Callable[[paddle.Tensor], paddle.Tensor]] = {
 }
 
 
+@paddle.jit.not_to_static
+def static_shape(x: paddle.Tensor) -> tuple[int, ...]:
+    """The sizes of ``x`` known when the graph is built: all in dygraph, -1 for those unknown until run time under
+    ``paddle.jit.to_static`` (not transformed, so that they stay ints rather than become tensors)."""
+    return tuple(int(s) for s in x.shape)
+
+
 class AttentionModule(nn.Layer):
     """Base class: holds the attn_core config that decided every hyperparameter of the module."""
 
@@ -34,9 +50,11 @@ class AttentionModule(nn.Layer):
     def from_config(cls, config: AttentionConfig) -> "AttentionModule":
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init})
 
+    # Run as is under paddle.jit.to_static (SOT cannot trace methods of the frozen config); there x is a static
+    # Value whose shape holds -1 for sizes unknown until run time, which attn_core does not check.
+    @paddle.jit.marker.unified
     def check_input(self, x: Any) -> None:
-        # Under paddle.jit.to_static x is a static Value: its shape holds -1 for unknown sizes (not checked).
-        if not isinstance(x, (paddle.Tensor, paddle.pir.Value)):
+        if not isinstance(x, (paddle.Tensor, paddle.pir.Value, paddle.static.Variable)):
             raise TypeError(f"{self.config.module_name}: expected a paddle.Tensor, got {type(x).__name__}")
         self.config.check_input(tuple(x.shape), str(x.dtype).removeprefix("paddle."), paddle.is_floating_point(x))
 

@@ -7,7 +7,7 @@ from paddle import nn
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import ACTIVATIONS, AttentionModule
+from ._base import ACTIVATIONS, AttentionModule, scalar, static_shape
 
 
 class ChannelAttention(AttentionModule):
@@ -51,8 +51,24 @@ class SpatialAttention(AttentionModule):
         avg, mx = x.mean(axis=1, keepdim=True), x.amax(axis=1, keepdim=True)
         z = self.conv(paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1))
         if self.bn is not None:
-            z = self.bn(z)
+            z = self._norm(z)
         return x * self._gate(z)
+
+    def _norm(self, z: paddle.Tensor) -> paddle.Tensor:
+        if not self.training:
+            return self.bn(z)
+        n, _, h, w = static_shape(z)  # z has one channel
+        if min(n, h, w) < 0:  # sizes unknown until run time (to_static): choose in the graph
+            return paddle.where(paddle.numel(z) == 1, self._batch_norm_one(z), self.bn(z))
+        return self._batch_norm_one(z) if n * h * w == 1 else self.bn(z)
+
+    def _batch_norm_one(self, z: paddle.Tensor) -> paddle.Tensor:
+        """Training BatchNorm of a batch with one value per channel, as the spec computes it (the value minus its
+        own mean is 0, so the output is the bias). Paddle's kernel instead returns its input unchanged, ignoring
+        weight and bias; torch refuses such a batch. The running statistics are left as they are, as Paddle does."""
+        d = z - z.mean(axis=[0, 2, 3], keepdim=True)
+        xhat = d / paddle.sqrt((d * d).mean(axis=[0, 2, 3], keepdim=True) + scalar(self.config.bn_eps, z))
+        return xhat * self.bn.weight.reshape([1, -1, 1, 1]) + self.bn.bias.reshape([1, -1, 1, 1])
 
 
 class CBAM(AttentionModule):

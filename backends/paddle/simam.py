@@ -7,7 +7,7 @@ import paddle.nn.functional as F
 
 from attn_core import SimAMConfig, simam_denominator_count
 
-from ._base import AttentionModule
+from ._base import AttentionModule, scalar, static_shape
 
 
 class SimAM(AttentionModule):
@@ -19,8 +19,13 @@ class SimAM(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        n = simam_denominator_count(x.shape[2], x.shape[3])
+        _, _, h, w = static_shape(x)
+        if h >= 0 and w >= 0:
+            n = scalar(simam_denominator_count(h, w), x)
+        else:  # H or W unknown until run time (to_static with an InputSpec of None sizes): the same rule in ops
+            size = paddle.shape(x)
+            n = paddle.clip(size[2] * size[3] - 1, min=1).astype(x.dtype)
         d = x - x.mean(axis=[2, 3], keepdim=True)
         d = d * d  # not pow(2): slow on Paddle CPU
         v = d.sum(axis=[2, 3], keepdim=True) / n
-        return x * F.sigmoid(d / (4 * (v + self.config.e_lambda)) + 0.5)
+        return x * F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, x))) + 0.5)
