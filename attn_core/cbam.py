@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping
 
-import numpy as np
-
 from . import ops
 from .autodiff import Node
 from .se import ACT_LAYERS, GATE_LAYERS
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_choice, check_positive_int, reduced_channels
+from .spec import (AttentionConfig, ConfigError, ParamSpec, check_choice, check_odd_kernel, check_positive_int,
+                   is_real, reduced_channels)
 
 __all__ = ["ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "CBAM_PRESETS", "SPATIAL_ORDERS"]
 
@@ -34,9 +33,9 @@ def _sub(prefix: str, params: Mapping[str, Node]) -> dict[str, Node]:
 
 
 def _check_bn(module: str, eps: float, momentum: float) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps > 0 and np.isfinite(eps)):
+    if not (is_real(eps) and eps > 0):
         raise ConfigError(f"{module}: bn_eps must be a positive finite number, got {eps!r}")
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (0 <= momentum <= 1):
+    if not (is_real(momentum) and 0 <= momentum <= 1):
         raise ConfigError(f"{module}: bn_momentum (torch convention: weight of the new batch) must be in [0, 1], "
                           f"got {momentum!r}")
 
@@ -138,10 +137,8 @@ class SpatialAttentionConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         check_positive_int(self.module_name, "channels", self.channels, allow_none=True)
-        k = self.kernel_size
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-            raise ConfigError(f"{self.module_name}: kernel_size must be a positive odd integer (3 or 7 in the paper) "
-                              f"so that padding k // 2 keeps H and W, got {k!r}")
+        check_odd_kernel(self.module_name, "kernel_size", self.kernel_size,
+                         "3 or 7 in the paper; padding k // 2 then keeps H and W")
         check_choice(self.module_name, "order", self.order, SPATIAL_ORDERS)
         check_choice(self.module_name, "bias", self.bias, (True, False))
         check_choice(self.module_name, "norm", self.norm, (True, False))
@@ -150,10 +147,10 @@ class SpatialAttentionConfig(AttentionConfig):
 
     @property
     def padding(self) -> int:
-        return self.kernel_size // 2
+        return int(self.kernel_size) // 2
 
     def param_table(self) -> tuple[ParamSpec, ...]:
-        k = self.kernel_size
+        k = int(self.kernel_size)
         table = [ParamSpec("conv.weight", (1, 2, k, k), "conv_weight")]
         if self.bias:
             table.append(ParamSpec("conv.bias", (1,), "conv_bias"))

@@ -12,7 +12,7 @@ from typing import ClassVar, Mapping
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_positive_int
+from .spec import AttentionConfig, ConfigError, ParamSpec, check_odd_kernel, check_positive_int, is_real
 
 __all__ = ["ECAConfig", "eca_kernel_size"]
 
@@ -54,14 +54,15 @@ class ECAConfig(AttentionConfig):
     def __post_init__(self) -> None:
         check_positive_int(self.module_name, "channels", self.channels)
         if self.kernel_size is None:
-            if not (isinstance(self.gamma, (int, float)) and self.gamma > 0):
-                raise ConfigError(f"{self.module_name}: gamma must be positive, got {self.gamma!r}")
+            if not (is_real(self.gamma) and self.gamma > 0):
+                raise ConfigError(f"{self.module_name}: gamma must be a positive finite number, got {self.gamma!r}")
+            if not is_real(self.beta):
+                raise ConfigError(f"{self.module_name}: beta must be a finite number, got {self.beta!r}")
             k = eca_kernel_size(self.channels, self.gamma, self.beta)
         else:
-            k = self.kernel_size
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-                raise ConfigError(f"{self.module_name}: kernel_size must be a positive odd integer (an even kernel "
-                                  f"cannot pad symmetrically and shifts the channels), got {k!r}")
+            check_odd_kernel(self.module_name, "kernel_size", self.kernel_size,
+                             "an even kernel cannot pad symmetrically and shifts the channels")
+            k = int(self.kernel_size)
         object.__setattr__(self, "k", k)
 
     @property

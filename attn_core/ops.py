@@ -78,8 +78,9 @@ def relu(a: Node) -> Node:
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:
-    # 0.5 * (1 + tanh(v / 2)) is exact algebra and never overflows, unlike 1 / (1 + exp(-v)).
-    return 0.5 * (1.0 + np.tanh(0.5 * v))
+    # exp of -|v| never overflows, and neither branch cancels: accurate relative to the value in both tails.
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def sigmoid(a: Node) -> Node:

@@ -8,6 +8,7 @@ validators here, so that every framework accepts and rejects exactly the same th
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
@@ -83,8 +84,18 @@ class ParamSpec:
 def check_positive_int(module: str, name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{module}: {name} must be a positive integer, got {value!r}")
+
+
+def is_real(value: Any) -> bool:
+    """A finite real number (Python or NumPy), not a bool."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and bool(np.isfinite(value))
+
+
+def check_odd_kernel(module: str, name: str, value: Any, why: str) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1 or value % 2 == 0:
+        raise ConfigError(f"{module}: {name} must be a positive odd integer ({why}), got {value!r}")
 
 
 def check_choice(module: str, name: str, value: Any, choices: Iterable[Any]) -> None:
@@ -113,12 +124,11 @@ def reduced_channels(module: str, channels: int, rd_ratio: float, rd_channels: i
     if rd_channels is not None:
         check_positive_int(module, "rd_channels", rd_channels)
         return int(rd_channels)
-    if isinstance(rd_ratio, bool) or not isinstance(rd_ratio, (int, float)) or not (0 < rd_ratio) \
-            or not np.isfinite(rd_ratio):
+    if not is_real(rd_ratio) or not rd_ratio > 0:
         raise ConfigError(f"{module}: rd_ratio must be a positive finite number, got {rd_ratio!r}")
     check_positive_int(module, "rd_divisor", rd_divisor, allow_none=True)
     if rd_divisor is None:
-        exact = Fraction(rd_ratio).limit_denominator(1 << 20)
+        exact = Fraction(float(rd_ratio)).limit_denominator(1 << 20)
         hidden = int(channels * exact)
         if hidden < 1:
             raise ConfigError(
@@ -126,7 +136,7 @@ def reduced_channels(module: str, channels: int, rd_ratio: float, rd_channels: i
                 f"gives floor({channels} * {exact}) = 0 (the seed articles' C // r); pass rd_divisor (timm rounding, "
                 f"at least the divisor), a larger rd_ratio, or rd_channels")
         return hidden
-    return make_divisible(channels * rd_ratio, int(rd_divisor), round_limit=0.0)
+    return make_divisible(channels * float(rd_ratio), int(rd_divisor), round_limit=0.0)
 
 
 # --------------------------------------------------------------------------------------------------- configs
@@ -167,6 +177,8 @@ class AttentionConfig:
         ``shape`` may hold ``None`` or negative numbers for sizes unknown at trace time; those are not checked.
         """
         name = self.module_name
+        if layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"{name}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
         want = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
         c = self.channels_required
         c_txt = f" with C={c}" if c is not None else ""
@@ -206,9 +218,9 @@ class AttentionConfig:
             raise WeightLoadError(self.module_name, missing, unexpected, mismatched, bad_dtype)
 
     def init_weights(self, rng: np.random.Generator, dtype: Any = np.float64) -> dict[str, np.ndarray]:
-        """Seeded canonical weights: convolutions uniform(+-1/sqrt(fan_in)) as torch's default bound, biases and
-        BatchNorm affine drawn away from their identity values, running statistics positive and away from 0/1,
-        so that a mix-up of any two of them shows in the output."""
+        """Seeded canonical weights: convolution and linear weights uniform(+-2/sqrt(fan_in)), twice torch's
+        default bound so that gates spread well away from 0.5; biases and BatchNorm affine drawn away from their
+        identity values; running statistics positive and away from 0/1; so a mix-up of any two shows."""
         out: dict[str, np.ndarray] = {}
         for p in self.param_table():
             if p.role == "conv_weight":
