@@ -12,9 +12,9 @@ from typing import Any, ClassVar, Mapping
 
 from . import ops
 from .autodiff import Node
-from .se import ACT_LAYERS, GATE_LAYERS
+from .se import GATE_LAYERS, SqueezeMLPConfig
 from .spec import (AttentionConfig, ConfigError, ParamSpec, check_choice, check_odd_kernel, check_positive_int,
-                   is_real, reduced_channels)
+                   is_real)
 
 __all__ = ["ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "CBAM_PRESETS", "SPATIAL_ORDERS"]
 
@@ -41,7 +41,7 @@ def _check_bn(module: str, eps: float, momentum: float) -> None:
 
 
 @dataclass(frozen=True)
-class ChannelAttentionConfig(AttentionConfig):
+class ChannelAttentionConfig(SqueezeMLPConfig):
     """CBAM channel attention (Woo et al., ECCV 2018, arXiv:1807.06521, Eq. 2).
 
     ``y = x * gate(mlp(mean_hw(x)) + mlp(max_hw(x)))`` with one shared MLP of two 1x1 convolutions C -> rd -> C.
@@ -70,31 +70,10 @@ class ChannelAttentionConfig(AttentionConfig):
     gate_layer: str = "sigmoid"
     hidden: int = field(init=False, compare=False)
 
-    def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        check_choice(self.module_name, "act_layer", self.act_layer, ACT_LAYERS)
-        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        check_choice(self.module_name, "bias", self.bias, (True, False))
-        hidden = reduced_channels(self.module_name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor)
-        object.__setattr__(self, "hidden", hidden)
-
-    def param_table(self) -> tuple[ParamSpec, ...]:
-        c, rd = self.channels, self.hidden
-        table = [ParamSpec("fc1.weight", (rd, c, 1, 1), "conv_weight")]
-        if self.bias:
-            table.append(ParamSpec("fc1.bias", (rd,), "conv_bias"))
-        table.append(ParamSpec("fc2.weight", (c, rd, 1, 1), "conv_weight"))
-        if self.bias:
-            table.append(ParamSpec("fc2.bias", (c,), "conv_bias"))
-        return tuple(table)
-
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
-        def mlp(v: Node) -> Node:
-            h = ops.activation(self.act_layer, ops.conv2d(v, params["fc1.weight"], params.get("fc1.bias")))
-            return ops.conv2d(h, params["fc2.weight"], params.get("fc2.bias"))
-
-        g = ops.activation(self.gate_layer, ops.add(mlp(ops.mean(x, (2, 3))), mlp(ops.amax(x, (2, 3)))))
+        avg, mx = self.mlp(ops.mean(x, (2, 3)), params), self.mlp(ops.amax(x, (2, 3)), params)
+        g = ops.activation(self.gate_layer, ops.add(avg, mx))
         if taps is not None:
             taps["gate"] = g
         return ops.mul(x, g)

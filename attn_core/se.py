@@ -12,14 +12,43 @@ from . import ops
 from .autodiff import Node
 from .spec import AttentionConfig, ParamSpec, check_choice, check_positive_int, reduced_channels
 
-__all__ = ["SEConfig", "ACT_LAYERS", "GATE_LAYERS"]
+__all__ = ["SEConfig", "SqueezeMLPConfig", "ACT_LAYERS", "GATE_LAYERS"]
 
 ACT_LAYERS = ("relu", "silu")
 GATE_LAYERS = ("sigmoid", "hard_sigmoid")
 
 
+class SqueezeMLPConfig(AttentionConfig):
+    """What SE and CBAM's channel attention share: two 1x1 convolutions C -> hidden -> C, validated and sized
+    once. Subclasses declare the fields ``channels, rd_ratio, rd_channels, rd_divisor, bias, act_layer,
+    gate_layer, hidden``."""
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.module_name, "channels", self.channels)
+        check_choice(self.module_name, "act_layer", self.act_layer, ACT_LAYERS)
+        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
+        check_choice(self.module_name, "bias", self.bias, (True, False))
+        hidden = reduced_channels(self.module_name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor)
+        object.__setattr__(self, "hidden", hidden)
+
+    def param_table(self) -> tuple[ParamSpec, ...]:
+        c, rd = self.channels, self.hidden
+        table = [ParamSpec("fc1.weight", (rd, c, 1, 1), "conv_weight")]
+        if self.bias:
+            table.append(ParamSpec("fc1.bias", (rd,), "conv_bias"))
+        table.append(ParamSpec("fc2.weight", (c, rd, 1, 1), "conv_weight"))
+        if self.bias:
+            table.append(ParamSpec("fc2.bias", (c,), "conv_bias"))
+        return tuple(table)
+
+    def mlp(self, v: Node, params: Mapping[str, Node]) -> Node:
+        """fc2(act(fc1(v))) on a pooled (N, C, 1, 1) descriptor."""
+        h = ops.activation(self.act_layer, ops.conv2d(v, params["fc1.weight"], params.get("fc1.bias")))
+        return ops.conv2d(h, params["fc2.weight"], params.get("fc2.bias"))
+
+
 @dataclass(frozen=True)
-class SEConfig(AttentionConfig):
+class SEConfig(SqueezeMLPConfig):
     """Squeeze-and-Excitation (Hu et al., CVPR 2018, arXiv:1709.01507).
 
     ``y = x * gate(fc2(act(fc1(mean_hw(x)))))``, where fc1 and fc2 are 1x1 convolutions (C -> rd -> C).
@@ -51,31 +80,9 @@ class SEConfig(AttentionConfig):
     gate_layer: str = "sigmoid"
     hidden: int = field(init=False, compare=False)
 
-    def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        check_choice(self.module_name, "act_layer", self.act_layer, ACT_LAYERS)
-        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        check_choice(self.module_name, "bias", self.bias, (True, False))
-        hidden = reduced_channels(self.module_name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor)
-        object.__setattr__(self, "hidden", hidden)
-
-    def param_table(self) -> tuple[ParamSpec, ...]:
-        c, rd = self.channels, self.hidden
-        table = [ParamSpec("fc1.weight", (rd, c, 1, 1), "conv_weight")]
-        if self.bias:
-            table.append(ParamSpec("fc1.bias", (rd,), "conv_bias"))
-        table.append(ParamSpec("fc2.weight", (c, rd, 1, 1), "conv_weight"))
-        if self.bias:
-            table.append(ParamSpec("fc2.bias", (c,), "conv_bias"))
-        return tuple(table)
-
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
-        s = ops.mean(x, (2, 3))
-        h = ops.conv2d(s, params["fc1.weight"], params.get("fc1.bias"))
-        h = ops.activation(self.act_layer, h)
-        g = ops.conv2d(h, params["fc2.weight"], params.get("fc2.bias"))
-        g = ops.activation(self.gate_layer, g)
+        g = ops.activation(self.gate_layer, self.mlp(ops.mean(x, (2, 3)), params))
         if taps is not None:
             taps["gate"] = g
         return ops.mul(x, g)
