@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .cases import Case, select_cases
+from .precision import is_low_precision, quantize
 from .runners import RUNNERS, Runner, get_runner
 from .tolerances import Tolerance, tolerance_for
 
@@ -91,10 +92,20 @@ class Row:
         return self.status in ("fail", "error")
 
 
-def reference_for(case: Case, grads: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Reference]:
-    """The case's data and the float64 reference: (weights, x, cotangent, (y, dx, dparams))."""
+def reference_for(case: Case, grads: bool = True, dtype: str = "float64"
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Reference]:
+    """The case's data and the float64 reference: (weights, x, cotangent, (y, dx, dparams)).
+
+    For a low-precision ``dtype`` (float16, bfloat16) the weights, input and cotangent are first rounded to it
+    (:func:`conformance.precision.quantize`, still float64), and the reference is that of the rounded data, which is
+    also what is returned for the backend to run: the backend is judged on its arithmetic, not on the rounding of
+    its inputs. float32 and float64 use the data as drawn.
+    """
     config = case.config()
     weights, x, cotangent = case.data(config)
+    if is_low_precision(dtype):
+        weights = {k: quantize(v, dtype) for k, v in weights.items()}
+        x, cotangent = quantize(x, dtype), quantize(cotangent, dtype)
     if grads:
         ref = config.reference_vjp(weights, x, cotangent, training=case.training)
     else:
@@ -111,7 +122,7 @@ def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = T
         row.status, row.message = "skip", why
         return row
     tol = tolerance_for(dtype)
-    weights, x, cotangent, (y_ref, dx_ref, dp_ref) = reference or reference_for(case, grads)
+    weights, x, cotangent, (y_ref, dx_ref, dp_ref) = reference or reference_for(case, grads, dtype)
     try:
         got = runner.run(case.module, case.config(), weights, x, cotangent if grads else None, dtype,
                          case.training)
@@ -206,10 +217,13 @@ def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | No
     runners = [get_runner(b) for b in backends]
     rows = []
     for case in select_cases(modules):
-        reference = reference_for(case, grads)
+        references: dict[str, tuple] = {}
         for runner in runners:
             for dtype in dtypes:
-                row = run_case(case, runner, dtype, grads, reference)
+                key = dtype if is_low_precision(dtype) else "float64"  # the data each dtype's reference is of
+                if key not in references:
+                    references[key] = reference_for(case, grads, key)
+                row = run_case(case, runner, dtype, grads, references[key])
                 rows.append(row)
                 if progress is not None:
                     progress(row)

@@ -1,0 +1,133 @@
+"""float16 and bfloat16: rounding the case data, the reference of the rounded data, and the half-precision rows."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conformance import CASES, reference_for
+from conformance.precision import bfloat16_bits, quantize
+
+_HAS_ML_DTYPES = importlib.util.find_spec("ml_dtypes") is not None
+
+
+# ------------------------------------------------------------------------------------------ quantize by hand
+# float16: 11 significant bits, so the spacing just above 1 is 2^-10 and 2^-11 is half of it.
+# bfloat16: 8 significant bits, spacing 2^-7 above 1, half of it 2^-8.
+@pytest.mark.parametrize("dtype, value, expected", [
+    ("float16", 1 + 2**-11, 1.0),                     # exactly half-way between 1 and 1 + 2^-10: ties to even (1)
+    ("float16", 1 + 3 * 2**-11, 1 + 2**-9),            # half-way between 1 + 2^-10 (odd) and 1 + 2^-9 (even): up
+    ("float16", 1 + 2**-11 + 2**-20, 1 + 2**-10),     # just above half-way: up
+    ("float16", -(1 + 3 * 2**-11), -(1 + 2**-9)),      # symmetric in sign
+    ("float16", 65504.0, 65504.0),                     # largest finite
+    ("float16", 65519.99, 65504.0),                    # below the half-way point to 2^16: still finite
+    ("float16", 65520.0, np.inf),                      # half-way to 2^16: ties to even = overflow
+    ("float16", 2**-25, 0.0),                          # half the smallest subnormal 2^-24: ties to even (0)
+    ("float16", 3 * 2**-25, 2**-23),                   # 1.5 smallest subnormals: to 2 (even)
+    ("bfloat16", 1 + 2**-8, 1.0),                     # half-way between 1 and 1 + 2^-7: ties to even (1)
+    ("bfloat16", 1 + 3 * 2**-8, 1 + 2**-6),            # half-way between 1 + 2^-7 (odd) and 1 + 2^-6 (even): up
+    ("bfloat16", 1 + 2**-9, 1.0),                      # below half-way: down
+    ("bfloat16", 1 + 2**-8 + 2**-30, 1 + 2**-7),       # above half-way by less than float32 can hold: still up
+    ("bfloat16", 3.0 + 2**-7, 3.0),                    # 3 = 1.1b x 2: spacing 2^-6, half-way 2^-7: to even (3)
+    ("bfloat16", 255.5, 256.0),                        # 255 needs 8 bits; 255.5 is half-way to 256 (even): up
+    ("bfloat16", 257.0, 256.0),                        # spacing 2 at 256: 257 is half-way, 256 even
+    ("bfloat16", 259.0, 260.0),                        # half-way between 258 (odd) and 260 (even): up
+    ("bfloat16", 2.0**127 * (2 - 2**-7), 2.0**127 * (2 - 2**-7)),   # largest finite, 3.3895e38
+    ("bfloat16", 2.0**127 * (2 - 2**-8), np.inf),     # half-way to 2^128: ties to even = overflow
+    ("bfloat16", 1e-50, 0.0),                          # below every float32, and so every bfloat16, subnormal
+    ("bfloat16", 3 * 2**-134, 2**-132),               # 1.5 smallest bfloat16 subnormals (2^-133): to 2 (even)
+])
+def test_quantize_hand_values(dtype, value, expected):
+    assert quantize(np.float64(value), dtype) == expected
+    assert quantize(np.array([value, -value]), dtype).tolist() == [expected, -expected]
+
+
+def test_quantize_keeps_special_values_and_returns_float64():
+    for dtype in ("float16", "bfloat16"):
+        q = quantize(np.array([np.nan, np.inf, -np.inf, -0.0, 0.0]), dtype)
+        assert q.dtype == np.float64
+        assert np.isnan(q[0]) and q[1] == np.inf and q[2] == -np.inf
+        assert np.signbit(q[3]) and not np.signbit(q[4])
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    assert quantize(x, "float64") is not x and np.array_equal(quantize(x, "float64"), x)
+    assert np.array_equal(quantize(x, "float32"), x.astype(np.float32).astype(np.float64))
+
+
+def test_quantize_is_idempotent_and_rejects_unknown_dtypes():
+    x = np.random.default_rng(1).standard_normal(1000) * 100
+    for dtype in ("float16", "bfloat16"):
+        q = quantize(x, dtype)
+        assert np.array_equal(quantize(q, dtype), q)
+        assert np.array_equal(quantize(q.astype(np.float32), dtype), q)
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        quantize(x, "int8")
+    with pytest.raises(TypeError, match="real numeric"):
+        quantize(np.array(["a"]), "float16")
+
+
+def test_bfloat16_is_the_nearest_neighbour_of_float64_values():
+    """Correct rounding checked against the definition: no other bfloat16 is closer, and ties go to even."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(20000) * 10.0 ** rng.uniform(-40, 38, 20000)
+    bits = bfloat16_bits(x).astype(np.int64)
+    q = quantize(x, "bfloat16")
+
+    def value(b: np.ndarray) -> np.ndarray:
+        return (b.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+
+    up, down = value((bits + 1).astype(np.uint16)), value((bits - 1).astype(np.uint16))
+    ok = np.isfinite(up) & np.isfinite(down) & np.isfinite(q)
+    assert ok.mean() > 0.99
+    err = np.abs(q - x)
+    assert not np.any(ok & (np.abs(up - x) < err)) and not np.any(ok & (np.abs(down - x) < err))
+
+
+@pytest.mark.skipif(not _HAS_ML_DTYPES, reason="ml_dtypes not installed")
+def test_bfloat16_matches_ml_dtypes_on_every_kind_of_float32():
+    """On float32 input (where ml_dtypes rounds once) the bit patterns agree: normals, subnormals, the overflow
+    edge, infinities, every tie pattern; NaN stays NaN."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(3)
+    patterns = np.concatenate([
+        rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32),
+        (np.arange(2**16, dtype=np.uint32) << np.uint32(16)) | np.uint32(0x8000),   # every exact tie
+        (np.arange(2**16, dtype=np.uint32) << np.uint32(16)) | np.uint32(0x7FFF),   # just below every tie
+        np.array([0x7F7F_8000, 0x7F7F_7FFF, 0x0000_8000, 0x0001_8000, 0x8000_0001], dtype=np.uint32),
+    ])
+    f = patterns.view(np.float32)
+    nan = np.isnan(f)
+    with np.errstate(invalid="ignore"):
+        theirs = f.astype(ml_dtypes.bfloat16).view(np.uint16)
+    assert np.array_equal(bfloat16_bits(f)[~nan], theirs[~nan])
+    assert np.all(np.isnan(quantize(f[nan], "bfloat16")))
+    # float64 input: ml_dtypes goes through float32 and can round twice; quantize rounds once.
+    x = np.float64(1 + 2**-8 + 2**-30)
+    assert float(np.float32(x).astype(ml_dtypes.bfloat16)) == 1.0
+    assert quantize(x, "bfloat16") == 1 + 2**-7
+
+
+def test_float16_matches_torch_casts():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(4).standard_normal(50000) * 10.0 ** np.random.default_rng(5).uniform(-9, 5, 50000)
+    x32 = x.astype(np.float32)  # torch's own float64 -> half goes through float32; compare on float32 input
+    for dtype, tdtype in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+        theirs = torch.from_numpy(x32).to(tdtype).to(torch.float64).numpy()
+        assert np.array_equal(quantize(x32, dtype), theirs)
+
+
+# ------------------------------------------------------------------------------- the reference of rounded data
+def test_reference_for_quantizes_weights_input_and_cotangent_for_half_dtypes():
+    case = next(c for c in CASES if c.name == "cbam/c48-original")
+    w64, x64, ct64, ref64 = reference_for(case)
+    assert np.array_equal(x64, case.data()[1])  # float64 (the default) and float32 rows use the data as drawn
+    for dtype in ("float16", "bfloat16"):
+        w, x, ct, (y, dx, dp) = reference_for(case, dtype=dtype)
+        for got, raw in [(x, x64), (ct, ct64)] + [(w[k], w64[k]) for k in w64]:
+            assert np.array_equal(got, quantize(raw, dtype)) and not np.array_equal(got, raw)
+        config = case.config()
+        y2, dx2, dp2 = config.reference_vjp(w, x, ct, training=case.training)
+        assert np.array_equal(y, y2) and np.array_equal(dx, dx2)
+        assert all(np.array_equal(dp[k], dp2[k]) for k in dp)
