@@ -7,8 +7,11 @@ import importlib.util
 import numpy as np
 import pytest
 
+from attn_core import create_config
 from conformance import CASES, reference_for
 from conformance.precision import bfloat16_bits, quantize
+
+from ._fw import backend
 
 _HAS_ML_DTYPES = importlib.util.find_spec("ml_dtypes") is not None
 
@@ -131,3 +134,83 @@ def test_reference_for_quantizes_weights_input_and_cotangent_for_half_dtypes():
         y2, dx2, dp2 = config.reference_vjp(w, x, ct, training=case.training)
         assert np.array_equal(y, y2) and np.array_equal(dx, dx2)
         assert all(np.array_equal(dp[k], dp2[k]) for k in dp)
+
+
+# -------------------------------------------------------------------------- SimAM at large activations, in half
+def _simam_vjp(fw: str, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """SimAM of the NCHW ``x`` in framework ``fw`` and dtype ``dtype``: (y, dL/dx) as float64 NCHW, for
+    ``L = sum(y * cotangent)``. ``x`` and ``cotangent`` are already representable in ``dtype``, so the casts are exact."""
+    bk = backend(fw)
+    if fw == "torch":
+        import torch
+        xt = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+        y = bk.SimAM()(xt)
+        y.backward(torch.tensor(cotangent, dtype=getattr(torch, dtype)))
+        return y.detach().double().numpy(), xt.grad.double().numpy()
+    if fw == "paddle":
+        import paddle
+        xt = paddle.to_tensor(x.astype(np.float32)).astype(dtype)  # exact; paddle takes no ml_dtypes arrays
+        xt.stop_gradient = False
+        y = bk.SimAM()(xt)
+        (dx,) = paddle.grad(y, xt, paddle.to_tensor(cotangent.astype(np.float32)).astype(dtype))
+        return y.astype("float64").numpy(), dx.astype("float64").numpy()
+    import jax
+    import jax.numpy as jnp
+    module = bk.SimAM()
+    y, vjp = jax.vjp(lambda v: module.apply({}, v), jnp.asarray(x.transpose(0, 2, 3, 1), dtype=dtype))
+    (dx,) = vjp(jnp.asarray(cotangent.transpose(0, 2, 3, 1), dtype=dtype))
+    nchw = (0, 3, 1, 2)
+    return np.asarray(y, dtype=np.float64).transpose(nchw), np.asarray(dx, dtype=np.float64).transpose(nchw)
+
+
+def _large(kind: str) -> np.ndarray:
+    rng = np.random.default_rng({"std10-56x56": 10, "spread1e3": 11, "spread3e4": 12}[kind])
+    if kind == "std10-56x56":    # d fits float16, but sum(d) over 3136 positions does not: v = inf, gate 0.5
+        return rng.standard_normal((1, 3, 56, 56)) * 10.0 + 5.0
+    spread = {"spread1e3": 1e3, "spread3e4": 3e4}[kind]
+    x = rng.uniform(-spread, spread, (2, 3, 7, 5))
+    x[:, 1] = 1234.0             # a constant channel: v = 0, d = 0, gate sigmoid(0.5)
+    x[1, 2] += spread / 2        # and an offset one
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["spread1e3", "spread3e4", "std10-56x56"])
+@pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
+def test_simam_half_is_finite_and_within_tolerance_at_large_activations(fw, kind, dtype):
+    """Before SimAM computed half inputs in float32, float16 gave inf/NaN at spreads 1e3 and 3e4 (``d`` overflows
+    past |x - mean| = 256) and a silent gate of sigmoid(0.5) at a standard deviation of 10 on 56 x 56 (the sum of
+    ``d`` overflows); Paddle could not run float16 or bfloat16 at all on CPU."""
+    from conformance import tolerance_for
+    from conformance.suite import compare
+
+    x = quantize(_large(kind), dtype)
+    cotangent = quantize(np.random.default_rng(7).standard_normal(x.shape) * 3.0, dtype)
+    config = create_config("simam", x.shape[1])
+    y_ref, dx_ref, _ = config.reference_vjp({}, x, cotangent)
+    y, dx = _simam_vjp(fw, x, cotangent, dtype)
+    tol = tolerance_for(dtype)
+    for name, got, ref in (("output", y, y_ref), ("grad:input", dx, dx_ref)):
+        c = compare(name, got, ref, tol)
+        assert c.nonfinite == 0 and c.passed, f"{name}: {c.worst_ratio:.3g}x tolerance; {c.detail}"
+    # the constant channel is gated by exactly sigmoid(0.5) in the reference, and to within rounding here
+    if kind != "std10-56x56":
+        gate = y[:, 1] / x[:, 1]
+        assert np.allclose(gate, 1 / (1 + np.exp(-0.5)), rtol=2 * 2.0 ** -8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
+def test_simam_half_keeps_the_one_by_one_rule(fw, dtype):
+    """H*W = 1: gate sigmoid(0.5), no NaN in the output or the input gradient (Flax's float16 gradient was NaN)."""
+    from conformance import tolerance_for
+    from conformance.suite import compare
+
+    x = quantize(np.array([[[[3.0]], [[-35000.0]], [[0.0]]], [[[1e-3]], [[250.0]], [[-7.5]]]]), dtype)
+    cotangent = quantize(np.full(x.shape, 1.5), dtype)
+    y, dx = _simam_vjp(fw, x, cotangent, dtype)
+    g = 1 / (1 + np.exp(-0.5))
+    tol = tolerance_for(dtype)
+    for name, got, ref in (("output", y, x * g), ("grad:input", dx, np.full(x.shape, 1.5 * g))):
+        c = compare(name, got, ref, tol)  # d = 0 everywhere: y = x * sigmoid(0.5), and dy/dx the gate alone
+        assert c.nonfinite == 0 and c.passed, f"{name}: {c.worst_ratio:.3g}x tolerance; {c.detail}"

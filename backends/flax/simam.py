@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_core import SimAMConfig, simam_denominator_count
+from attn_core.simam import simam_compute_dtype
 
 from ._base import AttentionModule
 
@@ -20,6 +21,8 @@ class SimAM(AttentionModule):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self.check_input(x)
         n = simam_denominator_count(x.shape[1], x.shape[2])
-        d = jnp.square(x - jnp.mean(x, axis=(1, 2), keepdims=True))
+        # half: statistics, gate and product in float32, rounded once at the end (a no-op for other dtypes)
+        xc = x.astype(simam_compute_dtype(jnp.dtype(x.dtype).name))
+        d = jnp.square(xc - jnp.mean(xc, axis=(1, 2), keepdims=True))
         v = jnp.sum(d, axis=(1, 2), keepdims=True) / n
-        return x * jax.nn.sigmoid(d / (4 * (v + self.config.e_lambda)) + 0.5)
+        return (xc * jax.nn.sigmoid(d / (4 * (v + self.config.e_lambda)) + 0.5)).astype(x.dtype)

@@ -6,8 +6,13 @@ import paddle
 import paddle.nn.functional as F
 
 from attn_core import SimAMConfig, simam_denominator_count
+from attn_core.simam import SIMAM_COMPUTE_DTYPES
 
 from ._base import AttentionModule, scalar, static_shape
+
+# input dtype -> compute dtype, for the dtypes attn_core computes in another (float16, bfloat16 -> float32). Paddle's
+# CPU build has no float16/bfloat16 kernels for mean, subtract, multiply or sigmoid, so only this way does it run there.
+_COMPUTE = {getattr(paddle, k): getattr(paddle, v) for k, v in SIMAM_COMPUTE_DTYPES.items()}
 
 
 class SimAM(AttentionModule):
@@ -19,13 +24,16 @@ class SimAM(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
+        compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
+        xc = x if compute is None else x.astype(compute)
         _, _, h, w = static_shape(x)
         if h >= 0 and w >= 0:
-            n = scalar(simam_denominator_count(h, w), x)
+            n = scalar(simam_denominator_count(h, w), xc)
         else:  # H or W unknown until run time (to_static with an InputSpec of None sizes): the same rule in ops
             size = paddle.shape(x)
-            n = paddle.clip(size[2] * size[3] - 1, min=1).astype(x.dtype)
-        d = x - x.mean(axis=[2, 3], keepdim=True)
+            n = paddle.clip(size[2] * size[3] - 1, min=1).astype(xc.dtype)
+        d = xc - xc.mean(axis=[2, 3], keepdim=True)
         d = d * d  # not pow(2): slow on Paddle CPU
         v = d.sum(axis=[2, 3], keepdim=True) / n
-        return x * F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, x))) + 0.5)
+        y = xc * F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, xc))) + 0.5)
+        return y if compute is None else y.astype(x.dtype)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 from attn_core import SimAMConfig, simam_denominator_count
+from attn_core.simam import SIMAM_COMPUTE_DTYPES
 
 from ._base import AttentionModule
+
+# input dtype -> compute dtype, for the dtypes attn_core computes in another (float16, bfloat16 -> float32)
+_COMPUTE = {getattr(torch, k): getattr(torch, v) for k, v in SIMAM_COMPUTE_DTYPES.items()}
 
 
 class SimAM(AttentionModule):
@@ -19,6 +23,9 @@ class SimAM(AttentionModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         n = simam_denominator_count(x.shape[2], x.shape[3])
-        d = (x - x.mean((2, 3), keepdim=True)).square()
+        compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
+        xc = x if compute is None else x.to(compute)
+        d = (xc - xc.mean((2, 3), keepdim=True)).square()
         v = d.sum((2, 3), keepdim=True) / n
-        return x * torch.sigmoid(d / (4 * (v + self.config.e_lambda)) + 0.5)
+        y = xc * torch.sigmoid(d / (4 * (v + self.config.e_lambda)) + 0.5)
+        return y if compute is None else y.to(x.dtype)
