@@ -8,13 +8,16 @@ facts are written; backends and the conformance suite only look them up.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, Mapping
 
 import numpy as np
 
 from .spec import ParamSpec
 
-__all__ = ["FRAMEWORKS", "Framework", "native_location", "to_native", "from_native", "bn_momentum_for"]
+__all__ = ["FRAMEWORKS", "Framework", "native_location", "to_native", "from_native", "bn_momentum_for",
+           "LayoutTransform", "LAYOUT_TRANSFORMS", "layout_transform"]
 
 Framework = Literal["torch", "paddle", "flax"]
 FRAMEWORKS: tuple[str, ...] = ("torch", "paddle", "flax")
@@ -81,3 +84,70 @@ def bn_momentum_for(framework: str, torch_momentum: float) -> float:
     """
     _check(framework)
     return torch_momentum if framework == "torch" else 1.0 - torch_momentum
+
+
+# ------------------------------------------------------------------------------------ named layout transforms
+# For modules the project did not write (the conformance suite's ``Runner.wrap``): how a canonical array becomes
+# the array a user's layer holds. Each transform is data, an optional squeeze of a trailing 1x1 and an optional
+# axis permutation, so its inverse is exact by construction.
+@dataclass(frozen=True)
+class LayoutTransform:
+    """Canonical (torch) layout -> a native layout: drop a trailing ``(1, 1)`` if ``squeeze_1x1``, then permute
+    the axes by ``perm``. ``rank`` is the canonical rank it applies to (``None``: any)."""
+
+    name: str
+    rank: int | None
+    squeeze_1x1: bool
+    perm: tuple[int, ...] | None
+    description: str
+
+    def _check_canonical(self, shape: tuple[int, ...]) -> None:
+        if self.rank is not None and len(shape) != self.rank:
+            raise ValueError(f"layout transform {self.name!r} ({self.description}) takes a {self.rank}-D canonical "
+                             f"array, got shape {shape}")
+        if self.squeeze_1x1 and tuple(shape[2:]) != (1, 1):
+            raise ValueError(f"layout transform {self.name!r} ({self.description}) takes a 1x1 kernel (O, I, 1, 1), "
+                             f"got shape {shape}")
+
+    def native_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape :meth:`to_native` gives for a canonical ``shape``; a ValueError if it does not apply."""
+        shape = tuple(int(s) for s in shape)
+        self._check_canonical(shape)
+        if self.squeeze_1x1:
+            shape = shape[:2]
+        return tuple(shape[i] for i in self.perm) if self.perm else shape
+
+    def to_native(self, array: np.ndarray) -> np.ndarray:
+        a = np.asarray(array)
+        self._check_canonical(a.shape)
+        if self.squeeze_1x1:
+            a = a.reshape(a.shape[:2])
+        return np.ascontiguousarray(np.transpose(a, self.perm)) if self.perm else a
+
+    def from_native(self, array: np.ndarray) -> np.ndarray:
+        """The exact inverse of :meth:`to_native`."""
+        a = np.asarray(array)
+        native_rank = 2 if self.squeeze_1x1 else self.rank
+        if native_rank is not None and a.ndim != native_rank:
+            raise ValueError(f"layout transform {self.name!r} ({self.description}) gives {native_rank}-D native "
+                             f"arrays, got shape {a.shape}")
+        if self.perm:
+            a = np.ascontiguousarray(np.transpose(a, np.argsort(self.perm)))
+        return a.reshape(a.shape + (1, 1)) if self.squeeze_1x1 else a
+
+
+LAYOUT_TRANSFORMS: Mapping[str, LayoutTransform] = MappingProxyType({t.name: t for t in (
+    LayoutTransform("identity", None, False, None, "the canonical layout as is"),
+    LayoutTransform("transpose", 2, False, (1, 0), "[out, in] -> [in, out]: Paddle Linear, Flax Dense"),
+    LayoutTransform("conv1x1_to_linear", 4, True, None, "(O, I, 1, 1) -> (O, I): torch Linear"),
+    LayoutTransform("conv1x1_to_linear_t", 4, True, (1, 0), "(O, I, 1, 1) -> (I, O): Paddle Linear, Flax Dense"),
+    LayoutTransform("oihw_to_hwio", 4, False, (2, 3, 1, 0), "(O, I, H, W) -> (H, W, I, O): Flax Conv 2-D"),
+    LayoutTransform("oik_to_kio", 3, False, (2, 1, 0), "(O, I, K) -> (K, I, O): Flax Conv 1-D"),
+)})
+
+
+def layout_transform(name: str) -> LayoutTransform:
+    """The named transform of :data:`LAYOUT_TRANSFORMS`; an unknown name is a ValueError listing the known."""
+    if name not in LAYOUT_TRANSFORMS:
+        raise ValueError(f"unknown layout transform {name!r}; known: {', '.join(LAYOUT_TRANSFORMS)}")
+    return LAYOUT_TRANSFORMS[name]
