@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .cases import MODULES
-from .runners import RUNNERS
+from .runners import MODES, RUNNERS
 from .suite import Row, run_suite
 from .tolerances import TOLERANCES
 
@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated subset of {','.join(MODULES)} (default: all)")
     p.add_argument("--dtypes", type=_csv, default=["float32"],
                    help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32)")
+    p.add_argument("--modes", type=_csv, default=["eager"],
+                   help=f"comma-separated subset of {','.join(MODES)} (default: eager). 'compiled' runs every case "
+                        "again, as its own row, under each framework's compiler: torch.compile (CPU inductor: "
+                        "seconds of compilation per case on a cold cache), paddle.jit.to_static (one static program "
+                        "per case) or jax.jit. 'eager' is torch and Paddle dygraph, and Flax under jax.disable_jit "
+                        "(op by op, slower than jax.jit). A case a mode cannot run is an ERROR row.")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON to PATH")
     p.add_argument("--no-grad", action="store_true", help="compare forward outputs only")
     p.add_argument("--require-all", action="store_true",
@@ -42,13 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.dtypes:
         if d not in TOLERANCES:
             p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
+    for m in args.modes:
+        if m not in MODES:
+            p.error(f"unknown mode {m!r}; known: {', '.join(MODES)}")
 
     def progress(row: Row) -> None:
         if not args.quiet:
-            print(f"  {row.status.upper():5} {row.module}/{row.case} [{row.backend}, {row.dtype}]",
+            print(f"  {row.status.upper():5} {row.module}/{row.case} [{row.backend}, {row.dtype}, {row.mode}]",
                   file=sys.stderr, flush=True)
 
-    report = run_suite(args.backends, args.modules, args.dtypes, grads=not args.no_grad, progress=progress)
+    report = run_suite(args.backends, args.modules, args.dtypes, grads=not args.no_grad, progress=progress,
+                       modes=args.modes)
     if not args.quiet:
         print(report.table())
     details = report.failure_details()

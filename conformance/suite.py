@@ -64,7 +64,12 @@ def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Toleran
 
 @dataclass
 class Row:
-    """One module x case x backend x dtype x mode: the verdict and every comparison behind it."""
+    """One module x case x backend x dtype x mode: the verdict and every comparison behind it.
+
+    ``mode`` is the runner's label of the execution mode ('eager', 'torch.compile', 'to_static', 'jax.jit');
+    ``seconds`` the wall time of the backend's forward and backward (compilation included in a compiled mode);
+    ``note`` what the runner says about the run (graphs compiled, graph breaks).
+    """
 
     module: str
     case: str
@@ -74,6 +79,8 @@ class Row:
     status: str  # 'pass', 'fail', 'error' or 'skip'
     comparisons: list[Comparison] = field(default_factory=list)
     message: str = ""
+    seconds: float = math.nan
+    note: str = ""
 
     @property
     def worst(self) -> Comparison | None:
@@ -115,22 +122,29 @@ def reference_for(case: Case, grads: bool = True, dtype: str = "float64"
 
 def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = True,
              reference: tuple | None = None, mode: str = "eager") -> Row:
-    """Run one case on one runner and compare every output and gradient with the float64 reference."""
-    row = Row(case.module, case.case_id, runner.framework, dtype, mode, "pass")
+    """Run one case on one runner in one mode ('eager' or 'compiled') and compare every output and gradient with
+    the float64 reference. A mode the runner does not know, or cannot run the case in, is an 'error' row."""
+    label = runner.mode_label(mode) if mode in runner.modes else mode
+    row = Row(case.module, case.case_id, runner.framework, dtype, label, "pass")
     ok, why = runner.available()
     if not ok:
         row.status, row.message = "skip", why
+        return row
+    if mode not in runner.modes:
+        row.status = "error"
+        row.message = f"unknown mode {mode!r} for {runner.framework}; known: {', '.join(runner.modes)}"
         return row
     tol = tolerance_for(dtype)
     weights, x, cotangent, (y_ref, dx_ref, dp_ref) = reference or reference_for(case, grads, dtype)
     try:
         got = runner.run(case.module, case.config(), weights, x, cotangent if grads else None, dtype,
-                         case.training)
+                         case.training, mode)
     except Exception as err:  # noqa: BLE001 - any failure of a backend is reported as that row's error
         row.status = "error"
         row.message = f"{type(err).__name__}: {err}".strip()
         row.message += "\n" + "".join(traceback.format_exception(err)[-3:]).rstrip()
         return row
+    row.seconds, row.note = got.seconds, got.note
     row.comparisons.append(compare("output", got.y, y_ref, tol))
     if grads:
         row.comparisons.append(compare("grad:input", got.dx, dx_ref, tol))
@@ -171,7 +185,7 @@ class Report:
         rows = []
         for r in self.rows:
             d = asdict(r)
-            d["max_abs"], d["max_rel"] = clean(r.max_abs), clean(r.max_rel)
+            d["max_abs"], d["max_rel"], d["seconds"] = clean(r.max_abs), clean(r.max_rel), clean(r.seconds)
             d["worst_quantity"] = r.worst.quantity if r.worst else None
             d["comparisons"] = [{k: clean(v) for k, v in c.items()} for c in d["comparisons"]]
             rows.append(d)
@@ -183,14 +197,15 @@ class Report:
         return json.dumps(self.to_dict(), **kwargs)
 
     def table(self) -> str:
-        head = ("module", "case", "backend", "dtype", "mode", "max_abs", "max_rel", "worst", "result")
+        head = ("module", "case", "backend", "dtype", "mode", "max_abs", "max_rel", "worst", "time", "result")
         body = []
         for r in self.rows:
             w = r.worst
             body.append((r.module, r.case, r.backend, r.dtype, r.mode,
                          "-" if not r.comparisons else f"{r.max_abs:.2e}",
                          "-" if not r.comparisons else f"{r.max_rel:.2e}",
-                         w.quantity if w else "-", r.status.upper()))
+                         w.quantity if w else "-", "-" if math.isnan(r.seconds) else f"{r.seconds:.2f}s",
+                         r.status.upper()))
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         lines = ["  ".join(str(v).ljust(n) for v, n in zip(line, widths)).rstrip() for line in [head, *body]]
         lines.insert(1, "  ".join("-" * n for n in widths))
@@ -211,8 +226,9 @@ class Report:
 
 def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | None = None,
               dtypes: Sequence[str] = ("float32",), grads: bool = True,
-              progress: Callable[[Row], None] | None = None) -> Report:
-    """Every selected case on every selected backend and dtype; the reference is computed once per case."""
+              progress: Callable[[Row], None] | None = None, modes: Sequence[str] = ("eager",)) -> Report:
+    """Every selected case on every selected backend, dtype and mode ('eager', 'compiled'), one row each; the
+    reference is computed once per case (and per low-precision dtype)."""
     backends = list(backends or RUNNERS)
     runners = [get_runner(b) for b in backends]
     rows = []
@@ -223,8 +239,9 @@ def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | No
                 key = dtype if is_low_precision(dtype) else "float64"  # the data each dtype's reference is of
                 if key not in references:
                     references[key] = reference_for(case, grads, key)
-                row = run_case(case, runner, dtype, grads, references[key])
-                rows.append(row)
-                if progress is not None:
-                    progress(row)
+                for mode in modes:
+                    row = run_case(case, runner, dtype, grads, references[key], mode)
+                    rows.append(row)
+                    if progress is not None:
+                        progress(row)
     return Report(rows)

@@ -1,7 +1,9 @@
-"""One small adapter per framework (einops' ``_backends`` style): build, load, run forward and backward.
+"""One small adapter per framework (einops' ``_backends`` style): build or wrap, load, run forward and backward.
 
 Frameworks are imported lazily, only when their runner is used, and NumPy is the meeting point: every runner
-takes NCHW float64 NumPy input and returns NumPy results in canonical layout.
+takes NCHW float64 NumPy input and returns NumPy results in canonical layout. ``runner.wrap(module, config,
+param_map)`` makes a handle of a module the project did not write, ``runner.execute(handle, ...)`` runs any
+handle eagerly or compiled (see :mod:`conformance.runners.base`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import importlib
 from types import MappingProxyType
 from typing import Mapping
 
-from .base import Runner, RunResult
+from .base import MODES, Binding, Handle, ParamMapError, Runner, RunResult
 
-__all__ = ["Runner", "RunResult", "RUNNERS", "get_runner"]
+__all__ = ["Runner", "RunResult", "Handle", "Binding", "ParamMapError", "MODES", "RUNNERS", "get_runner"]
 
 # framework -> module path of its runner; each module defines ``RUNNER``.
 RUNNERS: Mapping[str, str] = MappingProxyType({

@@ -1,36 +1,143 @@
-"""The interface every framework runner implements."""
+"""The interface every framework runner implements: handles, ``wrap``, ``execute`` and ``run``.
+
+A *handle* is a framework module the suite can run: the module (for Flax, with a variables template), the
+attn_core config whose reference it is compared with, and one *binding* per canonical parameter, which says
+under which native name the module holds it and how its layout converts both ways. Project modules get handles
+from :meth:`Runner.build_handle`; a module the project did not write gets one from :meth:`Runner.wrap`. Both go
+through the same validation, loading and gradient path, so a project module is simply a wrapped module whose
+parameter map is empty (every parameter at its framework's default place and layout).
+"""
 
 from __future__ import annotations
 
+import collections
 import importlib.util
+import math
+import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
-from attn_core import AttentionConfig
+from attn_core import AttentionConfig, WeightLoadError, from_native, native_location, to_native
+from attn_core.layout import LAYOUT_TRANSFORMS, layout_transform
+from attn_core.spec import ParamSpec
+
+__all__ = ["RunResult", "Runner", "Handle", "Binding", "ParamMapError", "MODES", "LAYOUTS", "ParamMap"]
+
+ArrayFn = Callable[[np.ndarray], np.ndarray]
+#: a transform: the name of one in ``attn_core.layout.LAYOUT_TRANSFORMS`` or ``(to_native, from_native)``
+Transform = Union[str, tuple[ArrayFn, ArrayFn]]
+#: canonical name -> native name (default layout for its role) or ``(native name, transform)``
+ParamMap = Mapping[str, Union[str, tuple[str, Transform]]]
+
+MODES: tuple[str, ...] = ("eager", "compiled")
+LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
+_TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
 @dataclass
 class RunResult:
-    """What a backend computed, as float64 NumPy arrays in canonical layout (NCHW, torch parameter layout)."""
+    """What a backend computed, as float64 NumPy arrays in canonical layout (NCHW, torch parameter layout).
+
+    ``seconds`` is the wall time of the framework calls (forward and backward; under a compiled mode this includes
+    compiling, which happens on the first call); ``note`` says what ran (graphs compiled, graph breaks, ...).
+    """
 
     y: np.ndarray
     dx: np.ndarray | None = None
     dparams: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = math.nan
+    note: str = ""
+
+
+class ParamMapError(WeightLoadError):
+    """A parameter map that does not fit the module: one error listing every problem, raised before anything runs.
+
+    ``problems`` holds ``(kind, text)`` pairs; ``missing``, ``unexpected`` and ``mismatched`` are filled as in
+    :class:`attn_core.WeightLoadError`, whose subclass this is.
+    """
+
+    def __init__(self, module: str, problems: Sequence[tuple[str, str]],
+                 missing: Sequence[str] = (), unexpected: Sequence[str] = (),
+                 mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]] = ()):
+        self.module = module
+        self.problems = list(problems)
+        self.missing, self.unexpected, self.mismatched, self.bad_dtype = \
+            list(missing), list(unexpected), list(mismatched), []
+        lines = [f"{module}: the parameter map does not fit the module ({len(self.problems)} problem(s)); "
+                 f"nothing was loaded."]
+        lines += [f"  {kind}: {text}" for kind, text in self.problems]
+        ValueError.__init__(self, "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where one canonical parameter lives in a module, and its layout conversion both ways (exact inverses)."""
+
+    spec: ParamSpec
+    native: str
+    to_native: ArrayFn
+    from_native: ArrayFn
+    transform: str  # 'default' (the framework's own convention), a LAYOUT_TRANSFORMS name, or 'custom'
+
+
+@dataclass
+class Handle:
+    """A module the suite can run on canonical data (see :meth:`Runner.wrap` and :meth:`Runner.build_handle`).
+
+    ``module`` is never modified: :meth:`Runner.execute` works on a copy (torch, Paddle) or on new variables
+    (Flax, whose ``variables`` here are only a template of names, shapes and the values of unmapped leaves).
+    """
+
+    framework: str
+    config: AttentionConfig
+    module: Any
+    bindings: tuple[Binding, ...]
+    variables: Any = None
+    layout: str = "NCHW"
+    label: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def native_weights(self, weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Canonical weights (checked strictly against the config first) as ``{native name: float64 array}`` in
+        the module's own layout."""
+        arrays = {k: np.asarray(v) for k, v in weights.items()}
+        self.config.check_weights(arrays)
+        return {b.native: np.asarray(b.to_native(arrays[b.spec.name].astype(np.float64)), dtype=np.float64)
+                for b in self.bindings}
+
+    @property
+    def trainable(self) -> tuple[Binding, ...]:
+        return tuple(b for b in self.bindings if b.spec.trainable)
+
+    def canonical_grads(self, native_grads: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+        """Gradients by native name -> by canonical name in canonical layout; a parameter the backward pass did
+        not reach (``None``) has gradient zero."""
+        out = {}
+        for b in self.trainable:
+            g = native_grads.get(b.native)
+            out[b.spec.name] = np.zeros(b.spec.shape) if g is None else \
+                np.asarray(b.from_native(np.asarray(g, dtype=np.float64)), dtype=np.float64)
+        return out
 
 
 class Runner:
-    """Runs one attention module of one framework on NumPy data.
+    """Runs attention modules of one framework on NumPy data, eagerly or compiled.
 
-    Subclasses set ``framework`` and ``requires`` (the importable top-level packages it needs) and implement
-    :meth:`run`.
+    Subclasses set ``framework``, ``requires`` (the importable top-level packages it needs), ``default_layout``
+    and ``_labels`` (mode -> label), and implement :meth:`_project_module`, :meth:`_native_entries`,
+    :meth:`_native_name` and :meth:`_execute`.
     """
 
     framework: str = ""
     requires: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ("float32", "float64")
+    modes: tuple[str, ...] = MODES
+    default_layout: str = "NCHW"
+    _labels: Mapping[str, str] = {"eager": "eager", "compiled": "compiled"}
 
+    # ------------------------------------------------------------------------------------------------ public
     def available(self) -> tuple[bool, str]:
         """(installed, reason if not)."""
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -38,10 +145,252 @@ class Runner:
             return False, f"not installed: {', '.join(missing)} (pip install 'attn-modules[{self.framework}]')"
         return True, ""
 
+    def mode_label(self, mode: str) -> str:
+        """How a mode shows in a report: 'eager', 'torch.compile', 'to_static' or 'jax.jit'."""
+        if mode not in self.modes:
+            raise ValueError(f"{self.framework}: unknown mode {mode!r}; expected one of {', '.join(self.modes)}")
+        return self._labels[mode]
+
+    def build_handle(self, name: str, config: AttentionConfig) -> Handle:
+        """A handle for the project's module registered as ``name`` (``backends.<framework>.ATTN_LAYERS``), built
+        from ``config``, with every parameter at the framework's default place and layout (an empty map).
+
+        The runner loads weights through the handle's bindings, not through the backend's ``load_weights``; so
+        that a backend whose own loader strays from ``attn_core``'s layout table still fails, the loader is
+        checked here against the bindings on distinct values (a RuntimeError naming every parameter it misplaces).
+        """
+        module, variables = self._project_module(name, config)
+        handle = self.wrap(module, config, {}, variables)
+        probe = {s.name: np.arange(1.0, 1.0 + math.prod(s.shape)).reshape(s.shape) for s in config.param_table()}
+        want = handle.native_weights(probe)
+        got = self._backend_loaded(module, probe)
+        wrong = [f"{b.spec.name} ({b.native})" for b in handle.bindings
+                 if b.native not in got or np.shape(got[b.native]) != want[b.native].shape
+                 or not np.array_equal(got[b.native], want[b.native])]
+        if wrong:
+            raise RuntimeError(f"backends.{self.framework}.load_weights does not put these canonical parameters "
+                               f"where attn_core's layout table does: {', '.join(wrong)}")
+        return handle
+
+    def wrap(self, module: Any, config: AttentionConfig, param_map: ParamMap | None = None,
+             variables: Any = None, *, layout: str | None = None) -> Handle:
+        """A handle for ``module``, a module of this framework that should compute what ``config`` specifies.
+
+        ``param_map`` maps canonical parameter names (``config.param_table()``, torch layout) to where the
+        module holds them:
+
+        - ``'native.name'``: the parameter under that name, in the framework's default layout for its role
+          (``attn_core.to_native``: torch as is; Paddle Linear ``[in, out]``; Flax HWIO / WIO / ``[in, out]``);
+        - ``('native.name', 'transform')``: with a named layout conversion of
+          ``attn_core.layout.LAYOUT_TRANSFORMS`` ('identity', 'transpose', 'conv1x1_to_linear',
+          'conv1x1_to_linear_t', 'oihw_to_hwio', 'oik_to_kio');
+        - ``('native.name', (to_native, from_native))``: two NumPy functions, exact inverses of each other.
+
+        Native names are ``state_dict`` keys in torch and Paddle, and '/'-joined paths with the collection first
+        in Flax (``'params/fc/layers_0/kernel'``, ``'batch_stats/bn/mean'``). A canonical name left out of the map
+        is looked for at the framework's default place (``attn_core.native_location``). Flax needs
+        ``variables`` (what ``module.init`` returns) as the template of names and shapes.
+
+        The module takes ``layout`` input: NCHW by default in torch and Paddle, NHWC in Flax; a Flax module that
+        takes NCHW passes ``layout='NCHW'``. The check is strict: a canonical parameter that is neither mapped nor
+        found at its default place, a map entry naming no canonical parameter, a native name the module does not
+        have, a shape that does not fit after the transform, a transform that does not apply, two canonical names
+        on one native parameter, a trainable parameter that is natively not trainable, and a native parameter
+        that nothing maps to are all listed in one :class:`ParamMapError`.
+        """
+        layout = layout or self.default_layout
+        if layout not in LAYOUTS:
+            raise ValueError(f"{self.framework}: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if param_map is None:
+            param_map = {}
+        if not isinstance(param_map, Mapping):
+            raise TypeError(f"param_map must be a mapping of canonical names, got {type(param_map).__name__}")
+        entries = self._native_entries(module, variables)  # native name -> (shape, natively trainable)
+        label = f"{type(module).__name__} ({self.framework})"
+        table = config.param_table()
+        specs = {s.name: s for s in table}
+        problems: list[tuple[str, str]] = []
+        missing: list[str] = []
+        unexpected: list[str] = []
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+        for key in param_map:
+            if key not in specs:
+                unexpected.append(str(key))
+                problems.append(("unknown canonical name", f"{key!r} (the canonical names of "
+                                 f"{config.module_name}: {', '.join(specs) or 'none'})"))
+        bindings = []
+        for spec in table:
+            if spec.name in param_map:
+                parsed = self._parse_entry(spec, param_map[spec.name])
+                if isinstance(parsed, str):
+                    problems.append(("bad entry", parsed))
+                    continue
+                native, to_n, from_n, how = parsed
+                if native not in entries:
+                    problems.append(("not in the module", f"{spec.name} -> {native!r}{_near(entries)}"))
+                    continue
+            else:
+                native, to_n, from_n, how = self._default_binding(spec)
+                if native not in entries:
+                    missing.append(spec.name)
+                    problems.append(("missing", f"{spec.name} {spec.shape}: not in the map, and the module has no "
+                                     f"{native!r} (the {self.framework} default){_near(entries)}"))
+                    continue
+            want, why = _native_shape(how, spec, to_n, from_n)
+            if why:
+                problems.append(("bad transform", f"{spec.name} -> {native!r}: {why}"))
+                continue
+            have, natively_trainable = entries[native]
+            if want != have:
+                mismatched.append((spec.name, want, have))
+                problems.append(("wrong shape", f"{spec.name} {spec.shape} -> {native!r} via {how!r} is {want}, "
+                                 f"the module's is {have}"))
+                continue
+            if spec.trainable and not natively_trainable:
+                problems.append(("not trainable", f"{spec.name} -> {native!r}: a trainable canonical parameter "
+                                 f"mapped to a buffer / non-'params' variable, which gets no gradient"))
+                continue
+            bindings.append(Binding(spec, native, to_n, from_n, how))
+        for native, count in collections.Counter(b.native for b in bindings).items():
+            if count > 1:
+                names = [b.spec.name for b in bindings if b.native == native]
+                problems.append(("mapped twice", f"{native!r} <- {', '.join(names)}"))
+        bound = {b.native for b in bindings}
+        for native, (shape, natively_trainable) in entries.items():
+            if natively_trainable and native not in bound and not _is_mapped(native, param_map):
+                unexpected.append(native)
+                problems.append(("not mapped", f"{native!r} {shape}: a parameter of the module that no canonical "
+                                 f"parameter maps to"))
+        if problems:
+            raise ParamMapError(label, problems, missing, unexpected, mismatched)
+        return Handle(self.framework, config, module, tuple(bindings), variables, layout, label,
+                      self._options(module))
+
+    def execute(self, handle: Handle, weights: Mapping[str, np.ndarray], x: np.ndarray,
+                cotangent: np.ndarray | None = None, dtype: str = "float32", training: bool = False,
+                mode: str = "eager") -> RunResult:
+        """Run ``handle``'s module once on canonical data and return what it computed in canonical form.
+
+        ``weights`` are canonical (names and torch layout of ``handle.config.param_table()``, checked strictly)
+        and are loaded, cast to ``dtype``, into a copy of the module; ``x`` is an NCHW array (transposed to the
+        module's layout and back). The module runs in training mode (BatchNorm on batch statistics) or eval mode,
+        ``mode='eager'`` or ``'compiled'`` (see :meth:`mode_label`). When ``cotangent`` (NCHW, like the output) is
+        given it is backpropagated: the result holds ``dx`` and the gradient of every trainable canonical
+        parameter. Raises whatever the framework raises when the module cannot run, in that mode too.
+        """
+        if handle.framework != self.framework:
+            raise ValueError(f"a {handle.framework} handle given to the {self.framework} runner")
+        self.mode_label(mode)
+        native = handle.native_weights(weights)
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 4:
+            raise ValueError(f"x must be a 4-D NCHW array, got shape {x.shape}")
+        ct = None if cotangent is None else np.asarray(cotangent, dtype=np.float64)
+        if handle.layout == "NHWC":
+            x = np.ascontiguousarray(np.transpose(x, _TO_NHWC))
+            ct = None if ct is None else np.ascontiguousarray(np.transpose(ct, _TO_NHWC))
+        start = time.perf_counter()
+        y, dx, grads, note = self._execute(handle, native, x, ct, dtype, training, mode)
+        seconds = time.perf_counter() - start
+        if handle.layout == "NHWC":
+            y = np.transpose(y, _TO_NCHW)
+            dx = None if dx is None else np.transpose(dx, _TO_NCHW)
+        result = RunResult(y=np.ascontiguousarray(y, dtype=np.float64), seconds=seconds, note=note)
+        if ct is not None:
+            result.dx = None if dx is None else np.ascontiguousarray(dx, dtype=np.float64)
+            result.dparams = handle.canonical_grads(grads)
+        return result
+
     def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
-            cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False) -> RunResult:
-        """Build the module registered as ``name`` from ``config``, load the canonical ``weights`` (cast to
-        ``dtype``), run it on ``x`` (NCHW; the runner converts to the framework's layout and back) in eval or
-        training mode, and, when ``cotangent`` is given, backpropagate it: ``dx`` and the gradient of every
-        trainable canonical parameter (by name, canonical layout)."""
+            cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False,
+            mode: str = "eager") -> RunResult:
+        """Build the project's module registered as ``name`` from ``config`` and :meth:`execute` it."""
+        return self.execute(self.build_handle(name, config), weights, x, cotangent, dtype, training, mode)
+
+    # --------------------------------------------------------------------------------------- to implement
+    def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
+        """``(module, variables template or None)`` of the project's module ``name`` built from ``config``."""
         raise NotImplementedError
+
+    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
+        """Every named array of the module: native name -> (shape, natively trainable)."""
+        raise NotImplementedError
+
+    def _backend_loaded(self, module: Any, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What the backend's own ``load_weights`` makes of canonical ``weights`` (a copy of ``module`` is loaded):
+        ``{native name: float64 array}``."""
+        raise NotImplementedError
+
+    def _native_name(self, collection: str, path: tuple[str, ...]) -> str:
+        """The native name of an ``attn_core.native_location``."""
+        return ".".join(path)
+
+    def _options(self, module: Any) -> dict[str, Any]:
+        return {}
+
+    def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
+                 dtype: str, training: bool, mode: str
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+        """Run on ``x`` in the module's layout with ``native`` weights: ``(y, dx, {native name: grad}, note)``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _default_binding(self, spec: ParamSpec) -> tuple[str, ArrayFn, ArrayFn, str]:
+        fw = self.framework
+        collection, path = native_location(fw, spec)
+        return (self._native_name(collection, path), lambda a: to_native(fw, spec, a),
+                lambda a: from_native(fw, spec, a), "default")
+
+    def _parse_entry(self, spec: ParamSpec, entry: Any) -> tuple[str, ArrayFn, ArrayFn, str] | str:
+        """``(native, to_native, from_native, transform name)``, or the text of what is wrong with the entry."""
+        if isinstance(entry, str):
+            _, to_n, from_n, how = self._default_binding(spec)
+            return entry, to_n, from_n, how
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
+            return (f"{spec.name}: {entry!r} is neither a native name nor a pair (native name, transform)")
+        native, transform = entry
+        if isinstance(transform, str):
+            if transform not in LAYOUT_TRANSFORMS:
+                return (f"{spec.name} -> {native!r}: unknown transform {transform!r}; known: "
+                        f"{', '.join(LAYOUT_TRANSFORMS)}")
+            t = layout_transform(transform)
+            return native, t.to_native, t.from_native, transform
+        if isinstance(transform, (tuple, list)) and len(transform) == 2 and all(map(callable, transform)):
+            return native, transform[0], transform[1], "custom"
+        return (f"{spec.name} -> {native!r}: the transform must be a name ({', '.join(LAYOUT_TRANSFORMS)}) or a "
+                f"pair of functions (to_native, from_native), got {transform!r}")
+
+
+def _native_shape(how: str, spec: ParamSpec, to_n: ArrayFn, from_n: ArrayFn) -> tuple[tuple[int, ...], str]:
+    """The native shape a transform gives the canonical shape, or ``((), reason)`` where it does not apply or a
+    custom pair is not an exact inverse."""
+    if how in LAYOUT_TRANSFORMS:
+        try:
+            return layout_transform(how).native_shape(spec.shape), ""
+        except ValueError as err:
+            return (), str(err)
+    probe = np.random.default_rng(0).standard_normal(spec.shape)
+    try:
+        native = np.asarray(to_n(probe))
+        back = np.asarray(from_n(native))
+    except Exception as err:  # noqa: BLE001 - a user's function failing is reported, with its message
+        return (), f"the transform raised {type(err).__name__}: {err}"
+    if back.shape != spec.shape or not np.array_equal(back, probe):
+        return (), "from_native(to_native(w)) is not w: the two functions are not exact inverses"
+    return tuple(native.shape), ""
+
+
+def _near(entries: Mapping[str, Any]) -> str:
+    """A hint listing the module's names (at most 12)."""
+    names = list(entries)
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f" (the module has: {shown or 'nothing'})"
+
+
+def _is_mapped(native: str, param_map: Mapping[str, Any]) -> bool:
+    """Whether a map entry names ``native`` (then its own problem, if any, is reported instead)."""
+    for entry in param_map.values():
+        name = entry if isinstance(entry, str) else entry[0] if isinstance(entry, (tuple, list)) and entry else None
+        if name == native:
+            return True
+    return False

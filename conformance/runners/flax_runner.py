@@ -1,38 +1,44 @@
-"""Runner for backends.flax.
+"""Runner for backends.flax and for any Flax linen module (NHWC input, or NCHW with ``wrap(layout='NCHW')``).
+
+'compiled' runs the forward and the VJP under ``jax.jit``; 'eager' runs the very same functions inside
+``jax.disable_jit()``, primitive by primitive. A compiled run while jit is disabled globally (``JAX_DISABLE_JIT``)
+is an error, not an eager pass.
 
 float64 runs enable JAX's 64-bit mode only inside ``jax.enable_x64(True)`` (a scoped, thread-local context), and
 32-bit convolutions run at full float32 precision (``jax.default_matmul_precision('highest')``), so that a GPU's
 TF32 default does not pass for a porting error.
+
+A module is called as ``module.apply(variables, x, train=training)`` when its ``__call__`` takes ``train``, else
+as ``module.apply(variables, x)``; in training every collection other than ``params`` is mutable (BatchNorm's
+``batch_stats``). Gradients are taken with respect to ``params``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from attn_core import AttentionConfig
 
-from .base import Runner, RunResult
-
-_NHWC, _NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+from .base import Handle, Runner
 
 
 @functools.lru_cache(maxsize=128)
-def _programs(name: str, config: AttentionConfig, training: bool) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def _programs(module: Any, training: bool, train_arg: bool, mutable: tuple[str, ...]
+              ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """Jitted ``forward(variables, x)`` and ``forward_backward(variables, x, cotangent)`` of one module."""
     import jax
 
-    from backends.flax import ATTN_LAYERS
-
-    module = ATTN_LAYERS[name].from_config(config)
+    kwargs = {"train": training} if train_arg else {}
 
     def forward(variables: dict[str, Any], x: Any) -> Any:
-        if training:
-            return module.apply(variables, x, train=True, mutable=["batch_stats"])[0]
-        return module.apply(variables, x, train=False)
+        if training and mutable:
+            return module.apply(variables, x, mutable=list(mutable), **kwargs)[0]
+        return module.apply(variables, x, **kwargs)
 
     def forward_backward(variables: dict[str, Any], x: Any, cotangent: Any) -> tuple[Any, Any, Any]:
         rest = {k: v for k, v in variables.items() if k != "params"}
@@ -43,48 +49,113 @@ def _programs(name: str, config: AttentionConfig, training: bool) -> tuple[Calla
     return jax.jit(forward), jax.jit(forward_backward)
 
 
+def _cached_programs(module: Any, training: bool, train_arg: bool, mutable: tuple[str, ...]
+                     ) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    try:
+        hash(module)
+    except TypeError:  # a module with unhashable fields: build the programs for this run only
+        return _programs.__wrapped__(module, training, train_arg, mutable)
+    return _programs(module, training, train_arg, mutable)
+
+
+def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{'params': {'fc': {'kernel': a}}}`` -> ``{'params/fc/kernel': a}``."""
+    if isinstance(tree, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, prefix + (str(k),)))
+        return out
+    return {"/".join(prefix): tree}
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
 class FlaxRunner(Runner):
     framework = "flax"
     requires = ("jax", "flax")
+    default_layout = "NHWC"
+    _labels = {"eager": "eager", "compiled": "jax.jit"}
 
-    def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
-            cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False) -> RunResult:
+    def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
+        from backends.flax import ATTN_LAYERS, load_weights
+
+        module = ATTN_LAYERS[name].from_config(config)
+        # the variables template: every canonical parameter at its default place (zeros; execute loads values)
+        template = load_weights(module, {s.name: np.zeros(s.shape) for s in config.param_table()})
+        return module, template
+
+    def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
+        from backends.flax import load_weights
+
+        # float32 holds the probe's small integers exactly
+        return {k: np.asarray(v, dtype=np.float64) for k, v in _flatten(load_weights(module, weights)).items()}
+
+    def _native_name(self, collection: str, path: tuple[str, ...]) -> str:
+        return "/".join((collection,) + path)
+
+    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
+        import flax.linen as nn
+
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"flax: expected a flax.linen.Module, got {type(module).__name__}")
+        if not isinstance(variables, Mapping):
+            raise TypeError("flax: wrap needs the module's variables (what module.init(key, x) returns) as the "
+                            f"template of its names and shapes, got {type(variables).__name__}")
+        return {k: (tuple(np.shape(v)), k.split("/", 1)[0] == "params") for k, v in _flatten(variables).items()}
+
+    def _options(self, module: Any) -> dict[str, Any]:
+        params = inspect.signature(type(module).__call__).parameters
+        takes_train = "train" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return {"train_arg": takes_train}
+
+    def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
+                 dtype: str, training: bool, mode: str
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
         import jax
 
         x64 = jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
-        with x64, jax.default_matmul_precision("highest"):
-            return self._run(name, config, weights, x, cotangent, dtype, training)
+        eager = jax.disable_jit() if mode == "eager" else contextlib.nullcontext()
+        with x64, jax.default_matmul_precision("highest"), eager:
+            if mode == "compiled" and jax.config.jax_disable_jit:
+                raise RuntimeError("jax.jit is disabled (JAX_DISABLE_JIT / jax.disable_jit): the compiled mode "
+                                   "would run eagerly")
+            return self._run(handle, native, x, cotangent, dtype, training, mode)
 
-    def _run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
-             cotangent: np.ndarray | None, dtype: str, training: bool) -> RunResult:
+    @staticmethod
+    def _run(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
+             dtype: str, training: bool, mode: str
+             ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
         import jax.numpy as jnp
 
-        from attn_core import from_native, native_location
-        from backends.flax import ATTN_LAYERS, load_weights
-
         jdtype = jnp.dtype(dtype)
-        module = ATTN_LAYERS[name].from_config(config)
-        variables = load_weights(module, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()},
-                                 dtype=jdtype)
-        xj = jnp.asarray(np.transpose(np.asarray(x, dtype=np.float64), _NHWC), dtype=jdtype)
-        forward, forward_backward = _programs(name, config, training)
+        flat = {k: jnp.asarray(v, dtype=jdtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v
+                for k, v in _flatten(handle.variables).items()}
+        flat.update({k: jnp.asarray(v, dtype=jdtype) for k, v in native.items()})
+        variables = _unflatten(flat)
+        mutable = tuple(sorted(k for k in variables if k != "params"))
+        forward, forward_backward = _cached_programs(handle.module, training, handle.options["train_arg"], mutable)
+        note = "jax.jit" if mode == "compiled" else "jax.disable_jit: op by op"
+        xj = jnp.asarray(x, dtype=jdtype)
         if cotangent is None:
-            return RunResult(y=_nchw(forward(variables, xj)))
-        ct = jnp.asarray(np.transpose(np.asarray(cotangent, dtype=np.float64), _NHWC), dtype=jdtype)
-        y, dx, dparams = forward_backward(variables, xj, ct)
-        result = RunResult(y=_nchw(y), dx=_nchw(dx))
-        for spec in config.param_table():
-            if spec.trainable:
-                _, path = native_location("flax", spec)
-                g: Any = dparams
-                for key in path:
-                    g = g[key]
-                result.dparams[spec.name] = from_native("flax", spec, np.asarray(g, dtype=np.float64))
-        return result
+            return _np(forward(variables, xj)), None, {}, note
+        y, dx, dparams = forward_backward(variables, xj, jnp.asarray(cotangent, dtype=jdtype))
+        flat_grads = _flatten({"params": dparams})
+        grads = {b.native: None if flat_grads.get(b.native) is None else _np(flat_grads[b.native])
+                 for b in handle.trainable}
+        return _np(y), _np(dx), grads, note
 
 
-def _nchw(a: Any) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(np.asarray(a, dtype=np.float64), _NCHW))
+def _np(a: Any) -> np.ndarray:
+    return np.asarray(np.asarray(a).astype(np.float64))
 
 
 RUNNER = FlaxRunner()

@@ -1,57 +1,154 @@
-"""Runner for backends.paddle."""
+"""Runner for backends.paddle and for any Paddle ``nn.Layer`` taking NCHW input: dygraph or ``to_static``.
+
+'compiled' is ``paddle.jit.to_static(layer, full_graph=True)``: the whole forward becomes one static program or
+the conversion raises. (The default SOT translator runs graphs of fewer than 10 ops in dygraph and falls back to
+dygraph for frames it cannot translate, both silently, so a row could pass without any static program.) A run
+that traced no program is an error.
+
+Paddle builds an inference program, without a backward, for a Layer in eval mode. For gradients in eval mode the
+runner converts a thin parent Layer left in train mode around the module in eval mode (how frozen-BatchNorm
+training runs in Paddle): the module's own layers keep their eval flags. The output reported in eval mode comes
+from the inference program of the module itself, the gradients from that training program.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+import copy
+from typing import Any, Iterator
 
 import numpy as np
 
 from attn_core import AttentionConfig
 
-from .base import Runner, RunResult
+from .base import Handle, Runner
+
+
+@contextlib.contextmanager
+def _dygraph_on_cpu() -> Iterator[None]:
+    """Dygraph on the CPU for the duration, whatever the caller had set."""
+    import paddle
+
+    previous_device, was_static = paddle.get_device(), not paddle.in_dynamic_mode()
+    paddle.disable_static()
+    paddle.set_device("cpu")
+    try:
+        yield
+    finally:
+        paddle.set_device(previous_device)
+        if was_static:
+            paddle.enable_static()
+
+
+def _shell(inner: Any) -> Any:
+    """A Layer in train mode whose forward is ``inner``'s (see the module docstring)."""
+    from paddle import nn
+
+    class _TrainShell(nn.Layer):
+        def __init__(self, layer: nn.Layer) -> None:
+            super().__init__()
+            self.inner = layer
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x)
+
+    return _TrainShell(inner)
+
+
+def _to_static(layer: Any) -> Any:
+    import paddle
+
+    return paddle.jit.to_static(layer, full_graph=True)
+
+
+def _check_traced(layer: Any) -> None:
+    """Raise unless ``to_static`` built a program for ``layer``."""
+    count = layer.forward.get_traced_count()
+    if count < 1:
+        raise RuntimeError(f"paddle.jit.to_static traced no program (traced count {count}); the layer ran in "
+                           f"dygraph")
 
 
 class PaddleRunner(Runner):
     framework = "paddle"
     requires = ("paddle",)
+    _labels = {"eager": "eager", "compiled": "to_static"}
 
-    def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
-            cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False) -> RunResult:
+    def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
+        from backends.paddle import ATTN_LAYERS
+
+        return ATTN_LAYERS[name].from_config(config), None
+
+    def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
+        from backends.paddle import load_weights
+
+        with _dygraph_on_cpu():
+            copied = copy.deepcopy(module)
+            copied.to(dtype="float64")
+            loaded = load_weights(copied, weights)
+            return {k: v.numpy() for k, v in loaded.state_dict().items()}
+
+    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
         import paddle
 
-        from backends.paddle import ATTN_LAYERS, load_weights
-        from attn_core import from_native, native_location
+        if not isinstance(module, paddle.nn.Layer):
+            raise TypeError(f"paddle: expected a paddle.nn.Layer, got {type(module).__name__}")
+        params = {k for k, _ in module.named_parameters(include_sublayers=True)}
+        return {k: (tuple(int(s) for s in v.shape), k in params) for k, v in module.state_dict().items()}
 
-        previous_device, was_static = paddle.get_device(), not paddle.in_dynamic_mode()
-        paddle.disable_static()
-        paddle.set_device("cpu")
-        try:
-            # Built in the default dtype, then cast: Layer.to(dtype=...) casts parameters and BatchNorm state alike
-            # and leaves paddle's global default dtype alone.
-            module = ATTN_LAYERS[name].from_config(config)
-            module.to(dtype=dtype)
-            load_weights(module, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
-            if training:
-                module.train()
+    def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
+                 dtype: str, training: bool, mode: str
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+        with _dygraph_on_cpu():
+            return self._dygraph_execute(handle, native, x, cotangent, dtype, training, mode)
+
+    @staticmethod
+    def _dygraph_execute(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray,
+                         cotangent: np.ndarray | None, dtype: str, training: bool, mode: str
+                         ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+        import paddle
+
+        # Copied, then cast: Layer.to(dtype=...) casts parameters and BatchNorm state alike and leaves paddle's
+        # global default dtype alone.
+        module = copy.deepcopy(handle.module)
+        module.to(dtype=dtype)
+        state = module.state_dict()
+        with paddle.no_grad():
+            for name, value in native.items():
+                target = state[name]
+                target.set_value(paddle.to_tensor(value, place=target.place).astype(target.dtype))
+        if training:
+            module.train()
+        else:
+            module.eval()
+        xt = paddle.to_tensor(x).astype(dtype)
+        xt.stop_gradient = cotangent is None
+        note, y_reported = "", None
+        fn = module
+        if mode == "compiled":
+            if cotangent is not None and not training:
+                infer = _to_static(copy.deepcopy(module))  # eval: the inference program Paddle builds
+                y_reported = infer(xt.detach())
+                _check_traced(infer)
+                fn = _to_static(_shell(module))
+                note = "to_static: output from the inference program, gradients from a training program"
             else:
-                module.eval()
-            xt = paddle.to_tensor(np.asarray(x, dtype=np.float64).astype(dtype), stop_gradient=cotangent is None)
-            y = module(xt)
-            result = RunResult(y=y.detach().astype("float64").numpy())
-            if cotangent is not None:
-                y.backward(paddle.to_tensor(np.asarray(cotangent, dtype=np.float64).astype(dtype)))
-                result.dx = xt.grad.astype("float64").numpy()
-                params = dict(module.named_parameters())
-                for spec in config.param_table():
-                    if spec.trainable:
-                        p = params[".".join(native_location("paddle", spec)[1])]
-                        g = p.grad if p.grad is not None else paddle.zeros_like(p)
-                        result.dparams[spec.name] = from_native("paddle", spec, g.astype("float64").numpy())
-            return result
-        finally:
-            paddle.set_device(previous_device)
-            if was_static:
-                paddle.enable_static()
+                fn = _to_static(module)
+                note = "to_static: " + ("training program" if training else "inference program")
+        y = fn(xt)
+        if mode == "compiled":
+            _check_traced(fn)
+        y_np = (y if y_reported is None else y_reported).detach().astype("float64").numpy()
+        if cotangent is None:
+            return y_np, None, {}, note
+        y.backward(paddle.to_tensor(cotangent).astype(dtype))
+        dx = None if xt.grad is None else xt.grad.astype("float64").numpy()
+        params = dict(module.named_parameters(include_sublayers=True))
+        grads = {}
+        for b in handle.trainable:
+            g = params[b.native].grad
+            grads[b.native] = None if g is None else g.astype("float64").numpy()
+        return y_np, dx, grads, note
 
 
 RUNNER = PaddleRunner()

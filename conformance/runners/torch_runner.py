@@ -1,44 +1,93 @@
-"""Runner for backends.torch."""
+"""Runner for backends.torch and for any torch ``nn.Module`` taking NCHW input: eager or ``torch.compile``.
+
+'compiled' is ``torch.compile(module)`` with the default (inductor) backend, on CPU, forward and backward. Each
+compiled run starts from ``torch._dynamo.reset()`` so that one case's compilation is neither reused by another
+nor refused by dynamo's recompile limit (past it, dynamo runs frames eagerly without an error). Compilation
+happens on the first call, so the row's time includes it: seconds per case on a cold inductor cache, a fraction
+of a second on a warm one. A run in which dynamo compiled no graph at all is an error, never an eager pass.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+import copy
+from typing import Any
 
 import numpy as np
 
 from attn_core import AttentionConfig
 
-from .base import Runner, RunResult
+from .base import Handle, Runner
 
 
 class TorchRunner(Runner):
     framework = "torch"
     requires = ("torch",)
+    _labels = {"eager": "eager", "compiled": "torch.compile"}
 
-    def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
-            cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False) -> RunResult:
+    def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
+        from backends.torch import ATTN_LAYERS
+
+        return ATTN_LAYERS[name].from_config(config), None
+
+    def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
+        from backends.torch import load_weights
+
+        loaded = load_weights(copy.deepcopy(module).double(), weights)
+        return {k: v.detach().numpy() for k, v in loaded.state_dict().items()}
+
+    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
         import torch
 
-        from backends.torch import ATTN_LAYERS, load_weights
-        from attn_core import from_native, native_location
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"torch: expected a torch.nn.Module, got {type(module).__name__}")
+        params = {k for k, _ in module.named_parameters(remove_duplicate=False)}
+        return {k: (tuple(v.shape), k in params) for k, v in module.state_dict(keep_vars=True).items()}
+
+    def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
+                 dtype: str, training: bool, mode: str
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+        import torch
 
         tdtype = getattr(torch, dtype)
-        module = ATTN_LAYERS[name].from_config(config).to(tdtype)
-        load_weights(module, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
+        module = copy.deepcopy(handle.module).to(tdtype)
+        state = module.state_dict()
+        with torch.no_grad():
+            for name, value in native.items():
+                state[name].copy_(torch.from_numpy(value))  # copy_ casts to the parameter's dtype
         module.train(training)
-        xt = torch.tensor(np.asarray(x, dtype=np.float64), dtype=tdtype, requires_grad=cotangent is not None)
-        y = module(xt)
-        result = RunResult(y=y.detach().to(torch.float64).numpy())
-        if cotangent is not None:
-            y.backward(torch.tensor(cotangent, dtype=tdtype))
-            result.dx = xt.grad.to(torch.float64).numpy()
-            params = dict(module.named_parameters())
-            for spec in config.param_table():
-                if spec.trainable:
-                    p = params[".".join(native_location("torch", spec)[1])]
-                    g = p.grad if p.grad is not None else torch.zeros_like(p)
-                    result.dparams[spec.name] = from_native("torch", spec, g.to(torch.float64).numpy())
-        return result
+        xt = torch.tensor(x, dtype=torch.float64).to(tdtype).requires_grad_(cotangent is not None)
+        fn, guard, counters = module, contextlib.nullcontext(), None
+        if mode == "compiled":
+            import torch._dynamo
+            from torch._dynamo.utils import counters
+
+            torch._dynamo.reset()
+            counters.clear()
+            guard = torch._dynamo.config.patch(suppress_errors=False)  # a failed compile raises, never falls back
+            fn = torch.compile(module)
+        with guard:
+            y = fn(xt)
+            if cotangent is not None:
+                y.backward(torch.tensor(cotangent, dtype=torch.float64).to(tdtype))
+        note = ""
+        if counters is not None:
+            graphs = int(counters["stats"]["unique_graphs"])
+            breaks = int(sum(counters["graph_break"].values()))
+            if graphs == 0:
+                raise RuntimeError("torch.compile compiled no graph: the module ran eagerly (is dynamo disabled, "
+                                   "e.g. TORCHDYNAMO_DISABLE=1?)")
+            note = f"torch.compile: {graphs} graph(s), {breaks} graph break(s)"
+        y_np = y.detach().to(torch.float64).numpy()
+        if cotangent is None:
+            return y_np, None, {}, note
+        dx = None if xt.grad is None else xt.grad.to(torch.float64).numpy()
+        params = dict(module.named_parameters(remove_duplicate=False))
+        grads = {}
+        for b in handle.trainable:
+            g = params[b.native].grad
+            grads[b.native] = None if g is None else g.detach().to(torch.float64).numpy()
+        return y_np, dx, grads, note
 
 
 RUNNER = TorchRunner()
