@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     details = report.failure_details()
     if details:
         print("\n" + details)
+    if report.not_applicable:  # printed, never a failure, --require-all or not
+        print("\n" + report.not_applicable_details())
     print("\ntolerances: " + "; ".join(f"{k} atol {v.atol:g} rtol {v.rtol:g} ({v.source})"
                                        for k, v in TOLERANCES.items() if k in args.dtypes))
     print(report.summary())

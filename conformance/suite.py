@@ -76,7 +76,7 @@ class Row:
     backend: str
     dtype: str
     mode: str
-    status: str  # 'pass', 'fail', 'error' or 'skip'
+    status: str  # 'pass', 'fail', 'error', 'skip' (not installed) or 'n/a' (the framework cannot run the dtype)
     comparisons: list[Comparison] = field(default_factory=list)
     message: str = ""
     seconds: float = math.nan
@@ -130,6 +130,10 @@ def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = T
     if not ok:
         row.status, row.message = "skip", why
         return row
+    ok, why = runner.supports(case.module, dtype)
+    if not ok:  # declared in the runner's capability table: neither a pass nor a failure
+        row.status, row.message = "n/a", why
+        return row
     if mode not in runner.modes:
         row.status = "error"
         row.message = f"unknown mode {mode!r} for {runner.framework}; known: {', '.join(runner.modes)}"
@@ -175,8 +179,22 @@ class Report:
     def passed(self) -> list[Row]:
         return [r for r in self.rows if r.status == "pass"]
 
+    @property
+    def not_applicable(self) -> list[Row]:
+        """Rows in a dtype the framework cannot run (its runner's capability table says why)."""
+        return [r for r in self.rows if r.status == "n/a"]
+
     def summary(self) -> str:
-        return f"{len(self.passed)} passed, {len(self.failed)} failed, {len(self.skipped)} skipped"
+        text = f"{len(self.passed)} passed, {len(self.failed)} failed, {len(self.skipped)} skipped"
+        return text + (f", {len(self.not_applicable)} n/a" if self.not_applicable else "")
+
+    def not_applicable_details(self) -> str:
+        """One line per backend x dtype x reason of the 'n/a' rows, with the modules concerned."""
+        groups: dict[tuple[str, str, str], list[Row]] = {}
+        for r in self.not_applicable:
+            groups.setdefault((r.backend, r.dtype, r.message), []).append(r)
+        return "\n".join(f"N/A {backend} {dtype}: {', '.join(dict.fromkeys(r.module for r in rows))} "
+                         f"({len(rows)} rows): {why}" for (backend, dtype, why), rows in groups.items())
 
     def to_dict(self) -> dict:
         def clean(v: object) -> object:
@@ -190,7 +208,8 @@ class Report:
             d["comparisons"] = [{k: clean(v) for k, v in c.items()} for c in d["comparisons"]]
             rows.append(d)
         from .tolerances import TOLERANCES
-        return {"summary": {"passed": len(self.passed), "failed": len(self.failed), "skipped": len(self.skipped)},
+        return {"summary": {"passed": len(self.passed), "failed": len(self.failed), "skipped": len(self.skipped),
+                            "n/a": len(self.not_applicable)},
                 "tolerances": {k: asdict(v) for k, v in TOLERANCES.items()}, "rows": rows}
 
     def to_json(self, **kwargs: object) -> str:

@@ -60,7 +60,7 @@ def test_cli_json_and_narrowing(tmp_path, capsys):
     code = main(["--backends", "torch", "--modules", "simam", "--json", str(out), "-q"])
     assert code == 0
     data = json.loads(out.read_text())
-    assert data["summary"] == {"passed": 4, "failed": 0, "skipped": 0}
+    assert data["summary"] == {"passed": 4, "failed": 0, "skipped": 0, "n/a": 0}
     assert {r["case"] for r in data["rows"]} == {c.case_id for c in CASES if c.module == "simam"}
     for r in data["rows"]:
         assert r["backend"] == "torch" and r["status"] == "pass"

@@ -132,12 +132,25 @@ class Runner:
 
     framework: str = ""
     requires: tuple[str, ...] = ()
+    #: dtypes every module of this runner runs in. A dtype outside it (and outside ``module_dtypes``) is reported
+    #: as 'n/a' with the reason in ``dtype_notes``: declared from what the framework can run, never passed.
     dtypes: tuple[str, ...] = ("float32", "float64")
+    #: registry name -> further dtypes that module alone runs in
+    module_dtypes: Mapping[str, tuple[str, ...]] = {}
+    #: dtype -> why the modules not declared for it cannot run in it here
+    dtype_notes: Mapping[str, str] = {}
     modes: tuple[str, ...] = MODES
     default_layout: str = "NCHW"
     _labels: Mapping[str, str] = {"eager": "eager", "compiled": "compiled"}
 
     # ------------------------------------------------------------------------------------------------ public
+    def supports(self, module: str, dtype: str) -> tuple[bool, str]:
+        """(whether the module registered as ``module`` runs in ``dtype`` here, the reason if not), from the declared
+        ``dtypes``, ``module_dtypes`` and ``dtype_notes``."""
+        if dtype in self.dtypes or dtype in self.module_dtypes.get(module, ()):
+            return True, ""
+        return False, self.dtype_notes.get(dtype, f"{self.framework} declares no {dtype} support")
+
     def available(self) -> tuple[bool, str]:
         """(installed, reason if not)."""
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]

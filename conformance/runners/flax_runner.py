@@ -82,6 +82,7 @@ def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 class FlaxRunner(Runner):
     framework = "flax"
     requires = ("jax", "flax")
+    dtypes = ("float16", "bfloat16", "float32", "float64")  # every module runs in each on CPU (jax 0.10)
     default_layout = "NHWC"
     _labels = {"eager": "eager", "compiled": "jax.jit"}
 

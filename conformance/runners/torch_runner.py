@@ -23,6 +23,7 @@ from .base import Handle, Runner
 class TorchRunner(Runner):
     framework = "torch"
     requires = ("torch",)
+    dtypes = ("float16", "bfloat16", "float32", "float64")  # every module runs in each on CPU (torch 2.13)
     _labels = {"eager": "eager", "compiled": "torch.compile"}
 
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
