@@ -16,7 +16,7 @@ __all__ = [
     "constant", "add", "sub", "mul", "div", "scale", "add_scalar", "square", "sqrt",
     "relu", "sigmoid", "silu", "hard_sigmoid", "activation",
     "mean", "sum", "amax", "concat", "reshape",
-    "conv2d", "batch_norm",
+    "conv2d", "max_pool2d", "avg_pool2d", "linear", "batch_norm",
 ]
 
 
@@ -208,6 +208,70 @@ def conv2d(
 
     parents = (x, w) if b is None else (x, w, b)
     return Node(out, parents, vjp)
+
+
+# ---------------------------------------------------------------------------------------- pooling and dense
+def _windows(xp: np.ndarray, k: tuple[int, int], s: tuple[int, int], ho: int, wo: int) -> np.ndarray:
+    """(N, C, Ho, Wo, kh, kw) view of the windows of a padded NCHW array."""
+    return np.lib.stride_tricks.sliding_window_view(xp, k, axis=(2, 3))[:, :, ::s[0], ::s[1]][:, :, :ho, :wo]
+
+
+def _pool_geometry(x: np.ndarray, kernel: int | Sequence[int], stride: int | Sequence[int] | None,
+                   padding: int | Sequence[int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int]:
+    k = _pair(kernel)
+    s = _pair(stride if stride is not None else kernel)
+    p = _pair(padding)
+    ho = (x.shape[2] + 2 * p[0] - k[0]) // s[0] + 1
+    wo = (x.shape[3] + 2 * p[1] - k[1]) // s[1] + 1
+    return k, s, p, ho, wo
+
+
+def max_pool2d(x: Node, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
+               padding: int | Sequence[int] = 0) -> Node:
+    """Max pooling as torch's MaxPool2d (floor mode, padding by -inf); the gradient goes to the first maximum
+    of each window in row-major order, as torch does."""
+    k, s, p, ho, wo = _pool_geometry(x.value, kernel, stride, padding)
+    xp = np.pad(x.value, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=-np.inf)
+    win = _windows(xp, k, s, ho, wo).reshape(*xp.shape[:2], ho, wo, k[0] * k[1])
+    arg = win.argmax(axis=-1)
+    out = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+        n, c = np.indices(xp.shape[:2])
+        i, j = np.arange(ho)[:, None] * s[0], np.arange(wo)[None, :] * s[1]
+        rows = i + arg // k[1]
+        cols = j + arg % k[1]
+        dxp = np.zeros(xp.shape)
+        np.add.at(dxp, (n[:, :, None, None], c[:, :, None, None], rows, cols), g)
+        return (dxp[:, :, p[0]:p[0] + x.shape[2], p[1]:p[1] + x.shape[3]],)
+
+    return Node(out, (x,), vjp)
+
+
+def avg_pool2d(x: Node, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
+               padding: int | Sequence[int] = 0) -> Node:
+    """Average pooling as torch's AvgPool2d with count_include_pad=True (padded zeros count), floor mode."""
+    k, s, p, ho, wo = _pool_geometry(x.value, kernel, stride, padding)
+    c = x.shape[1]
+    w = np.zeros((c, 1, k[0], k[1]))
+    w[:] = 1.0 / (k[0] * k[1])
+    return conv2d(x, constant(w), stride=s, padding=p, groups=c)
+
+
+def linear(x: Node, w: Node, b: Node | None = None) -> Node:
+    """``x @ w.T + b`` with x (N, in) and w (out, in), torch's Linear layout."""
+    xv, wv = x.value, w.value
+    out = xv @ wv.T
+    if b is not None:
+        out = out + b.value
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray, ...]:
+        grads = [g @ wv, g.T @ xv]
+        if b is not None:
+            grads.append(g.sum(axis=0))
+        return tuple(grads)
+
+    return Node(out, (x, w) if b is None else (x, w, b), vjp)
 
 
 # --------------------------------------------------------------------------------------------- normalisation

@@ -1,0 +1,35 @@
+"""Registered model names -> their configs. Every backend's ``create_model(name, **kwargs)`` uses this table."""
+
+from __future__ import annotations
+
+from functools import partial
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from ..cbam import CBAM_PRESETS
+from ..spec import AttentionConfig, ConfigError
+from .resnet import ResNetConfig
+
+__all__ = ["MODEL_CONFIGS", "create_model_config"]
+
+_DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
+           101: ("bottleneck", (3, 4, 23, 3))}
+# attention prefix -> (attn_layer, attn_kwargs); CBAM in a ResNet follows timm's CbamModule (BatchNorm after the
+# spatial convolution), SE and ECA their own defaults (timm's SEModule and EcaModule).
+_ATTN = {"": (None, {}), "se": ("se", {}), "eca": ("eca", {}), "cbam": ("cbam", dict(CBAM_PRESETS["timm"])),
+         "simam": ("simam", {})}
+
+_table: dict[str, Callable[..., AttentionConfig]] = {}
+for _prefix, (_attn, _kw) in _ATTN.items():
+    for _depth, (_block, _layers) in _DEPTHS.items():
+        _table[f"{_prefix}resnet{_depth}"] = partial(ResNetConfig, _block, _layers, attn_layer=_attn,
+                                                     attn_kwargs=tuple(sorted(_kw.items())))
+
+MODEL_CONFIGS: Mapping[str, Callable[..., AttentionConfig]] = MappingProxyType(_table)
+
+
+def create_model_config(name: str, **kwargs: Any) -> AttentionConfig:
+    """The config of the model registered as ``name``; ``kwargs`` override its fields (e.g. ``num_classes``)."""
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(f"create_model: unknown model {name!r}; known: {', '.join(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[name](**kwargs)
