@@ -1,8 +1,10 @@
 """Model specs built from the attention specs: parameter tables with torch / timm names and float64 references."""
 
+from .densenet import DenseLayerSpec, SEDenseNetConfig, TransitionSpec
 from .layers import BatchNorm, Conv, Linear, subtree
 from .registry import MODEL_CONFIGS, create_model_config
 from .resnet import STAGE_WIDTHS, BlockSpec, ResNetConfig
 
 __all__ = ["BatchNorm", "Conv", "Linear", "subtree", "ResNetConfig", "BlockSpec", "STAGE_WIDTHS",
-           "MODEL_CONFIGS", "create_model_config"]
+           "MODEL_CONFIGS", "create_model_config",
+           "SEDenseNetConfig", "DenseLayerSpec", "TransitionSpec"]

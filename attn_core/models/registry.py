@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 from ..cbam import CBAM_PRESETS
 from ..spec import AttentionConfig, ConfigError
+from .densenet import SEDenseNetConfig
 from .resnet import ResNetConfig
 
 __all__ = ["MODEL_CONFIGS", "create_model_config"]
@@ -24,6 +25,13 @@ for _prefix, (_attn, _kw) in _ATTN.items():
     for _depth, (_block, _layers) in _DEPTHS.items():
         _table[f"{_prefix}resnet{_depth}"] = partial(ResNetConfig, _block, _layers, attn_layer=_attn,
                                                      attn_kwargs=tuple(sorted(_kw.items())))
+
+# SE-DenseNet presets: the article's CIFAR setting (DenseNet-BC, k = 12, 24 stem channels, small inputs) at depths
+# 100 and 40, and DenseNet-121's ImageNet layout with SE.
+_table["sedensenet_bc100_k12"] = partial(SEDenseNetConfig, 12, (16, 16, 16))
+_table["sedensenet_bc40_k12"] = partial(SEDenseNetConfig, 12, (6, 6, 6))
+_table["sedensenet121"] = partial(SEDenseNetConfig, 32, (6, 12, 24, 16), num_init_features=64, num_classes=1000,
+                                  small_inputs=False)
 
 MODEL_CONFIGS: Mapping[str, Callable[..., AttentionConfig]] = MappingProxyType(_table)
 
