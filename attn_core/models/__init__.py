@@ -1,10 +1,13 @@
 """Model specs built from the attention specs: parameter tables with torch / timm names and float64 references."""
 
 from .densenet import DenseLayerSpec, SEDenseNetConfig, TransitionSpec
+from .mobilenetv2 import ECA_KERNEL_RULES, ECAMobileNetV2Config, InvertedResidualSpec
+from .towernet import InceptionSpec, TowerNetConfig
 from .layers import BatchNorm, Conv, Linear, subtree
 from .registry import MODEL_CONFIGS, create_model_config
 from .resnet import STAGE_WIDTHS, BlockSpec, ResNetConfig
 
 __all__ = ["BatchNorm", "Conv", "Linear", "subtree", "ResNetConfig", "BlockSpec", "STAGE_WIDTHS",
            "MODEL_CONFIGS", "create_model_config",
-           "SEDenseNetConfig", "DenseLayerSpec", "TransitionSpec"]
+           "SEDenseNetConfig", "DenseLayerSpec", "TransitionSpec",
+           "ECAMobileNetV2Config", "InvertedResidualSpec", "ECA_KERNEL_RULES", "TowerNetConfig", "InceptionSpec"]

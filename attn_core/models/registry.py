@@ -9,7 +9,9 @@ from typing import Any, Callable, Mapping
 from ..cbam import CBAM_PRESETS
 from ..spec import AttentionConfig, ConfigError
 from .densenet import SEDenseNetConfig
+from .mobilenetv2 import ECAMobileNetV2Config
 from .resnet import ResNetConfig
+from .towernet import TowerNetConfig
 
 __all__ = ["MODEL_CONFIGS", "create_model_config"]
 
@@ -32,6 +34,9 @@ _table["sedensenet_bc100_k12"] = partial(SEDenseNetConfig, 12, (16, 16, 16))
 _table["sedensenet_bc40_k12"] = partial(SEDenseNetConfig, 12, (6, 6, 6))
 _table["sedensenet121"] = partial(SEDenseNetConfig, 32, (6, 12, 24, 16), num_init_features=64, num_classes=1000,
                                   small_inputs=False)
+# Seed article 003's Inception network with SimAM; ECA-MobileNetV2 with the authors' kernel rule ('eq9' selectable).
+_table["towernet"] = TowerNetConfig
+_table["eca_mobilenetv2"] = ECAMobileNetV2Config
 
 MODEL_CONFIGS: Mapping[str, Callable[..., AttentionConfig]] = MappingProxyType(_table)
 
