@@ -13,9 +13,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from attn_core import CBAM_PRESETS, AttentionConfig, create_config
+from attn_core import CBAM_PRESETS, CONFIGS, AttentionConfig, create_config
 
-__all__ = ["Case", "CASES", "MODULES", "select_cases"]
+__all__ = ["Case", "CASES", "MODULES", "select_cases", "cases_for", "registry_name"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Case:
     options: tuple[tuple[str, Any], ...] = ()
     training: bool = False
     note: str = ""
+    #: the exact config of the case, when it was derived from one (:func:`cases_for`); else built from ``options``
+    spec: AttentionConfig | None = None
 
     @property
     def name(self) -> str:
@@ -38,6 +40,8 @@ class Case:
         return zlib.crc32(self.name.encode())
 
     def config(self) -> AttentionConfig:
+        if self.spec is not None:
+            return self.spec
         return create_config(self.module, self.shape[1], **dict(self.options))
 
     def data(self, config: AttentionConfig | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -115,3 +119,48 @@ def select_cases(modules: Iterable[str] | None = None, cases: Iterable[Case] = C
 
 def describe(options: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+# ------------------------------------------------------------------------------------- cases of one spec
+#: the channel count of the inputs of a spec that accepts any (SimAM, SpatialAttention with ``channels=None``)
+ANY_CHANNELS = 6
+
+
+def registry_name(config: AttentionConfig) -> str:
+    """The registry name (``attn_core.CONFIGS``) of a config's module: ``SEConfig(...)`` -> ``'se'``."""
+    for name, cls in CONFIGS.items():
+        if type(config) is cls:
+            return name
+    raise TypeError(f"expected an attn_core config ({', '.join(c.__name__ for c in CONFIGS.values())}), "
+                    f"got {type(config).__name__}")
+
+
+def has_batch_norm(config: AttentionConfig) -> bool:
+    """Whether the module holds a BatchNorm (running statistics; a training mode that differs from eval)."""
+    return any(p.role in ("bn_mean", "bn_var") for p in config.param_table())
+
+
+def cases_for(config: AttentionConfig) -> tuple[Case, ...]:
+    """The cases that check one fixed config (:func:`conformance.check`): its channel count is given, so they vary
+    the input. Each names what it exercises:
+
+    - ``n2-7x5``: odd, non-square H x W (a transposed kernel or swapped H/W axes shows);
+    - ``n1-5x8``: batch 1, one odd and one even side;
+    - ``n2-1x1``: 1 x 1 spatial (kernels wider than the map; SimAM's H*W - 1 = 0);
+    - ``n3-6x5-train``: only for a module with BatchNorm, training mode: batch statistics in the output, and the
+      running statistics after the step.
+
+    BatchNorm modules run the other cases in eval mode, on the (seeded, non-trivial) running statistics. Weights,
+    input and cotangent are drawn from the seed of the case's name, as for :data:`CASES`.
+    """
+    name = registry_name(config)
+    c = config.channels_required or ANY_CHANNELS
+    cases = [
+        Case(name, "n2-7x5", (2, c, 7, 5), note="odd, non-square", spec=config),
+        Case(name, "n1-5x8", (1, c, 5, 8), note="batch 1, non-square", spec=config),
+        Case(name, "n2-1x1", (2, c, 1, 1), note="1x1 spatial", spec=config),
+    ]
+    if has_batch_norm(config):
+        cases.append(Case(name, "n3-6x5-train", (3, c, 6, 5), training=True,
+                          note="training: BatchNorm on batch statistics", spec=config))
+    return tuple(cases)

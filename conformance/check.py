@@ -1,0 +1,566 @@
+"""``conformance.check``: a module you wrote, checked against the float64 reference of an attn_core spec.
+
+::
+
+    report = conformance.check(my_se, SEConfig(64, rd_divisor=None, bias=False),
+                               param_map={"fc1.weight": ("fc.0.weight", "conv1x1_to_linear"),
+                                          "fc2.weight": ("fc.2.weight", "conv1x1_to_linear")})
+    print(report)            # one row per case x dtype x mode; for a failure, what differs, by how much, where first
+    assert report.passed
+
+The module is wrapped by its framework's runner (:meth:`conformance.runners.Runner.wrap`: the parameter map says
+where each canonical parameter lives and how its layout converts), loaded with the same seeded canonical weights
+as the suite would use, run forward and backward on the cases of :func:`conformance.cases.cases_for` (the spec's
+channel count with non-square odd sizes, batch 1, 1 x 1, and training mode when the module has BatchNorm), and
+every output, input gradient and parameter gradient is compared with the reference by
+:func:`conformance.suite.run_case`, the very path the suite's own rows take.
+
+Where a row fails, the report says where the first difference appears (:class:`Diagnosis`), in the spirit of
+PaDiff's layer-by-layer mode but against the reference rather than against another framework: the outputs of the
+submodules named in ``taps`` are captured in one more eager forward pass (torch forward hooks, Paddle forward
+post-hooks, Flax ``nn.intercept_methods``) and compared, in data-flow order, with the reference's named
+intermediates (:data:`TAP_MEANINGS`); then the output, the running statistics (when the suite reports them), the
+input gradient and the parameter gradients. The first stage outside tolerance is the diagnosis.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from attn_core import AttentionConfig, create_config
+from attn_core.autodiff import Node
+
+from .cases import Case, cases_for, registry_name
+from .precision import is_low_precision
+from .runners import Handle, Runner, get_runner
+from .runners.base import ParamMap
+from .suite import Comparison, Report, Row, compare, reference_for, run_case
+from .tolerances import TOLERANCES, tolerance_for
+
+__all__ = ["check", "CheckReport", "Diagnosis", "spec_for", "infer_framework", "default_taps", "reference_taps",
+           "TAP_MEANINGS", "TAP_STAGES"]
+
+#: What each reference tap holds (NCHW shapes). A submodule mapped to a gate tap may return the gate itself or the
+#: input multiplied by it: the comparison goes by shape (see :func:`check`).
+TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
+    "gate": "the gate the module multiplies its input by: (N, C, 1, 1) for SE, ECA and channel attention, "
+            "(N, 1, H, W) for spatial attention, (N, C, H, W) for SimAM; a submodule returning x * gate (the "
+            "module's output) is compared with the output",
+    "channel_gate": "CBAM: the channel attention map gate(mlp(mean_hw x) + mlp(max_hw x)), (N, C, 1, 1); a "
+                    "submodule returning x * map is compared with 'channel_out'",
+    "channel_out": "CBAM: x * channel_gate, the input of the spatial attention, (N, C, H, W)",
+    "spatial_gate": "CBAM: the spatial attention map gate(conv(cat(mean_c, max_c))) of channel_out, (N, 1, H, W); a "
+                    "submodule returning channel_out * map is compared with the output",
+})
+#: how a tap is named in a diagnosis
+TAP_STAGES: Mapping[str, str] = MappingProxyType({
+    "gate": "gate", "channel_gate": "channel map", "channel_out": "channel output", "spatial_gate": "spatial map"})
+#: gate tap -> the tensor it produces by multiplying its input ('output': the module's output)
+_GATED: Mapping[str, str] = MappingProxyType({"gate": "output", "channel_gate": "channel_out",
+                                              "spatial_gate": "output"})
+_TO_NCHW = (0, 3, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def spec_for(name: str, channels: int | None = None, **options: Any) -> AttentionConfig:
+    """The attn_core config of registry name ``name`` (``'se'``, ``'eca'``, ``'ca'``, ``'sa'``, ``'cbam'``,
+    ``'simam'``) for ``channels``: ``spec_for('se', 64, rd_divisor=None, bias=False)``."""
+    return create_config(name, channels, **options)
+
+
+def infer_framework(module: Any) -> str:
+    """'torch', 'paddle' or 'flax' from the module's type, looking only at frameworks already imported (a module of
+    a framework is an instance of its class, so its framework is in ``sys.modules``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "nn") and isinstance(module, torch.nn.Module):
+        return "torch"
+    paddle = sys.modules.get("paddle")
+    if paddle is not None and hasattr(paddle, "nn") and isinstance(module, paddle.nn.Layer):
+        return "paddle"
+    linen = sys.modules.get("flax.linen")
+    if linen is not None and isinstance(module, linen.Module):
+        return "flax"
+    raise TypeError(f"cannot tell the framework of a {type(module).__module__}.{type(module).__name__}: expected a "
+                    f"torch.nn.Module, a paddle.nn.Layer or a flax.linen.Module (or pass framework=...)")
+
+
+def default_taps(module: Any, framework: str) -> dict[str, str]:
+    """Taps for the project's own modules: its CBAM's ``channel`` submodule returns ``x * channel map`` and its
+    ``spatial`` submodule the output, so the channel and the spatial map can be told apart. The other project
+    modules compute their gate inline (no submodule returns it): no taps."""
+    backend = sys.modules.get(f"backends.{framework}")
+    cbam = getattr(backend, "CBAM", None)
+    if isinstance(cbam, type) and isinstance(module, cbam):
+        return {"channel_gate": "channel", "spatial_gate": "spatial"}
+    return {}
+
+
+def reference_taps(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
+                   training: bool = False) -> dict[str, np.ndarray]:
+    """The reference's named intermediates in data-flow order, then ``'output'``, as float64 NCHW arrays."""
+    params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
+    taps: dict[str, Node] = {}
+    y = config.reference_forward(Node(np.asarray(x, dtype=np.float64)), params, training=training, taps=taps)
+    out = {k: v.value for k, v in taps.items()}
+    out["output"] = y.value
+    return out
+
+
+# ------------------------------------------------------------------------------------------- report
+@dataclass
+class Diagnosis:
+    """Where a failing row first differs from the reference.
+
+    ``stage`` is the tap's name in words ('channel map', 'spatial map', 'gate', ...), 'output', 'running
+    statistics', 'input gradient', 'parameter gradient', or 'error' (the module raised); ``quantity`` the compared
+    quantity (``'tap:channel_gate'``, ``'output'``, ``'state:bn.running_var'``, ``'grad:input'``,
+    ``'grad:fc1.weight'``); ``comparison`` its numbers. ``taps`` holds every tap's comparison in data-flow order
+    (quantity ``'tap:<reference name>'``, ``detail`` says which submodule and how it was compared);
+    ``tap_problems`` the taps that could not be compared and why. ``forward_equal`` is True when the output (and
+    every tap) is within tolerance.
+    """
+
+    case: str
+    dtype: str
+    mode: str
+    stage: str
+    quantity: str
+    comparison: Comparison | None
+    forward_equal: bool
+    text: str
+    taps: list[Comparison] = field(default_factory=list)
+    tap_problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    """The verdict of :func:`check`: one :class:`~conformance.suite.Row` per case x dtype x mode (in ``report``),
+    and a :class:`Diagnosis` per failing row.
+
+    ``str(report)`` (or :meth:`table`) prints a table and, for each failing row, every quantity outside tolerance
+    (max abs, max rel, times the tolerance, worst index) and the first difference; :meth:`to_dict` /
+    :meth:`to_json` give the same as data.
+    """
+
+    module: str
+    framework: str
+    spec: AttentionConfig
+    layout: str
+    bindings: list[tuple[str, str, str]]
+    taps: dict[str, str]
+    cases: tuple[Case, ...]
+    report: Report
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[Row]:
+        return self.report.rows
+
+    @property
+    def passed(self) -> bool:
+        """True when at least one row passed and none failed, errored or was skipped ('n/a' rows, dtypes the
+        framework cannot run, are neither)."""
+        return bool(self.report.passed) and all(r.status in ("pass", "n/a") for r in self.rows)
+
+    @property
+    def failed(self) -> list[Row]:
+        return self.report.failed
+
+    @property
+    def first_difference(self) -> Diagnosis | None:
+        """The diagnosis of the first failing row, or None when every row passed."""
+        return self.diagnoses[0] if self.diagnoses else None
+
+    def diagnosis(self, case: str, dtype: str = "float32", mode: str | None = None) -> Diagnosis | None:
+        """The diagnosis of one failing row (``case`` as in the table: 'n2-7x5'), or None where it passed."""
+        return next((d for d in self.diagnoses if d.case == case and d.dtype == dtype
+                     and (mode is None or d.mode == mode)), None)
+
+    def failing_quantities(self, case: str | None = None) -> set[str]:
+        """Every quantity outside tolerance, over all rows or one case's: {'output', 'grad:fc1.weight', ...}."""
+        return {c.quantity for r in self.rows if case is None or r.case == case for c in r.comparisons
+                if not c.passed}
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def table(self) -> str:
+        shapes = {c.case_id: c for c in self.cases}
+        head = ("case", "input (NCHW)", "phase", "dtype", "mode", "worst", "max_abs", "max_rel", "x tol", "result")
+        body = []
+        for r in self.rows:
+            case, w = shapes.get(r.case), r.worst
+            body.append((r.case, str(case.shape) if case else "?", "train" if case and case.training else "eval",
+                         r.dtype, r.mode, w.quantity if w else "-",
+                         f"{r.max_abs:.2e}" if r.comparisons else "-", f"{r.max_rel:.2e}" if r.comparisons else "-",
+                         f"{w.worst_ratio:.3g}" if w else "-", r.status.upper()))
+        widths = [max(len(str(v)) for v in col) for col in zip(head, *body)]
+        lines = [f"conformance.check: {self.module} against {self.spec!r}",
+                 "parameters: " + (", ".join(f"{c} -> {n} ({t})" for c, n, t in self.bindings) or "none"),
+                 "taps: " + (", ".join(f"{k} <- {v!r}" for k, v in self.taps.items()) or "none"), ""]
+        table = ["  ".join(str(v).ljust(n) for v, n in zip(line, widths)).rstrip() for line in [head, *body]]
+        table.insert(1, "  ".join("-" * n for n in widths))
+        lines += table
+        for r in self.rows:
+            if not r.failed:
+                continue
+            lines += ["", Report([r]).failure_details()]
+            d = self.diagnosis(r.case, r.dtype, r.mode)
+            if d is not None:
+                lines.append(f"    first difference: {d.text}")
+                lines += [f"    tap not compared: {p}" for p in d.tap_problems]
+        lines += ["", ("PASS" if self.passed else "FAIL") + ": " + self.report.summary()]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "module": self.module,
+            "framework": self.framework,
+            "spec": {"name": registry_name(self.spec), "repr": repr(self.spec),
+                     "fields": {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec) if f.init}},
+            "layout": self.layout,
+            "parameters": [{"canonical": c, "native": n, "transform": t} for c, n, t in self.bindings],
+            "taps": dict(self.taps),
+            "cases": [{"case": c.case_id, "shape": list(c.shape), "training": c.training, "note": c.note}
+                      for c in self.cases],
+            "report": self.report.to_dict(),
+            "diagnoses": [_clean(asdict(d)) for d in self.diagnoses],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+def _clean(value: Any) -> Any:
+    """Non-finite floats -> None, recursively (JSON has no inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------------------- check
+class _HandleRunner:
+    """A runner whose ``run`` executes one wrapped handle, so that :func:`conformance.suite.run_case` (skips,
+    'n/a' dtypes, errors, every comparison) judges a user's module exactly as it judges the project's."""
+
+    def __init__(self, runner: Runner, handle: Handle) -> None:
+        self._runner, self._handle = runner, handle
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+    def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
+            cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False, mode: str = "eager",
+            **kwargs: Any) -> Any:
+        return self._runner.execute(self._handle, weights, x, cotangent, dtype, training, mode, **kwargs)
+
+
+def check(module: Any, spec: AttentionConfig, framework: str | None = None, param_map: ParamMap | None = None, *,
+          variables: Any = None, layout: str | None = None, dtypes: Sequence[str] = ("float32",),
+          modes: Sequence[str] = ("eager",), taps: Mapping[str, str] | None = None) -> CheckReport:
+    """Check ``module`` (yours, of any of the three frameworks) against the float64 reference of ``spec``.
+
+    Args:
+        module: a ``torch.nn.Module``, ``paddle.nn.Layer`` or ``flax.linen.Module`` that should compute what
+            ``spec`` specifies. It is never modified (the runner loads weights into a copy).
+        spec: an attn_core config, e.g. ``SEConfig(64, rd_divisor=None, bias=False)``, or
+            ``spec_for('cbam', 32, **CBAM_PRESETS['article'])``.
+        framework: 'torch', 'paddle' or 'flax'; inferred from the module's type when None.
+        param_map: canonical parameter name -> where the module holds it: ``'native.name'`` (the framework's
+            default layout for its role) or ``('native.name', transform)`` with a named transform of
+            ``attn_core.layout.LAYOUT_TRANSFORMS`` or a pair of NumPy functions ``(to_native, from_native)``; see
+            :meth:`conformance.runners.Runner.wrap`. Parameters at their default place need no entry; a map that
+            does not fit the module raises one :class:`~conformance.runners.ParamMapError` listing every problem,
+            before anything runs.
+        variables: Flax only, what ``module.init`` returns (the template of names and shapes); when None the
+            module is initialised on zeros of the first case's shape.
+        layout: 'NCHW' or 'NHWC', the layout the module takes (default: NCHW in torch and Paddle, NHWC in Flax).
+        dtypes: dtypes to run in ('float32', 'float64', 'float16', 'bfloat16'), each with its tolerance from
+            ``conformance.tolerances``.
+        modes: 'eager' and/or 'compiled' (torch.compile, paddle.jit.to_static, jax.jit).
+        taps: reference tap name -> the name of the submodule whose output holds it (torch ``named_modules``,
+            Paddle ``named_sublayers``, Flax module path, '/' or '.' separated), used to say where a failing row
+            first differs. The reference taps are 'gate' (SE, ECA, ChannelAttention, SpatialAttention, SimAM) and
+            'channel_gate', 'channel_out', 'spatial_gate' (CBAM); :data:`TAP_MEANINGS` says what each holds. The
+            comparison goes by shape: a submodule may return the map itself (any shape holding the same values
+            once size-1 axes are dropped, e.g. an SE's ``(N, C)``; a 4-D NHWC map is transposed first) or the
+            input multiplied by the map (then it is compared with the product: 'channel_out' for the channel map,
+            the output for the last gate). None: :func:`default_taps` (the project's CBAM); ``{}``: none.
+
+    Returns:
+        A :class:`CheckReport`; ``report.passed`` is the verdict, ``print(report)`` the table.
+
+    Raises:
+        TypeError: ``spec`` is not an attn_core config, or the framework cannot be told.
+        ValueError: an unknown dtype, mode, layout, reference tap or submodule name.
+        ParamMapError: the parameter map does not fit the module (a ``WeightLoadError``).
+    """
+    if not isinstance(spec, AttentionConfig):
+        hint = " (for a registry name use conformance.spec_for(name, channels, **options))" \
+            if isinstance(spec, str) else ""
+        raise TypeError(f"spec must be an attn_core config such as SEConfig(64), got {type(spec).__name__}{hint}")
+    framework = framework or infer_framework(module)
+    runner = get_runner(framework)
+    ok, why = runner.available()
+    if not ok:
+        raise ImportError(f"conformance.check: {why}")
+    for d in dtypes:
+        if d not in TOLERANCES:
+            raise ValueError(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
+    for m in modes:
+        if m not in runner.modes:
+            raise ValueError(f"unknown mode {m!r} for {framework}; known: {', '.join(runner.modes)}")
+    cases = cases_for(spec)
+    if framework == "flax" and variables is None:
+        variables = _flax_init(module, cases[0].shape, layout or runner.default_layout)
+    handle = runner.wrap(module, spec, param_map, variables, layout=layout)
+    taps = dict(default_taps(module, framework) if taps is None else taps)
+    _check_taps(taps, spec, cases[0], handle)
+
+    bound = _HandleRunner(runner, handle)
+    rows: list[Row] = []
+    diagnoses: list[Diagnosis] = []
+    for case in cases:
+        references: dict[str, tuple] = {}
+        for dtype in dtypes:
+            key = dtype if is_low_precision(dtype) else "float64"
+            if key not in references:
+                references[key] = reference_for(case, True, key)
+            for mode in modes:
+                row = run_case(case, bound, dtype, True, references[key], mode)
+                rows.append(row)
+                if row.failed:
+                    diagnoses.append(_diagnose(row, case, runner, handle, taps, references[key], dtype))
+    bindings = [(b.spec.name, b.native, b.transform) for b in handle.bindings]
+    return CheckReport(handle.label, framework, spec, handle.layout, bindings, taps, cases, Report(rows), diagnoses)
+
+
+def _flax_init(module: Any, shape: tuple[int, ...], layout: str) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    n, c, h, w = shape
+    return module.init(jax.random.key(0), jnp.zeros((n, h, w, c) if layout == "NHWC" else shape, jnp.float32))
+
+
+def _check_taps(taps: Mapping[str, str], spec: AttentionConfig, case: Case, handle: Handle) -> None:
+    """Unknown reference taps, and (torch, Paddle) submodule names the module does not have, are ValueErrors."""
+    weights, x, _ = case.data(spec)
+    known = [k for k in reference_taps(spec, weights, x, case.training) if k != "output"]
+    unknown = [k for k in taps if k not in known]
+    if unknown:
+        raise ValueError(f"unknown reference tap(s) {', '.join(map(repr, unknown))} for {spec.module_name}; "
+                         f"known: {', '.join(known)} ({'; '.join(f'{k}: {TAP_MEANINGS[k]}' for k in known)})")
+    bad = [v for v in taps.values() if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"taps map reference names to submodule names (strings), got {bad!r}")
+    subs = _submodules(handle)
+    if subs is not None:
+        missing = [v for v in taps.values() if v not in subs]
+        if missing:
+            shown = ", ".join(repr(s) for s in list(subs)[:20]) + (", ..." if len(subs) > 20 else "")
+            raise ValueError(f"{handle.label} has no submodule {', '.join(map(repr, missing))}; it has: {shown}")
+
+
+def _submodules(handle: Handle) -> dict[str, Any] | None:
+    """Named submodules (torch, Paddle); None for Flax, whose submodules exist only while it runs."""
+    if handle.framework == "torch":
+        return {k: v for k, v in handle.module.named_modules() if k}
+    if handle.framework == "paddle":
+        return dict(handle.module.named_sublayers())
+    return None
+
+
+# ------------------------------------------------------------------------------------------- taps
+def _as_numpy(value: Any) -> np.ndarray | None:
+    """A framework tensor -> float64 NumPy; None for anything that is not one array."""
+    if isinstance(value, (tuple, list)) or value is None:
+        return None
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float64).cpu().numpy()
+    paddle = sys.modules.get("paddle")
+    if paddle is not None and isinstance(value, paddle.Tensor):
+        return value.astype("float64").numpy()
+    try:
+        return np.asarray(value).astype(np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def _capture(runner: Runner, handle: Handle, subs: Sequence[str], weights: Mapping[str, np.ndarray], x: np.ndarray,
+             dtype: str, training: bool) -> dict[str, list[Any]]:
+    """Outputs of the named submodules (every call, in order) in one eager forward pass with the given weights."""
+    records: dict[str, list[Any]] = {s: [] for s in subs}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(layer: Any, inputs: Any, output: Any) -> None:
+            records[name].append(_as_numpy(output))
+        return hook
+
+    if handle.framework in ("torch", "paddle"):
+        module = copy.deepcopy(handle.module)  # hooks travel with the runner's own copy of it
+        named = dict(module.named_modules() if handle.framework == "torch" else module.named_sublayers())
+        for s in subs:
+            if handle.framework == "torch":
+                named[s].register_forward_hook(recorder(s))
+            else:
+                named[s].register_forward_post_hook(recorder(s))
+        runner.execute(dataclasses.replace(handle, module=module), weights, x, None, dtype, training, "eager")
+        return records
+
+    import flax.linen as nn
+
+    wanted = {s.replace(".", "/"): s for s in subs}
+    called: list[str] = []
+
+    def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            path = "/".join(str(p) for p in context.module.path)
+            called.append(path)
+            if path in wanted:
+                records[wanted[path]].append(_as_numpy(out))
+        return out
+
+    with nn.intercept_methods(interceptor):
+        runner.execute(handle, weights, x, None, dtype, training, "eager")
+    for s in subs:
+        if not records[s]:
+            records[s] = [f"no submodule {s!r} was called (called: {', '.join(dict.fromkeys(p for p in called if p))})"]
+    return records
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(s for s in shape if s != 1)
+
+
+def _compare_tap(name: str, sub: str, got: np.ndarray, refs: Mapping[str, np.ndarray], layout: str,
+                 dtype: str) -> Comparison | str:
+    """The tap's comparison by shape (the map, or the input times the map), or why it cannot be compared."""
+    if layout == "NHWC" and got.ndim == 4:
+        got = np.transpose(got, _TO_NCHW)
+    candidates = [("the map" if name in _GATED else "the tensor", name)]
+    if name in _GATED:
+        candidates.append((f"x * map, i.e. '{_GATED[name]}'", _GATED[name]))
+    tol = tolerance_for(dtype)
+    found = []
+    for how, target in candidates:
+        ref = refs[target]
+        if got.shape == ref.shape:
+            found.append((f"{how} {ref.shape}", got, ref))
+        elif got.size == ref.size and _squeezed(got.shape) == _squeezed(ref.shape):
+            found.append((f"{how} {ref.shape}, reshaped from {got.shape}", got.reshape(ref.shape), ref))
+    if not found:
+        fits = " nor ".join(f"{how.split(',')[0]} {refs[t].shape}" for how, t in candidates)
+        return f"{name} <- {sub!r}: its output's shape {got.shape} (NCHW) fits neither {fits}"
+    best = None
+    for how, g, ref in found:
+        c = compare(f"tap:{name}", g, ref, tol)
+        c.detail = f"from submodule {sub!r}, compared as {how}" + (f"; {c.detail}" if c.detail else "")
+        if best is None or c.worst_ratio < best.worst_ratio:
+            best = c
+    return best
+
+
+def _stage(quantity: str) -> str:
+    if quantity.startswith("tap:"):
+        return TAP_STAGES.get(quantity[4:], quantity[4:])
+    if quantity == "output":
+        return "output"
+    if quantity.startswith("state:"):
+        return "running statistics"
+    if quantity == "grad:input":
+        return "input gradient"
+    return "parameter gradient"
+
+
+def _numbers(c: Comparison) -> str:
+    return (f"max_abs {c.max_abs:.3e}, max_rel {c.max_rel:.3e}, {c.worst_ratio:.3g}x tolerance"
+            + (f"; {c.detail}" if c.detail else ""))
+
+
+def _diagnose(row: Row, case: Case, runner: Runner, handle: Handle, taps: Mapping[str, str], reference: tuple,
+              dtype: str) -> Diagnosis:
+    if row.status == "error":
+        first = row.message.splitlines()[0] if row.message else "the module raised"
+        return Diagnosis(row.case, row.dtype, row.mode, "error", "", None, False, f"the module raised: {first}")
+    weights, x = reference[0], reference[1]
+    tap_cmps: list[Comparison] = []
+    problems: list[str] = []
+    if taps:
+        refs = reference_taps(handle.config, weights, x, case.training)
+        try:
+            records = _capture(runner, handle, list(dict.fromkeys(taps.values())), weights, x, dtype, case.training)
+        except Exception as err:  # noqa: BLE001 - the user's module failing here is reported, not raised
+            records, problems = {}, [f"taps not captured: {type(err).__name__}: {err}"]
+        for name in refs:  # data-flow order of the reference
+            if name not in taps or taps[name] not in records:
+                continue
+            sub, got = taps[name], records[taps[name]]
+            if got and isinstance(got[0], str):
+                problems.append(f"{name}: {got[0]}")
+            elif not got or got[-1] is None:
+                problems.append(f"{name} <- {sub!r}: " + ("never called" if not got else "did not return one array"))
+            else:
+                result = _compare_tap(name, sub, got[-1], refs, handle.layout, dtype)
+                if isinstance(result, str):
+                    problems.append(result)
+                else:
+                    if len(got) > 1:
+                        result.detail += f" (called {len(got)} times: the last call compared)"
+                    tap_cmps.append(result)
+    by_kind = {"output": [], "state": [], "input": [], "param": []}
+    for c in row.comparisons:
+        kind = ("output" if c.quantity == "output" else "state" if c.quantity.startswith("state:")
+                else "input" if c.quantity == "grad:input" else "param")
+        by_kind[kind].append(c)
+    stages = tap_cmps + by_kind["output"] + by_kind["state"] + by_kind["input"] + by_kind["param"]
+    first = next((c for c in stages if not c.passed), None)
+    forward_equal = all(c.passed for c in tap_cmps + by_kind["output"])
+    eager_note = "" if row.mode == "eager" or not tap_cmps else " (taps captured in an eager run)"
+    if first is None:  # a row failed without a failing comparison (e.g. gradients of unknown parameters)
+        return Diagnosis(row.case, row.dtype, row.mode, "other", "", None, forward_equal,
+                         row.message or "no comparison failed", tap_cmps, problems)
+    stage = _stage(first.quantity)
+    agree = [TAP_STAGES.get(c.quantity[4:], c.quantity) for c in tap_cmps if c.passed]
+    if first.quantity.startswith("tap:"):
+        text = f"{stage} (tap {first.quantity[4:]!r}, {_numbers(first)})"
+        if agree:
+            text += f"; before it, the {' and the '.join(agree)} {'agrees' if len(agree) == 1 else 'agree'}"
+        text += eager_note
+    elif first.quantity == "output":
+        text = f"output ({_numbers(first)})"
+        if tap_cmps:
+            text += f"; every tap before it agrees ({', '.join(agree)}){eager_note}"
+        else:
+            text += ("; no taps given: map the submodules that compute " +
+                     " / ".join(k for k in reference_taps(handle.config, weights, x, case.training) if k != "output")
+                     + " with taps={...} to see whether the difference is already there")
+    elif first.quantity.startswith("state:"):
+        text = (f"the forward output is equal; the running statistics differ after the training step: "
+                f"{first.quantity} ({_numbers(first)})")
+    elif first.quantity == "grad:input":
+        params_equal = all(c.passed for c in by_kind["param"])
+        text = (f"the forward pass is equal (output{' and taps' if tap_cmps else ''}); the first difference is in "
+                f"the input gradient{' only (every parameter gradient agrees)' if params_equal else ''}: "
+                f"grad:input ({_numbers(first)})")
+    else:
+        text = (f"the forward pass and the input gradient are equal; the first difference is in a parameter "
+                f"gradient: {first.quantity} ({_numbers(first)})")
+    return Diagnosis(row.case, row.dtype, row.mode, stage, first.quantity, first, forward_equal, text, tap_cmps,
+                     problems)
