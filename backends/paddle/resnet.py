@@ -1,0 +1,144 @@
+"""ResNet with pluggable attention in Paddle, built only from :class:`attn_core.models.ResNetConfig`.
+
+Every width, stride, padding, BatchNorm setting and attention position comes from the config (``stem()``,
+``blocks`` and each ``BlockSpec.layers()``, ``head()``); this file only turns those specs into Paddle layers and
+runs them in the order of ``ResNetConfig.reference_forward``. Attribute names are the torch backend's (timm's), so
+the ``state_dict`` keys are the canonical names with Paddle's BatchNorm state names (``_mean``, ``_variance``;
+``attn_core.native_location``); ``fc.weight`` is Paddle's [in, out] (``attn_core.layout`` converts at the edge).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from attn_core import CONFIGS, AttentionConfig, ConfigError, bn_momentum_for
+from attn_core.models import BatchNorm, BlockSpec, Conv, Linear, ResNetConfig
+
+from ._base import AttentionModule
+from .registry import ATTN_LAYERS
+
+__all__ = ["ResNet", "BasicBlock", "Bottleneck"]
+
+_REGISTRY_KEY = {cls: key for key, cls in CONFIGS.items()}  # config class -> attention registry name
+
+
+def build_layer(spec: Any) -> nn.Layer:
+    """The Paddle layer of one layer spec of :mod:`attn_core.models.layers`."""
+    if isinstance(spec, Conv):
+        return nn.Conv2D(spec.in_channels, spec.out_channels, spec.kernel_size, stride=spec.stride,
+                         padding=spec.padding, groups=spec.groups, bias_attr=None if spec.bias else False)
+    if isinstance(spec, BatchNorm):
+        return nn.BatchNorm2D(spec.channels, momentum=bn_momentum_for("paddle", spec.momentum), epsilon=spec.eps)
+    if isinstance(spec, Linear):
+        return nn.Linear(spec.in_features, spec.out_features, bias_attr=None if spec.bias else False)
+    raise TypeError(f"no Paddle layer for the layer spec {type(spec).__name__}")
+
+
+def build_attention(config: AttentionConfig) -> AttentionModule:
+    """The attention module of this backend for an attention config (through ``ATTN_LAYERS``)."""
+    return ATTN_LAYERS[_REGISTRY_KEY[type(config)]].from_config(config)
+
+
+def attach(parent: nn.Layer, dotted: str, layer: nn.Layer) -> None:
+    """Register ``layer`` under the dotted name (``'downsample.0'`` makes ``downsample`` an ``nn.Sequential``)."""
+    *path, leaf = dotted.split(".")
+    for part in path:
+        child = getattr(parent, part, None)
+        if child is None:
+            child = nn.Sequential()
+            parent.add_sublayer(part, child)
+        parent = child
+    parent.add_sublayer(leaf, layer)
+
+
+class _Block(nn.Layer):
+    """Builds the layers of one :class:`BlockSpec` under their spec names, with ``se`` (SE / ECA / CBAM) registered
+    where the canonical table puts it (before ``downsample``) and ``simam`` (parameter-free)."""
+
+    block_type: str = ""
+
+    def __init__(self, spec: BlockSpec, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        if spec.block != self.block_type:
+            raise ConfigError(f"{type(self).__name__}: got a spec of a {spec.block!r} block ({spec.name})")
+        self.spec = spec
+        se = build_attention(spec.attn) if spec.attn is not None else None
+        placed = False
+        for name, layer in spec.layers(bn_eps, bn_momentum).items():
+            if name.startswith("downsample.") and not placed:
+                self.se, placed = se, True
+            attach(self, name, build_layer(layer))
+        if not placed:
+            self.se = se
+        self.simam = build_attention(spec.simam) if spec.simam is not None else None
+        if not spec.downsample:
+            self.downsample = None
+
+    def _shortcut(self, x: paddle.Tensor) -> paddle.Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
+    def _attend(self, out: paddle.Tensor, x: paddle.Tensor) -> paddle.Tensor:
+        if self.se is not None:
+            out = self.se(out)
+        return F.relu(out + self._shortcut(x))
+
+
+class BasicBlock(_Block):
+    """Two 3x3 convolutions (ResNet-18/34), built from a ``BlockSpec`` of block ``'basic'``."""
+
+    block_type = "basic"
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        out = self.conv2(F.relu(self.bn1(self.conv1(x))))
+        if self.simam is not None:
+            out = self.simam(out)
+        return self._attend(self.bn2(out), x)
+
+
+class Bottleneck(_Block):
+    """1x1, 3x3 (strided), 1x1 convolutions (ResNet-50/101), built from a ``BlockSpec`` of block ``'bottleneck'``."""
+
+    block_type = "bottleneck"
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        out = self.conv2(F.relu(self.bn1(self.conv1(x))))
+        if self.simam is not None:
+            out = self.simam(out)
+        out = F.relu(self.bn2(out))
+        return self._attend(self.bn3(self.conv3(out)), x)
+
+
+BLOCKS: dict[str, type[_Block]] = {BasicBlock.block_type: BasicBlock, Bottleneck.block_type: Bottleneck}
+
+
+class ResNet(AttentionModule):
+    __doc__ = ResNetConfig.__doc__
+
+    def __init__(self, block: str, layers: Sequence[int], num_classes: int = 1000, in_chans: int = 3,
+                 attn_layer: str | None = None, attn_kwargs: Any = (), bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        self.config = cfg = ResNetConfig(block, layers, num_classes, in_chans, attn_layer, attn_kwargs, bn_eps,
+                                         bn_momentum)
+        for name, layer in cfg.stem().items():
+            attach(self, name, build_layer(layer))
+        self.maxpool = nn.MaxPool2D(3, 2, 1)  # the stem pool of ResNetConfig.reference_forward
+        for spec in cfg.blocks:  # 'layer2.0' -> self.layer2 (an nn.Sequential), its block '0'
+            attach(self, spec.name, BLOCKS[spec.block](spec, cfg.bn_eps, cfg.bn_momentum))
+        self.stage_names = tuple(dict.fromkeys(spec.name.rpartition(".")[0] for spec in cfg.blocks))
+        self.fc = build_layer(cfg.head())
+
+    def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
+        """The last stage's feature map (N, num_features, H', W')."""
+        self.check_input(x)
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        for stage in self.stage_names:
+            x = getattr(self, stage)(x)
+        return x
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.fc(self.forward_features(x).mean(axis=[2, 3]))
