@@ -1,0 +1,208 @@
+"""``python -m benchmarks``: time every module x backend x shape against ``x * s`` and its peers, write markdown.
+
+Each backend runs in its own worker process (``benchmarks.worker``), one after the other, so that thread settings
+take effect before the framework loads and no framework's thread pool competes with another's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import threads
+from .plan import (BACKENDS, DEFAULT_SHAPES, MODES, MODULES, PASSES, QUICK_SHAPES, fmt_shape, parse_shape)
+from .report import console_summary, render
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+_REQUIRES = {"torch": ("torch",), "paddle": ("paddle",), "flax": ("jax", "flax")}
+_PASS_NAMES = {"forward": "forward", "fwd": "forward", "forward+backward": "forward+backward",
+               "fwdbwd": "forward+backward", "backward": "forward+backward", "train": "forward+backward"}
+
+
+class UsageError(ValueError):
+    """A bad command-line value; the message says what is accepted."""
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def installed(backend: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in _REQUIRES[backend])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Time each attention module's forward and forward+backward against the framework's x * s "
+                    "(the last operation of SE) and against peer implementations of the same math, interleaved, "
+                    "per backend, shape and mode; write a markdown table. Not a test.")
+    p.add_argument("--backends", type=_csv, default=None,
+                   help=f"comma-separated, of {', '.join(BACKENDS)} (default: every installed one)")
+    p.add_argument("--modules", type=_csv, default=list(MODULES),
+                   help=f"comma-separated registry names, of {', '.join(MODULES)} (default: all)")
+    p.add_argument("--shapes", type=_csv, default=None,
+                   help="comma-separated N x C x H x W, e.g. 32x256x56x56,8x64x56x56 (the default)")
+    all_modes = sorted({m for modes in MODES.values() for m in modes})
+    p.add_argument("--modes", type=_csv, default=None,
+                   help=f"comma-separated, of {', '.join(all_modes)}, or backend:mode (e.g. torch:eager); a bare "
+                        f"name applies to every backend that has it (torch: eager, compile; paddle: dygraph, "
+                        f"to_static; flax: jit, eager). Default: all")
+    p.add_argument("--passes", type=_csv, default=list(PASSES),
+                   help="forward, forward+backward (aliases fwd, fwdbwd); default both")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per group (default 15; --quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation (default 3; --quick 1)")
+    p.add_argument("--threads", type=int, default=2, help="threads per framework (default 2)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not restrict each worker's CPU affinity to --threads CPUs")
+    p.add_argument("--quick", action="store_true",
+                   help=f"small shapes ({', '.join(fmt_shape(s) for s in QUICK_SHAPES)}) and few repeats: a smoke "
+                        f"test of the command, not a measurement")
+    p.add_argument("--models", type=_csv, nargs="?", const=["resnet50", "seresnet50", "ecaresnet50", "cbamresnet50"],
+                   default=None,
+                   help="also time whole models, inference and one training step (batch 8, 224x224 unless "
+                        "--quick) for each backend with create_model; optionally a comma-separated list "
+                        "(default resnet50,seresnet50,ecaresnet50,cbamresnet50)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT.name} "
+                                                                 f"next to this package)")
+    p.add_argument("--json", type=Path, default=None, help="also write every record as JSON here")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the arguments into a plan: backends, modules, shapes, modes per backend, passes, counts."""
+    backends = args.backends if args.backends is not None else [b for b in BACKENDS if installed(b)]
+    for b in backends:
+        if b not in BACKENDS:
+            raise UsageError(f"--backends: unknown backend {b!r}; known: {', '.join(BACKENDS)}")
+    for m in args.modules:
+        if m not in MODULES:
+            raise UsageError(f"--modules: unknown module {m!r}; known: {', '.join(MODULES)}")
+    if args.shapes is not None:
+        try:
+            shapes = [parse_shape(s) for s in args.shapes]
+        except ValueError as err:
+            raise UsageError(f"--shapes: {err}") from None
+    else:
+        shapes = list(QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
+    modes: dict[str, list[str]] = {b: list(MODES[b]) for b in backends}
+    if args.modes is not None:
+        modes = {b: [] for b in backends}
+        for item in args.modes:
+            backend, _, mode = item.rpartition(":")
+            targets = [backend] if backend else backends
+            if backend and backend not in BACKENDS:
+                raise UsageError(f"--modes: unknown backend in {item!r}")
+            if not any(mode in MODES[b] for b in ([backend] if backend else BACKENDS)):
+                raise UsageError(f"--modes: {item!r} is no mode of {backend or 'any backend'}; modes: " + "; ".join(
+                    f"{b}: {', '.join(MODES[b])}" for b in BACKENDS))
+            for b in targets:  # a mode of a backend not selected is ignored
+                if b in modes and mode in MODES[b] and mode not in modes[b]:
+                    modes[b].append(mode)
+    passes = []
+    for p in args.passes:
+        if p not in _PASS_NAMES:
+            raise UsageError(f"--passes: unknown pass {p!r}; use forward and/or forward+backward")
+        passes.append(_PASS_NAMES[p])
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if repeats < 1 or warmup < 0 or args.threads < 1:
+        raise UsageError("--repeats and --threads must be at least 1, --warmup at least 0")
+    return {"backends": [b for b in backends if modes[b]], "modules": args.modules, "shapes": shapes,
+            "modes": modes, "passes": list(dict.fromkeys(passes)), "repeats": repeats, "warmup": warmup,
+            "threads": args.threads, "pin": not args.no_pin, "models": args.models, "quick": args.quick}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def run_worker(job: dict[str, Any], module: str = "benchmarks.worker") -> tuple[dict[str, Any] | None, str]:
+    """Run one backend's job in a fresh process; ``(result, '')`` or ``(None, why it failed)``."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, **threads.thread_env(job["threads"]))
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    with tempfile.TemporaryDirectory(prefix="attn-bench-") as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(job))
+        proc = subprocess.run([sys.executable, "-m", module, str(job_path), str(out_path)], env=env, cwd=root)
+        if proc.returncode != 0 or not out_path.exists():
+            return None, f"the {job['backend']} worker exited with status {proc.returncode} (its error is above)"
+        return json.loads(out_path.read_text()), ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    try:
+        plan = resolve(args)
+    except UsageError as err:
+        print(f"python -m benchmarks: {err}", file=sys.stderr)
+        return 2
+    if not plan["backends"]:
+        print("python -m benchmarks: no backend to run (none installed, or none left by --modes)", file=sys.stderr)
+        return 2
+    started, load_start = time.time(), _load()
+    records: list[dict[str, Any]] = []
+    model_records: list[dict[str, Any]] = []
+    infos: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    for backend in plan["backends"]:
+        job = {"backend": backend, "threads": plan["threads"], "pin": plan["pin"],
+               "shapes": [list(s) for s in plan["shapes"]], "modules": plan["modules"],
+               "modes": plan["modes"][backend], "passes": plan["passes"], "repeats": plan["repeats"],
+               "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"]}
+        print(f"== {backend}: {', '.join(plan['modes'][backend])}", file=sys.stderr, flush=True)
+        result, why = run_worker(job)
+        if result is None:
+            failures[backend] = why
+            continue
+        infos.append(result["info"])
+        records += result["records"]
+        model_records += result.get("model_records", [])
+    timm = next((i["versions"]["timm"] for i in infos if "timm" in i["versions"]), "not run (torch not benchmarked)")
+    load_end = _load()
+    cpus = len(threads.allowed_cpus())
+    noisy = ""
+    if max(load_start, load_end) > 0.5 * cpus:
+        noisy = (f"The 1-minute load average was {load_start:.2f} at the start and {load_end:.2f} at the end on "
+                 f"{cpus} CPU(s): other processes competed for the CPUs while this ran.")
+    header = {"command": "python -m benchmarks" + ("" if not argv else " " + shlex.join(argv)),
+              "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+              "minutes": (time.time() - started) / 60, "cpu": _cpu_name(), "cpus": cpus,
+              "load_start": load_start, "load_end": load_end, "noisy": noisy, "python": platform.python_version(),
+              "numpy": np.__version__, "threads": plan["threads"], "repeats": plan["repeats"],
+              "warmup": plan["warmup"], "timm": timm}
+    text = render(records, infos, header, failures, model_records)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"header": header, "infos": infos, "failures": failures,
+                                         "records": records, "model_records": model_records}, indent=1))
+    print(console_summary(records))
+    print(f"wrote {args.out}")
+    return 1 if failures and not records else 0

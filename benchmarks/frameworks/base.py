@@ -1,0 +1,64 @@
+"""What the three drivers share."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..plan import Data, FormData, Peer
+from ..timing import Candidate, describe_error
+
+BASELINE_LABEL = "x * s (baseline)"
+
+
+class BaseDriver:
+    """A backend's driver. Subclasses implement ``_baseline``, ``_project`` and ``_peer`` returning a
+    :class:`Candidate`; building errors become rows (``Candidate.error``) rather than exceptions."""
+
+    name = ""
+    modes: tuple[str, ...] = ()
+
+    def versions(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def set_threads(self, n: int) -> str:
+        raise NotImplementedError
+
+    def begin_group(self, mode: str) -> None:
+        """Called before each timing group (torch: a fresh dynamo cache)."""
+
+    def baseline(self, data: Data, mode: str, pass_: str) -> Candidate:
+        return self._guard(lambda: self._baseline(data, pass_), BASELINE_LABEL, "baseline")
+
+    def project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str, label: str) -> Candidate:
+        if fd.config is None:
+            return Candidate(label, "project", None, form=fd.key, source="project",
+                             error=f"n/a: the project refuses this form ({fd.refused})")
+        return self._guard(lambda: self._project(module, fd, data, mode, pass_), label, "project", fd.key,
+                           "project")
+
+    def peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        return self._guard(lambda: self._peer(peer, fd, default, data, mode, pass_), peer.label, "peer", fd.key,
+                           peer.source)
+
+    @staticmethod
+    def _guard(build: Callable[[], Candidate], label: str, kind: str, form: str = "", source: str = "") -> Candidate:
+        try:
+            c = build()
+        except Exception as err:  # noqa: BLE001 - a module that cannot be built is a row of the report
+            return Candidate(label, kind, None, form=form, source=source, error=describe_error(err))
+        c.label, c.kind, c.form, c.source = label, kind, form, source or c.source
+        return c
+
+    # to implement
+    def _baseline(self, data: Data, pass_: str) -> Candidate:
+        raise NotImplementedError
+
+    def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        raise NotImplementedError
+
+    def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        raise NotImplementedError
+
+
+class PeerUnavailable(RuntimeError):
+    """The peer's library is missing or fails to import; the message says which and why."""

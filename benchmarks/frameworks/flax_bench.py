@@ -1,0 +1,100 @@
+"""Flax driver (NHWC): ``jax.jit`` and eager (op by op, for reference). The input is the NCHW data transposed once;
+compared outputs are transposed back. Forward is ``module.apply(variables, x)`` (eval); forward+backward is
+``jax.vjp`` with respect to the parameters and the input (train mode, BatchNorm statistics as a mutable
+collection), every result waited for with ``jax.block_until_ready``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import backends.flax as bf
+
+from ..peers import jax_numpy
+from ..plan import Data, FormData, Peer
+from ..timing import Candidate
+from .base import BaseDriver
+
+_TO_NCHW = (0, 3, 1, 2)
+
+
+def _nchw(a: Any) -> np.ndarray:
+    return np.asarray(a).transpose(_TO_NCHW)
+
+
+class Driver(BaseDriver):
+    name = "flax"
+    modes = ("jit", "eager")
+
+    def versions(self) -> dict[str, str]:
+        return {"jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+                "flax": flax.__version__}
+
+    def set_threads(self, n: int) -> str:
+        return (f"XLA: the CPU affinity mask (its thread pool is sized from it); {jax.device_count()} CPU "
+                f"device(s)")
+
+    @staticmethod
+    def _arrays(data: Data) -> tuple[jax.Array, jax.Array, jax.Array]:
+        if "flax" not in data.cache:
+            data.cache["flax"] = tuple(jnp.asarray(np.ascontiguousarray(a.transpose(0, 2, 3, 1)))
+                                       for a in (data.x, data.s, data.g))
+        return data.cache["flax"]
+
+    @staticmethod
+    def _compile(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
+        return jax.jit(fn) if mode == "jit" else fn
+
+    def _baseline(self, data: Data, pass_: str) -> Candidate:
+        x, s, g = self._arrays(data)
+
+        def mul(x: jax.Array, s: jax.Array) -> jax.Array:
+            return x * s
+        if pass_ == "forward":
+            f = jax.jit(mul)
+            return Candidate("", "", lambda: f(x, s).block_until_ready())
+
+        def fb(x: jax.Array, s: jax.Array, g: jax.Array) -> Any:
+            return jax.vjp(mul, x, s)[1](g)
+        f2 = jax.jit(fb)
+        return Candidate("", "", lambda: jax.block_until_ready(f2(x, s, g)))
+
+    def _functional(self, apply: Callable[[Any, jax.Array], jax.Array], params: Any, data: Data, mode: str,
+                    pass_: str, apply_train: Callable[[Any, jax.Array], tuple[jax.Array, Any]] | None = None
+                    ) -> Candidate:
+        """Time ``apply(params, x)``; with ``apply_train`` (BatchNorm: returns the output and the new statistics)
+        the backward goes through that instead."""
+        x, _, g = self._arrays(data)
+        if pass_ == "forward":
+            f = self._compile(apply, mode)
+            return Candidate("", "", lambda: f(params, x).block_until_ready(), output=_nchw)
+
+        def fb(p: Any, x: jax.Array, g: jax.Array) -> Any:
+            if apply_train is None:
+                _, vjp = jax.vjp(apply, p, x)
+            else:
+                _, vjp, _ = jax.vjp(apply_train, p, x, has_aux=True)
+            return vjp(g)
+        f2 = self._compile(fb, mode)
+        return Candidate("", "", lambda: jax.block_until_ready(f2(params, x, g)), output=lambda r: _nchw(r[1]))
+
+    def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        m = bf.ATTN_LAYERS[module].from_config(fd.config)
+        variables = bf.load_weights(m, fd.weights)
+        params = variables.get("params", {})
+        rest = {k: v for k, v in variables.items() if k != "params"}
+
+        def apply(p: Any, x: jax.Array) -> jax.Array:
+            return m.apply({"params": p, **rest}, x)
+        def apply_train(p: Any, x: jax.Array) -> tuple[jax.Array, Any]:
+            return m.apply({"params": p, **rest}, x, train=True, mutable=["batch_stats"])
+        return self._functional(apply, params, data, mode, pass_, apply_train if "batch_stats" in rest else None)
+
+    def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        fn = jax_numpy.FUNCTIONS[peer.module]
+        params = jax_numpy.PARAMS[peer.module](fd.weights)
+        return self._functional(fn, params, data, mode, pass_)

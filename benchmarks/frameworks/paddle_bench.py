@@ -1,0 +1,108 @@
+"""Paddle driver: dygraph and ``paddle.jit.to_static(full_graph=True)`` (the whole forward one static program, or
+an error rather than a silent dygraph fallback). Forward under ``paddle.no_grad()`` in eval mode (to_static then
+builds an inference program); forward+backward in train mode, gradients for the input and every parameter."""
+
+from __future__ import annotations
+
+import warnings
+
+import paddle
+from paddle import nn
+
+import backends.paddle as bp
+
+from ..peers import seed_paddle
+from ..plan import Data, FormData, Peer
+from ..timing import Candidate
+from .base import BaseDriver
+
+
+class Driver(BaseDriver):
+    name = "paddle"
+    modes = ("dygraph", "to_static")
+
+    def __init__(self) -> None:
+        paddle.disable_static()
+        paddle.set_device("cpu")
+
+    def versions(self) -> dict[str, str]:
+        return {"paddlepaddle": paddle.__version__}
+
+    def set_threads(self, n: int) -> str:
+        paddle.base.core.set_num_threads(n)
+        return (f"paddle.base.core.set_num_threads({n}) (BLAS/oneDNN); elementwise and reduction kernels run on "
+                f"one thread")
+
+    @staticmethod
+    def _tensors(data: Data) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+        if "paddle" not in data.cache:
+            data.cache["paddle"] = tuple(paddle.to_tensor(a) for a in (data.x, data.s, data.g))
+        return data.cache["paddle"]
+
+    def _baseline(self, data: Data, pass_: str) -> Candidate:
+        x, s, g = self._tensors(data)
+        if pass_ == "forward":
+            def run() -> paddle.Tensor:
+                with paddle.no_grad():
+                    return x * s
+            return Candidate("", "", run)
+        xl, sl = x.detach(), s.detach().clone()
+        xl.stop_gradient = sl.stop_gradient = False
+
+        def run_fb() -> paddle.Tensor:
+            (xl * sl).backward(g)
+            return xl.grad
+
+        def prepare() -> None:
+            xl.clear_gradient(False)
+            sl.clear_gradient(False)
+        return Candidate("", "", run_fb, prepare=prepare)
+
+    def _wrap(self, layer: nn.Layer, data: Data, mode: str, pass_: str) -> Candidate:
+        x, _, g = self._tensors(data)
+        if pass_ == "forward":
+            layer.eval()
+        else:
+            layer.train()
+        fn = paddle.jit.to_static(layer, full_graph=True) if mode == "to_static" else layer
+        if pass_ == "forward":
+            def run() -> paddle.Tensor:
+                with paddle.no_grad():
+                    return fn(x)
+            return Candidate("", "", run, output=lambda y: y.numpy())
+        xl = x.detach()
+        xl.stop_gradient = False
+
+        def run_fb() -> paddle.Tensor:
+            fn(xl).backward(g)
+            return xl.grad
+
+        def prepare() -> None:
+            xl.clear_gradient(False)
+            layer.clear_gradients(False)
+        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy())
+
+    def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        layer = bp.load_weights(bp.ATTN_LAYERS[module].from_config(fd.config), fd.weights)
+        return self._wrap(layer, data, mode, pass_)
+
+    def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        c, w = data.shape[1], fd.weights
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if peer.module == "simam":
+                layer = seed_paddle.simam_module(c)
+            elif peer.module == "se":
+                layer = seed_paddle.load_seed_se(seed_paddle.SELayer(c), w)
+            elif peer.module == "eca":
+                layer = seed_paddle.load_seed_eca(seed_paddle.eca_layer(c, k_size=default.config.k), w)
+            elif peer.module == "ca":
+                layer = seed_paddle.GatedBySeed(seed_paddle.load_seed_channel(seed_paddle.ChannelAttention(c), w))
+            elif peer.module == "sa":
+                layer = seed_paddle.GatedBySeed(
+                    seed_paddle.load_seed_spatial(seed_paddle.SpatialAttention(default.config.kernel_size), w))
+            elif peer.module == "cbam":
+                layer = seed_paddle.load_seed_cbam(seed_paddle.CBAM(c, 16, default.config.spatial_kernel_size), w)
+            else:
+                raise KeyError(f"no Paddle peer {peer.key!r} for {peer.module!r}")
+        return self._wrap(layer, data, mode, pass_)

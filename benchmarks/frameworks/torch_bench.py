@@ -1,0 +1,126 @@
+"""torch driver: eager and ``torch.compile`` (inductor, ``dynamic=False``), forward under ``no_grad`` in eval mode,
+forward+backward in train mode with gradients for the input and every parameter."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+import backends.torch as bt
+
+from ..peers import seed_torch
+from ..peers.timm_peers import build as build_timm
+from ..peers.timm_peers import import_timm
+from ..plan import Data, FormData, Peer
+from ..timing import Candidate
+from .base import BaseDriver, PeerUnavailable
+
+
+class Driver(BaseDriver):
+    name = "torch"
+    modes = ("eager", "compile")
+
+    def __init__(self) -> None:
+        self._timm: Any = None
+        self._timm_status = ""
+
+    @property
+    def timm(self) -> tuple[Any, str]:
+        if not self._timm_status:
+            self._timm, self._timm_status = import_timm()
+        return self._timm, self._timm_status
+
+    def versions(self) -> dict[str, str]:
+        timm, status = self.timm
+        return {"torch": torch.__version__, "timm": status if timm is not None else f"unavailable: {status}"}
+
+    def set_threads(self, n: int) -> str:
+        torch.set_num_threads(n)
+        return f"torch.set_num_threads({n}); torch.get_num_threads() = {torch.get_num_threads()}"
+
+    def begin_group(self, mode: str) -> None:
+        if mode == "compile":
+            torch._dynamo.reset()  # each group compiles its own graphs: no recompile limit, no automatic dynamic
+
+    # ------------------------------------------------------------------------------------------- tensors
+    @staticmethod
+    def _tensors(data: Data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if "torch" not in data.cache:
+            data.cache["torch"] = tuple(torch.from_numpy(a) for a in (data.x, data.s, data.g))
+        return data.cache["torch"]
+
+    # ------------------------------------------------------------------------------------------- builders
+    def _baseline(self, data: Data, pass_: str) -> Candidate:
+        x, s, g = self._tensors(data)
+        if pass_ == "forward":
+            def run() -> torch.Tensor:
+                with torch.no_grad():
+                    return x * s
+            return Candidate("", "", run)
+        xl, sl = x.detach().requires_grad_(True), s.clone().requires_grad_(True)
+
+        def run_fb() -> torch.Tensor | None:
+            (xl * sl).backward(g)
+            return xl.grad
+
+        def prepare() -> None:
+            xl.grad = sl.grad = None
+        return Candidate("", "", run_fb, prepare=prepare)
+
+    def _wrap(self, module: nn.Module, data: Data, mode: str, pass_: str) -> Candidate:
+        x, _, g = self._tensors(data)
+        fn = torch.compile(module, dynamic=False) if mode == "compile" else module
+        if pass_ == "forward":
+            module.eval()
+
+            def run() -> torch.Tensor:
+                with torch.no_grad():
+                    return fn(x)
+            return Candidate("", "", run, output=lambda y: y.numpy())
+        module.train()
+        xl = x.detach().requires_grad_(True)
+        params = [p for p in module.parameters() if p.requires_grad]
+
+        def run_fb() -> torch.Tensor | None:
+            fn(xl).backward(g)
+            return xl.grad
+
+        def prepare() -> None:
+            xl.grad = None
+            for p in params:
+                p.grad = None
+        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy())
+
+    def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        m = bt.load_weights(bt.ATTN_LAYERS[module].from_config(fd.config), fd.weights)
+        return self._wrap(m, data, mode, pass_)
+
+    def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        c = data.shape[1]
+        w = fd.weights
+        with warnings.catch_warnings():  # nn.Linear(C, 0) of the seeds for C < 16: "zero-element tensors"
+            warnings.simplefilter("ignore", UserWarning)
+            if peer.key == "timm":
+                timm, status = self.timm
+                if timm is None:
+                    raise PeerUnavailable(status)
+                m = build_timm(timm, peer.module, fd.config, w)
+            elif peer.module == "se":
+                m = seed_torch.load_seed_se(seed_torch.SEModule(c), w)
+            elif peer.module == "eca":
+                m = seed_torch.load_seed_eca(seed_torch.eca_layer(c, k_size=default.config.k), w)
+            elif peer.module == "ca":
+                m = seed_torch.GatedBySeed(seed_torch.load_seed_channel(seed_torch.ChannelAttention(c), w))
+            elif peer.module == "sa":
+                m = seed_torch.GatedBySeed(
+                    seed_torch.load_seed_spatial(seed_torch.SpatialAttention(default.config.kernel_size), w))
+            elif peer.module == "cbam":
+                m = seed_torch.load_seed_cbam(seed_torch.CBAM(c, 16, default.config.spatial_kernel_size), w)
+            elif peer.module == "simam":
+                m = seed_torch.SimAMTorch(c)
+            else:
+                raise KeyError(f"no torch peer {peer.key!r} for {peer.module!r}")
+        return self._wrap(m, data, mode, pass_)

@@ -1,0 +1,18 @@
+"""Peer implementations: other people's code for the same math, timed side by side with the project's modules.
+
+NOT part of the library: nothing under ``attn_core``, ``backends`` or ``conformance`` imports this package, and
+these classes are not the project's modules. They are the seed articles' code, re-typed as their users wrote it
+(names, ``super(...).__init__()``, ``.pow(2)``, ``expand_as``, the hidden width ``C // r`` with its silent 0 for
+C < 16), plus straight transcriptions of that code into other frameworks where the articles have none:
+
+- :mod:`.seed_torch`: seed 001 ``SEModule``, seed 002 ``SELayer``, ``ChannelAttention``, ``SpatialAttention``,
+  ``CBAM``, seed 004 ``eca_layer``, and SimAM as seed 003 would read in torch;
+- :mod:`.seed_paddle`: seed 003 ``simam_module`` (Paddle, with ``.pow(2)``) and Paddle transcriptions of the torch
+  seeds;
+- :mod:`.jax_numpy`: jax.numpy transcriptions of the seeds (NHWC), pure functions of a parameter dict;
+- :mod:`.timm_peers`: timm's ``SEModule``, ``EcaModule``, ``ChannelAttn``, ``SpatialAttn``, ``CbamModule``, when
+  ``import timm`` works.
+
+Each module also says how the project's canonical weights (``attn_core`` names, torch layout) map onto each peer's
+own parameters, so that a peer and the project's module compute with identical weights.
+"""

@@ -1,0 +1,190 @@
+"""What is timed: module forms, the peers of each module per backend, modes, passes, shapes, and the data.
+
+A *form* is one configuration of a project module (its attn_core options). Every module has its ``default`` form
+(what ``create_attn(name, C)`` builds); peers that compute another form of the same math (the seed articles'
+``C // r`` width without biases, timm's BatchNorm after the spatial convolution) are compared with the project's
+module built in that form, from the same canonical weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from attn_core import CBAM_PRESETS, AttentionConfig, ConfigError, create_config
+
+BACKENDS: tuple[str, ...] = ("torch", "paddle", "flax")
+MODULES: tuple[str, ...] = ("se", "eca", "ca", "sa", "cbam", "simam")
+PASSES: tuple[str, ...] = ("forward", "forward+backward")
+DEFAULT_SHAPES: tuple[tuple[int, int, int, int], ...] = ((32, 256, 56, 56), (8, 64, 56, 56))
+QUICK_SHAPES: tuple[tuple[int, int, int, int], ...] = ((2, 32, 16, 16), (2, 8, 9, 7))
+
+#: backend -> its modes (CLI name -> label), the first being the framework's ordinary one
+MODES: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "torch": MappingProxyType({"eager": "torch eager", "compile": "torch.compile"}),
+    "paddle": MappingProxyType({"dygraph": "Paddle dygraph", "to_static": "paddle.jit.to_static"}),
+    "flax": MappingProxyType({"jit": "jax.jit", "eager": "jax eager"}),
+})
+#: the mode a user gets without asking for anything (the "default path")
+DEFAULT_MODE: Mapping[str, str] = MappingProxyType({"torch": "eager", "paddle": "dygraph", "flax": "jit"})
+
+#: the ratio targets of the performance issue, forward, in the best mode
+TARGETS: Mapping[str, float] = MappingProxyType({"se": 1.5, "eca": 1.5, "cbam": 3.0, "simam": 2.0})
+
+#: registry name -> the class name every backend uses
+CLASS_NAMES: Mapping[str, str] = MappingProxyType({"se": "SEModule", "eca": "ECAModule", "ca": "ChannelAttention",
+                                                   "sa": "SpatialAttention", "cbam": "CBAM", "simam": "SimAM"})
+
+#: registry name -> form key -> (label, attn_core options)
+FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyType({
+    "se": {"default": ("default (timm form: width rounded to 8, biases)", {}),
+           "article": ("rd_divisor=None, bias=False (the seeds' C // 16, no bias)",
+                       {"rd_divisor": None, "bias": False})},
+    "eca": {"default": ("default (Eq. 9 kernel)", {})},
+    "ca": {"default": ("default", {}),
+           "article": ("rd_divisor=None (the seeds' C // 16)", {"rd_divisor": None})},
+    "sa": {"default": ("default (no BatchNorm)", {}),
+           "timm": ("norm=True (timm: BatchNorm after the convolution)", {"norm": True})},
+    "cbam": {"default": ("default", {}),
+             "article": ("CBAM_PRESETS['article']", dict(CBAM_PRESETS["article"])),
+             "timm": ("CBAM_PRESETS['timm']", dict(CBAM_PRESETS["timm"]))},
+    "simam": {"default": ("default", {})},
+})
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Someone else's implementation of a module, timed beside the project's."""
+
+    backend: str
+    module: str
+    key: str        # unique within (backend, module)
+    label: str      # what the table shows
+    source: str     # where the code comes from
+    form: str       # the project form that computes the same math
+
+
+def _seed(backend: str, module: str, key: str, label: str, source: str, form: str) -> Peer:
+    return Peer(backend, module, key, label, source, form)
+
+
+PEERS: tuple[Peer, ...] = (
+    # torch: the seed articles, and timm (only when import timm works)
+    _seed("torch", "se", "seed001", "SEModule (seed 001; seed 002's SELayer is the same code)", "seed 001/002",
+          "article"),
+    _seed("torch", "se", "timm", "timm SEModule", "timm", "default"),
+    _seed("torch", "eca", "seed004", "eca_layer (seed 004), k_size = Eq. 9", "seed 004", "default"),
+    _seed("torch", "eca", "timm", "timm EcaModule", "timm", "default"),
+    _seed("torch", "ca", "seed002", "x * ChannelAttention(x) (seed 002)", "seed 002", "article"),
+    _seed("torch", "ca", "timm", "timm ChannelAttn", "timm", "default"),
+    _seed("torch", "sa", "seed002", "x * SpatialAttention(x) (seed 002)", "seed 002", "default"),
+    _seed("torch", "sa", "timm", "timm SpatialAttn", "timm", "timm"),
+    _seed("torch", "cbam", "seed002", "CBAM (seed 002)", "seed 002", "article"),
+    _seed("torch", "cbam", "timm", "timm CbamModule", "timm", "timm"),
+    _seed("torch", "simam", "seed003", "seed 003's simam_module written in torch (.pow(2))", "seed 003 (torch)",
+          "default"),
+    # Paddle: seed 003 as published, the torch seeds transcribed
+    _seed("paddle", "simam", "seed003", "simam_module (seed 003, .pow(2))", "seed 003", "default"),
+    _seed("paddle", "se", "seed002", "SELayer (seed 002 in Paddle)", "seed 002 (Paddle)", "article"),
+    _seed("paddle", "eca", "seed004", "eca_layer (seed 004 in Paddle)", "seed 004 (Paddle)", "default"),
+    _seed("paddle", "ca", "seed002", "x * ChannelAttention(x) (seed 002 in Paddle)", "seed 002 (Paddle)",
+          "article"),
+    _seed("paddle", "sa", "seed002", "x * SpatialAttention(x) (seed 002 in Paddle)", "seed 002 (Paddle)",
+          "default"),
+    _seed("paddle", "cbam", "seed002", "CBAM (seed 002 in Paddle)", "seed 002 (Paddle)", "article"),
+    # Flax: jax.numpy transcriptions of the seeds
+    _seed("flax", "se", "jnp", "jax.numpy SE (seed 001/002)", "jax.numpy", "article"),
+    _seed("flax", "eca", "jnp", "jax.numpy eca_layer (seed 004)", "jax.numpy", "default"),
+    _seed("flax", "ca", "jnp", "jax.numpy x * ChannelAttention(x) (seed 002)", "jax.numpy", "article"),
+    _seed("flax", "sa", "jnp", "jax.numpy x * SpatialAttention(x) (seed 002)", "jax.numpy", "default"),
+    _seed("flax", "cbam", "jnp", "jax.numpy CBAM (seed 002)", "jax.numpy", "article"),
+    _seed("flax", "simam", "jnp", "jax.numpy simam_module (seed 003)", "jax.numpy", "default"),
+)
+
+
+def peers_for(backend: str, module: str) -> list[Peer]:
+    return [p for p in PEERS if p.backend == backend and p.module == module]
+
+
+def forms_for(backend: str, module: str) -> list[str]:
+    """The forms timed for ``module`` in ``backend``: the default, then those its peers compute."""
+    return list(dict.fromkeys(["default"] + [p.form for p in peers_for(backend, module)]))
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    """``'8x64x56x56'`` -> ``(8, 64, 56, 56)`` (N, C, H, W)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"a shape is N x C x H x W, e.g. 8x64x56x56; got {text!r}") from None
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"a shape is four positive sizes N x C x H x W, e.g. 8x64x56x56; got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+@dataclass
+class FormData:
+    """A form of a module at one channel count: its config (None where the project refuses it), the canonical
+    weights every implementation of the form is loaded with, and why the project has no module (if so)."""
+
+    key: str
+    label: str
+    config: AttentionConfig | None
+    weights: dict[str, np.ndarray]
+    refused: str = ""
+
+
+def form_data(module: str, form: str, channels: int, seed: int = 0) -> FormData:
+    """The config and the seeded canonical float32 weights of ``form`` of ``module``.
+
+    Where the project refuses the form (the seeds' hidden width ``C // 16`` is 0 for C < 16), the weights are
+    those of the seeds' own zero-width layers, so the peer still runs, and ``refused`` says why there is no
+    project module to compare with.
+    """
+    label, options = FORMS[module][form]
+    rng = np.random.default_rng(seed)
+    try:
+        config = create_config(module, channels, **options)
+    except ConfigError as err:
+        # the seeds' C // 16 = 0: zero-size MLP weights, the rest as the default form draws them
+        default = create_config(module, channels)
+        weights = {k: v.astype(np.float32) for k, v in default.init_weights(rng).items()}
+        for name in list(weights):
+            if name.endswith("fc1.weight"):
+                weights[name] = np.zeros((0, channels, 1, 1), np.float32)
+            elif name.endswith("fc2.weight"):
+                weights[name] = np.zeros((channels, 0, 1, 1), np.float32)
+            elif name.endswith(("fc1.bias", "fc2.bias")):
+                del weights[name]
+        return FormData(form, label, None, weights, refused=str(err).splitlines()[0])
+    weights = {k: v.astype(np.float32) for k, v in config.init_weights(rng).items()}
+    return FormData(form, label, config, weights)
+
+
+@dataclass
+class Data:
+    """One shape's float32 inputs, NCHW: x, the SE-like scale s (N, C, 1, 1) and an output cotangent g."""
+
+    shape: tuple[int, int, int, int]
+    x: np.ndarray
+    s: np.ndarray
+    g: np.ndarray
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def make_data(shape: tuple[int, int, int, int], seed: int = 1234) -> Data:
+    rng = np.random.default_rng(seed)
+    n, c = shape[0], shape[1]
+    x = (rng.standard_normal(shape, dtype=np.float32) * 1.5
+         + rng.uniform(-1.0, 1.0, (1, c, 1, 1)).astype(np.float32))
+    s = rng.uniform(0.0, 1.0, (n, c, 1, 1)).astype(np.float32)
+    g = rng.standard_normal(shape, dtype=np.float32)
+    return Data(shape, x, s, g)
