@@ -7,6 +7,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
                       "pip install 'attn-modules[torch]'") from err
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .densenet import SEDenseNet
 from .eca import ECAModule
 from .models import MODELS, create_model
 from .registry import ATTN_LAYERS, create_attn
@@ -19,4 +20,4 @@ FRAMEWORK = "torch"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK",
-           "ResNet", "BasicBlock", "Bottleneck", "MODELS", "create_model"]
+           "ResNet", "BasicBlock", "Bottleneck", "SEDenseNet", "MODELS", "create_model"]

@@ -1,0 +1,365 @@
+"""SE-DenseNet in the torch, Paddle and Flax backends, against the float64 reference of attn_core.models.
+
+Expected values come only from ``SEDenseNetConfig.reference`` / ``reference_vjp`` (NumPy float64, exact VJPs).
+The efficient mode (checkpointed bottlenecks) is held to the plain mode's numbers (bitwise in torch and Paddle)
+and, since a checkpoint that silently stops checkpointing gives the same numbers (pytorch/vision issue 2221), the
+recomputation itself is observed: torch and Paddle run each bottleneck twice per training step (the forward pre-hook
+of ``conv1``), and Flax's traced gradient holds one ``remat`` per dense layer that recomputes ``norm1``.
+Sizes are tiny (growth 4, two blocks of at most two layers, 9x7 and 21x19 inputs) to keep the file fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any
+
+import numpy as np
+import pytest
+
+from attn_core import ConfigError, from_native, native_location
+from attn_core.models import MODEL_CONFIGS, SEDenseNetConfig, create_model_config
+
+from ._fw import backend
+
+FWS = ("torch", "paddle")
+NUM_CLASSES = 5
+# (config, NCHW input shape): CIFAR-style stem on an odd, non-square input (the transition pools 9x7 to 4x3), and the
+# ImageNet stem (7x7/2 convolution, BatchNorm, 3x3/2 max pooling) on a batch of 1 (21x19 -> 11x10 -> 6x5 -> 3x2)
+CASES: dict[str, tuple[SEDenseNetConfig, tuple[int, ...]]] = {
+    "small": (SEDenseNetConfig(4, (2, 2), num_init_features=8, num_classes=NUM_CLASSES), (2, 3, 9, 7)),
+    "imagenet": (SEDenseNetConfig(4, (2, 1), num_init_features=8, num_classes=NUM_CLASSES, small_inputs=False),
+                 (1, 3, 21, 19)),
+}
+# Paddle's batch_norm kernel takes epsilon as a float32 attribute (tests/test_resnet.py, PADDLE_TRAIN_RTOL): its
+# float64 training rows are held to this bound; torch and Flax to float64 precision.
+TRAIN_RTOL = {"torch": 1e-9, "paddle": 2e-6, "flax": 1e-8}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _seed(*parts: Any) -> int:
+    return sum((i + 1) * sum(map(ord, str(p))) for i, p in enumerate(parts))
+
+
+@functools.lru_cache(maxsize=None)
+def _data(case: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Canonical float64 weights, an NCHW input whose mean is not 0, and an output cotangent, seeded by case."""
+    config, shape = CASES[case]
+    rng = np.random.default_rng(_seed("densenet", case))
+    weights = config.init_weights(rng)
+    x = rng.standard_normal(shape) + 0.5
+    cotangent = rng.standard_normal((shape[0], NUM_CLASSES))
+    return weights, x, cotangent
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_train(case: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    config, _ = CASES[case]
+    weights, x, cotangent = _data(case)
+    return config.reference_vjp(weights, x, cotangent, training=True)
+
+
+def _close(got: np.ndarray, want: np.ndarray, what: str, rtol: float) -> None:
+    """Elementwise within rtol, with an absolute floor of rtol times the array's scale."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(float(np.abs(want).max()), 1e-300),
+                               err_msg=what)
+
+
+def _native_key(fw: str, spec: Any) -> str:
+    return ".".join(native_location(fw, spec)[1])
+
+
+def _build(fw: str, config: SEDenseNetConfig, dtype: str) -> Any:
+    """The module of ``config`` (torch / Paddle: in ``dtype``; Flax: the stateless module)."""
+    model = backend(fw).SEDenseNet.from_config(config)
+    if fw == "torch":
+        import torch
+        model.to(getattr(torch, dtype))
+    elif fw == "paddle":
+        model.to(dtype=dtype)
+    return model
+
+
+def _dense_layers(fw: str, model: Any) -> list[Any]:
+    b = backend(fw)
+    modules = model.modules() if fw == "torch" else model.sublayers()
+    return [m for m in modules if isinstance(m, b.densenet.DenseLayer)]
+
+
+def _count_bottlenecks(fw: str, model: Any) -> list[int]:
+    """A counter of bottleneck runs: the forward pre-hook of every dense layer's ``conv1``. (A post-hook would miss
+    torch's recomputation, which stops once the last tensor the backward needs is saved, before conv1 returns.)"""
+    calls = [0]
+
+    def hook(*_: Any) -> None:
+        calls[0] += 1
+
+    for layer in _dense_layers(fw, model):
+        layer.conv1.register_forward_pre_hook(hook)  # the same call in torch and Paddle
+    return calls
+
+
+@dataclasses.dataclass
+class Step:
+    """One training step's results in canonical form: output, input gradient (NCHW), parameter gradients and the
+    running statistics after the step; ``calls``: bottleneck runs (torch and Paddle)."""
+
+    y: np.ndarray
+    dx: np.ndarray
+    grads: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+    calls: int | None = None
+
+
+def _train_step(fw: str, config: SEDenseNetConfig, weights: dict[str, np.ndarray], x: np.ndarray,
+                cotangent: np.ndarray, dtype: str = "float64", seed: int = 0) -> Step:
+    """Forward in training mode and back-propagate ``cotangent`` (framework RNG seeded by ``seed``, for dropout)."""
+    b = backend(fw)
+    trainable = [p for p in config.param_table() if p.trainable]
+    if fw == "flax":
+        return _flax_train_step(config, weights, x, cotangent, dtype, seed)
+    model = b.load_weights(_build(fw, config, dtype), weights)
+    model.train()
+    calls = _count_bottlenecks(fw, model)
+    if fw == "torch":
+        import torch
+        torch.manual_seed(seed)
+        xt = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+        y = model(xt)
+        (y * torch.tensor(cotangent, dtype=y.dtype)).sum().backward()
+        params = dict(model.named_parameters())
+        y_np, dx = y.detach().numpy(), xt.grad.numpy()
+        grads = {p.name: params[_native_key(fw, p)].grad.numpy() for p in trainable}
+    else:
+        import paddle
+        paddle.seed(seed)
+        xt = paddle.to_tensor(x, dtype=dtype, stop_gradient=False)
+        y = model(xt)
+        (y * paddle.to_tensor(cotangent, dtype=dtype)).sum().backward()
+        params = dict(model.named_parameters())
+        y_np, dx = y.numpy(), xt.grad.numpy()
+        grads = {p.name: from_native(fw, p, params[_native_key(fw, p)].grad.numpy()) for p in trainable}
+    state = {k: v for k, v in b.export_weights(model).items() if k not in grads}
+    return Step(y_np, dx, grads, state, calls[0])
+
+
+def _flax_train_step(config: SEDenseNetConfig, weights: dict[str, np.ndarray], x: np.ndarray,
+                     cotangent: np.ndarray, dtype: str, seed: int) -> Step:
+    import jax
+    import jax.numpy as jnp
+
+    bf = backend("flax")
+    model = bf.SEDenseNet.from_config(config)
+
+    def step(variables: dict[str, Any], xx: jax.Array, ct: jax.Array) -> tuple[Any, ...]:
+        rest = {k: v for k, v in variables.items() if k != "params"}
+
+        def f(params: Any, xi: jax.Array) -> tuple[jax.Array, Any]:
+            return model.apply({**rest, "params": params}, xi, train=True, mutable=["batch_stats"],
+                               rngs={"dropout": jax.random.key(seed)})
+
+        y, vjp, updates = jax.vjp(f, variables["params"], xx, has_aux=True)
+        dparams, dx = vjp(ct)
+        return y, dx, dparams, updates
+
+    with jax.enable_x64(dtype == "float64"):
+        variables = bf.load_weights(model, weights, dtype=dtype)
+        out = jax.jit(step)(variables, jnp.asarray(np.transpose(x, (0, 2, 3, 1)), dtype),
+                            jnp.asarray(cotangent, dtype))
+        y, dx, dparams, updates = jax.tree_util.tree_map(np.asarray, out)
+        state = bf.export_weights(model, {**variables, **updates})
+    grads = {}
+    for p in config.param_table():
+        if p.trainable:
+            node: Any = dparams
+            for key in native_location("flax", p)[1]:
+                node = node[key]
+            grads[p.name] = from_native("flax", p, node)
+    state = {k: v for k, v in state.items() if k not in grads}
+    return Step(y, np.transpose(dx, (0, 3, 1, 2)), grads, state)
+
+
+def _eval(fw: str, config: SEDenseNetConfig, weights: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Float64 evaluation-mode output (NCHW input), and the bottleneck counter (torch and Paddle)."""
+    b = backend(fw)
+    if fw == "flax":
+        import jax
+        import jax.numpy as jnp
+        model = b.SEDenseNet.from_config(config)
+        with jax.enable_x64(True):
+            variables = b.load_weights(model, weights, dtype=jnp.float64)
+            y = jax.jit(lambda v, xx: model.apply(v, xx, train=False))(variables,
+                                                                         jnp.asarray(np.transpose(x, (0, 2, 3, 1))))
+            assert y.dtype == jnp.float64
+            return np.asarray(y), None
+    model = b.load_weights(_build(fw, config, "float64"), weights)
+    model.eval()
+    calls = _count_bottlenecks(fw, model)
+    if fw == "torch":
+        import torch
+        return model(torch.tensor(x)).detach().numpy(), calls
+    import paddle
+    return model(paddle.to_tensor(x)).numpy(), calls
+
+
+# ------------------------------------------------------------------------------------------- structure
+@pytest.mark.parametrize("fw", FWS)
+@pytest.mark.parametrize("efficient", (False, True), ids=("plain", "efficient"))
+def test_parameter_names_are_the_canonical_table_in_both_modes(fw, efficient):
+    config = CASES["imagenet"][0].replace(efficient=efficient)
+    table = config.param_table()
+    if fw == "flax":
+        import jax
+        import jax.numpy as jnp
+        bf = backend(fw)
+        model = bf.SEDenseNet.from_config(config)
+        init = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 21, 19, 3), jnp.float32))
+        loaded = bf.load_weights(model, config.init_weights(np.random.default_rng(0)))
+        assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(init)
+        assert (jax.tree_util.tree_map(lambda a: tuple(a.shape), loaded)
+                == jax.tree_util.tree_map(lambda a: tuple(a.shape), init))
+        assert sorted(init["params"]) == ["classifier", "features"]
+        assert sorted(init["params"]["features"]) == ["conv0", "denseblock1", "denseblock2", "norm0", "norm_final",
+                                                      "transition1"]
+        layer = init["params"]["features"]["denseblock1"]["denselayer2"]
+        assert sorted(layer) == ["conv1", "conv2", "norm1", "norm2", "se"]
+        assert layer["conv1"]["kernel"].shape == (1, 1, 12, 16)  # HWIO: 8 + 4 channels in, bn_size * 4 out
+        return
+    model = _build(fw, config, "float32")
+    want = [_native_key(fw, p) for p in table]
+    if fw == "torch":  # torch adds one num_batches_tracked buffer after each BatchNorm's running_var
+        want = [k for p in table for k in ([_native_key(fw, p)] + (
+            [p.module_path + ".num_batches_tracked"] if p.role == "bn_var" else []))]
+    assert list(model.state_dict()) == want
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for p in table:
+        native = tuple(p.shape[::-1]) if (fw == "paddle" and p.role == "linear_weight") else p.shape
+        assert shapes[_native_key(fw, p)] == native, p.name
+
+
+@pytest.mark.parametrize("fw", FWS)
+def test_constructor_mirrors_the_config_and_create_model(fw):
+    b = backend(fw)
+    fields = [f for f in dataclasses.fields(SEDenseNetConfig) if f.init]
+    if fw == "flax":
+        params = [f for f in dataclasses.fields(b.SEDenseNet) if f.init and f.name not in ("parent", "name")]
+        assert [p.name for p in params] == [f.name for f in fields]
+        assert [p.default for p in params] == [f.default for f in fields]
+    else:
+        params = list(inspect.signature(b.SEDenseNet.__init__).parameters.values())[1:]
+        assert [p.name for p in params] == [f.name for f in fields]
+        for p, f in zip(params, fields):
+            assert p.default == (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default), p.name
+    assert b.SEDenseNet.__doc__ == SEDenseNetConfig.__doc__
+    model = b.SEDenseNet(6, [1, 2], num_init_features=4, compression=0.75, efficient=True,
+                         attn_kwargs={"rd_ratio": 0.5, "bias": True})
+    assert model.config == SEDenseNetConfig(6, (1, 2), 4, 0.75, efficient=True,
+                                            attn_kwargs=(("bias", True), ("rd_ratio", 0.5)))
+    assert b.SEDenseNet.from_config(model.config).config == model.config
+    assert {"sedensenet_bc100_k12", "sedensenet_bc40_k12", "sedensenet121"} <= set(b.MODELS)
+    bc40 = b.create_model("sedensenet_bc40_k12", num_classes=10, efficient=True)
+    assert isinstance(bc40, b.SEDenseNet)
+    assert bc40.config == create_model_config("sedensenet_bc40_k12", num_classes=10, efficient=True)
+    assert b.MODELS["sedensenet121"](num_classes=3).config == MODEL_CONFIGS["sedensenet121"](num_classes=3)
+    if fw != "flax":
+        n = sum(int(np.prod(p.shape)) for p in bc40.parameters()
+                if (p.requires_grad if fw == "torch" else not p.stop_gradient))  # Paddle's BN statistics are too
+        assert n == sum(int(np.prod(p.shape)) for p in bc40.config.param_table() if p.trainable)
+    with pytest.raises(ConfigError, match="compression"):
+        b.create_model("sedensenet_bc40_k12", compression=0)
+
+
+# -------------------------------------------------------------------------------------- against the spec
+@pytest.mark.parametrize("fw", FWS)
+@pytest.mark.parametrize("case", CASES)
+def test_eval_forward_matches_reference(fw, case):
+    config, _ = CASES[case]
+    weights, x, _ = _data(case)
+    want = config.reference(weights, x)
+    y, calls = _eval(fw, config.replace(efficient=True), weights, x)
+    _close(y, want, f"{fw} {case} eval output", 1e-9)
+    if calls is not None:  # nothing to differentiate, nothing checkpointed: each bottleneck runs once
+        assert calls[0] == len(config.dense_layers)
+
+
+@pytest.mark.parametrize("fw", FWS)
+@pytest.mark.parametrize("case", CASES)
+def test_train_step_matches_reference_and_efficient_mode_is_the_plain_mode(fw, case):
+    config, _ = CASES[case]
+    weights, x, cotangent = _data(case)
+    y_ref, dx_ref, grads_ref = _reference_train(case)
+    rtol = TRAIN_RTOL[fw]
+    # Flax's ImageNet row runs the plain mode only: each mode costs an XLA compilation of ~10 s on a loaded 2-core
+    # machine, and the efficient mode's layers are the small row's
+    modes = (False,) if (fw, case) == ("flax", "imagenet") else (False, True)
+    steps = {eff: _train_step(fw, config.replace(efficient=eff), weights, x, cotangent) for eff in modes}
+    for eff, step in steps.items():
+        what = f"{fw} {case} {'efficient' if eff else 'plain'}"
+        _close(step.y, y_ref, f"{what} train output", rtol)
+        _close(step.dx, dx_ref, f"{what} d/dx", rtol)
+        assert sorted(step.grads) == sorted(grads_ref)
+        for k, g in grads_ref.items():
+            _close(step.grads[k], g, f"{what} d/d{k}", rtol)
+    if len(steps) == 1:
+        return
+    plain, eff = steps[False], steps[True]
+    n = len(config.dense_layers)
+    if fw == "flax":  # XLA fuses the recomputed graph differently: equal to float64 rounding (a few ulp, 1e-11 of
+        same = functools.partial(_close, rtol=1e-10)  # an entry where a small gradient cancels)
+    else:  # the same kernels on the same values
+        assert (plain.calls, eff.calls) == (n, 2 * n), "each bottleneck runs once, and again in the backward pass"
+
+        def same(got: np.ndarray, want: np.ndarray, what: str) -> None:
+            np.testing.assert_array_equal(got, want, err_msg=what)
+    same(eff.y, plain.y, "output")
+    same(eff.dx, plain.dx, "d/dx")
+    for k in plain.grads:
+        same(eff.grads[k], plain.grads[k], f"d/d{k}")
+    # the recomputation does not update norm1's running statistics a second time
+    assert sorted(eff.state) == sorted(plain.state) == sorted(p.name for p in config.param_table() if not p.trainable)
+    for k in plain.state:
+        same(eff.state[k], plain.state[k], k)
+        if k.endswith(".running_mean"):
+            assert not np.array_equal(plain.state[k], weights[k]), f"{k} was not updated"
+
+
+@pytest.mark.parametrize("fw", ("torch", "paddle"))
+def test_float32_with_dropout_efficient_mode_is_bitwise_the_plain_mode(fw):
+    config = CASES["small"][0].replace(drop_rate=0.25)
+    weights, x, cotangent = _data("small")
+    weights32 = {k: v.astype(np.float32) for k, v in weights.items()}
+    plain, eff = (_train_step(fw, config.replace(efficient=e), weights32, x, cotangent, "float32", seed=7)
+                  for e in (False, True))
+    no_drop = _train_step(fw, config.replace(drop_rate=0.0), weights32, x, cotangent, "float32")
+    assert plain.y.dtype == np.float32 and not np.array_equal(plain.y, no_drop.y)  # dropout is on
+    assert eff.calls == 2 * plain.calls
+    np.testing.assert_array_equal(eff.y, plain.y)
+    np.testing.assert_array_equal(eff.dx, plain.dx)
+    for k in plain.grads:
+        np.testing.assert_array_equal(eff.grads[k], plain.grads[k], err_msg=k)
+    for k in plain.state:
+        np.testing.assert_array_equal(eff.state[k], plain.state[k], err_msg=k)
+
+
+# ----------------------------------------------------------------------------------------------- weights
+@pytest.mark.parametrize("fw", FWS)
+def test_export_load_round_trip_is_exact(fw):
+    b = backend(fw)
+    config = CASES["small"][0]
+    for dtype in (np.float32, np.float64):
+        weights = config.init_weights(np.random.default_rng(_seed("export", fw)), dtype=dtype)
+        if fw == "flax":
+            import jax
+            model = b.SEDenseNet.from_config(config)
+            with jax.enable_x64(True):
+                got = b.export_weights(model, b.load_weights(model, weights, dtype=None))
+        else:
+            model = b.load_weights(_build(fw, config, np.dtype(dtype).name), weights)
+            got = b.export_weights(model)
+        assert list(got) == [p.name for p in config.param_table()]
+        for k, v in weights.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+            np.testing.assert_array_equal(got[k], v, err_msg=k)
