@@ -98,6 +98,13 @@ class SpatialAttentionConfig(AttentionConfig):
             backends whose convention is the weight of the running value use 1 - bn_momentum.
         gate_layer: ``'sigmoid'`` or ``'hard_sigmoid'``.
 
+    BatchNorm, the project's one convention (torch's), in every backend: training normalises with the batch
+    mean and the biased batch variance; evaluation with the running statistics. After a training forward, with
+    m = bn_momentum and count = N*H*W, ``running_mean <- (1 - m) * running_mean + m * batch_mean`` and
+    ``running_var <- (1 - m) * running_var + m * biased_var * count / (count - 1)`` (the unbiased variance, as
+    torch stores it; Paddle's and Flax's own BatchNorm store the biased one, so those backends carry their own
+    layer). Training needs count > 1: a batch with one value per channel is an ``InputShapeError``.
+
     Shapes: input (N, C, H, W) in torch and Paddle, (N, H, W, C) in Flax; output the same shape.
     Parameters: ``conv.weight`` (1, 2, k, k); with bias ``conv.bias`` (1,); with norm ``bn.weight``, ``bn.bias``
     and the state ``bn.running_mean``, ``bn.running_var``, each (1,).
@@ -146,7 +153,8 @@ class SpatialAttentionConfig(AttentionConfig):
         z = ops.conv2d(ops.concat(pooled, 1), params["conv.weight"], params.get("conv.bias"), padding=self.padding)
         if self.norm:
             z = ops.batch_norm(z, params["bn.weight"], params["bn.bias"], params["bn.running_mean"],
-                               params["bn.running_var"], training=training, eps=self.bn_eps)
+                               params["bn.running_var"], training=training, eps=self.bn_eps,
+                               momentum=self.bn_momentum)
         g = ops.activation(self.gate_layer, z)
         if taps is not None:
             taps["gate"] = g

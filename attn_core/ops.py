@@ -6,7 +6,10 @@ Every function takes and returns :class:`~attn_core.autodiff.Node`; ``node.value
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -16,7 +19,8 @@ __all__ = [
     "constant", "add", "sub", "mul", "div", "scale", "add_scalar", "square", "sqrt",
     "relu", "sigmoid", "silu", "hard_sigmoid", "activation",
     "mean", "sum", "amax", "concat", "reshape",
-    "conv2d", "max_pool2d", "avg_pool2d", "linear", "batch_norm",
+    "conv2d", "max_pool2d", "avg_pool2d", "linear", "batch_norm", "BatchStats", "record_batch_stats",
+    "running_stats_update",
 ]
 
 
@@ -275,6 +279,50 @@ def linear(x: Node, w: Node, b: Node | None = None) -> Node:
 
 
 # --------------------------------------------------------------------------------------------- normalisation
+@dataclass(frozen=True)
+class BatchStats:
+    """What one BatchNorm saw in a training forward: its running-statistics nodes (by identity, so that a caller
+    maps them back to canonical names however the params were split between sub-modules), the batch mean and
+    the biased batch variance per channel, the count N*H*W behind them, and the module's momentum (torch
+    convention, the weight of the new batch)."""
+
+    running_mean: Node
+    running_var: Node
+    mean: np.ndarray
+    var: np.ndarray
+    count: int
+    momentum: float | None
+
+
+_RECORDER: contextvars.ContextVar[list[BatchStats] | None] = contextvars.ContextVar("batch_stats", default=None)
+
+
+@contextlib.contextmanager
+def record_batch_stats() -> Iterator[list[BatchStats]]:
+    """Collect a :class:`BatchStats` for every training :func:`batch_norm` run inside the block, in call order."""
+    seen: list[BatchStats] = []
+    token = _RECORDER.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDER.reset(token)
+
+
+def running_stats_update(running_mean: np.ndarray, running_var: np.ndarray, stats: BatchStats,
+                         momentum: float) -> tuple[np.ndarray, np.ndarray]:
+    """The running statistics after one training step, in float64 (the convention of
+    :class:`attn_core.SpatialAttentionConfig`, torch's): with ``m = momentum`` (weight of the new batch),
+    ``mean <- (1 - m) mean + m batch_mean`` and ``var <- (1 - m) var + m batch_var * count / (count - 1)``."""
+    if stats.count < 2:
+        raise ValueError(f"running_stats_update: the unbiased variance needs more than one value per channel, "
+                         f"got count {stats.count}")
+    m = float(momentum)
+    unbiased = stats.var * (stats.count / (stats.count - 1))
+    new_mean = (1.0 - m) * np.asarray(running_mean, dtype=np.float64) + m * stats.mean
+    new_var = (1.0 - m) * np.asarray(running_var, dtype=np.float64) + m * unbiased
+    return new_mean, new_var
+
+
 def batch_norm(
     x: Node,
     weight: Node,
@@ -283,18 +331,31 @@ def batch_norm(
     running_var: Node,
     training: bool,
     eps: float,
+    momentum: float | None = None,
 ) -> Node:
     """BatchNorm over (N, H, W) of an NCHW input.
 
-    Training normalises with the biased batch variance (as every framework does); evaluation uses the running
-    statistics. Updating the running statistics is not part of the forward value and is not done here.
+    Training normalises with the biased batch variance (as every framework does) and needs more than one value
+    per channel (N*H*W > 1; a ValueError otherwise); evaluation uses the running statistics. Updating the running
+    statistics is not part of the forward value: inside :func:`record_batch_stats` a training call records its
+    batch statistics and ``momentum`` (torch convention), which :func:`running_stats_update` turns into the new
+    running statistics (see ``AttentionConfig.reference_state``).
     """
     shape = (1, -1, 1, 1)
     if training:
+        n, _, h, w = x.shape
+        count = n * h * w
+        if count < 2:
+            raise ValueError(f"batch_norm: BatchNorm in training needs more than one value per channel, got input "
+                             f"shape {tuple(x.shape)}")
         mu = mean(x, (0, 2, 3))
         centred = sub(x, mu)
         var = mean(square(centred), (0, 2, 3))
         xhat = div(centred, sqrt(add_scalar(var, eps)))
+        recorder = _RECORDER.get()
+        if recorder is not None:
+            recorder.append(BatchStats(running_mean, running_var, mu.value.reshape(-1).copy(),
+                                       var.value.reshape(-1).copy(), count, momentum))
     else:
         rm = reshape(running_mean, shape)
         rv = reshape(running_var, shape)

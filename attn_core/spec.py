@@ -15,12 +15,13 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import ops
 from .autodiff import Node, backward
 
 __all__ = [
     "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
     "ParamSpec", "AttentionConfig", "make_divisible", "reduced_channels",
-    "check_positive_int", "check_choice",
+    "check_positive_int", "check_choice", "check_batch_norm_input",
 ]
 
 # Roles say what a parameter is, so each backend knows where it lives natively and how its layout differs.
@@ -104,6 +105,24 @@ def check_choice(module: str, name: str, value: Any, choices: Iterable[Any]) -> 
         raise ConfigError(f"{module}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
+def check_batch_norm_input(module: str, shape: Sequence[int | None], layout: str = "NCHW") -> None:
+    """The one rule for BatchNorm in training, in every backend and the reference: each channel needs more than
+    one value (N*H*W > 1), since the unbiased variance of the running statistics divides by N*H*W - 1 (torch
+    refuses such a batch, Paddle's kernel returns its input unchanged, Flax normalises it to its bias).
+
+    ``shape`` is the BatchNorm's input (``layout`` NCHW or NHWC); sizes unknown at trace time (``None`` or
+    negative) are not checked. Raises :class:`InputShapeError` naming ``module``.
+    """
+    shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
+    if len(shape_t) != 4:
+        return
+    n, h, w = (shape_t[0], shape_t[2], shape_t[3]) if layout == "NCHW" else shape_t[:3]
+    if n is None or h is None or w is None or n * h * w > 1:
+        return
+    raise InputShapeError(f"{module}: BatchNorm in training needs more than one value per channel, got input "
+                          f"shape {_fmt_shape(shape_t)} ({layout}: N*H*W = {n * h * w})")
+
+
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
     """timm's rounding of a width to a multiple of ``divisor`` (timm/layers/helpers.py)."""
     min_value = min_value or divisor
@@ -170,9 +189,22 @@ class AttentionConfig:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {p.name: p.shape for p in self.param_table()}
 
+    @property
+    def has_batch_norm(self) -> bool:
+        """Whether the module holds BatchNorm running statistics (parameters of role ``bn_mean`` / ``bn_var``)."""
+        return any(not p.trainable for p in self.param_table())
+
+    def check_training_input(self, shape: Sequence[int | None], layout: str = "NCHW") -> None:
+        """For a module with BatchNorm, in training: :func:`check_batch_norm_input` on its input, whose N, H and W
+        every BatchNorm of the attention modules sees. (A module whose BatchNorms see other sizes, after a stride,
+        calls :func:`check_batch_norm_input` on each BatchNorm's own input instead.)"""
+        if self.has_batch_norm:
+            check_batch_norm_input(self.module_name, shape, layout)
+
     def check_input(self, shape: Sequence[int | None], dtype: str, is_floating: bool,
-                    layout: str = "NCHW") -> None:
-        """Raise a clear error for an input that this module cannot take.
+                    layout: str = "NCHW", training: bool = False) -> None:
+        """Raise a clear error for an input that this module cannot take (in training: see
+        :meth:`check_training_input`).
 
         ``shape`` may hold ``None`` or negative numbers for sizes unknown at trace time; those are not checked.
         """
@@ -196,6 +228,8 @@ class AttentionConfig:
         if not is_floating:
             raise InputDtypeError(f"{name}: expected a floating-point input (float16, bfloat16, float32 or "
                                   f"float64), got dtype {dtype}")
+        if training:
+            self.check_training_input(shape_t, layout)
 
     def check_weights(self, weights: Mapping[str, Any]) -> None:
         """Strict validation of a canonical weight dict: raise one :class:`WeightLoadError` listing every problem."""
@@ -250,9 +284,38 @@ class AttentionConfig:
         """Float64 reference forward of an NCHW input with canonical weights."""
         self.check_weights(weights)
         x = np.asarray(x)
-        self.check_input(x.shape, str(x.dtype), x.dtype.kind == "f")
+        self.check_input(x.shape, str(x.dtype), x.dtype.kind == "f", training=training)
         params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
         return self.reference_forward(Node(x), params, training=training).value
+
+    def reference_state(self, weights: Mapping[str, np.ndarray], x: np.ndarray) -> dict[str, np.ndarray]:
+        """Float64 BatchNorm running statistics after one training forward on the NCHW input ``x``:
+        ``{canonical name: new value}`` for every ``bn_mean`` / ``bn_var`` parameter (empty without BatchNorm).
+
+        Every BatchNorm the forward runs records its batch statistics (:func:`attn_core.ops.record_batch_stats`),
+        which are found back by the identity of their running-statistics nodes, and is updated by the project's
+        convention (:func:`attn_core.ops.running_stats_update`, torch's: the unbiased batch variance enters the
+        running variance). For k training steps apply it k times, each on the state the previous step left.
+        """
+        self.check_weights(weights)
+        x = np.asarray(x)
+        self.check_input(x.shape, str(x.dtype), x.dtype.kind == "f", training=True)
+        params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
+        state = {p.name: params[p.name].value.copy() for p in self.param_table() if not p.trainable}
+        with ops.record_batch_stats() as seen:
+            self.reference_forward(Node(x), params, training=True)
+        names = {id(node): name for name, node in params.items()}
+        for stats in seen:
+            mean_name, var_name = names.get(id(stats.running_mean)), names.get(id(stats.running_var))
+            if mean_name not in state or var_name not in state:
+                raise ValueError(f"{self.module_name}: a training BatchNorm of the reference forward uses running "
+                                 f"statistics that are not this config's parameters")
+            if stats.momentum is None:
+                raise ValueError(f"{self.module_name}: the reference forward runs BatchNorm {mean_name} without "
+                                 f"its momentum (ops.batch_norm(..., momentum=...))")
+            state[mean_name], state[var_name] = ops.running_stats_update(state[mean_name], state[var_name], stats,
+                                                                         stats.momentum)
+        return state
 
     def reference_vjp(self, weights: Mapping[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray,
                       training: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -260,7 +323,7 @@ class AttentionConfig:
         where ``L = sum(y * cotangent)``. Gradients are exact (derived VJPs), not finite differences."""
         self.check_weights(weights)
         x = np.asarray(x)
-        self.check_input(x.shape, str(x.dtype), x.dtype.kind == "f")
+        self.check_input(x.shape, str(x.dtype), x.dtype.kind == "f", training=training)
         xn = Node(x)
         params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
         y = self.reference_forward(xn, params, training=training)
