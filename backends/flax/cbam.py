@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
 from ._base import ACTIVATIONS, AttentionModule, pointwise
+from ._norm import BatchNorm
 
 
 class ChannelAttention(AttentionModule):
@@ -51,13 +52,15 @@ class SpatialAttention(AttentionModule):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self.check_input(x)
         cfg = self.config
+        if train:
+            cfg.check_training_input(tuple(x.shape), layout="NHWC")
         avg, mx = jnp.mean(x, axis=-1, keepdims=True), jnp.max(x, axis=-1, keepdims=True)
         k, p = cfg.kernel_size, cfg.padding
         conv = nn.Conv(1, (k, k), padding=((p, p), (p, p)), use_bias=cfg.bias, name="conv")
         z = conv(jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1))
         if cfg.norm:
-            z = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
-                             epsilon=cfg.bn_eps, use_fast_variance=False, name="bn")(z)
+            z = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
+                          epsilon=cfg.bn_eps, name="bn")(z)
         return x * ACTIVATIONS[cfg.gate_layer](z).astype(x.dtype)
 
 
@@ -83,5 +86,7 @@ class CBAM(AttentionModule):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self.check_input(x)
         cfg = self.config
+        if train:
+            cfg.check_training_input(tuple(x.shape), layout="NHWC")
         x1 = ChannelAttention.from_config(cfg.channel, name="channel")(x, train)
         return SpatialAttention.from_config(cfg.spatial, name="spatial")(x1, train)

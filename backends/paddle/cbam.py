@@ -5,9 +5,18 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
+from attn_core import (AttentionConfig, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig,
+                       bn_momentum_for)
 
-from ._base import ACTIVATIONS, AttentionModule, scalar, static_shape
+from ._base import ACTIVATIONS, AttentionModule, static_shape
+from ._norm import BatchNorm2D
+
+
+@paddle.jit.not_to_static
+def _check_training_input(config: AttentionConfig, x: paddle.Tensor) -> None:
+    """attn_core's rule for BatchNorm in training (N*H*W > 1), run as is under to_static, where sizes unknown
+    until run time read -1 and are not checked. Paddle's own kernel would return such a batch unchanged."""
+    config.check_training_input(static_shape(x))
 
 
 class ChannelAttention(AttentionModule):
@@ -41,34 +50,20 @@ class SpatialAttention(AttentionModule):
         self.config = cfg = SpatialAttentionConfig(channels, kernel_size, order, bias, norm, bn_eps, bn_momentum,
                                                    gate_layer)
         self.conv = nn.Conv2D(2, 1, cfg.kernel_size, padding=cfg.padding, bias_attr=None if cfg.bias else False)
-        self.bn = nn.BatchNorm2D(1, momentum=bn_momentum_for("paddle", cfg.bn_momentum), epsilon=cfg.bn_eps) \
+        self.bn = BatchNorm2D(1, momentum=bn_momentum_for("paddle", cfg.bn_momentum), epsilon=cfg.bn_eps) \
             if cfg.norm else None
         self._gate = ACTIVATIONS[cfg.gate_layer]
         self._mean_first = cfg.order == "mean_max"
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
+        if self.training:
+            _check_training_input(self.config, x)
         avg, mx = x.mean(axis=1, keepdim=True), x.amax(axis=1, keepdim=True)
         z = self.conv(paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1))
         if self.bn is not None:
-            z = self._norm(z)
+            z = self.bn(z)
         return x * self._gate(z)
-
-    def _norm(self, z: paddle.Tensor) -> paddle.Tensor:
-        if not self.training:
-            return self.bn(z)
-        n, _, h, w = static_shape(z)  # z has one channel
-        if min(n, h, w) < 0:  # sizes unknown until run time (to_static): choose in the graph
-            return paddle.where(paddle.numel(z) == 1, self._batch_norm_one(z), self.bn(z))
-        return self._batch_norm_one(z) if n * h * w == 1 else self.bn(z)
-
-    def _batch_norm_one(self, z: paddle.Tensor) -> paddle.Tensor:
-        """Training BatchNorm of a batch with one value per channel, as the spec computes it (the value minus its
-        own mean is 0, so the output is the bias). Paddle's kernel instead returns its input unchanged, ignoring
-        weight and bias; torch refuses such a batch. The running statistics are left as they are, as Paddle does."""
-        d = z - z.mean(axis=[0, 2, 3], keepdim=True)
-        xhat = d / paddle.sqrt((d * d).mean(axis=[0, 2, 3], keepdim=True) + scalar(self.config.bn_eps, z))
-        return xhat * self.bn.weight.reshape([1, -1, 1, 1]) + self.bn.bias.reshape([1, -1, 1, 1])
 
 
 class CBAM(AttentionModule):
@@ -88,4 +83,6 @@ class CBAM(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
+        if self.training:
+            _check_training_input(self.config, x)
         return self.spatial(self.channel(x))

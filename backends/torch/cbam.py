@@ -48,6 +48,8 @@ class SpatialAttention(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.training:  # BatchNorm needs N*H*W > 1 (attn_core's rule; nn.BatchNorm2d's own error is a bare one)
+            self.config.check_training_input(tuple(x.shape))
         avg, mx = x.mean(1, keepdim=True), x.amax(1, keepdim=True)
         z = self.conv(torch.cat([avg, mx] if self._mean_first else [mx, avg], 1))
         if self.bn is not None:
@@ -72,4 +74,6 @@ class CBAM(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.training:
+            self.config.check_training_input(tuple(x.shape))
         return self.spatial(self.channel(x))

@@ -1,0 +1,61 @@
+"""BatchNorm2D with the project's running-statistics convention (see ``attn_core.SpatialAttentionConfig``).
+
+Paddle's own ``nn.BatchNorm2D`` normalises a training batch as torch does, but stores the *biased* batch variance
+in its running variance (torch the unbiased one), and its CPU kernel applies the momentum as a float32 attribute,
+so that even a float64 layer's running statistics are off by about 2e-7 relative. This layer keeps everything
+else of ``nn.BatchNorm2D``: the constructor (``momentum`` in Paddle's convention, the weight of the running value),
+the names ``weight``, ``bias``, ``_mean``, ``_variance`` (so ``attn_core.native_location`` holds), evaluation,
+and the fused kernel for the training output. In training the kernel writes the batch statistics into scratch
+vectors (momentum 0), and the layer updates its C-long running statistics from them in its own dtype.
+"""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from ._base import scalar, static_shape
+
+__all__ = ["BatchNorm2D"]
+
+
+class BatchNorm2D(nn.BatchNorm2D):
+    """``paddle.nn.BatchNorm2D`` whose running variance takes the unbiased batch variance, like torch's.
+
+    With ``k = momentum`` (Paddle's convention) and ``count = N*H*W``, a training forward sets
+    ``_mean <- k * _mean + (1 - k) * batch_mean`` and
+    ``_variance <- k * _variance + (1 - k) * biased_var * count / (count - 1)``; the output is Paddle's.
+    The caller checks ``count > 1`` (``attn_core.check_batch_norm_input``).
+    """
+
+    def forward(self, input: paddle.Tensor) -> paddle.Tensor:  # noqa: A002 - Paddle's own argument name
+        if not self.training or self._use_global_stats:
+            return super().forward(input)
+        self._check_data_format(self._data_format)
+        self._check_input_dim(input)
+        channels = int(self._mean.shape[0])
+        batch_mean = paddle.zeros([channels], dtype=self._mean.dtype)
+        batch_var = paddle.ones([channels], dtype=self._variance.dtype)
+        # momentum 0: the kernel leaves exactly this batch's mean and biased variance in the scratch vectors
+        out = F.batch_norm(input, batch_mean, batch_var, self.weight, self.bias, training=True, momentum=0.0,
+                           epsilon=self._epsilon, data_format=self._data_format)
+        shape = static_shape(input)
+        n, h, w = (shape[0], shape[2], shape[3]) if self._data_format == "NCHW" else shape[:3]
+        k = float(self._momentum)
+        if min(n, h, w) < 0:  # sizes unknown until run time (to_static with a dynamic InputSpec)
+            count = paddle.numel(input).astype(batch_var.dtype) / channels
+            var_weight = (count / (count - 1)) * scalar(1.0 - k, batch_var)
+        else:
+            var_weight = self._constant((1.0 - k) * (n * h * w) / (n * h * w - 1), batch_var)
+        # every operand has stop_gradient set: the update stays out of the autograd graph
+        paddle.assign(self._mean * self._constant(k, batch_mean) + batch_mean * self._constant(1.0 - k, batch_mean),
+                      self._mean)
+        paddle.assign(self._variance * self._constant(k, batch_var) + batch_var * var_weight, self._variance)
+        return out
+
+    @staticmethod
+    def _constant(value: float, like: paddle.Tensor) -> float | paddle.Tensor:
+        """``value`` as a Python float in dygraph (exact there, and no extra op), a 0-d tensor of ``like``'s dtype in
+        a static graph (where a Python float would become a float32 attribute: see ``_base.scalar``)."""
+        return value if paddle.in_dynamic_mode() else scalar(value, like)
