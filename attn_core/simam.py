@@ -40,12 +40,13 @@ import numpy as np
 
 from . import ops
 from .autodiff import Node
+from .precision import COMPUTE_DTYPES
 from .spec import AttentionConfig, ConfigError, ParamSpec, check_positive_int
 
 __all__ = ["SimAMConfig", "simam_denominator_count", "simam_compute_dtype", "SIMAM_COMPUTE_DTYPES"]
 
 #: input dtype -> the dtype SimAM computes in (see the module docstring); any dtype not listed computes in its own.
-SIMAM_COMPUTE_DTYPES: Mapping[str, str] = MappingProxyType({"float16": "float32", "bfloat16": "float32"})
+SIMAM_COMPUTE_DTYPES: Mapping[str, str] = COMPUTE_DTYPES  # the rule of every module (attn_core.precision)
 
 
 def simam_compute_dtype(dtype: str) -> str:

@@ -22,7 +22,8 @@ Reference = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
 @dataclass
 class Comparison:
-    """One compared quantity: ``output``, ``grad:input`` or ``grad:<canonical parameter name>``.
+    """One compared quantity: ``output``, ``grad:input``, ``grad:<canonical parameter name>``, or in training
+    ``state:<canonical name>`` (a BatchNorm running statistic after the forward, see :func:`run_case`).
 
     ``max_rel`` is ``max |got - ref| / max(|ref|, atol)``; ``worst_ratio`` is ``max |got - ref| / (atol +
     rtol |ref|)``, so a quantity passes when it is at most 1 and every value is finite.
@@ -123,7 +124,12 @@ def reference_for(case: Case, grads: bool = True, dtype: str = "float64"
 def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = True,
              reference: tuple | None = None, mode: str = "eager") -> Row:
     """Run one case on one runner in one mode ('eager' or 'compiled') and compare every output and gradient with
-    the float64 reference. A mode the runner does not know, or cannot run the case in, is an 'error' row."""
+    the float64 reference. A mode the runner does not know, or cannot run the case in, is an 'error' row.
+
+    A training case also compares every BatchNorm running statistic the module holds after its forward
+    (``state:<canonical name>``) with ``config.reference_state`` of the same weights and input: the project's one
+    convention (torch's, the unbiased batch variance in the running variance). A statistic the backend did not
+    report fails; one still equal to its value before the forward fails with a note saying it was not updated."""
     label = runner.mode_label(mode) if mode in runner.modes else mode
     row = Row(case.module, case.case_id, runner.framework, dtype, label, "pass")
     ok, why = runner.available()
@@ -158,9 +164,25 @@ def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = T
         if extra:
             row.message = "backend returned gradients for unknown parameters: " + ", ".join(extra)
             row.status = "fail"
+    if case.training:
+        row.comparisons.extend(_compare_state(case.config().reference_state(weights, x), got.state, weights, tol))
     if not all(c.passed for c in row.comparisons):
         row.status = "fail"
     return row
+
+
+def _compare_state(ref_state: dict[str, np.ndarray], got_state: dict[str, np.ndarray],
+                   before: dict[str, np.ndarray], tol: Tolerance) -> list[Comparison]:
+    """``state:<name>`` comparisons of the running statistics after a training forward."""
+    out = []
+    for name, ref in ref_state.items():
+        got = got_state.get(name)
+        c = compare(f"state:{name}", got, ref, tol)
+        if got is not None and not c.passed and name in before and \
+                compare("", got, np.asarray(before[name], dtype=np.float64), tol).passed:
+            c.detail = "not updated by the training forward (still its value before it); " + c.detail
+        out.append(c)
+    return out
 
 
 @dataclass

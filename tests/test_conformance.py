@@ -30,6 +30,7 @@ def test_backend_matches_reference(case, backend, dtype):
     row = run_case(case, runner, dtype, reference=_reference(case.name), mode=mode)
     failures = [f"{c.quantity}: {c.worst_ratio:.3g}x tolerance, {c.detail}" for c in row.comparisons if not c.passed]
     assert row.status == "pass", f"{row.message}\n" + "\n".join(failures)
-    # output, input gradient, and one gradient per trainable parameter were all compared
+    # output, input gradient, one gradient per trainable parameter, and in training every running statistic
     n_trainable = sum(p.trainable for p in case.config().param_table())
-    assert len(row.comparisons) == 2 + n_trainable
+    n_state = sum(not p.trainable for p in case.config().param_table()) if case.training else 0
+    assert len(row.comparisons) == 2 + n_trainable + n_state

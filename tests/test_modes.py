@@ -61,7 +61,9 @@ def test_every_module_passes_eager_and_compiled(case_name, backend_name, mode):
     assert row.status == "pass", row.message + "\n" + "\n".join(
         f"{c.quantity}: {c.worst_ratio:.3g}x {c.detail}" for c in row.comparisons if not c.passed)
     assert row.mode == (LABELS[backend_name] if mode == "compiled" else "eager")
-    assert len(row.comparisons) == 2 + sum(p.trainable for p in case.config().param_table())
+    table = case.config().param_table()
+    assert len(row.comparisons) == 2 + sum(p.trainable for p in table) + \
+        (sum(not p.trainable for p in table) if case.training else 0)  # state:<name> of each running statistic
     assert row.seconds > 0
 
 

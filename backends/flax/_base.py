@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_core import AttentionConfig
+from attn_core.precision import compute_dtype
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -50,6 +51,12 @@ class AttentionModule(nn.Module):
                                 layout="NHWC")
 
 
-def pointwise(features: int, bias: bool, name: str) -> nn.Conv:
-    """A 1x1 convolution (the SE / channel-attention MLP layers) with explicit zero padding."""
-    return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), use_bias=bias, name=name)
+def pointwise(features: int, bias: bool, name: str, dtype: Any = None) -> nn.Conv:
+    """A 1x1 convolution (the SE / channel-attention MLP layers) with explicit zero padding, computing in
+    ``dtype`` (None: its inputs' dtype)."""
+    return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), use_bias=bias, dtype=dtype, name=name)
+
+
+def compute_dtype_of(x: jax.Array) -> Any:
+    """The dtype a module computes in for input ``x`` (attn_core.precision: float32 for float16 / bfloat16)."""
+    return jnp.dtype(compute_dtype(jnp.dtype(x.dtype).name))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from attn_core import ECAConfig
 
-from ._base import AttentionModule
+from ._base import AttentionModule, compute_dtype_of
 
 
 class ECAModule(AttentionModule):
@@ -24,8 +24,10 @@ class ECAModule(AttentionModule):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self.check_input(x)
         cfg = self.config
+        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x.astype(dt)
         n, c = x.shape[0], x.shape[3]
-        s = jnp.mean(x, axis=(1, 2)).reshape(n, c, 1)  # channels as the 1-D spatial axis, one feature
+        s = jnp.mean(xc, axis=(1, 2)).reshape(n, c, 1)  # channels as the 1-D spatial axis, one feature
         p = cfg.padding
-        z = nn.Conv(1, (cfg.k,), padding=((p, p),), use_bias=False, name="conv")(s)
-        return x * jax.nn.sigmoid(z).reshape(n, 1, 1, c).astype(x.dtype)
+        z = nn.Conv(1, (cfg.k,), padding=((p, p),), use_bias=False, dtype=dt, name="conv")(s)
+        return (xc * jax.nn.sigmoid(z).reshape(n, 1, 1, c).astype(dt)).astype(x.dtype)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, AttentionModule, pointwise
+from ._base import ACTIVATIONS, AttentionModule, compute_dtype_of, pointwise
 
 
 class SEModule(AttentionModule):
@@ -27,7 +27,9 @@ class SEModule(AttentionModule):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self.check_input(x)
         cfg = self.config
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        h = ACTIVATIONS[cfg.act_layer](pointwise(cfg.hidden, cfg.bias, "fc1")(s))
-        g = ACTIVATIONS[cfg.gate_layer](pointwise(cfg.channels, cfg.bias, "fc2")(h))
-        return x * g.astype(x.dtype)
+        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x.astype(dt)
+        s = jnp.mean(xc, axis=(1, 2), keepdims=True)
+        h = ACTIVATIONS[cfg.act_layer](pointwise(cfg.hidden, cfg.bias, "fc1", dt)(s))
+        g = ACTIVATIONS[cfg.gate_layer](pointwise(cfg.channels, cfg.bias, "fc2", dt)(h))
+        return (xc * g.astype(dt)).astype(x.dtype)

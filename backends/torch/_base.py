@@ -10,6 +10,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from attn_core import AttentionConfig
+from attn_core.precision import COMPUTE_DTYPES
+
+#: input dtype -> compute dtype for low-precision inputs (attn_core.precision: half computes in float32)
+COMPUTE: dict[torch.dtype, torch.dtype] = {getattr(torch, k): getattr(torch, v) for k, v in COMPUTE_DTYPES.items()}
+
+
+def conv_as(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``layer(x)`` with the layer's weight and bias cast to ``dtype`` (None: as they are)."""
+    if dtype is None:
+        return layer(x)
+    bias = None if layer.bias is None else layer.bias.to(dtype)
+    conv = F.conv1d if x.dim() == 3 else F.conv2d
+    return conv(x, layer.weight.to(dtype), bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,

@@ -7,7 +7,7 @@ from torch import nn
 
 from attn_core import ECAConfig
 
-from ._base import AttentionModule
+from ._base import COMPUTE, AttentionModule, conv_as
 
 
 class ECAModule(AttentionModule):
@@ -20,6 +20,9 @@ class ECAModule(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.to(compute)
         n, c = x.shape[0], x.shape[1]
-        s = x.mean((2, 3)).view(n, 1, c)
-        return x * torch.sigmoid(self.conv(s)).view(n, c, 1, 1)
+        s = xc.mean((2, 3)).view(n, 1, c)
+        y = xc * torch.sigmoid(conv_as(self.conv, s, compute)).view(n, c, 1, 1)
+        return y if compute is None else y.to(x.dtype)

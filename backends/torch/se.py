@@ -7,7 +7,7 @@ from torch import nn
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, AttentionModule
+from ._base import ACTIVATIONS, COMPUTE, AttentionModule, conv_as
 
 
 class SEModule(AttentionModule):
@@ -25,5 +25,8 @@ class SEModule(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        s = x.mean((2, 3), keepdim=True)
-        return x * self._gate(self.fc2(self._act(self.fc1(s))))
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.to(compute)
+        s = xc.mean((2, 3), keepdim=True)
+        y = xc * self._gate(conv_as(self.fc2, self._act(conv_as(self.fc1, s, compute)), compute))
+        return y if compute is None else y.to(x.dtype)

@@ -42,6 +42,10 @@ class RunResult:
 
     ``seconds`` is the wall time of the framework calls (forward and backward; under a compiled mode this includes
     compiling, which happens on the first call); ``note`` says what ran (graphs compiled, graph breaks, ...).
+    ``state`` holds, after a training forward only, the BatchNorm running statistics (canonical names of the
+    ``bn_mean`` / ``bn_var`` parameters) as the module holds them then: read from its buffers (torch, Paddle) or
+    from the updated ``batch_stats`` (Flax), through the handle's bindings. A name missing from it was not
+    reported by the backend, which the suite counts as a failure, never as a pass.
     """
 
     y: np.ndarray
@@ -49,6 +53,7 @@ class RunResult:
     dparams: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = math.nan
     note: str = ""
+    state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class ParamMapError(WeightLoadError):
@@ -110,6 +115,21 @@ class Handle:
     @property
     def trainable(self) -> tuple[Binding, ...]:
         return tuple(b for b in self.bindings if b.spec.trainable)
+
+    @property
+    def state_bindings(self) -> tuple[Binding, ...]:
+        """The bindings of the BatchNorm running statistics (roles ``bn_mean`` / ``bn_var``)."""
+        return tuple(b for b in self.bindings if not b.spec.trainable)
+
+    def canonical_state(self, native_state: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+        """Running statistics by native name -> by canonical name, float64, canonical layout; a binding whose
+        native name is absent (or ``None``) is left out, so that its comparison reports it as not computed."""
+        out = {}
+        for b in self.state_bindings:
+            v = native_state.get(b.native)
+            if v is not None:
+                out[b.spec.name] = np.asarray(b.from_native(np.asarray(v, dtype=np.float64)), dtype=np.float64)
+        return out
 
     def canonical_grads(self, native_grads: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
         """Gradients by native name -> by canonical name in canonical layout; a parameter the backward pass did
@@ -289,7 +309,8 @@ class Runner:
         module's layout and back). The module runs in training mode (BatchNorm on batch statistics) or eval mode,
         ``mode='eager'`` or ``'compiled'`` (see :meth:`mode_label`). When ``cotangent`` (NCHW, like the output) is
         given it is backpropagated: the result holds ``dx`` and the gradient of every trainable canonical
-        parameter. Raises whatever the framework raises when the module cannot run, in that mode too.
+        parameter. In training the result's ``state`` holds the running statistics the forward left in the module
+        (see :class:`RunResult`). Raises whatever the framework raises when the module cannot run, in that mode too.
         """
         if handle.framework != self.framework:
             raise ValueError(f"a {handle.framework} handle given to the {self.framework} runner")
@@ -303,7 +324,7 @@ class Runner:
             x = np.ascontiguousarray(np.transpose(x, _TO_NHWC))
             ct = None if ct is None else np.ascontiguousarray(np.transpose(ct, _TO_NHWC))
         start = time.perf_counter()
-        y, dx, grads, note = self._execute(handle, native, x, ct, dtype, training, mode)
+        y, dx, grads, note, state = self._execute(handle, native, x, ct, dtype, training, mode)
         seconds = time.perf_counter() - start
         if handle.layout == "NHWC":
             y = np.transpose(y, _TO_NCHW)
@@ -312,6 +333,8 @@ class Runner:
         if ct is not None:
             result.dx = None if dx is None else np.ascontiguousarray(dx, dtype=np.float64)
             result.dparams = handle.canonical_grads(grads)
+        if training:
+            result.state = handle.canonical_state(state)
         return result
 
     def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
@@ -343,8 +366,10 @@ class Runner:
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
                  dtype: str, training: bool, mode: str
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
-        """Run on ``x`` in the module's layout with ``native`` weights: ``(y, dx, {native name: grad}, note)``."""
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
+        """Run on ``x`` in the module's layout with ``native`` weights: ``(y, dx, {native name: grad}, note,
+        {native name: running statistic after the forward})``; the last is read in training only (else empty),
+        for every binding of :attr:`Handle.state_bindings`, from the module the forward ran in."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------- helpers

@@ -10,7 +10,8 @@ TF32 default does not pass for a porting error.
 
 A module is called as ``module.apply(variables, x, train=training)`` when its ``__call__`` takes ``train``, else
 as ``module.apply(variables, x)``; in training every collection other than ``params`` is mutable (BatchNorm's
-``batch_stats``). Gradients are taken with respect to ``params``.
+``batch_stats``), and the updated collections are what the run reports as the module's state. Gradients are
+taken with respect to ``params``.
 """
 
 from __future__ import annotations
@@ -30,21 +31,24 @@ from .base import Handle, Runner
 @functools.lru_cache(maxsize=128)
 def _programs(module: Any, training: bool, train_arg: bool, mutable: tuple[str, ...]
               ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Jitted ``forward(variables, x)`` and ``forward_backward(variables, x, cotangent)`` of one module."""
+    """Jitted ``forward(variables, x) -> (y, updated collections)`` and ``forward_backward(variables, x,
+    cotangent) -> (y, dx, dparams, updated collections)`` of one module (no updates outside training)."""
     import jax
 
     kwargs = {"train": training} if train_arg else {}
 
-    def forward(variables: dict[str, Any], x: Any) -> Any:
+    def forward(variables: dict[str, Any], x: Any) -> tuple[Any, Any]:
         if training and mutable:
-            return module.apply(variables, x, mutable=list(mutable), **kwargs)[0]
-        return module.apply(variables, x, **kwargs)
+            y, updates = module.apply(variables, x, mutable=list(mutable), **kwargs)
+            return y, dict(updates)
+        return module.apply(variables, x, **kwargs), {}
 
-    def forward_backward(variables: dict[str, Any], x: Any, cotangent: Any) -> tuple[Any, Any, Any]:
+    def forward_backward(variables: dict[str, Any], x: Any, cotangent: Any) -> tuple[Any, Any, Any, Any]:
         rest = {k: v for k, v in variables.items() if k != "params"}
-        y, vjp = jax.vjp(lambda p, xx: forward({**rest, "params": p}, xx), variables.get("params", {}), x)
+        y, vjp, updates = jax.vjp(lambda p, xx: forward({**rest, "params": p}, xx), variables.get("params", {}), x,
+                                  has_aux=True)
         dparams, dx = vjp(cotangent)
-        return y, dx, dparams
+        return y, dx, dparams, updates
 
     return jax.jit(forward), jax.jit(forward_backward)
 
@@ -120,7 +124,7 @@ class FlaxRunner(Runner):
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
                  dtype: str, training: bool, mode: str
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         import jax
 
         x64 = jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
@@ -134,7 +138,7 @@ class FlaxRunner(Runner):
     @staticmethod
     def _run(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
              dtype: str, training: bool, mode: str
-             ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+             ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         import jax.numpy as jnp
 
         jdtype = jnp.dtype(dtype)
@@ -147,12 +151,21 @@ class FlaxRunner(Runner):
         note = "jax.jit" if mode == "compiled" else "jax.disable_jit: op by op"
         xj = jnp.asarray(x, dtype=jdtype)
         if cotangent is None:
-            return _np(forward(variables, xj)), None, {}, note
-        y, dx, dparams = forward_backward(variables, xj, jnp.asarray(cotangent, dtype=jdtype))
+            y, updates = forward(variables, xj)
+            return _np(y), None, {}, note, _state(handle, updates, training)
+        y, dx, dparams, updates = forward_backward(variables, xj, jnp.asarray(cotangent, dtype=jdtype))
         flat_grads = _flatten({"params": dparams})
         grads = {b.native: None if flat_grads.get(b.native) is None else _np(flat_grads[b.native])
                  for b in handle.trainable}
-        return _np(y), _np(dx), grads, note
+        return _np(y), _np(dx), grads, note, _state(handle, updates, training)
+
+
+def _state(handle: Handle, updates: Mapping[str, Any], training: bool) -> dict[str, np.ndarray]:
+    """The running statistics of the handle's state bindings in the collections a training forward returned."""
+    if not training:
+        return {}
+    flat = _flatten(updates)
+    return {b.native: _np(flat[b.native]) for b in handle.state_bindings if b.native in flat}
 
 
 def _np(a: Any) -> np.ndarray:

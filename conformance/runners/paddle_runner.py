@@ -105,14 +105,15 @@ class PaddleRunner(Runner):
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
                  dtype: str, training: bool, mode: str
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         with _dygraph_on_cpu():
             return self._dygraph_execute(handle, native, x, cotangent, dtype, training, mode)
 
     @staticmethod
     def _dygraph_execute(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray,
                          cotangent: np.ndarray | None, dtype: str, training: bool, mode: str
-                         ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+                         ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str,
+                                    dict[str, np.ndarray]]:
         import paddle
 
         # Copied, then cast: Layer.to(dtype=...) casts parameters and BatchNorm state alike and leaves paddle's
@@ -146,8 +147,12 @@ class PaddleRunner(Runner):
         if mode == "compiled":
             _check_traced(fn)
         y_np = (y if y_reported is None else y_reported).detach().astype("float64").numpy()
+        state = {}
+        if training:  # the buffers the forward updated (to_static's training program writes them back too)
+            buffers = module.state_dict()
+            state = {b.native: buffers[b.native].astype("float64").numpy() for b in handle.state_bindings}
         if cotangent is None:
-            return y_np, None, {}, note
+            return y_np, None, {}, note, state
         y.backward(paddle.to_tensor(cotangent).astype(dtype))
         dx = None if xt.grad is None else xt.grad.astype("float64").numpy()
         params = dict(module.named_parameters(include_sublayers=True))
@@ -155,7 +160,7 @@ class PaddleRunner(Runner):
         for b in handle.trainable:
             g = params[b.native].grad
             grads[b.native] = None if g is None else g.astype("float64").numpy()
-        return y_np, dx, grads, note
+        return y_np, dx, grads, note, state
 
 
 RUNNER = PaddleRunner()

@@ -47,7 +47,7 @@ class TorchRunner(Runner):
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
                  dtype: str, training: bool, mode: str
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str]:
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         import torch
 
         tdtype = getattr(torch, dtype)
@@ -80,15 +80,19 @@ class TorchRunner(Runner):
                                    "e.g. TORCHDYNAMO_DISABLE=1?)")
             note = f"torch.compile: {graphs} graph(s), {breaks} graph break(s)"
         y_np = y.detach().to(torch.float64).numpy()
+        state = {}
+        if training:  # the buffers the forward updated in place (under torch.compile too: dynamo writes them back)
+            buffers = module.state_dict()
+            state = {b.native: buffers[b.native].detach().to(torch.float64).numpy() for b in handle.state_bindings}
         if cotangent is None:
-            return y_np, None, {}, note
+            return y_np, None, {}, note, state
         dx = None if xt.grad is None else xt.grad.to(torch.float64).numpy()
         params = dict(module.named_parameters(remove_duplicate=False))
         grads = {}
         for b in handle.trainable:
             g = params[b.native].grad
             grads[b.native] = None if g is None else g.detach().to(torch.float64).numpy()
-        return y_np, dx, grads, note
+        return y_np, dx, grads, note, state
 
 
 RUNNER = TorchRunner()
