@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import threads
+from .models import DEFAULT_MODELS
 from .plan import (BACKENDS, DEFAULT_SHAPES, MODES, MODULES, PASSES, QUICK_SHAPES, fmt_shape, parse_shape)
 from .report import console_summary, render
 
@@ -71,11 +73,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help=f"small shapes ({', '.join(fmt_shape(s) for s in QUICK_SHAPES)}) and few repeats: a smoke "
                         f"test of the command, not a measurement")
-    p.add_argument("--models", type=_csv, nargs="?", const=["resnet50", "seresnet50", "ecaresnet50", "cbamresnet50"],
-                   default=None,
+    p.add_argument("--models", type=_csv, nargs="?", const=[], default=None,
                    help="also time whole models, inference and one training step (batch 8, 224x224 unless "
                         "--quick) for each backend with create_model; optionally a comma-separated list "
                         "(default resnet50,seresnet50,ecaresnet50,cbamresnet50)")
+    p.add_argument("--model-repeats", type=int, default=None,
+                   help="timed rounds per model group (default: --repeats, at most 5)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT.name} "
                                                                  f"next to this package)")
     p.add_argument("--json", type=Path, default=None, help="also write every record as JSON here")
@@ -119,11 +122,18 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         passes.append(_PASS_NAMES[p])
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
-    if repeats < 1 or warmup < 0 or args.threads < 1:
-        raise UsageError("--repeats and --threads must be at least 1, --warmup at least 0")
+    if repeats < 1 or warmup < 0 or args.threads < 1 or (args.model_repeats is not None and args.model_repeats < 1):
+        raise UsageError("--repeats, --model-repeats and --threads must be at least 1, --warmup at least 0")
+    if args.models is not None:
+        from attn_core.models import MODEL_CONFIGS
+        unknown = [m for m in args.models if m not in MODEL_CONFIGS]
+        if unknown:
+            raise UsageError(f"--models: unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_CONFIGS)}")
+        args.models = args.models or list(DEFAULT_MODELS)
     return {"backends": [b for b in backends if modes[b]], "modules": args.modules, "shapes": shapes,
             "modes": modes, "passes": list(dict.fromkeys(passes)), "repeats": repeats, "warmup": warmup,
-            "threads": args.threads, "pin": not args.no_pin, "models": args.models, "quick": args.quick}
+            "threads": args.threads, "pin": not args.no_pin, "models": args.models, "quick": args.quick,
+            "model_repeats": args.model_repeats}
 
 
 def _cpu_name() -> str:
@@ -141,18 +151,75 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def run_worker(job: dict[str, Any], module: str = "benchmarks.worker") -> tuple[dict[str, Any] | None, str]:
-    """Run one backend's job in a fresh process; ``(result, '')`` or ``(None, why it failed)``."""
+def _signal_name(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def run_backend(job: dict[str, Any], max_restarts: int = 20) -> tuple[dict[str, Any] | None, list[dict[str, Any]],
+                                                                      list[dict[str, Any]], str]:
+    """Run one backend's job in worker processes: ``(info, records, model_records, failure)``.
+
+    Each finished group is journalled by the worker. Where the worker dies (a signal from native code, an
+    uncaught error), a fresh worker goes on from the group it died in; where it dies twice at the same
+    implementation (while building or first running it), that implementation is left out and reported with the
+    cause. (Once is not enough to blame it: Paddle can fail later, in another layer's program, after an error in a
+    zero-width peer's ``to_static`` conversion.)
+    """
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, **threads.thread_env(job["threads"]))
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    info: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = []
+    model_records: list[dict[str, Any]] = []
+    skip: list[str] = []
+    exclude: dict[str, dict[str, str]] = {}
+    deaths: dict[tuple[str, str], int] = {}
+    restarts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="attn-bench-") as tmp:
-        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_path.write_text(json.dumps(job))
-        proc = subprocess.run([sys.executable, "-m", module, str(job_path), str(out_path)], env=env, cwd=root)
-        if proc.returncode != 0 or not out_path.exists():
-            return None, f"the {job['backend']} worker exited with status {proc.returncode} (its error is above)"
-        return json.loads(out_path.read_text()), ""
+        for attempt in range(max_restarts + 1):
+            job_path, journal, marker = (Path(tmp) / f"{name}{attempt}" for name in ("job", "journal", "marker"))
+            job_path.write_text(json.dumps(dict(job, skip=skip, exclude=exclude)))
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", str(job_path), str(journal),
+                                   str(marker)], env=env, cwd=root)
+            done = False
+            for line in journal.read_text().splitlines() if journal.exists() else []:
+                entry = json.loads(line)
+                if "info" in entry:
+                    info = info or entry["info"]
+                elif "group" in entry:
+                    skip.append(entry["group"])
+                    records += entry.get("records", [])
+                    model_records += entry.get("model_records", [])
+                done = done or entry.get("done", False)
+            if info is not None:
+                info["restarts"] = restarts
+            if proc.returncode == 0 and done:
+                return info, records, model_records, ""
+            why = _signal_name(proc.returncode)
+            if not marker.exists():
+                return info, records, model_records, f"the {job['backend']} worker died ({why}) before timing anything"
+            where = json.loads(marker.read_text())
+            if not where["label"]:
+                return info, records, model_records, (f"the {job['backend']} worker died ({why}) in "
+                                                      f"{where['group']}, outside any implementation")
+            spot = (where["group"], where["label"])
+            deaths[spot] = deaths.get(spot, 0) + 1
+            restarts.append(f"died ({why}) in {spot[0]} at {spot[1]!r}")
+            if deaths[spot] == 1:  # maybe the state an earlier group left: try once more in a fresh process
+                print(f"== {job['backend']}: the worker died ({why}) in {spot[0]} running {spot[1]!r}; retrying "
+                      f"that group in a fresh process", file=sys.stderr, flush=True)
+                continue
+            print(f"== {job['backend']}: the worker died ({why}) again in {spot[0]} running {spot[1]!r}; "
+                  f"leaving it out", file=sys.stderr, flush=True)
+            exclude.setdefault(spot[0], {})[spot[1]] = (
+                f"killed the {job['backend']} worker process ({why}) twice, when first built or run in this group "
+                f"in a fresh process; left out")
+    return info, records, model_records, f"the {job['backend']} worker died more than {max_restarts} times"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,15 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = {"backend": backend, "threads": plan["threads"], "pin": plan["pin"],
                "shapes": [list(s) for s in plan["shapes"]], "modules": plan["modules"],
                "modes": plan["modes"][backend], "passes": plan["passes"], "repeats": plan["repeats"],
-               "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"]}
+               "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"],
+               "model_repeats": plan["model_repeats"]}
         print(f"== {backend}: {', '.join(plan['modes'][backend])}", file=sys.stderr, flush=True)
-        result, why = run_worker(job)
-        if result is None:
+        info, recs, model_recs, why = run_backend(job)
+        if info is not None:
+            infos.append(info)
+        if why:
             failures[backend] = why
-            continue
-        infos.append(result["info"])
-        records += result["records"]
-        model_records += result.get("model_records", [])
+        records += recs
+        model_records += model_recs
     timm = next((i["versions"]["timm"] for i in infos if "timm" in i["versions"]), "not run (torch not benchmarked)")
     load_end = _load()
     cpus = len(threads.allowed_cpus())

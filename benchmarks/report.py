@@ -142,8 +142,11 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
         busy = "unknown" if info["busy_threads"] is None else str(info["busy_threads"])
         out.append(f"  - {info['backend']}: {info['threads_setter']}; {info['pin']}; busy threads seen while "
                    f"timing `x * s`: {busy}.")
+        for event in info.get("restarts", []):
+            out.append(f"  - {info['backend']}: the worker process {_esc(event)}; a fresh worker went on from that "
+                       f"group.")
     for backend, why in failures.items():
-        out.append(f"  - {backend}: **no results**: {_esc(why)}")
+        out.append(f"  - {backend}: **incomplete**: {_esc(why)}")
     out += [f"- Timing: for every module × backend × shape × mode × pass, a group of the baseline, the project's "
             f"module(s) and the peers, warmed up ({h['warmup']} call(s) each, compilation included there), then "
             f"{h['repeats']} rounds, each timing the baseline and then every implementation in turn. Median per "
@@ -179,13 +182,16 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
 
 
 def models_markdown(records: Sequence[Record]) -> list[str]:
-    """Whole-model rows: inference and one training step per model, ratio to ResNet-50 of the same backend."""
-    lines = ["| backend | mode | pass | model | median ms | spread | × resnet50 | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Whole-model rows: inference and one training step per model, ratio to the first model of the group."""
+    first = next((r["label"] for r in records if r["kind"] == "baseline"), "the first model")
+    lines = [f"Inference (eval, no autograd) and one training step (cross-entropy, backward, SGD with momentum), "
+             f"each framework's own initial weights; × is the ratio to {first} in the same group.", "",
+             f"| backend | mode | pass | input | model | median ms | spread | × {first} | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         spread = "—" if r["spread"] is None else f"{100 * r['spread']:.0f}%"
-        lines.append(f"| {r['backend']} | {mode_label(r['backend'], r['mode'])} | {r['pass_']} | {r['label']} | "
-                     f"{_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {_esc(r['note'])} |")
+        lines.append(f"| {r['backend']} | {mode_label(r['backend'], r['mode'])} | {r['pass_']} | {r['shape']} | "
+                     f"{r['label']} | {_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {_esc(r['note'])} |")
     return lines
 
 

@@ -10,6 +10,7 @@ call (clearing gradients, so that each backward writes fresh buffers rather than
 from __future__ import annotations
 
 import gc
+import re
 import statistics
 import time
 import traceback
@@ -53,28 +54,39 @@ class Candidate:
 
 
 def describe_error(err: BaseException) -> str:
-    """One line: the exception type and its first line, with the innermost frame of the traceback."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    """One line: the exception type and its first line, with the innermost frame of the traceback.
+
+    A message that starts with a heading (Paddle's ``In transformed code:``, followed by the user's source) is
+    summarised by the error line inside it instead.
+    """
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    if first.endswith(":"):
+        inner = [ln for ln in lines[1:] if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*: ", ln)]
+        if inner:
+            first = inner[-1].removeprefix(f"{type(err).__name__}: ")
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
     return f"{type(err).__name__}: {first[:300]}{where}"
 
 
 def measure(candidates: list[Candidate], repeats: int, warmup: int,
-            keep_first: Callable[[Candidate], bool] = lambda c: c.output is not None) -> None:
+            before_warmup: Callable[[Candidate], None] = lambda c: None) -> None:
     """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``first``, ``error``.
 
     A candidate that raises while warming up is reported (``error``) and left out of the rounds; one that raises
-    in a round keeps the samples it has and is left out of the rest.
+    in a round keeps the samples it has and is left out of the rest. ``before_warmup`` is told which candidate
+    is about to run first (so that a crash of the whole process can be blamed on it).
     """
     for c in candidates:
         if c.run is None:
             continue
+        before_warmup(c)
         try:
             for i in range(max(1, warmup)):
                 c.prepare()
                 result = c.run()
-                if i == 0 and keep_first(c) and c.output is not None:
+                if i == 0 and c.output is not None:
                     c.first = np.asarray(c.output(result))
                 del result
         except Exception as err:  # noqa: BLE001 - any failure of foreign code is a row of the report

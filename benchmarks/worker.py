@@ -1,26 +1,29 @@
-"""One backend's benchmark, in its own process: ``python -m benchmarks.worker JOB.json RESULT.json``.
+"""One backend's benchmark, in its own process: ``python -m benchmarks.worker JOB.json JOURNAL.jsonl MARKER.json``.
 
 Started by ``python -m benchmarks`` with the thread variables in its environment; pins itself to the requested
 number of CPUs before importing the framework (see :mod:`benchmarks.threads`), then times every module x shape x
-mode x pass group of the job and writes one JSON record per implementation per group.
+mode x pass group of the job, appending each finished group's records to the journal. Foreign code can kill the
+process outright (Paddle's ``Conv2D`` with 0 output channels under ``to_static`` dies of SIGFPE): the marker file
+names the implementation that was running, and the parent restarts the worker without it (see
+:func:`benchmarks.cli.run_backend`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import threads
 from .plan import (CLASS_NAMES, FORMS, MODES, Data, FormData, fmt_shape, form_data, forms_for, make_data,
                    peers_for)
+from .frameworks.base import BASELINE_LABEL
 from .timing import Candidate, measure
 
 
@@ -68,16 +71,33 @@ def _diff(c: Candidate, refs: dict[str, Candidate]) -> tuple[float | None, str]:
     return _max_abs(c.first, ref.first), ""
 
 
+def group_key(shape: str, module: str, mode: str, pass_: str) -> str:
+    return f"{shape}/{module}/{mode}/{pass_}"
+
+
 def _group(driver: Any, module: str, fds: dict[str, FormData], data: Data, mode: str, pass_: str,
-           repeats: int, warmup: int) -> list[Candidate]:
+           repeats: int, warmup: int, excluded: dict[str, str], mark: Callable[[str], None]) -> list[Candidate]:
+    """Build and time one group. ``excluded``: label -> why it is not run (it crashed the process before);
+    ``mark(label)`` is called before each implementation is built and before it first runs."""
     driver.begin_group(mode)
-    cands = [driver.baseline(data, mode, pass_)]
+    builders: list[tuple[str, str, Callable[[], Candidate]]] = [
+        (BASELINE_LABEL, "baseline", lambda: driver.baseline(data, mode, pass_))]
     for key, fd in fds.items():
         label = f"{CLASS_NAMES[module]} {FORMS[module][key][0]}"
-        cands.append(driver.project(module, fd, data, mode, pass_, label))
+        builders.append((label, "project",
+                         lambda fd=fd, label=label: driver.project(module, fd, data, mode, pass_, label)))
     for peer in peers_for(driver.name, module):
-        cands.append(driver.peer(peer, fds[peer.form], fds["default"], data, mode, pass_))
-    measure(cands, repeats, warmup)
+        builders.append((peer.label, "peer",
+                         lambda peer=peer: driver.peer(peer, fds[peer.form], fds["default"], data, mode, pass_)))
+    cands = []
+    for label, kind, build in builders:
+        if label in excluded:
+            cands.append(Candidate(label, kind, None, error=excluded[label]))
+            continue
+        mark(label)
+        cands.append(build())
+    measure(cands, repeats, warmup, before_warmup=lambda c: mark(c.label))
+    mark("")  # past the implementations: a death from here on is no implementation's
     return cands
 
 
@@ -121,7 +141,9 @@ def _busy_threads(driver: Any) -> int | None:
     return threads.busy_threads(before, threads.thread_ticks())
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
+def run(job: dict[str, Any], journal: str, marker: str) -> None:
+    """Run ``job``, appending one JSON line per finished group to ``journal`` (the first line: this process's
+    info) and writing, before each implementation is built or first run, its group and label to ``marker``."""
     backend = job["backend"]
     n = int(job["threads"])
     pin_note = threads.pin(n) if job.get("pin", True) else "not pinned (--no-pin)"
@@ -129,23 +151,55 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     driver = load_driver(backend)
     info: dict[str, Any] = {"backend": backend, "pin": pin_note, "threads_setter": driver.set_threads(n),
                             "versions": driver.versions(), "cpus_usable": len(threads.allowed_cpus()),
-                            "python": platform.python_version(), "busy_threads": None}
-    records: list[Record] = []
+                            "python": platform.python_version(), "busy_threads": _busy_threads(driver)}
+    _append(journal, {"info": info})
+    skip, exclude = set(job.get("skip", ())), job.get("exclude", {})
     modes = [m for m in job["modes"] if m in MODES[backend]]
-    info["busy_threads"] = _busy_threads(driver)
     for shape in job["shapes"]:
         data = make_data(tuple(shape))
+        shape_txt = fmt_shape(data.shape)
         for module in job["modules"]:
             fds = {key: form_data(module, key, data.shape[1]) for key in forms_for(backend, module)}
             for mode in modes:
                 for pass_ in job["passes"]:
+                    key = group_key(shape_txt, module, mode, pass_)
+                    if key in skip:
+                        continue
+
+                    def mark(label: str, key: str = key) -> None:
+                        with open(marker, "w") as f:
+                            json.dump({"group": key, "label": label}, f)
                     t0 = time.perf_counter()
-                    cands = _group(driver, module, fds, data, mode, pass_, job["repeats"], job["warmup"])
-                    recs = _records(cands, backend, fmt_shape(data.shape), module, mode, pass_)
-                    records.extend(recs)
+                    cands = _group(driver, module, fds, data, mode, pass_, job["repeats"], job["warmup"],
+                                   exclude.get(key, {}), mark)
+                    recs = _records(cands, backend, shape_txt, module, mode, pass_)
+                    _append(journal, {"group": key, "records": [asdict(r) for r in recs]})
                     _progress(recs, time.perf_counter() - t0)
         data.cache.clear()
-    return {"info": info, "records": [asdict(r) for r in records]}
+    if job.get("models") is not None:
+        from .models import run_models
+
+        def mark_model(key: str, label: str) -> None:
+            with open(marker, "w") as f:
+                json.dump({"group": key, "label": label}, f)
+
+        def model_record(c: Candidate, base: float | None, shape: str, mode: str, pass_: str) -> Record:
+            med = c.median
+            return Record(backend, shape, "model", mode, pass_, c.label, c.kind, "", "", None if med is None
+                          else med * 1e3, c.spread, len(c.samples), None if (med is None or not base)
+                          else med / base, None, "", c.error)
+        for key, recs in run_models(driver, dict(job, modes=modes), skip, mark_model, model_record):
+            _append(journal, {"group": key, "model_records": [asdict(r) for r in recs]})
+            if recs:
+                print(f"[{backend}] models {recs[0].mode} {recs[0].pass_}: " + "; ".join(
+                    f"{r.label} {'error' if r.median_ms is None else f'{r.median_ms:.0f} ms'}" for r in recs),
+                    file=sys.stderr, flush=True)
+    _append(journal, {"done": True})
+
+
+def _append(path: str, obj: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
 
 
 def _progress(recs: list[Record], seconds: float) -> None:
@@ -161,17 +215,13 @@ def _progress(recs: list[Record], seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m benchmarks.worker JOB.json RESULT.json", file=sys.stderr)
+    if len(argv) != 3:
+        print("usage: python -m benchmarks.worker JOB.json JOURNAL.jsonl MARKER.json", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         job = json.load(f)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    result = run(job)
-    tmp = argv[1] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, argv[1])
+    run(job, argv[1], argv[2])
     return 0
 
 
