@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cases import MODULES
-from .runners import MODES, RUNNERS
+from .cases import MODULES, select_cases
+from .runners import MODES, RUNNERS, get_runner
 from .suite import Row, run_suite
 from .tolerances import TOLERANCES
 
@@ -26,13 +26,17 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated subset of {','.join(MODULES)} (default: all)")
     p.add_argument("--dtypes", type=_csv, default=["float32"],
                    help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32)")
-    p.add_argument("--modes", type=_csv, default=["eager"],
-                   help=f"comma-separated subset of {','.join(MODES)} (default: eager). 'compiled' runs every case "
+    p.add_argument("--modes", type=_csv, default=["default"],
+                   help=f"comma-separated subset of default,{','.join(MODES)} (default: default, each framework's "
+                        "own default path: torch and Paddle eager, Flax under jax.jit). 'compiled' runs every case "
                         "again, as its own row, under each framework's compiler: torch.compile (CPU inductor: "
                         "seconds of compilation per case on a cold cache), paddle.jit.to_static (one static program "
                         "per case) or jax.jit. 'eager' is torch and Paddle dygraph, and Flax under jax.disable_jit "
                         "(op by op, slower than jax.jit). A case a mode cannot run is an ERROR row.")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the report as JSON to PATH")
+    p.add_argument("--html", type=Path, metavar="PATH",
+                   help="also write a page with the module x backend x mode x dtype matrix, coloured by the worst "
+                        "error relative to tolerance, and every case behind it")
     p.add_argument("--no-grad", action="store_true", help="compare forward outputs only")
     p.add_argument("--require-all", action="store_true",
                    help="exit non-zero when a backend is skipped because it is not installed")
@@ -49,13 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         if d not in TOLERANCES:
             p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
     for m in args.modes:
-        if m not in MODES:
-            p.error(f"unknown mode {m!r}; known: {', '.join(MODES)}")
+        if m not in ("default", *MODES):
+            p.error(f"unknown mode {m!r}; known: default, {', '.join(MODES)}")
+
+    modes_per_backend = {b: len(dict.fromkeys(get_runner(b).default_mode if m == "default" else m
+                                              for m in args.modes)) for b in args.backends}
+    total = len(select_cases(args.modules)) * len(args.dtypes) * sum(modes_per_backend.values())
+    done = 0
 
     def progress(row: Row) -> None:
+        nonlocal done
+        done += 1
         if not args.quiet:
-            print(f"  {row.status.upper():5} {row.module}/{row.case} [{row.backend}, {row.dtype}, {row.mode}]",
-                  file=sys.stderr, flush=True)
+            print(f"  [{done:>{len(str(total))}}/{total}] {row.status.upper():5} {row.module}/{row.case} "
+                  f"[{row.backend}, {row.dtype}, {row.mode}]", file=sys.stderr, flush=True)
 
     report = run_suite(args.backends, args.modules, args.dtypes, grads=not args.no_grad, progress=progress,
                        modes=args.modes)
@@ -72,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(report.to_json(indent=2))
         print(f"wrote {args.json}")
+    if args.html:
+        from .html import render_html
+        command = "python -m conformance " + " ".join(argv if argv is not None else sys.argv[1:])
+        args.html.write_text(render_html(report, command=command.strip()))
+        print(f"wrote {args.html}")
     if report.failed:
         return 1
     if args.require_all and report.skipped:

@@ -267,9 +267,10 @@ class Report:
 
 def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | None = None,
               dtypes: Sequence[str] = ("float32",), grads: bool = True,
-              progress: Callable[[Row], None] | None = None, modes: Sequence[str] = ("eager",)) -> Report:
-    """Every selected case on every selected backend, dtype and mode ('eager', 'compiled'), one row each; the
-    reference is computed once per case (and per low-precision dtype)."""
+              progress: Callable[[Row], None] | None = None, modes: Sequence[str] = ("default",)) -> Report:
+    """Every selected case on every selected backend, dtype and mode, one row each; the reference is computed once
+    per case (and per low-precision dtype). Modes: 'eager', 'compiled', or 'default', each framework's own default
+    path (its runner's ``default_mode``: torch and Paddle eager, Flax under jax.jit)."""
     backends = list(backends or RUNNERS)
     runners = [get_runner(b) for b in backends]
     rows = []
@@ -280,7 +281,7 @@ def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | No
                 key = dtype if is_low_precision(dtype) else "float64"  # the data each dtype's reference is of
                 if key not in references:
                     references[key] = reference_for(case, grads, key)
-                for mode in modes:
+                for mode in dict.fromkeys(runner.default_mode if m == "default" else m for m in modes):
                     row = run_case(case, runner, dtype, grads, references[key], mode)
                     rows.append(row)
                     if progress is not None:

@@ -80,3 +80,17 @@ def test_cli_require_all_fails_on_skip(monkeypatch, capsys):
     assert main(["--backends", "torch", "--modules", "simam", "-q"]) == 0
     assert main(["--backends", "torch", "--modules", "simam", "-q", "--require-all"]) == 3
     assert "0 passed, 0 failed, 4 skipped" in capsys.readouterr().out
+
+
+def test_cli_html_report_and_default_modes(tmp_path, capsys):
+    """--html writes the matrix page; the default mode is each framework's own path (Flax: jax.jit)."""
+    pytest.importorskip("jax")
+    pytest.importorskip("flax")
+    page = tmp_path / "report.html"
+    code = main(["--backends", "flax", "--modules", "simam", "--html", str(page), "-q"])
+    assert code == 0
+    text = page.read_text()
+    assert "flax<br>jax.jit<br>float32" in text and "4 passed, 0 failed" in text
+    assert "python -m conformance --backends flax --modules simam --html" in text
+    assert main(["--backends", "flax", "--modules", "simam", "--modes", "default,eager", "-q"]) == 0
+    assert "8 passed, 0 failed" in capsys.readouterr().out   # jax.jit and eager rows, 4 cases each

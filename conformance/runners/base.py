@@ -160,6 +160,8 @@ class Runner:
     #: dtype -> why the modules not declared for it cannot run in it here
     dtype_notes: Mapping[str, str] = {}
     modes: tuple[str, ...] = MODES
+    #: the path a user of the framework gets without asking: what ``--modes default`` runs
+    default_mode: str = "eager"
     default_layout: str = "NCHW"
     _labels: Mapping[str, str] = {"eager": "eager", "compiled": "compiled"}
 

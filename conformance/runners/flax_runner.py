@@ -88,6 +88,7 @@ class FlaxRunner(Runner):
     requires = ("jax", "flax")
     dtypes = ("float16", "bfloat16", "float32", "float64")  # every module runs in each on CPU (jax 0.10)
     default_layout = "NHWC"
+    default_mode = "compiled"  # Flax users run under jax.jit; 'eager' (jax.disable_jit) is the comparison row
     _labels = {"eager": "eager", "compiled": "jax.jit"}
 
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
