@@ -9,16 +9,20 @@ from typing import Any, Callable, Mapping
 from torch import nn
 
 from attn_core import AttentionConfig, ConfigError
-from attn_core.models import MODEL_CONFIGS, ResNetConfig, SEDenseNetConfig, create_model_config
+from attn_core.models import (MODEL_CONFIGS, ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig,
+                               create_model_config)
 
 from .densenet import SEDenseNet
+from .mobilenetv2 import ECAMobileNetV2
 from .resnet import ResNet
+from .towernet import TowerNet
 
 __all__ = ["MODELS", "MODEL_CLASSES", "create_model", "model_from_config"]
 
 # config class -> the module class built from it
-MODEL_CLASSES: Mapping[type[AttentionConfig], type[nn.Module]] = MappingProxyType(
-    {ResNetConfig: ResNet, SEDenseNetConfig: SEDenseNet})
+MODEL_CLASSES: Mapping[type[AttentionConfig], type[nn.Module]] = MappingProxyType({
+    ResNetConfig: ResNet, TowerNetConfig: TowerNet, ECAMobileNetV2Config: ECAMobileNetV2,
+    SEDenseNetConfig: SEDenseNet})
 
 
 def model_from_config(config: AttentionConfig) -> nn.Module:
