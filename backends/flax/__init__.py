@@ -13,7 +13,9 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .eca import ECAModule
+from .models import MODELS, create_model
 from .registry import ATTN_LAYERS, create_attn
+from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule
 from .simam import SimAM
 from .weights import export_weights, load_weights
@@ -21,4 +23,5 @@ from .weights import export_weights, load_weights
 FRAMEWORK = "flax"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
-           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK"]
+           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK",
+           "ResNet", "BasicBlock", "Bottleneck", "MODELS", "create_model"]
