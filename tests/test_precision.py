@@ -305,8 +305,9 @@ def test_every_module_forward_is_within_half_tolerance(fw, dtype):
 
 @pytest.mark.parametrize("backend", ["torch", "flax"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("case_name", ["se/c64-timm", "se/c24-silu-hsig", "eca/c128-k5", "eca/c8-k3-b1"])
-def test_se_and_eca_half_rows_pass_forward_and_every_gradient(case_name, dtype, backend):
+@pytest.mark.parametrize("case_name", ["se/c64-timm", "se/c24-silu-hsig", "eca/c128-k5", "eca/c8-k3-b1",
+                                       "ca/c32-bias", "sa/k7-bn-train", "cbam/c32-article", "cbam/c24-timm-train"])
+def test_half_rows_pass_forward_and_every_gradient(case_name, dtype, backend):
     """attn_core.precision: half inputs are computed in float32 and rounded once, so output, input gradient and
     parameter gradients all meet the onnxruntime half tolerances (computed in half they missed them by up to 36x)."""
     from conformance import CASES, run_case

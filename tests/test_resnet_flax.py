@@ -178,9 +178,6 @@ def test_flax_cbam_max_gradient_under_jit() -> None:
     _close(dx, want_dx, 1e-9, "CBAM d/dx")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "attn_core/models/layers.py: BatchNorm.__call__ does not pass its momentum to ops.batch_norm, so "
-    "ResNetConfig.reference_state has no running-statistics update to compare with"))
 def test_running_statistics_are_the_reference() -> None:
     """One training step's BatchNorm statistics: torch's update, the unbiased batch variance in the running one."""
     name, shape = "seresnet18", SHAPES[1]

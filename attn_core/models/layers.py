@@ -63,7 +63,7 @@ class BatchNorm:
     def __call__(self, x: Node, params: Mapping[str, Node], prefix: str, training: bool) -> Node:
         return ops.batch_norm(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"],
                               params[f"{prefix}.running_mean"], params[f"{prefix}.running_var"],
-                              training=training, eps=self.eps)
+                              training=training, eps=self.eps, momentum=self.momentum)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import ACTIVATIONS, AttentionModule, pointwise
+from ._base import ACTIVATIONS, AttentionModule, compute_dtype_of, pointwise
 from ._norm import BatchNorm
 
 
@@ -28,11 +28,13 @@ class ChannelAttention(AttentionModule):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self.check_input(x)
         cfg = self.config
-        fc1, fc2 = pointwise(cfg.hidden, cfg.bias, "fc1"), pointwise(cfg.channels, cfg.bias, "fc2")
+        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x.astype(dt)
+        fc1, fc2 = pointwise(cfg.hidden, cfg.bias, "fc1", dt), pointwise(cfg.channels, cfg.bias, "fc2", dt)
         act = ACTIVATIONS[cfg.act_layer]
-        avg = fc2(act(fc1(jnp.mean(x, axis=(1, 2), keepdims=True))))
-        mx = fc2(act(fc1(jnp.max(x, axis=(1, 2), keepdims=True))))
-        return x * ACTIVATIONS[cfg.gate_layer](avg + mx).astype(x.dtype)
+        avg = fc2(act(fc1(jnp.mean(xc, axis=(1, 2), keepdims=True))))
+        mx = fc2(act(fc1(jnp.max(xc, axis=(1, 2), keepdims=True))))
+        return (xc * ACTIVATIONS[cfg.gate_layer](avg + mx).astype(dt)).astype(x.dtype)
 
 
 class SpatialAttention(AttentionModule):
@@ -54,14 +56,16 @@ class SpatialAttention(AttentionModule):
         cfg = self.config
         if train:
             cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        avg, mx = jnp.mean(x, axis=-1, keepdims=True), jnp.max(x, axis=-1, keepdims=True)
+        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x.astype(dt)
+        avg, mx = jnp.mean(xc, axis=-1, keepdims=True), jnp.max(xc, axis=-1, keepdims=True)
         k, p = cfg.kernel_size, cfg.padding
-        conv = nn.Conv(1, (k, k), padding=((p, p), (p, p)), use_bias=cfg.bias, name="conv")
+        conv = nn.Conv(1, (k, k), padding=((p, p), (p, p)), use_bias=cfg.bias, dtype=dt, name="conv")
         z = conv(jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1))
         if cfg.norm:
             z = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
                           epsilon=cfg.bn_eps, name="bn")(z)
-        return x * ACTIVATIONS[cfg.gate_layer](z).astype(x.dtype)
+        return (xc * ACTIVATIONS[cfg.gate_layer](z).astype(dt)).astype(x.dtype)
 
 
 class CBAM(AttentionModule):
@@ -88,5 +92,6 @@ class CBAM(AttentionModule):
         cfg = self.config
         if train:
             cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        x1 = ChannelAttention.from_config(cfg.channel, name="channel")(x, train)
-        return SpatialAttention.from_config(cfg.spatial, name="spatial")(x1, train)
+        dt = compute_dtype_of(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
+        x1 = ChannelAttention.from_config(cfg.channel, name="channel")(x.astype(dt), train)
+        return SpatialAttention.from_config(cfg.spatial, name="spatial")(x1, train).astype(x.dtype)

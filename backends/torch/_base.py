@@ -17,12 +17,31 @@ COMPUTE: dict[torch.dtype, torch.dtype] = {getattr(torch, k): getattr(torch, v) 
 
 
 def conv_as(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """``layer(x)`` with the layer's weight and bias cast to ``dtype`` (None: as they are)."""
+    """``layer(x)`` with the layer's weight and bias cast to ``dtype`` (None: to ``x``'s dtype where they differ,
+    as inside CBAM, which hands its float32 computation of a half input to its two halves)."""
+    dtype = dtype or (x.dtype if layer.weight.dtype != x.dtype else None)
     if dtype is None:
         return layer(x)
     bias = None if layer.bias is None else layer.bias.to(dtype)
     conv = F.conv1d if x.dim() == 3 else F.conv2d
     return conv(x, layer.weight.to(dtype), bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+def batch_norm_as(bn: nn.BatchNorm2d, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``bn(x)`` computed in ``dtype`` (None: as it is). In training the updated running statistics are written back
+    to the layer's own buffers, in their own dtype, once."""
+    dtype = dtype or (x.dtype if bn.weight.dtype != x.dtype else None)
+    if dtype is None:
+        return bn(x)
+    training = bn.training or not bn.track_running_stats
+    mean, var = bn.running_mean.to(dtype), bn.running_var.to(dtype)
+    y = F.batch_norm(x, mean, var, bn.weight.to(dtype), bn.bias.to(dtype), training, bn.momentum, bn.eps)
+    if bn.training and bn.track_running_stats:
+        with torch.no_grad():
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.num_batches_tracked.add_(1)
+    return y
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,

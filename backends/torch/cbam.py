@@ -7,7 +7,7 @@ from torch import nn
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import ACTIVATIONS, AttentionModule
+from ._base import ACTIVATIONS, COMPUTE, AttentionModule, batch_norm_as, conv_as
 
 
 class ChannelAttention(AttentionModule):
@@ -26,9 +26,14 @@ class ChannelAttention(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        avg = self.fc2(self._act(self.fc1(x.mean((2, 3), keepdim=True))))
-        mx = self.fc2(self._act(self.fc1(x.amax((2, 3), keepdim=True))))
-        return x * self._gate(avg + mx)
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.to(compute)
+
+        def mlp(v: torch.Tensor) -> torch.Tensor:
+            return conv_as(self.fc2, self._act(conv_as(self.fc1, v, compute)), compute)
+
+        y = xc * self._gate(mlp(xc.mean((2, 3), keepdim=True)) + mlp(xc.amax((2, 3), keepdim=True)))
+        return y if compute is None else y.to(x.dtype)
 
 
 class SpatialAttention(AttentionModule):
@@ -50,11 +55,14 @@ class SpatialAttention(AttentionModule):
         self.check_input(x)
         if self.training:  # BatchNorm needs N*H*W > 1 (attn_core's rule; nn.BatchNorm2d's own error is a bare one)
             self.config.check_training_input(tuple(x.shape))
-        avg, mx = x.mean(1, keepdim=True), x.amax(1, keepdim=True)
-        z = self.conv(torch.cat([avg, mx] if self._mean_first else [mx, avg], 1))
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.to(compute)
+        avg, mx = xc.mean(1, keepdim=True), xc.amax(1, keepdim=True)
+        z = conv_as(self.conv, torch.cat([avg, mx] if self._mean_first else [mx, avg], 1), compute)
         if self.bn is not None:
-            z = self.bn(z)
-        return x * self._gate(z)
+            z = batch_norm_as(self.bn, z, compute)
+        y = xc * self._gate(z)
+        return y if compute is None else y.to(x.dtype)
 
 
 class CBAM(AttentionModule):
@@ -76,4 +84,6 @@ class CBAM(AttentionModule):
         self.check_input(x)
         if self.training:
             self.config.check_training_input(tuple(x.shape))
-        return self.spatial(self.channel(x))
+        compute = COMPUTE.get(x.dtype)  # half: both halves in float32, the output rounded once (attn_core.precision)
+        y = self.spatial(self.channel(x if compute is None else x.to(compute)))
+        return y if compute is None else y.to(x.dtype)
