@@ -14,14 +14,16 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .eca import ECAModule
 from .models import MODELS, create_model
+from .mobilenetv2 import ECAMobileNetV2
 from .registry import ATTN_LAYERS, create_attn
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule
 from .simam import SimAM
+from .towernet import TowerNet
 from .weights import export_weights, load_weights
 
 FRAMEWORK = "flax"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK",
-           "ResNet", "BasicBlock", "Bottleneck", "MODELS", "create_model"]
+           "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "MODELS", "create_model"]
