@@ -282,12 +282,7 @@ def test_towernet_map_is_1x1_from_255_to_510():
     assert [n for n in range(200, 600) if _towernet_map_before_b6(n) == 1] == list(range(255, 511))
 
 
-# Found defect: TowerNetConfig.check_input accepts H, W from 256 to 511, one off the sizes that give b6 its 1x1 map
-# (255 to 510, above): 511 is accepted and then fails inside every forward, the reference's included (b6 gets
-# 4 * 256 features: a NumPy / torch matmul shape error), while 255, which works, is refused. Strict xfails until the
-# spec's range is fixed (attn_core/models/towernet.py); the backends take the spec's check as it is.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="TowerNetConfig.check_input accepts 511 (a 2x2 map "
-                   "at b6)")
+# TowerNet's input range is 255..510 (the sizes that give b6 its 1x1 map, above); these found it off by one.
 def test_towernet_spec_refuses_511():
     config = TowerNetConfig()
     try:
@@ -297,8 +292,6 @@ def test_towernet_spec_refuses_511():
     raise AssertionError("TowerNetConfig.check_input accepted H = 511, where b6 sees a 2x2 map")
 
 
-@pytest.mark.xfail(strict=True, raises=InputShapeError, reason="TowerNetConfig.check_input refuses 255 (a 1x1 map "
-                   "at b6)")
 def test_towernet_spec_accepts_255():
     TowerNetConfig().check_input((1, 3, 255, 256), "float32", True)
 

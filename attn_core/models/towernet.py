@@ -58,7 +58,7 @@ class TowerNetConfig(AttentionConfig):
     ``b4``: BasicConv2d(256, 256), MaxPool 2, SimAM; ``b5``: Inception, MaxPool 2, SimAM, Inception, MaxPool 2, SimAM,
     Inception; then AvgPool 2, flatten and ``b6`` Linear(256, num_classes).
 
-    The flatten feeds Linear(256), so the map must be 1x1 after the last pooling: H and W from 256 to 511 (the
+    The flatten feeds Linear(256), so the map must be 1x1 after the last pooling: H and W from 255 to 510 (the
     article uses 256). Other sizes are refused on input.
 
     Args:
@@ -115,9 +115,10 @@ class TowerNetConfig(AttentionConfig):
         super().check_input(shape, dtype, is_floating, layout, **kwargs)
         hw = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
         for s in hw:
-            if s is not None and int(s) >= 0 and not 256 <= int(s) <= 511:
+            # the stride-2 stem gives (s - 1) // 2 + 1, which seven halvings must bring to 1: 128..255, so s in 255..510
+            if s is not None and int(s) >= 0 and not 255 <= int(s) <= 510:
                 raise InputShapeError(
-                    f"{self.module_name}: expected H and W from 256 to 511 (b6 is Linear(256) after the last pooling, "
+                    f"{self.module_name}: expected H and W from 255 to 510 (b6 is Linear(256) after the last pooling, "
                     f"which needs a 1x1 map), got input shape {tuple(shape)}")
 
     def param_table(self) -> tuple[ParamSpec, ...]:
