@@ -291,7 +291,9 @@ def check(module: Any, spec: AttentionConfig, framework: str | None = None, para
         layout: 'NCHW' or 'NHWC', the layout the module takes (default: NCHW in torch and Paddle, NHWC in Flax).
         dtypes: dtypes to run in ('float32', 'float64', 'float16', 'bfloat16'), each with its tolerance from
             ``conformance.tolerances``.
-        modes: 'eager' and/or 'compiled' (torch.compile, paddle.jit.to_static, jax.jit).
+        modes: 'eager' and/or 'compiled' (torch.compile, paddle.jit.to_static, jax.jit), or 'default', the path
+            the framework's users get without asking (the runner's ``default_mode``: eager in torch and Paddle,
+            jax.jit in Flax).
         taps: reference tap name -> the name of the submodule whose output holds it (torch ``named_modules``,
             Paddle ``named_sublayers``, Flax module path, '/' or '.' separated), used to say where a failing row
             first differs. The reference taps are 'gate' (SE, ECA, ChannelAttention, SpatialAttention, SimAM) and
@@ -321,9 +323,11 @@ def check(module: Any, spec: AttentionConfig, framework: str | None = None, para
     for d in dtypes:
         if d not in TOLERANCES:
             raise ValueError(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
+    default_mode = getattr(runner, "default_mode", "eager")
+    modes = list(dict.fromkeys(default_mode if m == "default" else m for m in modes))
     for m in modes:
         if m not in runner.modes:
-            raise ValueError(f"unknown mode {m!r} for {framework}; known: {', '.join(runner.modes)}")
+            raise ValueError(f"unknown mode {m!r} for {framework}; known: {', '.join(runner.modes)}, default")
     cases = cases_for(spec)
     if framework == "flax" and variables is None:
         variables = _flax_init(module, cases[0].shape, layout or runner.default_layout)

@@ -369,6 +369,38 @@ def test_simam_n_equals_hw():
     assert check(_simam(lambda h, w: max(w * h - 1, 1)), spec, taps={"gate": "activaton"}).passed
 
 
+def test_simam_compile_only_branch():
+    """A port whose compiled path is not its eager path: a "compile-friendly" branch under
+    ``torch.compiler.is_compiling()`` that takes the variance with ``unbiased=False`` (n = H * W). torchvision's
+    memory-efficient DenseNet once silently stopped doing what its plain mode did (pytorch/vision issue 2221; porting
+    notes, section 2, SE-DenseNet); the fix was a test that both modes give identical outputs and gradients, which is
+    what ``modes=('eager', 'compiled')`` runs: each mode is its own row, the eager rows pass and the compiled ones
+    fail."""
+    backend("torch")
+    import torch
+    from torch import nn
+
+    class SimAM(nn.Module):
+        def __init__(self, e_lambda: float = 1e-4) -> None:
+            super().__init__()
+            self.activaton = nn.Sigmoid()
+            self.e_lambda = e_lambda
+
+        def forward(self, x):
+            h, w = x.shape[2], x.shape[3]
+            d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+            if torch.compiler.is_compiling():
+                v = x.var(dim=[2, 3], keepdim=True, unbiased=False)
+            else:
+                v = d.sum(dim=[2, 3], keepdim=True) / max(h * w - 1, 1)
+            return x * self.activaton(d / (4 * (v + self.e_lambda)) + 0.5)
+
+    report = check(SimAM(), SimAMConfig(), modes=("eager", "compiled"))
+    assert [(r.mode, r.status) for r in report.rows if r.case == "n2-7x5"] == [("eager", "pass"),
+                                                                              ("torch.compile", "fail")]
+    assert {d.mode for d in report.diagnoses} == {"torch.compile"} and _stages(report) == {"output"}
+
+
 def _flax_simam(variance: Callable[..., Any], axes: tuple[int, int] = (1, 2)) -> Any:
     import flax.linen as fnn
 

@@ -351,7 +351,7 @@ def test_user_errors_raise_before_running():
         check(bt.SEModule(16), "se")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
         check(bt.SEModule(16), SEConfig(16), dtypes=("float8",))
-    with pytest.raises(ValueError, match="unknown mode 'jit' for torch; known: eager, compiled"):
+    with pytest.raises(ValueError, match="unknown mode 'jit' for torch; known: eager, compiled, default"):
         check(bt.SEModule(16), SEConfig(16), modes=("jit",))
     with pytest.raises(ValueError, match=r"unknown reference tap\(s\) 'channel_gate' for SEModule; known: gate"):
         check(bt.SEModule(16), SEConfig(16), taps={"channel_gate": "fc1"})
@@ -378,6 +378,12 @@ def test_dtypes_a_framework_cannot_run_are_na_not_failures():
     report = check(bp.SEModule(16), SEConfig(16), dtypes=("float32", "float16"))
     assert {(r.dtype, r.status) for r in report.rows} == {("float32", "pass"), ("float16", "n/a")}
     assert report.passed
+
+
+def test_default_mode_is_the_frameworks_own_path():
+    bf = backend("flax")
+    report = check(bf.SimAM(), SimAMConfig(), modes=("default", "compiled"))
+    assert [r.mode for r in report.rows] == ["jax.jit"] * 3 and report.passed
 
 
 def test_check_is_exported():
