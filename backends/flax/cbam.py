@@ -12,18 +12,6 @@ from ._base import ACTIVATIONS, AttentionModule, compute_dtype_of, pointwise
 from ._norm import BatchNorm
 
 
-def _max_at(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """Max over ``axes`` (kept as size 1) by gathering at the argmax. ``jnp.max``'s gradient tests ``x == max(x)``,
-    which fails under jit when XLA recomputes ``x`` in fusions that round differently (jax-ml/jax 3602, 40564):
-    CBAM inside a ResNet got gradients 10-35% off. The gather sends the gradient to the first maximum, as torch's
-    indexed max does (ties, which real-valued activations do not produce, are shared by the reference instead)."""
-    keep = [a for a in range(x.ndim) if a not in axes]
-    moved = jnp.moveaxis(x, keep, range(len(keep)))
-    flat = moved.reshape(*moved.shape[:len(keep)], -1)
-    picked = jnp.take_along_axis(flat, jnp.argmax(flat, axis=-1, keepdims=True), axis=-1)
-    return jnp.expand_dims(picked[..., 0], axes)
-
-
 class ChannelAttention(AttentionModule):
     __doc__ = ChannelAttentionConfig.__doc__
     _config_cls = ChannelAttentionConfig
@@ -45,7 +33,7 @@ class ChannelAttention(AttentionModule):
         fc1, fc2 = pointwise(cfg.hidden, cfg.bias, "fc1", dt), pointwise(cfg.channels, cfg.bias, "fc2", dt)
         act = ACTIVATIONS[cfg.act_layer]
         avg = fc2(act(fc1(jnp.mean(xc, axis=(1, 2), keepdims=True))))
-        mx = fc2(act(fc1(_max_at(xc, (1, 2)))))
+        mx = fc2(act(fc1(jnp.max(xc, axis=(1, 2), keepdims=True))))
         return (xc * ACTIVATIONS[cfg.gate_layer](avg + mx).astype(dt)).astype(x.dtype)
 
 
@@ -70,7 +58,7 @@ class SpatialAttention(AttentionModule):
             cfg.check_training_input(tuple(x.shape), layout="NHWC")
         dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x.astype(dt)
-        avg, mx = jnp.mean(xc, axis=-1, keepdims=True), _max_at(xc, (3,))
+        avg, mx = jnp.mean(xc, axis=-1, keepdims=True), jnp.max(xc, axis=-1, keepdims=True)
         k, p = cfg.kernel_size, cfg.padding
         conv = nn.Conv(1, (k, k), padding=((p, p), (p, p)), use_bias=cfg.bias, dtype=dt, name="conv")
         z = conv(jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1))
