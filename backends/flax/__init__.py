@@ -12,6 +12,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
                       "pip install 'attn-modules[flax]'") from err
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .densenet import SEDenseNet
 from .eca import ECAModule
 from .models import MODELS, create_model
 from .mobilenetv2 import ECAMobileNetV2
@@ -26,4 +27,4 @@ FRAMEWORK = "flax"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK",
-           "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "MODELS", "create_model"]
+           "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

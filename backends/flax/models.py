@@ -9,8 +9,10 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 
 from attn_core import AttentionConfig, ConfigError
-from attn_core.models import MODEL_CONFIGS, ECAMobileNetV2Config, ResNetConfig, TowerNetConfig, create_model_config
+from attn_core.models import (MODEL_CONFIGS, ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig,
+                               create_model_config)
 
+from .densenet import SEDenseNet
 from .mobilenetv2 import ECAMobileNetV2
 from .resnet import ResNet
 from .towernet import TowerNet
@@ -19,7 +21,8 @@ __all__ = ["MODELS", "MODEL_CLASSES", "create_model", "model_from_config"]
 
 # model config class -> the Flax module built from it
 MODEL_CLASSES: Mapping[type[AttentionConfig], type[nn.Module]] = MappingProxyType({
-    ResNetConfig: ResNet, TowerNetConfig: TowerNet, ECAMobileNetV2Config: ECAMobileNetV2})
+    ResNetConfig: ResNet, TowerNetConfig: TowerNet, ECAMobileNetV2Config: ECAMobileNetV2,
+    SEDenseNetConfig: SEDenseNet})
 
 
 def model_from_config(config: AttentionConfig) -> nn.Module:
