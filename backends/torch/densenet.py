@@ -8,7 +8,7 @@ are the canonical parameter names (plus torch's ``num_batches_tracked``).
 
 ``efficient=True`` (Pleiss et al., arXiv:1707.06990) wraps each dense layer's concat -> norm1 -> ReLU -> conv1
 bottleneck in ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`` whenever an input requires a
-gradient, as the article does: the concatenation and the bottleneck activations are not kept for the backward
+gradient (and autograd records), as the article does: the concatenation and the bottleneck activations are not kept for the backward
 pass but recomputed there. Unlike the article (and torchvision's old efficient DenseNet), the recomputation leaves
 ``norm1``'s running statistics alone, so that a training step updates them once, exactly as the plain mode does:
 outputs, gradients and running statistics are the same in both modes (``tests/test_densenet.py``).
@@ -90,7 +90,7 @@ class DenseLayer(nn.Module):
         return self.conv1(F.relu(self.norm1(x)))
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
-        if self.efficient and any(f.requires_grad for f in features):
+        if self.efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
             h = cp.checkpoint(_Bottleneck(self), *features, use_reentrant=False)
         else:
             h = self.bottleneck(*features)
