@@ -237,7 +237,7 @@ def test_flax_variables_are_the_canonical_names_split_on_dots():
 
 # ----------------------------------------------------------------------------------------------- inputs
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_towernet_refuses_sizes_outside_256_to_511_in_its_layout(fw):
+def test_towernet_refuses_sizes_outside_255_to_510_in_its_layout(fw):
     b = backend(fw)
     model = b.create_model("towernet")
     if fw == "flax":
@@ -250,12 +250,12 @@ def test_towernet_refuses_sizes_outside_256_to_511_in_its_layout(fw):
         for hw in (256, 300, 510):  # NHWC accepted (abstract evaluation: nothing is computed), a 1x1 map at b6
             out = run((1, hw, 400, 3))
             assert out["params"]["b6"]["kernel"].shape == (256, 16)
-        bad = [(1, 255, 256, 3), (1, 256, 512, 3), (1, 64, 64, 3)]
+        bad = [(1, 254, 256, 3), (1, 256, 511, 3), (1, 64, 64, 3)]
         with pytest.raises(InputShapeError, match=r"expected 3 channels \(a NHWC input"):
             run((1, 3, 256, 256))  # NCHW given to Flax
     else:
         model.eval()
-        bad = [(1, 3, 255, 256), (1, 3, 256, 512), (1, 3, 64, 64)]
+        bad = [(1, 3, 254, 256), (1, 3, 256, 511), (1, 3, 64, 64)]
 
         def run(shape: tuple[int, ...]) -> Any:
             if fw == "torch":
@@ -264,7 +264,7 @@ def test_towernet_refuses_sizes_outside_256_to_511_in_its_layout(fw):
             import paddle
             return model(paddle.zeros(shape))
     for shape in bad:
-        with pytest.raises(InputShapeError, match=r"TowerNet: expected H and W from 256 to 511"):
+        with pytest.raises(InputShapeError, match=r"TowerNet: expected H and W from 255 to 510"):
             run(shape)
 
 
