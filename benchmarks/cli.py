@@ -77,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
                    help="also time whole models, inference and one training step (batch 8, 224x224 unless "
                         "--quick) for each backend with create_model; optionally a comma-separated list "
                         "(default resnet50,seresnet50,ecaresnet50,cbamresnet50)")
+    p.add_argument("--max-call", type=float, default=20.0,
+                   help="seconds: an implementation whose warm call takes longer is timed with the calls it has "
+                        "(default 20)")
+    p.add_argument("--call-timeout", type=float, default=60.0,
+                   help="seconds: a call running longer (3x for a first call that compiles) is stopped, its worker "
+                        "restarted, and the implementation left out here and at larger shapes (default 60)")
     p.add_argument("--model-repeats", type=int, default=None,
                    help="timed rounds per model group (default: --repeats, at most 5)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT.name} "
@@ -124,6 +130,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if repeats < 1 or warmup < 0 or args.threads < 1 or (args.model_repeats is not None and args.model_repeats < 1):
         raise UsageError("--repeats, --model-repeats and --threads must be at least 1, --warmup at least 0")
+    if not (args.max_call > 0 and args.call_timeout > 0):
+        raise UsageError("--max-call and --call-timeout must be positive")
     if args.models is not None:
         from attn_core.models import MODEL_CONFIGS
         unknown = [m for m in args.models if m not in MODEL_CONFIGS]
@@ -133,7 +141,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     return {"backends": [b for b in backends if modes[b]], "modules": args.modules, "shapes": shapes,
             "modes": modes, "passes": list(dict.fromkeys(passes)), "repeats": repeats, "warmup": warmup,
             "threads": args.threads, "pin": not args.no_pin, "models": args.models, "quick": args.quick,
-            "model_repeats": args.model_repeats}
+            "model_repeats": args.model_repeats, "max_call": args.max_call, "call_timeout": args.call_timeout}
 
 
 def _cpu_name() -> str:
@@ -160,15 +168,37 @@ def _signal_name(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
-def run_backend(job: dict[str, Any], max_restarts: int = 20) -> tuple[dict[str, Any] | None, list[dict[str, Any]],
-                                                                      list[dict[str, Any]], str]:
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _larger_groups(group: str, shapes: Sequence[Sequence[int]]) -> list[str]:
+    """The same module, mode and pass at every shape larger than the group's (``shape/module/mode/pass``)."""
+    shape, _, rest = group.partition("/")
+    if shape == "models" or not rest:
+        return []
+    size = int(np.prod([int(v) for v in shape.split("x")]))
+    return [f"{fmt_shape(tuple(s))}/{rest}" for s in shapes if int(np.prod(s)) > size]
+
+
+def run_backend(job: dict[str, Any], call_timeout: float = 60.0, max_restarts: int = 20
+                ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]], str]:
     """Run one backend's job in worker processes: ``(info, records, model_records, failure)``.
 
-    Each finished group is journalled by the worker. Where the worker dies (a signal from native code, an
-    uncaught error), a fresh worker goes on from the group it died in; where it dies twice at the same
-    implementation (while building or first running it), that implementation is left out and reported with the
-    cause. (Once is not enough to blame it: Paddle can fail later, in another layer's program, after an error in a
-    zero-width peer's ``to_static`` conversion.)
+    Each finished group is journalled by the worker, and the worker marks every build and call it starts
+    (:class:`benchmarks.worker.Marker`). Two things end a worker early:
+
+    - it dies (a signal from native code, an uncaught error): a fresh worker goes on from the group it died in;
+      if it dies again at the same implementation, that implementation is left out with the cause. (Once is not
+      enough to blame it: after the seeds' zero-width Conv2D fails under ``to_static``, Paddle can die later, in
+      another layer's program.)
+    - one call runs longer than ``call_timeout`` seconds (3 times that for a first call that compiles): the
+      worker is killed, and that implementation is left out of the group and of the same module, mode and pass at
+      the larger shapes (the worker runs the smallest shape first). Paddle's ``amax`` backward over (H, W), for one,
+      is quadratic in H * W: minutes per call at 8 x 64 x 56 x 56.
     """
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, **threads.thread_env(job["threads"]))
@@ -180,12 +210,28 @@ def run_backend(job: dict[str, Any], max_restarts: int = 20) -> tuple[dict[str, 
     exclude: dict[str, dict[str, str]] = {}
     deaths: dict[tuple[str, str], int] = {}
     restarts: list[str] = []
+    backend = job["backend"]
     with tempfile.TemporaryDirectory(prefix="attn-bench-") as tmp:
         for attempt in range(max_restarts + 1):
             job_path, journal, marker = (Path(tmp) / f"{name}{attempt}" for name in ("job", "journal", "marker"))
             job_path.write_text(json.dumps(dict(job, skip=skip, exclude=exclude)))
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", str(job_path), str(journal),
-                                   str(marker)], env=env, cwd=root)
+            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(job_path), str(journal),
+                                     str(marker)], env=env, cwd=root)
+            hung: dict[str, Any] | None = None
+            while True:
+                try:
+                    proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    where = _read_marker(marker)
+                    if not where or not where["label"] or where["phase"] == "done":
+                        continue
+                    limit = call_timeout * (3 if where["phase"] == "first" and where["compiles"] else 1)
+                    if time.time() - where["t"] > limit:
+                        hung = dict(where, limit=limit)
+                        proc.kill()
+                        proc.wait()
+                        break
             done = False
             for line in journal.read_text().splitlines() if journal.exists() else []:
                 entry = json.loads(line)
@@ -198,28 +244,40 @@ def run_backend(job: dict[str, Any], max_restarts: int = 20) -> tuple[dict[str, 
                 done = done or entry.get("done", False)
             if info is not None:
                 info["restarts"] = restarts
+            if hung is not None:
+                what = "its first call" if hung["phase"] == "first" else "a call" if hung["phase"] != "build" \
+                    else "building it"
+                reason = (f"not timed: {what} ran for more than {hung['limit']:g} s (--call-timeout), so it was "
+                          f"stopped")
+                print(f"== {backend}: {hung['group']}: {hung['label']!r}: {reason}", file=sys.stderr, flush=True)
+                restarts.append(f"was stopped in {hung['group']}: {hung['label']!r} ran past {hung['limit']:g} s")
+                for group in [hung["group"]] + _larger_groups(hung["group"], job["shapes"]):
+                    exclude.setdefault(group, {})[hung["label"]] = reason if group == hung["group"] else (
+                        f"not run: too slow at a smaller shape ({hung['group'].partition('/')[0]}: {what} ran for "
+                        f"more than {hung['limit']:g} s)")
+                continue
             if proc.returncode == 0 and done:
                 return info, records, model_records, ""
             why = _signal_name(proc.returncode)
-            if not marker.exists():
-                return info, records, model_records, f"the {job['backend']} worker died ({why}) before timing anything"
-            where = json.loads(marker.read_text())
+            where = _read_marker(marker)
+            if where is None:
+                return info, records, model_records, f"the {backend} worker died ({why}) before timing anything"
             if not where["label"]:
-                return info, records, model_records, (f"the {job['backend']} worker died ({why}) in "
-                                                      f"{where['group']}, outside any implementation")
+                return info, records, model_records, (f"the {backend} worker died ({why}) in {where['group']}, "
+                                                      f"outside any implementation")
             spot = (where["group"], where["label"])
             deaths[spot] = deaths.get(spot, 0) + 1
             restarts.append(f"died ({why}) in {spot[0]} at {spot[1]!r}")
             if deaths[spot] == 1:  # maybe the state an earlier group left: try once more in a fresh process
-                print(f"== {job['backend']}: the worker died ({why}) in {spot[0]} running {spot[1]!r}; retrying "
-                      f"that group in a fresh process", file=sys.stderr, flush=True)
+                print(f"== {backend}: the worker died ({why}) in {spot[0]} running {spot[1]!r}; retrying that "
+                      f"group in a fresh process", file=sys.stderr, flush=True)
                 continue
-            print(f"== {job['backend']}: the worker died ({why}) again in {spot[0]} running {spot[1]!r}; "
-                  f"leaving it out", file=sys.stderr, flush=True)
+            print(f"== {backend}: the worker died ({why}) again in {spot[0]} running {spot[1]!r}; leaving it out",
+                  file=sys.stderr, flush=True)
             exclude.setdefault(spot[0], {})[spot[1]] = (
-                f"killed the {job['backend']} worker process ({why}) twice, when first built or run in this group "
-                f"in a fresh process; left out")
-    return info, records, model_records, f"the {job['backend']} worker died more than {max_restarts} times"
+                f"killed the {backend} worker process ({why}) twice, when built or run in this group in a fresh "
+                f"process; left out")
+    return info, records, model_records, f"the {backend} worker died more than {max_restarts} times"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,15 +301,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                "shapes": [list(s) for s in plan["shapes"]], "modules": plan["modules"],
                "modes": plan["modes"][backend], "passes": plan["passes"], "repeats": plan["repeats"],
                "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"],
-               "model_repeats": plan["model_repeats"]}
+               "model_repeats": plan["model_repeats"], "max_call": plan["max_call"]}
         print(f"== {backend}: {', '.join(plan['modes'][backend])}", file=sys.stderr, flush=True)
-        info, recs, model_recs, why = run_backend(job)
+        info, recs, model_recs, why = run_backend(job, plan["call_timeout"])
         if info is not None:
             infos.append(info)
         if why:
             failures[backend] = why
         records += recs
         model_records += model_recs
+    order = {fmt_shape(tuple(s)): i for i, s in enumerate(plan["shapes"])}
+    records.sort(key=lambda r: order.get(r["shape"], len(order)))  # stable: the user's order of shapes
     timm = next((i["versions"]["timm"] for i in infos if "timm" in i["versions"]), "not run (torch not benchmarked)")
     load_end = _load()
     cpus = len(threads.allowed_cpus())
@@ -264,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "minutes": (time.time() - started) / 60, "cpu": _cpu_name(), "cpus": cpus,
               "load_start": load_start, "load_end": load_end, "noisy": noisy, "python": platform.python_version(),
               "numpy": np.__version__, "threads": plan["threads"], "repeats": plan["repeats"],
-              "warmup": plan["warmup"], "timm": timm}
+              "warmup": plan["warmup"], "timm": timm, "max_call": plan["max_call"],
+              "call_timeout": plan["call_timeout"]}
     text = render(records, infos, header, failures, model_records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

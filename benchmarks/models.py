@@ -18,6 +18,7 @@ which takes minutes for four ResNet-50s on a small machine (``--modes`` narrows 
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -51,7 +52,7 @@ def _torch(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.nda
         def infer() -> Any:
             with torch.no_grad():
                 return fn(x)
-        return Candidate(name, "", infer)
+        return Candidate(name, "", infer, compiles=mode == "compile")
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
@@ -61,7 +62,7 @@ def _torch(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.nda
         loss.backward()
         opt.step()
         return loss
-    return Candidate(name, "", step)
+    return Candidate(name, "", step, compiles=mode == "compile")
 
 
 # ------------------------------------------------------------------------------------------------ Paddle
@@ -81,7 +82,7 @@ def _paddle(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.nd
         def infer() -> Any:
             with paddle.no_grad():
                 return fn(x)
-        return Candidate(name, "", infer)
+        return Candidate(name, "", infer, compiles=mode == "to_static")
     opt = paddle.optimizer.Momentum(learning_rate=LR, momentum=MOMENTUM, parameters=model.parameters())
 
     def step() -> Any:
@@ -90,7 +91,7 @@ def _paddle(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.nd
         opt.step()
         opt.clear_grad(set_to_zero=False)
         return loss
-    return Candidate(name, "", step)
+    return Candidate(name, "", step, compiles=mode == "to_static")
 
 
 # -------------------------------------------------------------------------------------------------- Flax
@@ -105,7 +106,7 @@ def _flax(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndar
     params, stats = variables["params"], variables.get("batch_stats", {})
     if pass_ == "inference":
         infer = jax.jit(lambda v, x: model.apply(v, x))
-        return Candidate(name, "", lambda: infer(variables, x).block_until_ready())
+        return Candidate(name, "", lambda: infer(variables, x).block_until_ready(), compiles=True)
 
     def loss_fn(p: Any, stats: Any) -> tuple[jax.Array, Any]:
         logits, updates = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
@@ -124,7 +125,7 @@ def _flax(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndar
     def run() -> Any:
         state[0], state[1], state[2], loss = step(*state)
         return jax.block_until_ready(loss)
-    return Candidate(name, "", run)
+    return Candidate(name, "", run, compiles=True)
 
 
 BUILDERS: dict[str, Callable[..., Candidate]] = {"torch": _torch, "paddle": _paddle, "flax": _flax}
@@ -132,12 +133,11 @@ BUILDERS: dict[str, Callable[..., Candidate]] = {"torch": _torch, "paddle": _pad
 MODEL_MODES: dict[str, tuple[str, ...]] = {"flax": ("jit",)}
 
 
-def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Callable[[str, str], None],
+def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Any,
                record: Callable[..., Any]) -> Iterator[tuple[str, list[Any]]]:
     """Yield ``(group key, records)`` per mode and pass of ``driver``'s backend; ``record(...)`` builds a record
     from a candidate (see :mod:`benchmarks.worker`). Groups in ``skip`` are done already; ``job['exclude']``
-    names models that killed an earlier worker; ``mark(group, model)`` is called before each is built or first
-    run."""
+    names models that killed or hung an earlier worker; ``mark`` is the worker's :class:`~benchmarks.worker.Marker`."""
     backend = driver.name
     names = list(job["models"]) or list(DEFAULT_MODELS)
     x, y = model_data(bool(job.get("quick")))
@@ -156,20 +156,21 @@ def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Callable[
             if key in skip:
                 continue
             driver.begin_group(mode)
+            mark.group = key
             cands = []
             excluded = job.get("exclude", {}).get(key, {})
             for i, name in enumerate(names):
                 if name in excluded:
                     cands.append(Candidate(name, "baseline" if i == 0 else "project", None, error=excluded[name]))
                     continue
-                mark(key, name)
+                mark(name)
                 try:
                     c = BUILDERS[backend](create, name, x, y, mode, pass_)
                 except Exception as err:  # noqa: BLE001 - a model that cannot be built is a row
                     c = Candidate(name, "", None, error=describe_error(err))
                 c.kind = "baseline" if i == 0 else "project"
                 cands.append(c)
-            measure(cands, repeats, min(job["warmup"], 2), before_warmup=lambda c: mark(key, c.label))
-            mark(key, "")
+            measure(cands, repeats, min(job["warmup"], 2), job.get("max_call", math.inf), before_call=mark.call)
+            mark("", "done")
             base = cands[0].median
             yield key, [record(c, base, shape, mode, pass_) for c in cands]

@@ -150,7 +150,9 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
     out += [f"- Timing: for every module × backend × shape × mode × pass, a group of the baseline, the project's "
             f"module(s) and the peers, warmed up ({h['warmup']} call(s) each, compilation included there), then "
             f"{h['repeats']} rounds, each timing the baseline and then every implementation in turn. Median per "
-            f"implementation; spread = interquartile range / median.",
+            f"implementation; spread = interquartile range / median. A warm call over {h['max_call']:g} s ends an "
+            f"implementation's timing with the calls it has; a call over {h['call_timeout']:g} s (3× for a "
+            f"compiling first call) is stopped and the implementation left out there and at larger shapes.",
             "", "## How to read", "",
             "- **Baseline** `x * s`: x (N, C, H, W), s (N, C, 1, 1) (Flax: NHWC and (N, 1, 1, C)), the last "
             "operation of SE, as the framework runs it by default (torch eager, Paddle dygraph, jax.jit), in the "

@@ -10,6 +10,7 @@ call (clearing gradients, so that each backward writes fresh buffers rather than
 from __future__ import annotations
 
 import gc
+import math
 import re
 import statistics
 import time
@@ -37,6 +38,7 @@ class Candidate:
     output: Callable[[Any], np.ndarray] | None = None  # the compared array (NCHW) from a result of run()
     note: str = ""
     error: str = ""
+    compiles: bool = False                      # its first call compiles (torch.compile, to_static, XLA)
     first: np.ndarray | None = field(default=None, repr=False)
     samples: list[float] = field(default_factory=list)
 
@@ -70,34 +72,46 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[:300]}{where}"
 
 
-def measure(candidates: list[Candidate], repeats: int, warmup: int,
-            before_warmup: Callable[[Candidate], None] = lambda c: None) -> None:
-    """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``first``, ``error``.
+def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: float = math.inf,
+            before_call: Callable[[Candidate, str], None] = lambda c, phase: None) -> None:
+    """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``first``, ``error``
+    and ``note``.
 
     A candidate that raises while warming up is reported (``error``) and left out of the rounds; one that raises
-    in a round keeps the samples it has and is left out of the rest. ``before_warmup`` is told which candidate
-    is about to run first (so that a crash of the whole process can be blamed on it).
+    in a round keeps the samples it has and is left out of the rest. A call after the first that takes more than
+    ``max_call`` seconds ends the candidate's timing with what it has (one warm-up call: its time is the only
+    sample), so that one pathologically slow implementation cannot hold the run for hours. ``before_call(c,
+    phase)`` is told of every call before it starts, outside the timed region, with phase ``'first'``,
+    ``'warmup'`` or ``'round'`` (the worker's watchdog uses it to blame a crash or a hang).
     """
     for c in candidates:
         if c.run is None:
             continue
-        before_warmup(c)
         try:
             for i in range(max(1, warmup)):
+                before_call(c, "first" if i == 0 else "warmup")
                 c.prepare()
+                t0 = time.perf_counter()
                 result = c.run()
+                elapsed = time.perf_counter() - t0
                 if i == 0 and c.output is not None:
                     c.first = np.asarray(c.output(result))
                 del result
+                if i >= 1 and elapsed > max_call:
+                    c.samples.append(elapsed)
+                    c.note = (f"timed once: a warm call took {elapsed:.1f} s, over the {max_call:g} s limit "
+                              f"(--max-call)")
+                    break
         except Exception as err:  # noqa: BLE001 - any failure of foreign code is a row of the report
             c.error = describe_error(err)
-    alive = [c for c in candidates if c.run is not None and not c.error]
+    alive = [c for c in candidates if c.run is not None and not c.error and not c.samples]
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
             for c in list(alive):
+                before_call(c, "round")
                 try:
                     c.prepare()
                     t0 = time.perf_counter()
@@ -109,6 +123,10 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int,
                     continue
                 del result
                 c.samples.append(elapsed)
+                if elapsed > max_call:
+                    c.note = (f"stopped after {len(c.samples)} run(s): a call took {elapsed:.1f} s, over the "
+                              f"{max_call:g} s limit (--max-call)")
+                    alive.remove(c)
     finally:
         if was_enabled:
             gc.enable()

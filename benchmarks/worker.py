@@ -3,14 +3,17 @@
 Started by ``python -m benchmarks`` with the thread variables in its environment; pins itself to the requested
 number of CPUs before importing the framework (see :mod:`benchmarks.threads`), then times every module x shape x
 mode x pass group of the job, appending each finished group's records to the journal. Foreign code can kill the
-process outright (Paddle's ``Conv2D`` with 0 output channels under ``to_static`` dies of SIGFPE): the marker file
-names the implementation that was running, and the parent restarts the worker without it (see
+process outright (after the seeds' zero-width ``Conv2D`` fails under ``to_static``, Paddle's next program can die of
+SIGFPE): the marker file names the implementation that was being built or first run, and the parent starts a
+fresh worker from that group, leaving out an implementation only if it kills a fresh worker too (see
 :func:`benchmarks.cli.run_backend`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import sys
 import time
@@ -71,14 +74,34 @@ def _diff(c: Candidate, refs: dict[str, Candidate]) -> tuple[float | None, str]:
     return _max_abs(c.first, ref.first), ""
 
 
+class Marker:
+    """The file that tells the parent what this worker is doing: ``{group, label, phase, t, compiles}``, written
+    (atomically) before each implementation is built (phase ``'build'``) and before each of its calls (``'first'``,
+    ``'warmup'``, ``'round'``), outside the timed region; label ``''`` between implementations. The parent's
+    watchdog reads it to blame a crash or stop a call that runs too long (:func:`benchmarks.cli.run_backend`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.group = ""
+
+    def __call__(self, label: str, phase: str = "build", compiles: bool = False) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"group": self.group, "label": label, "phase": phase, "t": time.time(),
+                       "compiles": compiles}, f)
+        os.replace(tmp, self.path)
+
+    def call(self, c: Candidate, phase: str) -> None:
+        self(c.label, phase, c.compiles)
+
+
 def group_key(shape: str, module: str, mode: str, pass_: str) -> str:
     return f"{shape}/{module}/{mode}/{pass_}"
 
 
 def _group(driver: Any, module: str, fds: dict[str, FormData], data: Data, mode: str, pass_: str,
-           repeats: int, warmup: int, excluded: dict[str, str], mark: Callable[[str], None]) -> list[Candidate]:
-    """Build and time one group. ``excluded``: label -> why it is not run (it crashed the process before);
-    ``mark(label)`` is called before each implementation is built and before it first runs."""
+           job: dict[str, Any], excluded: dict[str, str], mark: Marker) -> list[Candidate]:
+    """Build and time one group. ``excluded``: label -> why it is not run (it killed or hung a worker before)."""
     driver.begin_group(mode)
     builders: list[tuple[str, str, Callable[[], Candidate]]] = [
         (BASELINE_LABEL, "baseline", lambda: driver.baseline(data, mode, pass_))]
@@ -96,8 +119,8 @@ def _group(driver: Any, module: str, fds: dict[str, FormData], data: Data, mode:
             continue
         mark(label)
         cands.append(build())
-    measure(cands, repeats, warmup, before_warmup=lambda c: mark(c.label))
-    mark("")  # past the implementations: a death from here on is no implementation's
+    measure(cands, job["repeats"], job["warmup"], job.get("max_call", math.inf), before_call=mark.call)
+    mark("", "done")  # past the implementations: a death from here on is no implementation's
     return cands
 
 
@@ -109,7 +132,7 @@ def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode
     for c in cands:
         med = c.median
         diff, why = _diff(c, refs)
-        note = c.error
+        note = "; ".join(t for t in (c.error, c.note) if t)
         if c.kind == "peer" and why and not note:
             note = f"no equality: {why}"
         ref = refs.get(c.form)
@@ -155,7 +178,9 @@ def run(job: dict[str, Any], journal: str, marker: str) -> None:
     _append(journal, {"info": info})
     skip, exclude = set(job.get("skip", ())), job.get("exclude", {})
     modes = [m for m in job["modes"] if m in MODES[backend]]
-    for shape in job["shapes"]:
+    mark = Marker(marker)
+    # smallest shape first: an implementation too slow there is not run at the larger ones (cli.run_backend)
+    for shape in sorted(job["shapes"], key=lambda s: (int(np.prod(s)), s)):
         data = make_data(tuple(shape))
         shape_txt = fmt_shape(data.shape)
         for module in job["modules"]:
@@ -165,13 +190,9 @@ def run(job: dict[str, Any], journal: str, marker: str) -> None:
                     key = group_key(shape_txt, module, mode, pass_)
                     if key in skip:
                         continue
-
-                    def mark(label: str, key: str = key) -> None:
-                        with open(marker, "w") as f:
-                            json.dump({"group": key, "label": label}, f)
+                    mark.group = key
                     t0 = time.perf_counter()
-                    cands = _group(driver, module, fds, data, mode, pass_, job["repeats"], job["warmup"],
-                                   exclude.get(key, {}), mark)
+                    cands = _group(driver, module, fds, data, mode, pass_, job, exclude.get(key, {}), mark)
                     recs = _records(cands, backend, shape_txt, module, mode, pass_)
                     _append(journal, {"group": key, "records": [asdict(r) for r in recs]})
                     _progress(recs, time.perf_counter() - t0)
@@ -179,16 +200,12 @@ def run(job: dict[str, Any], journal: str, marker: str) -> None:
     if job.get("models") is not None:
         from .models import run_models
 
-        def mark_model(key: str, label: str) -> None:
-            with open(marker, "w") as f:
-                json.dump({"group": key, "label": label}, f)
-
         def model_record(c: Candidate, base: float | None, shape: str, mode: str, pass_: str) -> Record:
             med = c.median
             return Record(backend, shape, "model", mode, pass_, c.label, c.kind, "", "", None if med is None
                           else med * 1e3, c.spread, len(c.samples), None if (med is None or not base)
-                          else med / base, None, "", c.error)
-        for key, recs in run_models(driver, dict(job, modes=modes), skip, mark_model, model_record):
+                          else med / base, None, "", "; ".join(t for t in (c.error, c.note) if t))
+        for key, recs in run_models(driver, dict(job, modes=modes), skip, mark, model_record):
             _append(journal, {"group": key, "model_records": [asdict(r) for r in recs]})
             if recs:
                 print(f"[{backend}] models {recs[0].mode} {recs[0].pass_}: " + "; ".join(

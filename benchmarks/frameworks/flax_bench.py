@@ -56,12 +56,12 @@ class Driver(BaseDriver):
             return x * s
         if pass_ == "forward":
             f = jax.jit(mul)
-            return Candidate("", "", lambda: f(x, s).block_until_ready())
+            return Candidate("", "", lambda: f(x, s).block_until_ready(), compiles=True)
 
         def fb(x: jax.Array, s: jax.Array, g: jax.Array) -> Any:
             return jax.vjp(mul, x, s)[1](g)
         f2 = jax.jit(fb)
-        return Candidate("", "", lambda: jax.block_until_ready(f2(x, s, g)))
+        return Candidate("", "", lambda: jax.block_until_ready(f2(x, s, g)), compiles=True)
 
     def _functional(self, apply: Callable[[Any, jax.Array], jax.Array], params: Any, data: Data, mode: str,
                     pass_: str, apply_train: Callable[[Any, jax.Array], tuple[jax.Array, Any]] | None = None
@@ -71,7 +71,7 @@ class Driver(BaseDriver):
         x, _, g = self._arrays(data)
         if pass_ == "forward":
             f = self._compile(apply, mode)
-            return Candidate("", "", lambda: f(params, x).block_until_ready(), output=_nchw)
+            return Candidate("", "", lambda: f(params, x).block_until_ready(), output=_nchw, compiles=True)
 
         def fb(p: Any, x: jax.Array, g: jax.Array) -> Any:
             if apply_train is None:
@@ -80,7 +80,8 @@ class Driver(BaseDriver):
                 _, vjp, _ = jax.vjp(apply_train, p, x, has_aux=True)
             return vjp(g)
         f2 = self._compile(fb, mode)
-        return Candidate("", "", lambda: jax.block_until_ready(f2(params, x, g)), output=lambda r: _nchw(r[1]))
+        return Candidate("", "", lambda: jax.block_until_ready(f2(params, x, g)), output=lambda r: _nchw(r[1]),
+                         compiles=True)  # eager too: XLA compiles each operation on its first call
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
         m = bf.ATTN_LAYERS[module].from_config(fd.config)

@@ -69,7 +69,7 @@ class Driver(BaseDriver):
             def run() -> paddle.Tensor:
                 with paddle.no_grad():
                     return fn(x)
-            return Candidate("", "", run, output=lambda y: y.numpy())
+            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "to_static")
         xl = x.detach()
         xl.stop_gradient = False
 
@@ -80,7 +80,8 @@ class Driver(BaseDriver):
         def prepare() -> None:
             xl.clear_gradient(False)
             layer.clear_gradients(False)
-        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy())
+        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy(),
+                         compiles=mode == "to_static")
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
         layer = bp.load_weights(bp.ATTN_LAYERS[module].from_config(fd.config), fd.weights)

@@ -79,7 +79,7 @@ class Driver(BaseDriver):
             def run() -> torch.Tensor:
                 with torch.no_grad():
                     return fn(x)
-            return Candidate("", "", run, output=lambda y: y.numpy())
+            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "compile")
         module.train()
         xl = x.detach().requires_grad_(True)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -92,7 +92,8 @@ class Driver(BaseDriver):
             xl.grad = None
             for p in params:
                 p.grad = None
-        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy())
+        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy(),
+                         compiles=mode == "compile")
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
         m = bt.load_weights(bt.ATTN_LAYERS[module].from_config(fd.config), fd.weights)
