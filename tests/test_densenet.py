@@ -326,10 +326,7 @@ def test_train_step_matches_reference_and_efficient_mode_is_the_plain_mode(fw, c
             assert not np.array_equal(plain.state[k], weights[k]), f"{k} was not updated"
 
 
-@pytest.mark.parametrize("fw", [fw if fw != "paddle" else pytest.param(fw, marks=pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="backends/paddle/resnet.py's build_layer still makes Paddle's "
-    "nn.BatchNorm2D, whose running variance takes the biased batch variance; the DenseNet picks up _norm.BatchNorm2D "
-    "when build_layer makes it")) for fw in FWS])
+@pytest.mark.parametrize("fw", FWS)
 def test_running_statistics_are_the_reference(fw):
     """One training step's BatchNorm statistics in the efficient mode (the plain mode's, by the test above): torch's
     update, the unbiased batch variance entering the running variance."""

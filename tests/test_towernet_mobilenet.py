@@ -371,7 +371,7 @@ def test_mobilenet_train_output_and_gradients_match_reference(fw, shape):
     """Training mode (BatchNorm on batch statistics, dropout 0): output, d/dx and every trainable parameter's
     gradient against ``reference_vjp``, and the running statistics after the step against ``reference_state``."""
     rtol = {"torch": TRAIN_RTOL, "paddle": PADDLE_TRAIN_RTOL, "flax": TRAIN_RTOL}[fw]
-    _check_train(fw, shape, rtol, running_stats=fw != "paddle")  # Paddle's: a strict xfail below
+    _check_train(fw, shape, rtol)
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="Paddle's batch_norm rounds eps to float32, which "
@@ -442,16 +442,6 @@ def _train_run(fw: str, config: Any, weights: dict[str, np.ndarray], x: np.ndarr
     exported = b.export_weights(model)
     stats = {p.name: exported[p.name] for p in config.param_table() if not p.trainable}
     return y, dx, grads, stats
-
-
-# Found defect: the Paddle ports build their BatchNorms with the ResNet port's build_layer, which makes
-# paddle.nn.BatchNorm2D: its running variance takes the biased batch variance (the project's convention, torch's,
-# is the unbiased one; backends/paddle/_norm.BatchNorm2D implements it) and its kernel applies the momentum as a
-# float32 attribute. Strict until build_layer makes the project's BatchNorm2D.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="backends/paddle/resnet.build_layer makes "
-                   "paddle.nn.BatchNorm2D (biased running variance), not backends/paddle/_norm.BatchNorm2D")
-def test_paddle_mobilenet_running_stats_follow_the_convention():
-    _check_train("paddle", MOBILE_TRAIN_SHAPES[0], PADDLE_TRAIN_RTOL)
 
 
 def test_flax_mobilenet_one_value_per_channel_is_an_error_naming_the_layer():

@@ -42,6 +42,7 @@ __all__ = ["SEDenseNet", "DenseLayer", "DenseBlock", "Transition"]
 # max_pool pads with the reduction's identity); the transitions' average pooling, as ops.avg_pool2d(x, 2, 2)
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
 _TRANSITION_POOL = 2
+_MODEL = "SEDenseNet"  # the model named in the BatchNorms' one-value-per-channel error
 
 
 def _leaf(dotted: str) -> str:
@@ -67,7 +68,7 @@ class DenseLayer(nn.Module):
         are made in this module's scope, in either mode."""
         layers = self.spec.layers(self.bn_eps, self.bn_momentum)
         x = jnp.concatenate(features, axis=-1) if len(features) > 1 else features[0]
-        return _conv(layers["conv1"], "conv1")(jax.nn.relu(_batch_norm(self, layers["norm1"], x, train, "norm1")))
+        return _conv(layers["conv1"], "conv1")(jax.nn.relu(_batch_norm(self, layers["norm1"], x, train, "norm1", _MODEL)))
 
     @nn.compact
     def __call__(self, features: tuple[jax.Array, ...], train: bool = False) -> jax.Array:
@@ -76,7 +77,7 @@ class DenseLayer(nn.Module):
         else:
             h = self.bottleneck(train, *features)
         layers = self.spec.layers(self.bn_eps, self.bn_momentum)
-        h = _conv(layers["conv2"], "conv2")(jax.nn.relu(_batch_norm(self, layers["norm2"], h, train, "norm2")))
+        h = _conv(layers["conv2"], "conv2")(jax.nn.relu(_batch_norm(self, layers["norm2"], h, train, "norm2", _MODEL)))
         h = SEModule.from_config(self.spec.se, name="se")(h, train)
         if self.drop_rate > 0:
             h = nn.Dropout(self.drop_rate, deterministic=not train)(h)
@@ -113,7 +114,7 @@ class Transition(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers = self.spec.layers(self.bn_eps, self.bn_momentum)
-        x = _conv(layers["conv"], "conv")(jax.nn.relu(_batch_norm(self, layers["norm"], x, train, "norm")))
+        x = _conv(layers["conv"], "conv")(jax.nn.relu(_batch_norm(self, layers["norm"], x, train, "norm", _MODEL)))
         return nn.avg_pool(x, (_TRANSITION_POOL, _TRANSITION_POOL), strides=(_TRANSITION_POOL, _TRANSITION_POOL))
 
 
@@ -129,7 +130,7 @@ class _Features(nn.Module):
         stem = cfg.stem()
         x = _conv(stem["features.conv0"], "conv0")(x)
         if not cfg.small_inputs:
-            x = jax.nn.relu(_batch_norm(self, stem["features.norm0"], x, train, "norm0"))
+            x = jax.nn.relu(_batch_norm(self, stem["features.norm0"], x, train, "norm0", _MODEL))
             x = nn.max_pool(x, (_POOL_WINDOW, _POOL_WINDOW), strides=(_POOL_STRIDE, _POOL_STRIDE),
                             padding=((_POOL_PAD, _POOL_PAD), (_POOL_PAD, _POOL_PAD)))
         # the reference's pairing: block 'features.denseblock{b}' is followed by 'features.transition{b}', if any
@@ -142,7 +143,7 @@ class _Features(nn.Module):
             if block in transitions:
                 t = transitions[block]
                 x = Transition(t, cfg.bn_eps, cfg.bn_momentum, name=_leaf(t.name))(x, train)
-        return _batch_norm(self, cfg.final_norm(), x, train, "norm_final")
+        return _batch_norm(self, cfg.final_norm(), x, train, "norm_final", _MODEL)
 
 
 class SEDenseNet(AttentionModule):

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 
 from attn_core import AttentionConfig
 from attn_core.models import BatchNorm, Conv, ECAMobileNetV2Config, InvertedResidualSpec, Linear
-from attn_core.spec import check_batch_norm_input
 
 from . import resnet
 from ._base import AttentionModule
@@ -39,9 +38,7 @@ __all__ = ["ECAMobileNetV2", "InvertedResidual", "Layers", "Classifier"]
 
 def _batch_norm(owner: nn.Module, spec: BatchNorm, x: jax.Array, train: bool, name: str) -> jax.Array:
     """The ResNet port's BatchNorm helper, with this model's name in the one-value-per-channel error."""
-    if train:
-        check_batch_norm_input(f"ECAMobileNetV2: {'.'.join((*owner.path, name))}", tuple(x.shape), layout="NHWC")
-    return resnet._batch_norm(owner, spec, x, train, name)
+    return resnet._batch_norm(owner, spec, x, train, name, "ECAMobileNetV2")
 
 
 def _conv_bn_relu6(layers: dict[str, Any], conv: str, bn: str) -> list[tuple[str, Any]]:

@@ -52,12 +52,13 @@ def _conv(spec: Conv, name: str) -> nn.Conv:
                    feature_group_count=spec.groups, use_bias=spec.bias, name=name)
 
 
-def _batch_norm(owner: nn.Module, spec: BatchNorm, x: jax.Array, train: bool, name: str) -> jax.Array:
+def _batch_norm(owner: nn.Module, spec: BatchNorm, x: jax.Array, train: bool, name: str,
+                model: str = "ResNet") -> jax.Array:
     """``x`` through the BatchNorm of a ``BatchNorm`` spec (momentum in torch's convention in the spec), created as
     submodule ``name`` of ``owner``; in training, an input with one value per channel is an InputShapeError that
-    names the layer (``ResNet: layer4.0.bn1``)."""
+    names the model and the layer (``ResNet: layer4.0.bn1``)."""
     if train:
-        check_batch_norm_input(f"ResNet: {'.'.join((*owner.path, name))}", tuple(x.shape), layout="NHWC")
+        check_batch_norm_input(f"{model}: {'.'.join((*owner.path, name))}", tuple(x.shape), layout="NHWC")
     return _FlaxBatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", spec.momentum),
                           epsilon=spec.eps, name=name)(x)
 

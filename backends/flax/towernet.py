@@ -25,7 +25,6 @@ import jax.numpy as jnp
 
 from attn_core import AttentionConfig
 from attn_core.models import BatchNorm, Conv, InceptionSpec, TowerNetConfig
-from attn_core.spec import check_batch_norm_input
 
 from . import resnet
 from ._base import AttentionModule
@@ -83,9 +82,7 @@ class Stage(nn.Module):
 
 def _batch_norm(owner: nn.Module, spec: BatchNorm, x: jax.Array, train: bool, name: str) -> jax.Array:
     """The ResNet port's BatchNorm helper, with this model's name in the one-value-per-channel error."""
-    if train:
-        check_batch_norm_input(f"TowerNet: {'.'.join((*owner.path, name))}", tuple(x.shape), layout="NHWC")
-    return resnet._batch_norm(owner, spec, x, train, name)
+    return resnet._batch_norm(owner, spec, x, train, name, "TowerNet")
 
 
 def _stage_item(owner: nn.Module, spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:

@@ -15,9 +15,11 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from attn_core.spec import check_batch_norm_input
+
 from ._base import scalar, static_shape
 
-__all__ = ["BatchNorm2D"]
+__all__ = ["BatchNorm2D", "label_batch_norms"]
 
 
 class BatchNorm2D(nn.BatchNorm2D):
@@ -26,14 +28,19 @@ class BatchNorm2D(nn.BatchNorm2D):
     With ``k = momentum`` (Paddle's convention) and ``count = N*H*W``, a training forward sets
     ``_mean <- k * _mean + (1 - k) * batch_mean`` and
     ``_variance <- k * _variance + (1 - k) * biased_var * count / (count - 1)``; the output is Paddle's.
-    The caller checks ``count > 1`` (``attn_core.check_batch_norm_input``).
+    In training an input with ``count = 1`` is the project's ``InputShapeError`` naming ``self.where``
+    (``attn_core.check_batch_norm_input``; :func:`label_batch_norms` names a model's layers), where Paddle's kernel
+    would return the input unchanged.
     """
+
+    where: str = "BatchNorm2D"
 
     def forward(self, input: paddle.Tensor) -> paddle.Tensor:  # noqa: A002 - Paddle's own argument name
         if not self.training or self._use_global_stats:
             return super().forward(input)
         self._check_data_format(self._data_format)
         self._check_input_dim(input)
+        check_batch_norm_input(self.where, tuple(static_shape(input)), layout=self._data_format)
         channels = int(self._mean.shape[0])
         batch_mean = paddle.zeros([channels], dtype=self._mean.dtype)
         batch_var = paddle.ones([channels], dtype=self._variance.dtype)
@@ -59,3 +66,10 @@ class BatchNorm2D(nn.BatchNorm2D):
         """``value`` as a Python float in dygraph (exact there, and no extra op), a 0-d tensor of ``like``'s dtype in
         a static graph (where a Python float would become a float32 attribute: see ``_base.scalar``)."""
         return value if paddle.in_dynamic_mode() else scalar(value, like)
+
+
+def label_batch_norms(model: nn.Layer, owner: str) -> None:
+    """Name every :class:`BatchNorm2D` of ``model`` ``'<owner>: <qualified name>'`` for its errors."""
+    for name, layer in model.named_sublayers():
+        if isinstance(layer, BatchNorm2D):
+            layer.where = f"{owner}: {name}"

@@ -29,6 +29,7 @@ from paddle.distributed.fleet.utils import recompute
 from attn_core.models import DenseLayerSpec, SEDenseNetConfig, TransitionSpec
 
 from ._base import AttentionModule
+from ._norm import label_batch_norms
 from .resnet import attach, build_layer
 from .se import SEModule
 
@@ -156,6 +157,7 @@ class SEDenseNet(AttentionModule):
                 stages.append(t.name)
         attach(self, "features.norm_final", build_layer(cfg.final_norm()))
         self.classifier = build_layer(cfg.head())
+        label_batch_norms(self, type(self).__name__)
         self.stage_names = tuple(stages)
 
     def _stage(self, dotted: str) -> nn.Layer:

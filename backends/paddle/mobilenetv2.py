@@ -16,6 +16,7 @@ from paddle import nn
 from attn_core.models import ECAMobileNetV2Config, InvertedResidualSpec
 
 from ._base import AttentionModule
+from ._norm import label_batch_norms
 from .resnet import attach, build_attention, build_layer
 
 __all__ = ["ECAMobileNetV2", "InvertedResidual"]
@@ -67,6 +68,7 @@ class ECAMobileNetV2(AttentionModule):
         _conv_bn_relu6(self, *last, last)             # features.18
         attach(self, "classifier.0", nn.Dropout(cfg.dropout))
         attach(self, "classifier.1", build_layer(cfg.head()))
+        label_batch_norms(self, type(self).__name__)
 
     def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """The output of the last ConvBNReLU (N, last_channels, H', W')."""

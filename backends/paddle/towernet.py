@@ -21,6 +21,7 @@ from paddle import nn
 from attn_core.models import BatchNorm, Conv, InceptionSpec, TowerNetConfig
 
 from ._base import AttentionModule
+from ._norm import label_batch_norms
 from .resnet import attach, build_attention, build_layer
 
 __all__ = ["TowerNet", "Inception"]
@@ -75,6 +76,7 @@ class TowerNet(AttentionModule):
         self.stage_names = tuple(cfg.stages())
         self.avgpool = nn.AvgPool2D(2, 2)  # ops.avg_pool2d(x, 2, 2) of the reference
         self.b6 = build_layer(cfg.head())
+        label_batch_norms(self, type(self).__name__)
 
     def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """The output of ``b5`` (N, 256, H', W'); H' = W' = 2 for inputs of 256 to 511."""

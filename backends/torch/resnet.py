@@ -19,6 +19,7 @@ from attn_core import CONFIGS, AttentionConfig, ConfigError, bn_momentum_for
 from attn_core.models import BatchNorm, BlockSpec, Conv, Linear, ResNetConfig
 
 from ._base import AttentionModule
+from ._norm import BatchNorm2d, label_batch_norms
 from .registry import ATTN_LAYERS
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck"]
@@ -32,7 +33,7 @@ def build_layer(spec: Any) -> nn.Module:
         return nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, stride=spec.stride,
                          padding=spec.padding, groups=spec.groups, bias=spec.bias)
     if isinstance(spec, BatchNorm):
-        return nn.BatchNorm2d(spec.channels, eps=spec.eps, momentum=bn_momentum_for("torch", spec.momentum))
+        return BatchNorm2d(spec.channels, eps=spec.eps, momentum=bn_momentum_for("torch", spec.momentum))
     if isinstance(spec, Linear):
         return nn.Linear(spec.in_features, spec.out_features, bias=spec.bias)
     raise TypeError(f"no torch layer for the layer spec {type(spec).__name__}")
@@ -131,6 +132,7 @@ class ResNet(AttentionModule):
             attach(self, spec.name, BLOCKS[spec.block](spec, cfg.bn_eps, cfg.bn_momentum))
         self.stage_names = tuple(dict.fromkeys(spec.name.rpartition(".")[0] for spec in cfg.blocks))
         self.fc = build_layer(cfg.head())
+        label_batch_norms(self, type(self).__name__)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map (N, num_features, H', W')."""
