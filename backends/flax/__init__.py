@@ -12,6 +12,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
                       "pip install 'attn-modules[flax]'") from err
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .checkpoint import load_checkpoint, save_checkpoint
 from .densenet import SEDenseNet
 from .eca import ECAModule
 from .models import MODELS, create_model
@@ -26,5 +27,6 @@ from .weights import export_weights, load_weights
 FRAMEWORK = "flax"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
-           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "FRAMEWORK",
+           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
+           "FRAMEWORK",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]
