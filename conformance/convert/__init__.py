@@ -1,0 +1,142 @@
+"""Convert a checkpoint between torch, Paddle, Flax and the canonical safetensors file, and verify it by running.
+
+``convert(src, dst, model='resnet50')`` (or ``python -m conformance.convert src dst --model resnet50``) reads the
+source (formats: :mod:`conformance.convert.formats`), turns it into canonical weights strictly (another model's
+weights, missing, unexpected or mis-shaped entries, a truncated file: a clear error), writes the target to a
+temporary file next to ``dst``, reads that file back, runs the model in both frameworks in eval mode on a fixed
+seeded input (:mod:`conformance.convert.verify`) and only when the logits agree within float32's tolerance
+renames it to ``dst``. On any error nothing is written; an existing ``dst`` is refused unless ``overwrite``.
+The canonical file names no framework: its side of the comparison runs in ``verify_with`` (torch by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from attn_core import AttentionConfig, WeightLoadError
+from attn_core.checkpoint import (CheckpointError, check_checkpoint, checkpoint_metadata, config_from_metadata,
+                                  readable)
+from attn_core.models import MODEL_CONFIGS, create_model_config
+from attn_core.native_state import canonical_from_native
+
+from . import formats, verify
+from .formats import FORMATS, ConvertError, Contents
+
+__all__ = ["convert", "ConvertResult", "ConvertError", "VerificationError", "CheckpointError", "WeightLoadError",
+           "FORMATS"]
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What :func:`convert` did; ``difference`` is None when not verified."""
+
+    src: str
+    dst: str
+    model: str
+    model_kwargs: Mapping[str, Any]
+    src_format: str
+    dst_format: str
+    src_framework: str
+    dst_framework: str
+    input_shape: tuple[int, ...] | None
+    difference: verify.Difference | None
+
+    def summary(self) -> str:
+        kw = "".join(f" {k}={json.dumps(v)}" for k, v in self.model_kwargs.items())
+        return f"converted {self.model}{kw}: {self.src} ({self.src_format}) -> {self.dst} ({self.dst_format})"
+
+    def verification(self) -> str:
+        """The printed verification line."""
+        d = self.difference
+        if d is None or self.input_shape is None:
+            return "verify: skipped (--no-verify)"
+        shape = "x".join(map(str, self.input_shape))
+        return (f"verify: {self.src_framework} vs {self.dst_framework} logits on a seeded {shape} input, eval mode: "
+                f"max abs diff {d.max_abs:.3g}, max rel diff {d.max_rel:.3g} (float32 tolerance: atol {d.atol:g} + "
+                f"rtol {d.rtol:g} * |ref|): {'ok' if d.ok else 'FAILED'}")
+
+
+class VerificationError(ValueError):
+    """The converted checkpoint computes other logits than the source; nothing was written."""
+
+    def __init__(self, result: ConvertResult):
+        self.result = result
+        super().__init__(f"{result.dst}: the converted {result.model} does not compute the source's logits; "
+                         f"nothing was written\n{result.verification()}")
+
+
+def _config(contents: Contents, src: Path, model: str | None, model_kwargs: Mapping[str, Any] | None
+            ) -> tuple[str, dict[str, Any], AttentionConfig]:
+    if model is not None:
+        if model not in MODEL_CONFIGS:
+            raise ConvertError(f"unknown model {model!r}; known: {', '.join(MODEL_CONFIGS)}")
+        kwargs = dict(model_kwargs or {})
+        return model, kwargs, create_model_config(model, **kwargs)
+    held = config_from_metadata(contents.metadata, str(src))
+    if held is None:
+        raise ConvertError(f"{src}: the file does not name its model (only the canonical checkpoint does); give "
+                           f"--model, one of: {', '.join(MODEL_CONFIGS)}")
+    if model_kwargs:
+        raise ConvertError(f"{src} names its model ({held[0]} {held[1]}); --model-kwargs go with --model")
+    return held
+
+
+def _canonical(contents: Contents, config: AttentionConfig, path: Path, model: str) -> dict[str, np.ndarray]:
+    if contents.framework is None:
+        check_checkpoint(config, contents.state, contents.metadata, str(path))
+        return dict(contents.state)
+    return canonical_from_native(contents.framework, config, contents.state, str(path), model)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
+            dst_format: str | None = None, model: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
+            verify_outputs: bool = True, verify_with: str = "torch", input_size: int | None = None,
+            overwrite: bool = False) -> ConvertResult:
+    """Convert the checkpoint ``src`` to ``dst`` (formats from the extensions unless given) and verify it.
+
+    ``model`` / ``model_kwargs`` name the model (``create_model(model, **model_kwargs)``); required unless ``src``
+    is a canonical checkpoint, which names its own. Raises ConvertError, CheckpointError, WeightLoadError or
+    VerificationError; in every case ``dst`` is left as it was.
+    """
+    src, dst = Path(src), Path(dst)
+    if verify_with not in verify.BACKENDS:
+        raise ConvertError(f"verify_with must be one of {', '.join(verify.BACKENDS)}, got {verify_with!r}")
+    sfmt, dfmt = formats.format_of(src, src_format), formats.format_of(dst, dst_format)
+    if dst.exists() and not overwrite:
+        raise ConvertError(f"{dst} exists; refusing to overwrite it (--force to replace it)")
+    if not dst.parent.is_dir():
+        raise ConvertError(f"{dst}: the folder {dst.parent} does not exist")
+    contents = formats.read(src, sfmt)
+    name, kwargs, config = _config(contents, src, model, model_kwargs)
+    weights = _canonical(contents, config, src, name)
+    src_fw = contents.framework or verify_with
+    dst_fw = dfmt if dfmt in verify.BACKENDS else verify_with
+    metadata = checkpoint_metadata(config, contents.metadata.get("framework", src_fw), name)
+    module, variables = verify.build(dst_fw, config, weights) if dfmt != "safetensors" else (None, None)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=dst.suffix)
+    os.close(fd)
+    try:
+        formats.write(tmp, dfmt, module, variables, weights, metadata)
+        difference, shape = None, None
+        if verify_outputs:
+            back = _canonical(formats.read(tmp, dfmt), config, dst, name)
+            x = verify.input_for(config, input_size)
+            ref = verify.logits(src_fw, *verify.build(src_fw, config, weights), x)
+            got = verify.logits(dst_fw, *verify.build(dst_fw, config, back), x)
+            difference, shape = verify.compare_logits(got, ref), x.shape
+        result = ConvertResult(str(src), str(dst), name, kwargs, sfmt, dfmt, src_fw, dst_fw, shape, difference)
+        if difference is not None and not difference.ok:
+            raise VerificationError(result)
+        readable(tmp)
+        os.replace(tmp, dst)
+        return result
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

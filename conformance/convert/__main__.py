@@ -1,0 +1,86 @@
+"""``python -m conformance.convert SRC DST [--model NAME]``: convert a checkpoint between frameworks, verified.
+
+Exit status: 0 converted and verified (or ``--no-verify``); 1 the converted model's logits differ from the
+source's beyond float32's tolerance; 2 the conversion cannot be done (usage, unknown format or model, a bad or
+truncated checkpoint, another model's weights, an existing DST without ``--force``). Only 0 writes DST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from attn_core import ConfigError, InputShapeError, WeightLoadError
+from attn_core.checkpoint import CheckpointError
+
+from . import ConvertError, VerificationError, convert
+from .formats import EXTENSIONS, FORMATS
+from .verify import BACKENDS
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_model_kwargs(text: str) -> dict[str, Any]:
+    """``'{"num_classes": 10}'`` or ``'num_classes=10,eca_kernel=eq9'`` (values read as JSON when they parse)."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            out = json.loads(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"--model-kwargs: not a JSON object: {err}") from None
+        if not isinstance(out, dict):
+            raise argparse.ArgumentTypeError("--model-kwargs: expected a JSON object")
+        return out
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"--model-kwargs: expected key=value, got {item!r}")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    exts = ", ".join(f"{k} {v}" for k, v in EXTENSIONS.items())
+    p = argparse.ArgumentParser(prog="python -m conformance.convert", description=(
+        "Convert a checkpoint between torch, Paddle, Flax and the canonical safetensors file; verify it by "
+        "running the model in both frameworks on a fixed seeded input. Nothing is written unless it passes."),
+        epilog=f"formats by extension: {exts}. Exit status: 0 written, 1 logits differ, 2 cannot convert.")
+    p.add_argument("src", help="the checkpoint to convert")
+    p.add_argument("dst", help="the file to write")
+    p.add_argument("--from", dest="src_format", choices=FORMATS, help="format of SRC (default: by extension)")
+    p.add_argument("--to", dest="dst_format", choices=FORMATS, help="format of DST (default: by extension)")
+    p.add_argument("--model", help="registered model name (required unless SRC is a canonical checkpoint)")
+    p.add_argument("--model-kwargs", type=parse_model_kwargs, default=None,
+                   help="config overrides: JSON object or key=value,... (e.g. num_classes=10)")
+    p.add_argument("--no-verify", action="store_true", help="do not run the model to compare logits")
+    p.add_argument("--verify-with", choices=list(BACKENDS), default="torch",
+                   help="framework that runs the canonical checkpoint's side of the comparison (default: torch)")
+    p.add_argument("--input-size", type=int, default=None, help="H = W of the verification input")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    args = p.parse_args(argv)
+    try:
+        result = convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
+                         model=args.model, model_kwargs=args.model_kwargs, verify_outputs=not args.no_verify,
+                         verify_with=args.verify_with, input_size=args.input_size, overwrite=args.force)
+    except VerificationError as err:
+        print(err.result.verification())
+        print(f"error: {err.result.dst} not written: the logits differ beyond the tolerance", file=sys.stderr)
+        return 1
+    except (ConvertError, CheckpointError, WeightLoadError, ConfigError, InputShapeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    print(result.verification())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""conformance.convert: every format to every other, layouts checked by hand, bad checkpoints write nothing."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attn_core import WeightLoadError
+from attn_core.checkpoint import CheckpointError, load_canonical, save_canonical
+from attn_core.models import create_model_config
+from conformance.convert import ConvertError, VerificationError, convert, formats
+from conformance.convert.__main__ import main
+from conformance.tolerances import tolerance_for
+
+from ._fw import backend, tensor, to_numpy
+from ._timm import import_timm
+
+KW = {"num_classes": 10}
+VERIFY_LINE = re.compile(r"verify: (\w+) vs (\w+) logits on a seeded 2x3x32x32 input, eval mode: max abs diff "
+                         r"(\S+), max rel diff (\S+) \(float32 tolerance: atol 1e-05 \+ rtol 0\.0001 \* \|ref\|\): ok")
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return create_model_config("resnet18", **KW).init_weights(np.random.default_rng(0), np.float32)
+
+
+@pytest.fixture(scope="module")
+def torch_file(tmp_path_factory, weights):
+    """A torch state_dict of resnet18 (10 classes), saved with torch.save as a user would."""
+    torch = pytest.importorskip("torch")
+    model = backend("torch").load_weights(backend("torch").create_model("resnet18", **KW), weights)
+    path = tmp_path_factory.mktemp("src") / "r18.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_torch_to_paddle_and_flax_by_the_cli_in_their_own_layouts(tmp_path, torch_file, weights, capsys):
+    paddle = pytest.importorskip("paddle")
+    serialization = pytest.importorskip("flax.serialization")
+    for ext in ("pdparams", "msgpack", "safetensors"):
+        rc = main([str(torch_file), str(tmp_path / f"r18.{ext}"), "--model", "resnet18", "--model-kwargs",
+                   "num_classes=10", "--input-size", "32"])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert f"converted resnet18 num_classes=10: {torch_file} (torch) -> {tmp_path / f'r18.{ext}'}" in out
+        assert VERIFY_LINE.search(out), out
+    # Paddle keeps torch's layout but [in, out] Linear weights and _mean / _variance names
+    pd = paddle.load(str(tmp_path / "r18.pdparams"), return_numpy=True)
+    np.testing.assert_array_equal(pd["fc.weight"], weights["fc.weight"].T)
+    np.testing.assert_array_equal(pd["layer2.0.bn1._variance"], weights["layer2.0.bn1.running_var"])
+    np.testing.assert_array_equal(pd["conv1.weight"], weights["conv1.weight"])
+    # Flax: HWIO kernels, [in, out] Dense kernels, BatchNorm statistics under batch_stats
+    fx = serialization.msgpack_restore((tmp_path / "r18.msgpack").read_bytes())
+    np.testing.assert_array_equal(fx["params"]["conv1"]["kernel"], weights["conv1.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(fx["params"]["fc"]["kernel"], weights["fc.weight"].T)
+    np.testing.assert_array_equal(fx["batch_stats"]["layer1"]["0"]["bn2"]["mean"], weights["layer1.0.bn2.running_mean"])
+    canonical, meta = load_canonical(tmp_path / "r18.safetensors")
+    assert meta["model"] == "resnet18" and meta["model_kwargs"] == '{"num_classes": 10}'
+    assert meta["framework"] == "torch"
+    assert sorted(canonical) == sorted(weights)
+    assert (tmp_path / "r18.pdparams").stat().st_mode & 0o044  # readable like any file the user writes
+
+
+@pytest.mark.parametrize("src,dst", [("safetensors", "pt"), ("pdparams", "msgpack"), ("msgpack", "pt")])
+def test_each_format_converts_back_with_the_same_weights(tmp_path, torch_file, weights, src, dst):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("paddle"), pytest.importorskip("flax")
+    first = tmp_path / f"a.{src}"
+    kw = {} if src == "safetensors" else {"model": "resnet18", "model_kwargs": KW}
+    convert(torch_file, first, model="resnet18", model_kwargs=KW, verify_outputs=False)
+    result = convert(first, tmp_path / f"b.{dst}", input_size=32, **kw)  # safetensors names its own model
+    assert result.model == "resnet18" and result.difference is not None and result.difference.ok
+    if dst == "pt":
+        state = torch.load(tmp_path / "b.pt", weights_only=True)
+        for k, v in weights.items():
+            np.testing.assert_array_equal(state[k].numpy(), v, err_msg=k)
+        assert int(state["bn1.num_batches_tracked"]) == 0
+        model = backend("torch").create_model("resnet18", **KW)
+        model.load_state_dict(state)  # torch's own strict loader takes the file as is
+
+
+def test_wrappers_and_a_dataparallel_prefix_are_unwrapped(tmp_path, torch_file):
+    torch = pytest.importorskip("torch")
+    state = torch.load(torch_file, weights_only=True)
+    for i, obj in enumerate([{"state_dict": state}, {"model": {f"module.{k}": v for k, v in state.items()}}]):
+        src = tmp_path / f"w{i}.pth"
+        torch.save(obj, src)
+        convert(src, tmp_path / f"w{i}.safetensors", model="resnet18", model_kwargs=KW, verify_outputs=False)
+    mixed = dict(state)
+    mixed["module.fc.bias"] = mixed.pop("fc.bias")  # not every key has the prefix: nothing is stripped
+    torch.save(mixed, tmp_path / "mixed.pt")
+    with pytest.raises(WeightLoadError, match=r"missing: fc.bias\n  unexpected: module.fc.bias"):
+        convert(tmp_path / "mixed.pt", tmp_path / "mixed.safetensors", model="resnet18", model_kwargs=KW)
+
+
+def _bad_checkpoints(tmp_path, torch_file):
+    """(name, path of a bad source, model, error class, message pattern)."""
+    torch = pytest.importorskip("torch")
+    state = torch.load(torch_file, weights_only=True)
+    raw = torch_file.read_bytes()
+    cases = []
+
+    def add(name, data, model, err, pattern, ext="pt"):
+        path = tmp_path / f"{name}.{ext}"
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        elif ext == "safetensors":
+            save_canonical(path, data)
+        else:
+            torch.save(data, path)
+        cases.append((name, path, model, err, pattern))
+
+    add("truncated", raw[: len(raw) // 2], "resnet18", CheckpointError, "not a readable torch checkpoint")
+    add("missing", {k: v for k, v in state.items() if k != "layer1.0.conv1.weight"}, "resnet18", WeightLoadError,
+        r"missing: layer1\.0\.conv1\.weight")
+    add("extra", {**state, "head.weight": torch.zeros(3)}, "resnet18", WeightLoadError, r"unexpected: head\.weight")
+    add("shape", {**state, "conv1.weight": torch.zeros(64, 3, 3, 3)}, "resnet18", WeightLoadError,
+        r"wrong shape: conv1\.weight: expected \(64, 3, 7, 7\), got \(64, 3, 3, 3\)")
+    add("wrong_model", state, "resnet34", CheckpointError,
+        r"holds the parameters of resnet18 / simamresnet18, not of resnet34")
+    add("not_a_state_dict", [1, 2], "resnet18", CheckpointError, "expected a torch state_dict")
+    canonical = {k: v.numpy() for k, v in state.items() if "num_batches" not in k}
+    save_canonical(tmp_path / "whole.safetensors", canonical)
+    short = (tmp_path / "whole.safetensors").read_bytes()[:-100]
+    add("short_data", short, "resnet18", CheckpointError, "truncated or inconsistent", "safetensors")
+    return cases
+
+
+def test_bad_checkpoints_raise_clear_errors_and_write_nothing(tmp_path, torch_file):
+    for name, path, model, err, pattern in _bad_checkpoints(tmp_path, torch_file):
+        before = _files(tmp_path)
+        for ext in ("pdparams", "msgpack"):
+            with pytest.raises(err, match=pattern):
+                convert(path, tmp_path / f"out_{name}.{ext}", model=model, model_kwargs=KW)
+        assert _files(tmp_path) == before, name
+
+
+def test_truncated_paddle_and_flax_files_write_nothing(tmp_path, torch_file):
+    pytest.importorskip("paddle"), pytest.importorskip("flax")
+    for ext, pattern in [("pdparams", "not a readable Paddle checkpoint"), ("msgpack", "not readable Flax")]:
+        good = tmp_path / f"good.{ext}"
+        convert(torch_file, good, model="resnet18", model_kwargs=KW, verify_outputs=False)
+        cut = tmp_path / f"cut.{ext}"
+        cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        with pytest.raises(CheckpointError, match=pattern):
+            convert(cut, tmp_path / "out.pt", model="resnet18", model_kwargs=KW)
+        assert not (tmp_path / "out.pt").exists()
+
+
+def test_usage_errors_exit_2_and_write_nothing(tmp_path, torch_file, capsys):
+    existing = tmp_path / "exists.pdparams"
+    existing.write_bytes(b"keep")
+    runs = [([str(torch_file), str(tmp_path / "x.onnx"), "--model", "resnet18"], "cannot tell the format"),
+            ([str(torch_file), str(tmp_path / "x.pdparams")], "does not name its model"),
+            ([str(torch_file), str(tmp_path / "x.pdparams"), "--model", "resnet19"], "unknown model 'resnet19'"),
+            ([str(torch_file), str(existing), "--model", "resnet18"], "exists; refusing to overwrite"),
+            ([str(tmp_path / "none.pt"), str(tmp_path / "x.pdparams"), "--model", "resnet18"], "no such file")]
+    for argv, message in runs:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert _files(tmp_path) == ["exists.pdparams"] and existing.read_bytes() == b"keep"
+    with pytest.raises(ConvertError, match="unknown format 'onnx'"):
+        convert(torch_file, tmp_path / "x.bin", dst_format="onnx", model="resnet18")
+
+
+def test_a_conversion_that_changes_the_logits_exits_1_and_writes_nothing(tmp_path, torch_file, monkeypatch,
+                                                                         capsys):
+    """The verification reads the written file back: a writer that spoils one value is caught."""
+    paddle = pytest.importorskip("paddle")
+    real = formats.write
+
+    def spoiling_write(path, fmt, module, variables, weights, metadata):
+        with paddle.no_grad():
+            module.fc.bias.set_value(module.fc.bias + 1e-2)
+        real(path, fmt, module, variables, weights, metadata)
+
+    monkeypatch.setattr(formats, "write", spoiling_write)
+    dst = tmp_path / "bad.pdparams"
+    rc = main([str(torch_file), str(dst), "--model", "resnet18", "--model-kwargs", '{"num_classes": 10}',
+               "--input-size", "32"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "FAILED" in captured.out and "not written" in captured.err
+    assert _files(tmp_path) == []
+    with pytest.raises(VerificationError, match="does not compute the source's logits"):
+        convert(torch_file, dst, model="resnet18", model_kwargs=KW, input_size=32)
+
+
+def test_module_entry_point_runs_and_imports_no_framework_until_needed(tmp_path, torch_file):
+    r = subprocess.run([sys.executable, "-m", "conformance.convert", str(torch_file), str(tmp_path / "r.msgpack"),
+                        "--model", "resnet18", "--model-kwargs", "num_classes=10", "--input-size", "32"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert VERIFY_LINE.search(r.stdout).group(1, 2) == ("torch", "flax")
+    r = subprocess.run([sys.executable, "-c", "import sys, conformance.convert; "
+                        "print([m for m in ('torch', 'paddle', 'jax', 'flax') if m in sys.modules])"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "[]", r.stderr
+
+
+def test_timm_seresnet50_state_dict_converts_to_paddle_and_flax(tmp_path):
+    """timm's own seresnet50 (the published implementation) is the reference: its logits, ours after conversion."""
+    timm = import_timm()
+    torch = pytest.importorskip("torch")
+    paddle = pytest.importorskip("paddle")
+    serialization = pytest.importorskip("flax.serialization")
+    torch.manual_seed(0)
+    net = timm.create_model("seresnet50", pretrained=False, num_classes=10).eval()
+    with torch.no_grad():  # BatchNorm statistics and scales away from 0 and 1, so that a mix-up shows
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5), m.weight.uniform_(0.5, 1.5)
+    src = tmp_path / "timm_seresnet50.pth"
+    torch.save(net.state_dict(), src)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    tol = tolerance_for("float32")
+    convert(src, tmp_path / "s.pdparams", model="seresnet50", model_kwargs=KW, input_size=64)
+    model = backend("paddle").create_model("seresnet50", **KW)
+    model.set_state_dict(paddle.load(str(tmp_path / "s.pdparams")))  # Paddle's own loader
+    model.eval()
+    np.testing.assert_allclose(to_numpy("paddle", model(tensor("paddle", x))), expected, rtol=tol.rtol, atol=tol.atol)
+    convert(src, tmp_path / "s.msgpack", model="seresnet50", model_kwargs=KW, input_size=64)
+    fx = backend("flax").create_model("seresnet50", **KW)
+    variables = serialization.msgpack_restore((tmp_path / "s.msgpack").read_bytes())
+    got = np.asarray(fx.apply(variables, tensor("flax", x.transpose(0, 2, 3, 1)), train=False))
+    np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol)
