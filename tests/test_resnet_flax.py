@@ -111,19 +111,14 @@ def _check_train(name: str, shape: tuple[int, ...]) -> None:
     assert len(jax.tree_util.tree_leaves(updates["batch_stats"])) == len(config.param_table()) - len(trainable)
 
 
-# A found defect outside this file's code: in backends/flax/cbam.py the gradient of CBAM's max pooling (jnp.max over
-# H, W in ChannelAttention, over C in SpatialAttention) is wrong under jax.jit (jax 0.10.2, XLA CPU) when the max's
-# operand is computed in the same program, as by the BatchNorm before the attention in every ResNet block
-# (cbamresnet18 on 1x3x33x47: eval and train outputs right, gradients wrong from layer3.1.se back; all right in
-# eager mode). JAX differentiates max by comparing the operand with the max (x == max(x)); XLA recomputes the
-# operand in separate fusions that round differently, so the comparison misses the maximum (jax-ml/jax issues 3602
-# and 40564). The conformance suite does not see it: there the module's input is a program argument. Whether it
-# shows depends on XLA's fusion and vectorisation for the shape and CPU, hence not strict.
-CBAM_JIT_MAX = pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
-    "backends/flax/cbam.py: jnp.max's gradient under jax.jit misses the maximum when its operand is computed in the "
-    "same program (XLA recomputes it with different rounding); fix there, e.g. a max whose gradient does not "
-    "compare recomputed values (take_along_axis with argmax, or a custom VJP)"))
-CBAM_TRAIN_CASES = [pytest.param("cbamresnet18", SHAPES[1], marks=CBAM_JIT_MAX)]
+# A defect these cases found: under jax.jit (jax 0.10.2, XLA CPU) jnp.max's gradient in CBAM (over H, W in
+# ChannelAttention, over C in SpatialAttention) was lost when the max's operand is computed in the same program, as
+# by the BatchNorm before the attention in every ResNet block (cbamresnet18 on 1x3x33x47: gradients wrong from
+# layer3.1.se back; right in eager mode): JAX finds the maximum as x == max(x), and XLA recomputed x for that
+# comparison in another fusion that rounds differently (jax-ml/jax 3602, 40564). backends/flax/cbam.py's
+# max_with_shared_ties fixes it; these two tests hold it (whether the old code failed depends on XLA's fusion for
+# the shape and CPU; it did here).
+CBAM_TRAIN_CASES = [("cbamresnet18", SHAPES[1])]
 
 
 @pytest.mark.parametrize("name,shape", EVAL_CASES, ids=_ids(EVAL_CASES))
@@ -143,9 +138,8 @@ def test_eval_train_and_every_gradient_are_the_reference(name: str, shape: tuple
     _check_train(name, shape)
 
 
-@CBAM_JIT_MAX
 def test_flax_cbam_max_gradient_under_jit() -> None:
-    """The defect of CBAM_JIT_MAX on CBAM alone: its input centred per channel inside the jitted program."""
+    """The defect above on CBAM alone: its input centred per channel inside the jitted program."""
     from attn_core import CBAM_PRESETS, create_config
 
     config = create_config("cbam", 256, **dict(CBAM_PRESETS["timm"]))
@@ -176,6 +170,23 @@ def test_flax_cbam_max_gradient_under_jit() -> None:
     for name, want in want_grads.items():
         _close(got[name], want, 1e-9, f"CBAM d/d{name}")
     _close(dx, want_dx, 1e-9, "CBAM d/dx")
+
+
+def test_flax_cbam_max_shares_ties_under_jit() -> None:
+    """The fixed max keeps the reference's tie rule (attn_core.ops.amax: the gradient split equally among the maxima)
+    under jit, its operand computed in the program. By hand, for the NHWC input below: over C, pixel (0, 1) ties
+    (3, 3) and each takes 1/2, times 2 from ``z * 2 - 1``; over H, W, channel 0 has three 3s (1/3 each) and
+    channel 1 two (1/2 each); over everything the five 3s take 1/5 each."""
+    from backends.flax.cbam import max_with_shared_ties
+
+    t = jnp.array([[[[1.0, 3.0], [3.0, 3.0]], [[3.0, 0.5], [3.0, -1.0]]]])  # (1, 2, 2, 2)
+    rows = jax.jit(jax.grad(lambda z: jnp.sum(max_with_shared_ties(z * 2.0 - 1.0, -1))))(t)
+    np.testing.assert_allclose(np.asarray(rows).reshape(4, 2), [[0, 2], [1, 1], [2, 0], [2, 0]], rtol=1e-7)
+    spatial = np.asarray(jax.jit(jax.grad(lambda z: jnp.sum(max_with_shared_ties(z + 0.0, (1, 2)))))(t))
+    np.testing.assert_allclose(spatial[0, :, :, 0], [[0, 1 / 3], [1 / 3, 1 / 3]], rtol=1e-7)
+    np.testing.assert_allclose(spatial[0, :, :, 1], [[0.5, 0.5], [0, 0]], rtol=1e-7)
+    everything = jax.jit(jax.grad(lambda z: jnp.sum(max_with_shared_ties(z - 1.0, (1, 2, 3)))))(t)
+    np.testing.assert_allclose(np.asarray(everything), np.where(np.asarray(t) == 3.0, 0.2, 0.0), rtol=1e-7)
 
 
 def test_running_statistics_are_the_reference() -> None:

@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
 from ._base import ACTIVATIONS, AttentionModule, compute_dtype_of, pointwise
 from ._norm import BatchNorm
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_with_shared_ties(x: jax.Array, axis: int | tuple[int, ...]) -> jax.Array:
+    """``jnp.max(x, axis, keepdims=True)`` whose gradient goes to the maxima in equal shares (``attn_core.ops.amax``),
+    and is not lost when ``x`` is computed inside the same ``jax.jit`` program.
+
+    JAX's own rule finds the maxima as ``x == max(x)``. Under jit XLA may compute ``x`` again for that comparison, in
+    another fusion that rounds differently (a contracted multiply-add, a reduction in another order), and the mask
+    then misses the maximum: the gradient is lost (jax-ml/jax 3602, 40564; an optimisation barrier does not stop it
+    on XLA CPU). Here the backward pass takes the maxima as ``x == max(x)`` *or* the position of ``argmax(x)``
+    computed from the same ``x`` it compares: ties share the gradient as in the reference, and the maximum always
+    receives it. Where both happen at once (ties, and ``x`` recomputed with other rounding) the first maximum
+    receives all of it.
+    """
+    return jnp.max(x, axis=axis, keepdims=True)
+
+
+def _max_fwd(x: jax.Array, axis: int | tuple[int, ...]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    m = jnp.max(x, axis=axis, keepdims=True)
+    return m, (x, m)
+
+
+def _max_bwd(axis: int | tuple[int, ...], residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
+    x, m = residuals
+    axes = tuple(a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis))
+    rest = tuple(a for a in range(x.ndim) if a not in axes)
+    flat = jnp.transpose(x, rest + axes).reshape(tuple(x.shape[a] for a in rest) + (-1,))  # reduced axes last
+    first = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=jnp.bool_)
+    first = jnp.transpose(first.reshape(flat.shape[:-1] + tuple(x.shape[a] for a in axes)),
+                          tuple(int(i) for i in np.argsort(rest + axes)))
+    mask = (x == m) | first
+    count = jnp.sum(mask, axis=axes, keepdims=True).astype(g.dtype)
+    return (jnp.where(mask, g / count, jnp.zeros((), g.dtype)).astype(x.dtype),)
+
+
+max_with_shared_ties.defvjp(_max_fwd, _max_bwd)
 
 
 class ChannelAttention(AttentionModule):
@@ -33,7 +73,7 @@ class ChannelAttention(AttentionModule):
         fc1, fc2 = pointwise(cfg.hidden, cfg.bias, "fc1", dt), pointwise(cfg.channels, cfg.bias, "fc2", dt)
         act = ACTIVATIONS[cfg.act_layer]
         avg = fc2(act(fc1(jnp.mean(xc, axis=(1, 2), keepdims=True))))
-        mx = fc2(act(fc1(jnp.max(xc, axis=(1, 2), keepdims=True))))
+        mx = fc2(act(fc1(max_with_shared_ties(xc, (1, 2)))))
         return (xc * ACTIVATIONS[cfg.gate_layer](avg + mx).astype(dt)).astype(x.dtype)
 
 
@@ -58,7 +98,7 @@ class SpatialAttention(AttentionModule):
             cfg.check_training_input(tuple(x.shape), layout="NHWC")
         dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x.astype(dt)
-        avg, mx = jnp.mean(xc, axis=-1, keepdims=True), jnp.max(xc, axis=-1, keepdims=True)
+        avg, mx = jnp.mean(xc, axis=-1, keepdims=True), max_with_shared_ties(xc, -1)
         k, p = cfg.kernel_size, cfg.padding
         conv = nn.Conv(1, (k, k), padding=((p, p), (p, p)), use_bias=cfg.bias, dtype=dt, name="conv")
         z = conv(jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1))
