@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from attn_core import WeightLoadError
+from attn_core import InputShapeError, WeightLoadError
 from attn_core.checkpoint import CheckpointError, load_canonical, save_canonical
 from attn_core.models import create_model_config
-from conformance.convert import ConvertError, VerificationError, convert, formats
+from conformance.convert import ConvertError, VerificationError, convert, formats, verify
 from conformance.convert.__main__ import main
 from conformance.tolerances import tolerance_for
 
@@ -21,7 +21,8 @@ from ._timm import import_timm
 
 KW = {"num_classes": 10}
 VERIFY_LINE = re.compile(r"verify: (\w+) vs (\w+) logits on a seeded 2x3x32x32 input, eval mode: max abs diff "
-                         r"(\S+), max rel diff (\S+) \(float32 tolerance: atol 1e-05 \+ rtol 0\.0001 \* \|ref\|\): ok")
+                         r"(\S+), max rel diff (\S+), max \|logit\| (\S+) \(float32 tolerance: atol 1e-05 \+ "
+                         r"rtol 0\.0001 \* \|ref\|\): ok; weights read back: identical")
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +189,10 @@ def test_a_conversion_that_changes_the_logits_exits_1_and_writes_nothing(tmp_pat
     rc = main([str(torch_file), str(dst), "--model", "resnet18", "--model-kwargs", '{"num_classes": 10}',
                "--input-size", "32"])
     captured = capsys.readouterr()
-    assert rc == 1 and "FAILED" in captured.out and "not written" in captured.err
+    assert rc == 1 and "FAILED; weights read back: 1 DIFFER (fc.bias)" in captured.out
+    assert "not written" in captured.err
     assert _files(tmp_path) == []
-    with pytest.raises(VerificationError, match="does not compute the source's logits"):
+    with pytest.raises(VerificationError, match="does not hold the source's weights or compute its logits"):
         convert(torch_file, dst, model="resnet18", model_kwargs=KW, input_size=32)
 
 
@@ -234,3 +236,22 @@ def test_timm_seresnet50_state_dict_converts_to_paddle_and_flax(tmp_path):
     variables = serialization.msgpack_restore((tmp_path / "s.msgpack").read_bytes())
     got = np.asarray(fx.apply(variables, tensor("flax", x.transpose(0, 2, 3, 1)), train=False))
     np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol)
+
+
+def test_verification_compares_logits_by_the_float32_rule_and_weights_exactly():
+    ref = np.array([[1.0, -2.0, 0.0]])
+    w = {"a": np.array([0.1, 0.2], np.float64)}
+    same = verify.compare(ref + 1e-5, ref, {"a": w["a"].astype(np.float32)}, w)   # 1e-5 <= 1e-5 + 1e-4 * |ref|
+    assert same.ok and same.changed == () and same.max_abs == pytest.approx(1e-5) and same.max_logit == 2.0
+    assert not verify.compare(ref + np.array([[0, 0, 2e-5]]), ref, w, w).logits_ok    # at 0 only atol counts
+    spoiled = verify.compare(ref, ref, {"a": np.array([0.1, 0.25], np.float32)}, w)
+    assert spoiled.logits_ok and not spoiled.ok and spoiled.changed == ("a",)
+
+
+def test_verification_input_takes_each_models_legal_size():
+    sizes = {name: verify.input_for(create_model_config(name)).shape for name in
+             ("resnet18", "towernet", "sedensenet_bc40_k12", "sedensenet121")}
+    assert sizes == {"resnet18": (2, 3, 224, 224), "towernet": (2, 3, 256, 256),
+                     "sedensenet_bc40_k12": (2, 3, 32, 32), "sedensenet121": (2, 3, 224, 224)}
+    with pytest.raises(InputShapeError, match="255 to 510"):
+        verify.input_for(create_model_config("towernet"), 254)

@@ -58,9 +58,11 @@ class ConvertResult:
         if d is None or self.input_shape is None:
             return "verify: skipped (--no-verify)"
         shape = "x".join(map(str, self.input_shape))
+        changed = f"{len(d.changed)} DIFFER ({', '.join(d.changed[:5])})" if d.changed else "identical"
         return (f"verify: {self.src_framework} vs {self.dst_framework} logits on a seeded {shape} input, eval mode: "
-                f"max abs diff {d.max_abs:.3g}, max rel diff {d.max_rel:.3g} (float32 tolerance: atol {d.atol:g} + "
-                f"rtol {d.rtol:g} * |ref|): {'ok' if d.ok else 'FAILED'}")
+                f"max abs diff {d.max_abs:.3g}, max rel diff {d.max_rel:.3g}, max |logit| {d.max_logit:.3g} "
+                f"(float32 tolerance: atol {d.atol:g} + rtol {d.rtol:g} * |ref|): {'ok' if d.logits_ok else 'FAILED'}"
+                f"; weights read back: {changed}")
 
 
 class VerificationError(ValueError):
@@ -68,8 +70,8 @@ class VerificationError(ValueError):
 
     def __init__(self, result: ConvertResult):
         self.result = result
-        super().__init__(f"{result.dst}: the converted {result.model} does not compute the source's logits; "
-                         f"nothing was written\n{result.verification()}")
+        super().__init__(f"{result.dst}: the converted {result.model} does not hold the source's weights or "
+                         f"compute its logits; nothing was written\n{result.verification()}")
 
 
 def _config(contents: Contents, src: Path, model: str | None, model_kwargs: Mapping[str, Any] | None
@@ -130,7 +132,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
             x = verify.input_for(config, input_size)
             ref = verify.logits(src_fw, *verify.build(src_fw, config, weights), x)
             got = verify.logits(dst_fw, *verify.build(dst_fw, config, back), x)
-            difference, shape = verify.compare_logits(got, ref), x.shape
+            difference, shape = verify.compare(got, ref, back, weights), x.shape
         result = ConvertResult(str(src), str(dst), name, kwargs, sfmt, dfmt, src_fw, dst_fw, shape, difference)
         if difference is not None and not difference.ok:
             raise VerificationError(result)

@@ -1,8 +1,9 @@
 """``python -m conformance.convert SRC DST [--model NAME]``: convert a checkpoint between frameworks, verified.
 
-Exit status: 0 converted and verified (or ``--no-verify``); 1 the converted model's logits differ from the
-source's beyond float32's tolerance; 2 the conversion cannot be done (usage, unknown format or model, a bad or
-truncated checkpoint, another model's weights, an existing DST without ``--force``). Only 0 writes DST.
+Exit status: 0 converted and verified (or ``--no-verify``); 1 the weights read back from the written file, or
+the converted model's logits, differ from the source's (beyond float32's tolerance for logits); 2 the conversion
+cannot be done (usage, unknown format or model, a bad or truncated checkpoint, another model's weights, an
+existing DST without ``--force``). Only 0 writes DST.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m conformance.convert", description=(
         "Convert a checkpoint between torch, Paddle, Flax and the canonical safetensors file; verify it by "
         "running the model in both frameworks on a fixed seeded input. Nothing is written unless it passes."),
-        epilog=f"formats by extension: {exts}. Exit status: 0 written, 1 logits differ, 2 cannot convert.")
+        epilog=f"formats by extension: {exts}. Exit status: 0 written, 1 weights or logits differ, 2 cannot convert.")
     p.add_argument("src", help="the checkpoint to convert")
     p.add_argument("dst", help="the file to write")
     p.add_argument("--from", dest="src_format", choices=FORMATS, help="format of SRC (default: by extension)")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                          verify_with=args.verify_with, input_size=args.input_size, overwrite=args.force)
     except VerificationError as err:
         print(err.result.verification())
-        print(f"error: {err.result.dst} not written: the logits differ beyond the tolerance", file=sys.stderr)
+        print(f"error: {err.result.dst} not written: the weights read back or the logits differ", file=sys.stderr)
         return 1
     except (ConvertError, CheckpointError, WeightLoadError, ConfigError, InputShapeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,6 +4,8 @@ The input is fixed and seeded (``numpy.random.default_rng(0)``, standard normal,
 NHWC transpose). Its size: 224 x 224, or the first legal size of 224, 256, 384 (TowerNet takes 255..510), or 32
 for the CIFAR-style SE-DenseNets (``small_inputs``); ``input_size`` overrides it. Two logits agree when every
 element passes float32's tolerance of :mod:`conformance.tolerances` (``|got - ref| <= atol + rtol * |ref|``).
+Logits of a freshly initialised model can be tiny (or all zero, with a zero-initialised classifier), so the
+weights read back from the written file are also compared with the source's, exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from attn_core import AttentionConfig, InputShapeError
 
 from ..tolerances import tolerance_for
 
-__all__ = ["BACKENDS", "Difference", "build", "input_for", "logits", "compare_logits"]
+__all__ = ["BACKENDS", "Difference", "build", "input_for", "logits", "compare"]
 
 BACKENDS: Mapping[str, str] = MappingProxyType({"torch": "backends.torch", "paddle": "backends.paddle",
                                                 "flax": "backends.flax"})
@@ -30,13 +32,20 @@ _BATCH = 2
 
 @dataclass(frozen=True)
 class Difference:
-    """Max absolute and relative difference of two logits and whether they agree within float32's tolerance."""
+    """Two logits compared within float32's tolerance, and the canonical weights read back from the written file
+    compared with the source's (cast to the stored dtype): ``changed`` names those that differ."""
 
     max_abs: float
     max_rel: float
+    max_logit: float
     atol: float
     rtol: float
-    ok: bool
+    logits_ok: bool
+    changed: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.logits_ok and not self.changed
 
 
 def input_for(config: AttentionConfig, input_size: int | None = None) -> np.ndarray:
@@ -83,8 +92,9 @@ def logits(framework: str, module: Any, variables: Any, x: np.ndarray) -> np.nda
     return np.asarray(y, dtype=np.float64)
 
 
-def compare_logits(got: np.ndarray, ref: np.ndarray) -> Difference:
-    """``got`` against ``ref`` under float32's tolerance."""
+def compare(got: np.ndarray, ref: np.ndarray, back: Mapping[str, np.ndarray],
+            weights: Mapping[str, np.ndarray]) -> Difference:
+    """Logits ``got`` against ``ref`` under float32's tolerance; weights ``back`` against ``weights``."""
     tol = tolerance_for("float32")
     if got.shape != ref.shape:
         raise ValueError(f"verification: logits of shape {got.shape} and {ref.shape} cannot be compared")
@@ -92,4 +102,7 @@ def compare_logits(got: np.ndarray, ref: np.ndarray) -> Difference:
     finite = bool(np.all(np.isfinite(got)) and np.all(np.isfinite(ref)))
     rel = diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)
     ok = finite and bool(np.all(diff <= tol.atol + tol.rtol * np.abs(ref)))
-    return Difference(float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), tol.atol, tol.rtol, ok)
+    changed = tuple(k for k, v in weights.items()
+                    if k not in back or not np.array_equal(back[k], np.asarray(v).astype(back[k].dtype)))
+    return Difference(float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), float(np.abs(ref).max(initial=0.0)),
+                      tol.atol, tol.rtol, ok, changed)
