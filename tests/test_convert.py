@@ -255,3 +255,30 @@ def test_verification_input_takes_each_models_legal_size():
                      "sedensenet_bc40_k12": (2, 3, 32, 32), "sedensenet121": (2, 3, 224, 224)}
     with pytest.raises(InputShapeError, match="255 to 510"):
         verify.input_for(create_model_config("towernet"), 254)
+
+
+def test_flax_variables_in_safetensors_and_formats_named_by_option(tmp_path, torch_file, weights):
+    """A safetensors file of flattened Flax variables reads as Flax; --from / --to override the extensions."""
+    torch = pytest.importorskip("torch")
+    serialization = pytest.importorskip("flax.serialization")
+    convert(torch_file, tmp_path / "v.msgpack", model="resnet18", model_kwargs=KW, verify_outputs=False)
+    tree = serialization.msgpack_restore((tmp_path / "v.msgpack").read_bytes())
+    flat = {}
+    for collection, layers in tree.items():
+        stack = [((collection,), layers)]
+        while stack:
+            path, node = stack.pop()
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    stack.append((path + (key,), value))
+                else:
+                    flat[".".join(path + (key,))] = np.asarray(value)
+    save_canonical(tmp_path / "flax_vars.safetensors", flat)
+    assert main([str(tmp_path / "flax_vars.safetensors"), str(tmp_path / "out.bin"), "--to", "torch", "--model",
+                 "resnet18", "--model-kwargs", "num_classes=10", "--input-size", "32"]) == 0
+    state = torch.load(tmp_path / "out.bin", weights_only=True)
+    np.testing.assert_array_equal(state["fc.weight"].numpy(), weights["fc.weight"])
+    (tmp_path / "copy.data").write_bytes((tmp_path / "v.msgpack").read_bytes())
+    result = convert(tmp_path / "copy.data", tmp_path / "c.safetensors", src_format="flax", model="resnet18",
+                     model_kwargs=KW, input_size=32)
+    assert (result.src_framework, result.dst_framework) == ("flax", "torch") and result.difference.ok

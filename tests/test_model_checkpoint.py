@@ -111,3 +111,13 @@ def test_metadata_names_the_registered_model_and_its_overrides():
     meta = checkpoint_metadata(create_model_config("eca_mobilenetv2", eca_kernel="eq9"), "paddle")
     assert meta["model"] == "eca_mobilenetv2" and json.loads(meta["model_kwargs"]) == {"eca_kernel": "eq9"}
     assert meta["framework"] == "paddle" and meta["format_version"] == "1"
+
+
+def test_a_checkpoint_fits_either_execution_mode_of_the_same_model():
+    """SE-DenseNet's efficient mode recomputes in the backward pass; its weights are the same model's."""
+    saved = create_model_config("sedensenet_bc40_k12", efficient=True)
+    weights = saved.init_weights(np.random.default_rng(0), np.float32)
+    check_checkpoint(create_model_config("sedensenet_bc40_k12"), weights, checkpoint_metadata(saved, "torch"))
+    with pytest.raises(CheckpointError, match="holds a sedensenet_bc40_k12"):
+        check_checkpoint(create_model_config("sedensenet_bc40_k12", bn_eps=1e-3), weights,
+                         checkpoint_metadata(saved, "torch"))
