@@ -32,9 +32,9 @@ CASES: dict[str, tuple[SEDenseNetConfig, tuple[int, ...]]] = {
     "imagenet": (SEDenseNetConfig(4, (2, 1), num_init_features=8, num_classes=NUM_CLASSES, small_inputs=False),
                  (1, 3, 21, 19)),
 }
-# Paddle's batch_norm kernel takes epsilon as a float32 attribute (tests/test_resnet.py, PADDLE_TRAIN_RTOL): its
-# float64 training rows are held to this bound; torch and Flax to float64 precision.
-TRAIN_RTOL = {"torch": 1e-9, "paddle": 2e-6, "flax": 1e-8}
+# float64 training: every backend to float64 precision (Paddle's project BatchNorm computes float64 training from ops,
+# with eps in float64: its fused kernel takes eps as a float32 attribute, tests/test_resnet.py)
+TRAIN_RTOL = {"torch": 1e-9, "paddle": 1e-9, "flax": 1e-8}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -309,11 +309,14 @@ def test_train_step_matches_reference_and_efficient_mode_is_the_plain_mode(fw, c
     n = len(config.dense_layers)
     if fw == "flax":  # XLA fuses the recomputed graph differently: equal to float64 rounding (a few ulp, 1e-11 of
         same = functools.partial(_close, rtol=1e-10)  # an entry where a small gradient cancels)
-    else:  # the same kernels on the same values
+    else:
         assert (plain.calls, eff.calls) == (n, 2 * n), "each bottleneck runs once, and again in the backward pass"
+        if fw == "paddle":  # float64 BatchNorm training is built from ops (backends/paddle/_norm.py): the recomputed
+            same = functools.partial(_close, rtol=1e-10)  # graph's gradients accumulate in another order (as Flax)
+        else:  # the same kernels on the same values
 
-        def same(got: np.ndarray, want: np.ndarray, what: str) -> None:
-            np.testing.assert_array_equal(got, want, err_msg=what)
+            def same(got: np.ndarray, want: np.ndarray, what: str) -> None:
+                np.testing.assert_array_equal(got, want, err_msg=what)
     same(eff.y, plain.y, "output")
     same(eff.dx, plain.dx, "d/dx")
     for k in plain.grads:

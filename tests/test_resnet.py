@@ -234,13 +234,11 @@ def test_eval_forward_matches_reference(fw, name, shape):
     _close(y, _reference_eval(name, shape), f"{fw} {name} eval output")
 
 
-# Found defect: Paddle's batch_norm kernel (forward and backward) takes epsilon as a float32 attribute, 1e-5 ->
+# Found defect, fixed: Paddle's batch_norm kernel (forward and backward) takes epsilon as a float32 attribute, 1e-5 ->
 # 9.99999975e-06. In training, where a BatchNorm's batch variance is not far above eps (layer4 of a 32x32 batch of 2
-# sees N*H*W = 2 values per channel; CBAM's one-channel spatial map), that 2.5e-14 shows in a float64 model: up to
-# 3e-8 of the output's scale and 5e-7 of a gradient's (torch: 1e-15). Paddle's training rows are therefore held
-# to this looser bound, far below what any port error gives, and the exact bound is a strict xfail until Paddle's
-# BatchNorm layer gets a float64 training path computed from ops.
-PADDLE_TRAIN_RTOL = 2e-6
+# sees N*H*W = 2 values per channel), that showed in a float64 model: up to 3e-8 of the output's scale and 5e-7 of
+# a gradient's. backends/paddle/_norm.BatchNorm2D computes float64 training from ops with eps in float64, and
+# Paddle is held to torch's bound.
 
 
 def _check_train(fw: str, name: str, shape: tuple[int, ...], rtol: float) -> None:
@@ -266,13 +264,8 @@ def _check_train(fw: str, name: str, shape: tuple[int, ...], rtol: float) -> Non
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name", RESNET18S)
 def test_train_forward_and_gradients_match_reference(fw, name, shape):
-    _check_train(fw, name, shape, 1e-9 if fw == "torch" else PADDLE_TRAIN_RTOL)
+    _check_train(fw, name, shape, 1e-9)
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="Paddle's batch_norm kernel rounds eps to float32 (see PADDLE_TRAIN_RTOL)")
-def test_paddle_float64_training_to_float64_precision():
-    _check_train("paddle", "resnet18", SHAPES[0], 1e-9)
 
 
 # ----------------------------------------------------------------------------------------------- weights

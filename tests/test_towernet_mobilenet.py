@@ -24,7 +24,7 @@ from ._fw import FRAMEWORKS, backend
 TOWER_SHAPE = (1, 3, 256, 256)  # the article's input size (the reference takes about a second)
 MOBILE_CLASSES = 10
 MOBILE_SHAPES = ((2, 3, 32, 32), (1, 3, 33, 47))  # even; odd and non-square
-# Training: a batch of 2 whose last maps are 2x2 (8 values per channel in the last BatchNorms; see PADDLE_TRAIN_RTOL)
+# Training: a batch of 2 whose last maps are 2x2 (8 values per channel in the last BatchNorms)
 MOBILE_TRAIN_SHAPES = ((2, 3, 64, 64), (2, 3, 65, 59))
 # Flax compiles the training step for about half a minute on a shared CPU: one shape (the odd one) there
 TRAIN_CASES = [(fw, s) for fw in FRAMEWORKS for s in MOBILE_TRAIN_SHAPES if fw != "flax" or s == MOBILE_TRAIN_SHAPES[1]]
@@ -35,13 +35,10 @@ CONFIG_CLASSES = {"towernet": TowerNetConfig, "eca_mobilenetv2": ECAMobileNetV2C
 # float64 training through 17 inverted residuals with BatchNorm on batch statistics: gradients agree to ~1e-10 of their
 # scale, and the scalar weight of a k = 1 ECA (a sum with cancellation) to ~2e-9 of its value (torch, seed-fixed data).
 TRAIN_RTOL = 1e-8
-# Found defect (as tests/test_resnet.py, PADDLE_TRAIN_RTOL there): Paddle's batch_norm kernel takes epsilon as a
-# float32 attribute (1e-5 -> 9.99999975e-06). Where a channel's batch variance is small, that shows in a float64
-# model: a lone float64 BatchNorm2D on 2 values per channel is 1e-10 off in its output and 2.5e-8 in its input
-# gradient (with eps = 2**-17, exact in float32: 1e-15 and 3e-13), and through the last BatchNorms of a 32x32 batch
-# of 2 (1x1 maps: 2 values each) the gradients of ECA-MobileNetV2 are 2e-5 off (a strict xfail below). With 8 values
-# per channel (the training shapes above) Paddle agrees to 7e-9; its rows are held to this bound.
-PADDLE_TRAIN_RTOL = 1e-7
+# Found defect, fixed: Paddle's batch_norm kernel takes epsilon as a float32 attribute (1e-5 -> 9.99999975e-06);
+# through the last BatchNorms of a 32x32 batch of 2 (1x1 maps: 2 values each) ECA-MobileNetV2's float64 gradients
+# were 2e-5 off. backends/paddle/_norm.BatchNorm2D now computes float64 training from ops with eps in float64, and
+# Paddle is held to the same bound as torch, on those 1x1 maps too (test_paddle_mobilenet_training_on_1x1_maps).
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -370,14 +367,11 @@ def _flax_train(config: Any, weights: dict[str, np.ndarray], x: np.ndarray,
 def test_mobilenet_train_output_and_gradients_match_reference(fw, shape):
     """Training mode (BatchNorm on batch statistics, dropout 0): output, d/dx and every trainable parameter's
     gradient against ``reference_vjp``, and the running statistics after the step against ``reference_state``."""
-    rtol = {"torch": TRAIN_RTOL, "paddle": PADDLE_TRAIN_RTOL, "flax": TRAIN_RTOL}[fw]
-    _check_train(fw, shape, rtol)
+    _check_train(fw, shape, TRAIN_RTOL)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="Paddle's batch_norm rounds eps to float32, which "
-                   "shows on 2 values per channel (see PADDLE_TRAIN_RTOL)")
 def test_paddle_mobilenet_training_on_1x1_maps():
-    _check_train("paddle", (2, 3, 32, 32), PADDLE_TRAIN_RTOL, running_stats=False)
+    _check_train("paddle", (2, 3, 32, 32), TRAIN_RTOL)
 
 
 def _check_train(fw: str, shape: tuple[int, ...], rtol: float, running_stats: bool = True) -> None:

@@ -27,7 +27,8 @@ class BatchNorm2D(nn.BatchNorm2D):
 
     With ``k = momentum`` (Paddle's convention) and ``count = N*H*W``, a training forward sets
     ``_mean <- k * _mean + (1 - k) * batch_mean`` and
-    ``_variance <- k * _variance + (1 - k) * biased_var * count / (count - 1)``; the output is Paddle's.
+    ``_variance <- k * _variance + (1 - k) * biased_var * count / (count - 1)``; the output is Paddle's (in float64,
+    the same formula from ops, with eps in float64).
     In training an input with ``count = 1`` is the project's ``InputShapeError`` naming ``self.where``
     (``attn_core.check_batch_norm_input``; :func:`label_batch_norms` names a model's layers), where Paddle's kernel
     would return the input unchanged.
@@ -42,11 +43,14 @@ class BatchNorm2D(nn.BatchNorm2D):
         self._check_input_dim(input)
         check_batch_norm_input(self.where, tuple(static_shape(input)), layout=self._data_format)
         channels = int(self._mean.shape[0])
-        batch_mean = paddle.zeros([channels], dtype=self._mean.dtype)
-        batch_var = paddle.ones([channels], dtype=self._variance.dtype)
-        # momentum 0: the kernel leaves exactly this batch's mean and biased variance in the scratch vectors
-        out = F.batch_norm(input, batch_mean, batch_var, self.weight, self.bias, training=True, momentum=0.0,
-                           epsilon=self._epsilon, data_format=self._data_format)
+        if input.dtype == paddle.float64:
+            out, batch_mean, batch_var = self._float64_training(input)
+        else:
+            batch_mean = paddle.zeros([channels], dtype=self._mean.dtype)
+            batch_var = paddle.ones([channels], dtype=self._variance.dtype)
+            # momentum 0: the kernel leaves exactly this batch's mean and biased variance in the scratch vectors
+            out = F.batch_norm(input, batch_mean, batch_var, self.weight, self.bias, training=True, momentum=0.0,
+                               epsilon=self._epsilon, data_format=self._data_format)
         shape = static_shape(input)
         n, h, w = (shape[0], shape[2], shape[3]) if self._data_format == "NCHW" else shape[:3]
         k = float(self._momentum)
@@ -60,6 +64,20 @@ class BatchNorm2D(nn.BatchNorm2D):
                       self._mean)
         paddle.assign(self._variance * self._constant(k, batch_var) + batch_var * var_weight, self._variance)
         return out
+
+    def _float64_training(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+        """The training output from ops, and the batch mean and biased variance (detached). Paddle's batch_norm
+        kernel takes eps as a float32 attribute (1e-5 -> 9.99999975e-06), which shows in float64 where the batch
+        variance is not far above eps (a few values per channel): up to 5e-7 of a gradient. Here eps is a float64
+        value, and autograd differentiates the ops."""
+        axes = [0, 2, 3] if self._data_format == "NCHW" else [0, 1, 2]
+        shape = [1, -1, 1, 1] if self._data_format == "NCHW" else [1, 1, 1, -1]
+        mean = x.mean(axes)
+        centred = x - mean.reshape(shape)
+        var = (centred * centred).mean(axes)
+        scale = paddle.rsqrt(var + self._constant(float(self._epsilon), var)) * self.weight.astype(x.dtype)
+        out = centred * scale.reshape(shape) + self.bias.astype(x.dtype).reshape(shape)
+        return out, mean.detach(), var.detach()
 
     @staticmethod
     def _constant(value: float, like: paddle.Tensor) -> float | paddle.Tensor:
