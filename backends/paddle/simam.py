@@ -27,6 +27,16 @@ class SimAM(AttentionModule):
         compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
         xc = x if compute is None else x.astype(compute)
         _, _, h, w = static_shape(x)
+        if h >= 0 and w >= 0 and xc.dtype != paddle.float64:
+            # One fused op instead of mean, subtract, square, sum and divide: instance_norm's z = (x - mean) /
+            # sqrt(v_b + eps), v_b the variance over H * W, is the energy with eps = lambda * n / (H * W):
+            # d / (4 (v + lambda)) = z^2 * n / (4 H W). Its weight sqrt(n / (4 H W)) puts that factor in z.
+            # (Not in float64: instance_norm keeps eps as a float32 attribute, 1e-8 off in float64.)
+            n, c = simam_denominator_count(h, w), xc.shape[1]
+            weight = paddle.full([c], (n / (4 * h * w)) ** 0.5, dtype=xc.dtype)
+            z = F.instance_norm(xc, weight=weight, eps=self.config.e_lambda * n / (h * w))
+            y = xc * F.sigmoid(z * z + 0.5)
+            return y if compute is None else y.astype(x.dtype)
         if h >= 0 and w >= 0:
             n = scalar(simam_denominator_count(h, w), xc)
         else:  # H or W unknown until run time (to_static with an InputSpec of None sizes): the same rule in ops
