@@ -27,6 +27,61 @@ def conv_as(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> tor
     return conv(x, layer.weight.to(dtype), bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
+class _Mean(torch.autograd.Function):
+    """``x.mean(dims, keepdim)`` whose backward hands back ``dy / count`` broadcast over ``dims`` as a view.
+    Autograd's own mean backward writes that broadcast out as a full tensor, one more pass over the feature map,
+    before adding it to the other gradient of ``x`` (that of the product with the gate)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
+        ctx.size, ctx.dims, ctx.keepdim = tuple(x.shape), dims, keepdim
+        return x.mean(dims, keepdim=keepdim)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        count = 1
+        for d in ctx.dims:
+            count *= ctx.size[d]
+        g = dy / count
+        if not ctx.keepdim:
+            for d in sorted(ctx.dims):
+                g = g.unsqueeze(d)
+        return g.expand(ctx.size), None, None
+
+
+def mean_hw(x: torch.Tensor) -> torch.Tensor:
+    """The global average pool of ``x`` (N, C, H, W) -> (N, C); its backward as in :class:`_Mean`."""
+    return _Mean.apply(x, (2, 3), False)
+
+
+def mean_c(x: torch.Tensor) -> torch.Tensor:
+    """The mean over the channels of ``x`` (N, C, H, W) -> (N, 1, H, W); its backward as in :class:`_Mean`."""
+    return _Mean.apply(x, (1,), True)
+
+
+def pointwise_as(layer: nn.Conv2d, v: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """The 1x1 convolution ``layer`` on pooled features ``v`` of shape (N, C_in), as the matrix product it is:
+    (N, C_out). ``F.linear`` rather than the convolution: oneDNN's convolution of a 1x1 map costs about as much as a
+    whole pass over a 56x56 feature map (benchmarks/RESULTS.md). ``dtype`` as in :func:`conv_as`."""
+    dtype = dtype or (v.dtype if layer.weight.dtype != v.dtype else None)
+    weight, bias = layer.weight.flatten(1), layer.bias
+    if dtype is not None:
+        weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+    return F.linear(v, weight, bias)
+
+
+def conv1d_as(layer: nn.Conv1d, s: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """ECA's single-channel, bias-free 1-D convolution ``layer`` over the channel axis of ``s`` (N, C) -> (N, C),
+    as zero padding, a sliding window and a dot product with the kernel (a quarter of ``F.conv1d``'s time on such
+    a short row). ``dtype`` as in :func:`conv_as`."""
+    dtype = dtype or (s.dtype if layer.weight.dtype != s.dtype else None)
+    weight = layer.weight.reshape(-1)
+    if dtype is not None:
+        weight = weight.to(dtype)
+    p = layer.padding[0]
+    return F.pad(s, (p, p)).unfold(1, weight.shape[0], 1) @ weight
+
+
 def batch_norm_as(bn: nn.BatchNorm2d, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     """``bn(x)`` computed in ``dtype`` (None: as it is). In training the updated running statistics are written back
     to the layer's own buffers, in their own dtype, once."""

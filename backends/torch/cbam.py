@@ -7,7 +7,7 @@ from torch import nn
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import ACTIVATIONS, COMPUTE, AttentionModule, batch_norm_as, conv_as
+from ._base import ACTIVATIONS, COMPUTE, AttentionModule, batch_norm_as, conv_as, mean_c, mean_hw, pointwise_as
 
 
 class ChannelAttention(AttentionModule):
@@ -28,11 +28,11 @@ class ChannelAttention(AttentionModule):
         self.check_input(x)
         compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
-
-        def mlp(v: torch.Tensor) -> torch.Tensor:
-            return conv_as(self.fc2, self._act(conv_as(self.fc1, v, compute)), compute)
-
-        y = xc * self._gate(mlp(xc.mean((2, 3), keepdim=True)) + mlp(xc.amax((2, 3), keepdim=True)))
+        n = x.shape[0]
+        # the shared MLP once on the 2N pooled rows (mean, then max), its two halves summed as mlp(avg) + mlp(max)
+        h = pointwise_as(self.fc2, self._act(pointwise_as(self.fc1, torch.cat([mean_hw(xc), xc.amax((2, 3))]),
+                                                          compute)), compute)
+        y = xc * self._gate(h[:n] + h[n:])[:, :, None, None]
         return y if compute is None else y.to(x.dtype)
 
 
@@ -57,7 +57,7 @@ class SpatialAttention(AttentionModule):
             self.config.check_training_input(tuple(x.shape))
         compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
-        avg, mx = xc.mean(1, keepdim=True), xc.amax(1, keepdim=True)
+        avg, mx = mean_c(xc), xc.amax(1, keepdim=True)
         z = conv_as(self.conv, torch.cat([avg, mx] if self._mean_first else [mx, avg], 1), compute)
         if self.bn is not None:
             z = batch_norm_as(self.bn, z, compute)

@@ -7,7 +7,7 @@ from torch import nn
 
 from attn_core import ECAConfig
 
-from ._base import COMPUTE, AttentionModule, conv_as
+from ._base import COMPUTE, AttentionModule, conv1d_as, mean_hw
 
 
 class ECAModule(AttentionModule):
@@ -22,7 +22,5 @@ class ECAModule(AttentionModule):
         self.check_input(x)
         compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
-        n, c = x.shape[0], x.shape[1]
-        s = xc.mean((2, 3)).view(n, 1, c)
-        y = xc * torch.sigmoid(conv_as(self.conv, s, compute)).view(n, c, 1, 1)
+        y = xc * torch.sigmoid(conv1d_as(self.conv, mean_hw(xc), compute))[:, :, None, None]
         return y if compute is None else y.to(x.dtype)

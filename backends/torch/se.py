@@ -7,7 +7,7 @@ from torch import nn
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, COMPUTE, AttentionModule, conv_as
+from ._base import ACTIVATIONS, COMPUTE, AttentionModule, mean_hw, pointwise_as
 
 
 class SEModule(AttentionModule):
@@ -27,6 +27,7 @@ class SEModule(AttentionModule):
         self.check_input(x)
         compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
-        s = xc.mean((2, 3), keepdim=True)
-        y = xc * self._gate(conv_as(self.fc2, self._act(conv_as(self.fc1, s, compute)), compute))
+        s = mean_hw(xc)
+        g = self._gate(pointwise_as(self.fc2, self._act(pointwise_as(self.fc1, s, compute)), compute))
+        y = xc * g[:, :, None, None]
         return y if compute is None else y.to(x.dtype)
