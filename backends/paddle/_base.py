@@ -34,6 +34,15 @@ ACTIVATIONS: dict[str, Callable[[paddle.Tensor], paddle.Tensor]] = {
 }
 
 
+def mean_hw(x: paddle.Tensor) -> paddle.Tensor:
+    """The mean of ``x`` (N, C, H, W) over H, W, kept as (N, C, 1, 1): ``adaptive_avg_pool2d``, whose backward on CPU
+    is 5x faster than ``mean``'s (8 x 64 x 56 x 56), except in float64, where the pool misses the float64
+    conformance tolerance (rtol 1e-7) and ``mean`` is used."""
+    if x.dtype == paddle.float64:
+        return x.mean(axis=[2, 3], keepdim=True)
+    return F.adaptive_avg_pool2d(x, 1)
+
+
 @paddle.jit.not_to_static
 def static_shape(x: paddle.Tensor) -> tuple[int, ...]:
     """The sizes of ``x`` known when the graph is built: all in dygraph, -1 for those unknown until run time under

@@ -9,7 +9,7 @@ from paddle.autograd import PyLayer
 from attn_core import (AttentionConfig, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig,
                        bn_momentum_for)
 
-from ._base import ACTIVATIONS, AttentionModule, static_shape
+from ._base import ACTIVATIONS, AttentionModule, mean_hw, static_shape
 from ._norm import BatchNorm2D
 
 
@@ -55,7 +55,7 @@ class ChannelAttention(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        avg = self.fc2(self._act(self.fc1(x.mean(axis=[2, 3], keepdim=True))))
+        avg = self.fc2(self._act(self.fc1(mean_hw(x))))
         mx = self.fc2(self._act(self.fc1(_SharedMax.apply(x, [2, 3]))))
         return x * self._gate(avg + mx)
 

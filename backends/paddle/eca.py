@@ -8,7 +8,7 @@ from paddle import nn
 
 from attn_core import ECAConfig
 
-from ._base import AttentionModule
+from ._base import AttentionModule, mean_hw
 
 
 class ECAModule(AttentionModule):
@@ -21,5 +21,5 @@ class ECAModule(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        s = x.mean(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
+        s = mean_hw(x).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
         return x * F.sigmoid(self.conv(s)).squeeze(1).unsqueeze([2, 3])

@@ -7,7 +7,7 @@ from paddle import nn
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, AttentionModule
+from ._base import ACTIVATIONS, AttentionModule, mean_hw
 
 
 class SEModule(AttentionModule):
@@ -25,5 +25,5 @@ class SEModule(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        s = x.mean(axis=[2, 3], keepdim=True)
+        s = mean_hw(x)
         return x * self._gate(self.fc2(self._act(self.fc1(s))))
