@@ -83,7 +83,8 @@ class SpatialAttention(AttentionModule):
         z = self.conv(paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1))
         if self.bn is not None:
             z = self.bn(z)
-        return x * self._gate(z)
+        # expanded over C first: Paddle's CPU multiply broadcasting (N, 1, H, W) over C is 3.5x x * s, this 2x
+        return x * self._gate(z).expand_as(x)
 
 
 class CBAM(AttentionModule):
