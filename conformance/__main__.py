@@ -1,4 +1,5 @@
-"""``python -m conformance``: every module x case x installed backend against the float64 reference."""
+"""``python -m conformance``: every module x case x installed backend against the float64 reference; with
+``--models``, every registered model too (``--modules none`` for the models alone)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .cases import MODULES, select_cases
+from .model_cases import MODEL_NAMES, TRAIN_STEPS, select_model_cases
 from .runners import MODES, RUNNERS, get_runner
 from .suite import Row, run_suite
 from .tolerances import TOLERANCES
@@ -23,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", type=_csv, default=list(RUNNERS),
                    help=f"comma-separated subset of {','.join(RUNNERS)} (default: all)")
     p.add_argument("--modules", type=_csv, default=list(MODULES),
-                   help=f"comma-separated subset of {','.join(MODULES)} (default: all)")
+                   help=f"comma-separated subset of {','.join(MODULES)}, or 'none' (default: all)")
+    p.add_argument("--models", type=_csv, nargs="?", const=list(MODEL_NAMES), default=[], metavar="LIST",
+                   help="also run the model cases (conformance.model_cases): eval, and training with the running "
+                        f"statistics after {TRAIN_STEPS} steps, of the comma-separated registered models, every "
+                        "model when LIST is left out. Default: no models. '--models --modules none' runs the "
+                        f"models alone. Known: {', '.join(MODEL_NAMES)}")
     p.add_argument("--dtypes", type=_csv, default=["float32"],
                    help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32)")
     p.add_argument("--modes", type=_csv, default=["default"],
@@ -46,9 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     for b in args.backends:
         if b not in RUNNERS:
             p.error(f"unknown backend {b!r}; known: {', '.join(RUNNERS)}")
+    if args.modules == ["none"]:
+        args.modules = []
     for m in args.modules:
         if m not in MODULES:
-            p.error(f"unknown module {m!r}; known: {', '.join(MODULES)}")
+            p.error(f"unknown module {m!r}; known: {', '.join(MODULES)}, or none")
+    for m in args.models:
+        if m not in MODEL_NAMES:
+            p.error(f"unknown model {m!r}; known: {', '.join(MODEL_NAMES)}")
+    if not args.modules and not args.models:
+        p.error("nothing to run: --modules none without --models")
     for d in args.dtypes:
         if d not in TOLERANCES:
             p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
@@ -58,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     modes_per_backend = {b: len(dict.fromkeys(get_runner(b).default_mode if m == "default" else m
                                               for m in args.modes)) for b in args.backends}
-    total = len(select_cases(args.modules)) * len(args.dtypes) * sum(modes_per_backend.values())
+    cases = len(select_cases(args.modules)) + len(select_model_cases(args.models))
+    total = cases * len(args.dtypes) * sum(modes_per_backend.values())
     done = 0
 
     def progress(row: Row) -> None:
@@ -69,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"[{row.backend}, {row.dtype}, {row.mode}]", file=sys.stderr, flush=True)
 
     report = run_suite(args.backends, args.modules, args.dtypes, grads=not args.no_grad, progress=progress,
-                       modes=args.modes)
+                       modes=args.modes, models=args.models)
     if not args.quiet:
         print(report.table())
     details = report.failure_details()

@@ -15,6 +15,8 @@ import numpy as np
 
 from attn_core import CBAM_PRESETS, CONFIGS, AttentionConfig, create_config
 
+from .tolerances import Tolerance, tolerance_for
+
 __all__ = ["Case", "CASES", "MODULES", "select_cases", "cases_for", "registry_name"]
 
 
@@ -30,6 +32,22 @@ class Case:
     note: str = ""
     #: the exact config of the case, when it was derived from one (:func:`cases_for`); else built from ``options``
     spec: AttentionConfig | None = None
+    #: training steps whose running statistics are compared (the first is the one whose output and gradients are;
+    #: the others run on :meth:`batches`)
+    steps: int = 1
+
+    #: judge elements near 0 on the scale of their quantity (:func:`conformance.suite.compare`'s ``scaled``)
+    scaled = False
+    #: where the reason is given when :meth:`compares_grads` is False for a dtype
+    grad_note = ""
+
+    def compares_grads(self, dtype: str) -> bool:
+        """Whether this case's gradients are compared in ``dtype`` (always, for an attention module)."""
+        return True
+
+    def tolerance(self, dtype: str) -> Tolerance:
+        """The tolerance of this case's comparisons in ``dtype``: the table's (:mod:`conformance.tolerances`)."""
+        return tolerance_for(dtype)
 
     @property
     def name(self) -> str:
@@ -54,8 +72,21 @@ class Case:
         rng = np.random.default_rng(self.seed)
         weights = config.init_weights(rng)
         x = rng.standard_normal(self.shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, self.shape[1], 1, 1))
-        cotangent = rng.standard_normal(self.shape)
+        cotangent = rng.standard_normal(self.output_shape(config))
         return weights, x, cotangent
+
+    def output_shape(self, config: AttentionConfig) -> tuple[int, ...]:
+        """The shape of the output (and of the cotangent): the input's, for an attention module."""
+        return self.shape
+
+    def batches(self) -> list[np.ndarray]:
+        """The inputs of training steps 2 .. ``steps`` (float64 NCHW, drawn as :meth:`data`'s input, each from
+        the seed of the case's name and the step)."""
+        out = []
+        for step in range(2, self.steps + 1):
+            rng = np.random.default_rng(zlib.crc32(f"{self.name}/step{step}".encode()))
+            out.append(rng.standard_normal(self.shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, self.shape[1], 1, 1)))
+        return out
 
 
 def _c(module: str, case_id: str, shape: tuple[int, int, int, int], note: str = "", training: bool = False,

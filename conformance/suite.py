@@ -11,11 +11,13 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .cases import Case, select_cases
+from .model_cases import select_model_cases
 from .precision import is_low_precision, quantize
 from .runners import RUNNERS, Runner, get_runner
-from .tolerances import Tolerance, tolerance_for
+from .tolerances import Tolerance
 
-__all__ = ["Comparison", "Row", "Report", "compare", "reference_for", "run_case", "run_suite"]
+__all__ = ["Comparison", "Row", "Report", "compare", "reference_for", "reference_state_for", "run_case",
+           "run_suite", "training_batches"]
 
 Reference = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
@@ -38,7 +40,11 @@ class Comparison:
     detail: str = ""
 
 
-def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance) -> Comparison:
+def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance, scaled: bool = False
+            ) -> Comparison:
+    """Compare one quantity elementwise with the reference (numpy.allclose's rule). ``scaled`` (model cases) raises
+    the absolute tolerance to ``rtol * max |ref|``: an element near 0 is judged on the scale of its quantity, since a
+    deep network's gradients span many orders of magnitude within one parameter."""
     if got is None:
         return Comparison(quantity, math.inf, math.inf, math.inf, 0, False, "not computed by the backend")
     got = np.asarray(got, dtype=np.float64)
@@ -50,6 +56,8 @@ def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Toleran
     err = np.where(finite, np.abs(got - ref), np.inf)
     if err.size == 0:
         return Comparison(quantity, 0.0, 0.0, 0.0, 0, True)
+    if scaled:
+        tol = Tolerance(max(tol.atol, tol.rtol * float(np.abs(ref).max())), tol.rtol, tol.source)
     max_abs = float(err.max())
     max_rel = float((err / np.maximum(np.abs(ref), tol.atol)).max())
     ratio = err / (tol.atol + tol.rtol * np.abs(ref))
@@ -121,15 +129,42 @@ def reference_for(case: Case, grads: bool = True, dtype: str = "float64"
     return weights, x, cotangent, ref
 
 
+def training_batches(case: Case, x: np.ndarray, dtype: str = "float64") -> list[np.ndarray]:
+    """The inputs of the case's training steps: ``x`` (as :func:`reference_for` returns it), then
+    :meth:`Case.batches`, rounded to a low-precision ``dtype`` as ``x`` is."""
+    more = case.batches() if case.training else []
+    if is_low_precision(dtype):
+        more = [quantize(b, dtype) for b in more]
+    return [x, *more]
+
+
+def reference_state_for(case: Case, weights: dict[str, np.ndarray], batches: Sequence[np.ndarray]
+                        ) -> dict[str, np.ndarray]:
+    """The float64 running statistics after one training step on each of ``batches`` in order:
+    ``config.reference_state`` applied once per batch, each time on the state the previous step left."""
+    config = case.config()
+    current = dict(weights)
+    state: dict[str, np.ndarray] = {}
+    for batch in batches:
+        state = config.reference_state(current, batch)
+        current.update(state)
+    return state
+
+
 def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = True,
-             reference: tuple | None = None, mode: str = "eager") -> Row:
+             reference: tuple | None = None, mode: str = "eager",
+             state_reference: dict[str, np.ndarray] | None = None) -> Row:
     """Run one case on one runner in one mode ('eager' or 'compiled') and compare every output and gradient with
     the float64 reference. A mode the runner does not know, or cannot run the case in, is an 'error' row.
 
     A training case also compares every BatchNorm running statistic the module holds after its forward
     (``state:<canonical name>``) with ``config.reference_state`` of the same weights and input: the project's one
     convention (torch's, the unbiased batch variance in the running variance). A statistic the backend did not
-    report fails; one still equal to its value before the forward fails with a note saying it was not updated."""
+    report fails; one still equal to its value before the forward fails with a note saying it was not updated.
+    A case of ``steps`` k > 1 (the model cases) runs k training steps in the same module, the forward and backward
+    of its input and then a forward of each of :meth:`Case.batches`, and compares the statistics after step k with
+    :func:`reference_state_for` (given as ``state_reference`` when already computed); output and gradients are
+    those of step 1."""
     label = runner.mode_label(mode) if mode in runner.modes else mode
     row = Row(case.module, case.case_id, runner.framework, dtype, label, "pass")
     ok, why = runner.available()
@@ -144,40 +179,46 @@ def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = T
         row.status = "error"
         row.message = f"unknown mode {mode!r} for {runner.framework}; known: {', '.join(runner.modes)}"
         return row
-    tol = tolerance_for(dtype)
+    tol = case.tolerance(dtype)
     weights, x, cotangent, (y_ref, dx_ref, dp_ref) = reference or reference_for(case, grads, dtype)
+    batches = training_batches(case, x, dtype)
+    more = {"more_batches": batches[1:]} if len(batches) > 1 else {}  # module cases: one step, the call as before
     try:
         got = runner.run(case.module, case.config(), weights, x, cotangent if grads else None, dtype,
-                         case.training, mode)
+                         case.training, mode, **more)
     except Exception as err:  # noqa: BLE001 - any failure of a backend is reported as that row's error
         row.status = "error"
         row.message = f"{type(err).__name__}: {err}".strip()
         row.message += "\n" + "".join(traceback.format_exception(err)[-3:]).rstrip()
         return row
     row.seconds, row.note = got.seconds, got.note
-    row.comparisons.append(compare("output", got.y, y_ref, tol))
-    if grads:
-        row.comparisons.append(compare("grad:input", got.dx, dx_ref, tol))
+    scaled = case.scaled
+    row.comparisons.append(compare("output", got.y, y_ref, tol, scaled))
+    if grads and not case.compares_grads(dtype):
+        row.note = "; ".join(filter(None, [row.note, f"gradients not compared in {dtype} (see {case.grad_note})"]))
+    elif grads:
+        row.comparisons.append(compare("grad:input", got.dx, dx_ref, tol, scaled))
         for name, ref in dp_ref.items():
-            row.comparisons.append(compare(f"grad:{name}", got.dparams.get(name), ref, tol))
+            row.comparisons.append(compare(f"grad:{name}", got.dparams.get(name), ref, tol, scaled))
         extra = sorted(set(got.dparams) - set(dp_ref))
         if extra:
             row.message = "backend returned gradients for unknown parameters: " + ", ".join(extra)
             row.status = "fail"
     if case.training:
-        row.comparisons.extend(_compare_state(case.config().reference_state(weights, x), got.state, weights, tol))
+        ref_state = state_reference if state_reference is not None else reference_state_for(case, weights, batches)
+        row.comparisons.extend(_compare_state(ref_state, got.state, weights, tol, scaled))
     if not all(c.passed for c in row.comparisons):
         row.status = "fail"
     return row
 
 
 def _compare_state(ref_state: dict[str, np.ndarray], got_state: dict[str, np.ndarray],
-                   before: dict[str, np.ndarray], tol: Tolerance) -> list[Comparison]:
+                   before: dict[str, np.ndarray], tol: Tolerance, scaled: bool = False) -> list[Comparison]:
     """``state:<name>`` comparisons of the running statistics after a training forward."""
     out = []
     for name, ref in ref_state.items():
         got = got_state.get(name)
-        c = compare(f"state:{name}", got, ref, tol)
+        c = compare(f"state:{name}", got, ref, tol, scaled)
         if got is not None and not c.passed and name in before and \
                 compare("", got, np.asarray(before[name], dtype=np.float64), tol).passed:
             c.detail = "not updated by the training forward (still its value before it); " + c.detail
@@ -267,22 +308,30 @@ class Report:
 
 def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | None = None,
               dtypes: Sequence[str] = ("float32",), grads: bool = True,
-              progress: Callable[[Row], None] | None = None, modes: Sequence[str] = ("default",)) -> Report:
+              progress: Callable[[Row], None] | None = None, modes: Sequence[str] = ("default",),
+              models: Iterable[str] | None = ()) -> Report:
     """Every selected case on every selected backend, dtype and mode, one row each; the reference is computed once
     per case (and per low-precision dtype). Modes: 'eager', 'compiled', or 'default', each framework's own default
-    path (its runner's ``default_mode``: torch and Paddle eager, Flax under jax.jit)."""
+    path (its runner's ``default_mode``: torch and Paddle eager, Flax under jax.jit).
+
+    ``modules``: the attention modules whose cases run (None: all; empty: none). ``models``: the registered models
+    whose cases (:mod:`conformance.model_cases`) run after them (None: all; empty, the default: none)."""
     backends = list(backends or RUNNERS)
     runners = [get_runner(b) for b in backends]
     rows = []
-    for case in select_cases(modules):
+    for case in [*select_cases(modules), *select_model_cases(models)]:
         references: dict[str, tuple] = {}
+        states: dict[str, dict[str, np.ndarray]] = {}
         for runner in runners:
             for dtype in dtypes:
                 key = dtype if is_low_precision(dtype) else "float64"  # the data each dtype's reference is of
                 if key not in references:
                     references[key] = reference_for(case, grads, key)
+                    if case.training:
+                        weights, x = references[key][0], references[key][1]
+                        states[key] = reference_state_for(case, weights, training_batches(case, x, key))
                 for mode in dict.fromkeys(runner.default_mode if m == "default" else m for m in modes):
-                    row = run_case(case, runner, dtype, grads, references[key], mode)
+                    row = run_case(case, runner, dtype, grads, references[key], mode, states.get(key))
                     rows.append(row)
                     if progress is not None:
                         progress(row)

@@ -303,7 +303,7 @@ class Runner:
 
     def execute(self, handle: Handle, weights: Mapping[str, np.ndarray], x: np.ndarray,
                 cotangent: np.ndarray | None = None, dtype: str = "float32", training: bool = False,
-                mode: str = "eager") -> RunResult:
+                mode: str = "eager", more_batches: Sequence[np.ndarray] = ()) -> RunResult:
         """Run ``handle``'s module once on canonical data and return what it computed in canonical form.
 
         ``weights`` are canonical (names and torch layout of ``handle.config.param_table()``, checked strictly)
@@ -313,6 +313,12 @@ class Runner:
         given it is backpropagated: the result holds ``dx`` and the gradient of every trainable canonical
         parameter. In training the result's ``state`` holds the running statistics the forward left in the module
         (see :class:`RunResult`). Raises whatever the framework raises when the module cannot run, in that mode too.
+
+        ``more_batches`` (training only; NCHW arrays shaped like ``x``) are further training steps on the same
+        module: after the forward (and backward) of ``x``, a training forward of each, in order, so that the
+        reported ``state`` is the one left after ``1 + len(more_batches)`` steps. The output and gradients are
+        those of the first step (``x``). A model's output ``(N, classes)`` and its cotangent are taken as they
+        are: only 4-D arrays are transposed to and from the module's layout.
         """
         if handle.framework != self.framework:
             raise ValueError(f"a {handle.framework} handle given to the {self.framework} runner")
@@ -322,14 +328,21 @@ class Runner:
         if x.ndim != 4:
             raise ValueError(f"x must be a 4-D NCHW array, got shape {x.shape}")
         ct = None if cotangent is None else np.asarray(cotangent, dtype=np.float64)
+        more = [np.asarray(b, dtype=np.float64) for b in more_batches]
+        if more and not training:
+            raise ValueError("more_batches are further training steps: they need training=True")
+        bad = [b.shape for b in more if b.shape != x.shape]
+        if bad:
+            raise ValueError(f"more_batches must be shaped like x {x.shape}, got {bad}")
         if handle.layout == "NHWC":
             x = np.ascontiguousarray(np.transpose(x, _TO_NHWC))
-            ct = None if ct is None else np.ascontiguousarray(np.transpose(ct, _TO_NHWC))
+            ct = None if ct is None else _layout(ct, _TO_NHWC)
+            more = [np.ascontiguousarray(np.transpose(b, _TO_NHWC)) for b in more]
         start = time.perf_counter()
-        y, dx, grads, note, state = self._execute(handle, native, x, ct, dtype, training, mode)
+        y, dx, grads, note, state = self._execute(handle, native, x, ct, dtype, training, mode, more)
         seconds = time.perf_counter() - start
         if handle.layout == "NHWC":
-            y = np.transpose(y, _TO_NCHW)
+            y = _layout(y, _TO_NCHW)
             dx = None if dx is None else np.transpose(dx, _TO_NCHW)
         result = RunResult(y=np.ascontiguousarray(y, dtype=np.float64), seconds=seconds, note=note)
         if ct is not None:
@@ -341,13 +354,16 @@ class Runner:
 
     def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
             cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False,
-            mode: str = "eager") -> RunResult:
+            mode: str = "eager", more_batches: Sequence[np.ndarray] = ()) -> RunResult:
         """Build the project's module registered as ``name`` from ``config`` and :meth:`execute` it."""
-        return self.execute(self.build_handle(name, config), weights, x, cotangent, dtype, training, mode)
+        return self.execute(self.build_handle(name, config), weights, x, cotangent, dtype, training, mode,
+                            more_batches)
 
     # --------------------------------------------------------------------------------------- to implement
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
-        """``(module, variables template or None)`` of the project's module ``name`` built from ``config``."""
+        """``(module, variables template or None)`` of the project's module ``name`` built from ``config``: a
+        model (``name`` in ``attn_core.models.MODEL_CONFIGS``) through the backend's ``model_from_config``, an
+        attention module through its ``ATTN_LAYERS`` entry."""
         raise NotImplementedError
 
     def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
@@ -367,11 +383,12 @@ class Runner:
         return {}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
                  ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         """Run on ``x`` in the module's layout with ``native`` weights: ``(y, dx, {native name: grad}, note,
-        {native name: running statistic after the forward})``; the last is read in training only (else empty),
-        for every binding of :attr:`Handle.state_bindings`, from the module the forward ran in."""
+        {native name: running statistic after the last step})``; the last is read in training only (else empty),
+        for every binding of :attr:`Handle.state_bindings`, from the module the forward ran in, after the training
+        forwards of ``more`` (further batches in the module's layout, run in the same module after ``x``)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------- helpers
@@ -399,6 +416,18 @@ class Runner:
             return native, transform[0], transform[1], "custom"
         return (f"{spec.name} -> {native!r}: the transform must be a name ({', '.join(LAYOUT_TRANSFORMS)}) or a "
                 f"pair of functions (to_native, from_native), got {transform!r}")
+
+
+def _layout(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """A 4-D array transposed by ``axes``; any other (a model's ``(N, classes)`` output) as it is."""
+    return np.ascontiguousarray(np.transpose(a, axes)) if np.ndim(a) == 4 else a
+
+
+def model_names() -> frozenset[str]:
+    """The registered model names (``attn_core.models.MODEL_CONFIGS``), which runners build as models."""
+    from attn_core.models import MODEL_CONFIGS
+
+    return frozenset(MODEL_CONFIGS)
 
 
 def _native_shape(how: str, spec: ParamSpec, to_n: ArrayFn, from_n: ArrayFn) -> tuple[tuple[int, ...], str]:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from attn_core import AttentionConfig
 
-from .base import Handle, Runner
+from .base import Handle, Runner, model_names
 
 
 @functools.lru_cache(maxsize=128)
@@ -93,8 +93,9 @@ class FlaxRunner(Runner):
 
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         from backends.flax import ATTN_LAYERS, load_weights
+        from backends.flax.models import model_from_config
 
-        module = ATTN_LAYERS[name].from_config(config)
+        module = model_from_config(config) if name in model_names() else ATTN_LAYERS[name].from_config(config)
         # the variables template: every canonical parameter at its default place (zeros; execute loads values)
         template = load_weights(module, {s.name: np.zeros(s.shape) for s in config.param_table()})
         return module, template
@@ -124,7 +125,7 @@ class FlaxRunner(Runner):
         return {"train_arg": takes_train}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
                  ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         import jax
 
@@ -134,11 +135,11 @@ class FlaxRunner(Runner):
             if mode == "compiled" and jax.config.jax_disable_jit:
                 raise RuntimeError("jax.jit is disabled (JAX_DISABLE_JIT / jax.disable_jit): the compiled mode "
                                    "would run eagerly")
-            return self._run(handle, native, x, cotangent, dtype, training, mode)
+            return self._run(handle, native, x, cotangent, dtype, training, mode, more)
 
     @staticmethod
     def _run(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-             dtype: str, training: bool, mode: str
+             dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
              ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         import jax.numpy as jnp
 
@@ -153,12 +154,20 @@ class FlaxRunner(Runner):
         xj = jnp.asarray(x, dtype=jdtype)
         if cotangent is None:
             y, updates = forward(variables, xj)
-            return _np(y), None, {}, note, _state(handle, updates, training)
-        y, dx, dparams, updates = forward_backward(variables, xj, jnp.asarray(cotangent, dtype=jdtype))
-        flat_grads = _flatten({"params": dparams})
-        grads = {b.native: None if flat_grads.get(b.native) is None else _np(flat_grads[b.native])
-                 for b in handle.trainable}
-        return _np(y), _np(dx), grads, note, _state(handle, updates, training)
+            dx, grads = None, {}
+        else:
+            y, dx, dparams, updates = forward_backward(variables, xj, jnp.asarray(cotangent, dtype=jdtype))
+            flat_grads = _flatten({"params": dparams})
+            grads = {b.native: None if flat_grads.get(b.native) is None else _np(flat_grads[b.native])
+                     for b in handle.trainable}
+            dx = _np(dx)
+        for batch in more:  # further training steps: each starts from the collections the previous one returned
+            xb = jnp.asarray(batch, dtype=jdtype)
+            if cotangent is None:
+                _, updates = forward({**variables, **updates}, xb)
+            else:  # the program step 1 compiled (a second, forward-only one would cost its own compilation)
+                updates = forward_backward({**variables, **updates}, xb, jnp.asarray(cotangent, dtype=jdtype))[3]
+        return _np(y), dx, grads, note, _state(handle, updates, training)
 
 
 def _state(handle: Handle, updates: Mapping[str, Any], training: bool) -> dict[str, np.ndarray]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from attn_core import AttentionConfig
 
-from .base import Handle, Runner
+from .base import Handle, Runner, model_names
 
 
 @contextlib.contextmanager
@@ -83,7 +83,10 @@ class PaddleRunner(Runner):
 
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         from backends.paddle import ATTN_LAYERS
+        from backends.paddle.models import model_from_config
 
+        if name in model_names():
+            return model_from_config(config), None
         return ATTN_LAYERS[name].from_config(config), None
 
     def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
@@ -104,14 +107,15 @@ class PaddleRunner(Runner):
         return {k: (tuple(int(s) for s in v.shape), k in params) for k, v in module.state_dict().items()}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
                  ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         with _dygraph_on_cpu():
-            return self._dygraph_execute(handle, native, x, cotangent, dtype, training, mode)
+            return self._dygraph_execute(handle, native, x, cotangent, dtype, training, mode, more)
 
     @staticmethod
     def _dygraph_execute(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray,
-                         cotangent: np.ndarray | None, dtype: str, training: bool, mode: str
+                         cotangent: np.ndarray | None, dtype: str, training: bool, mode: str,
+                         more: Sequence[np.ndarray] = ()
                          ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str,
                                     dict[str, np.ndarray]]:
         import paddle
@@ -147,13 +151,16 @@ class PaddleRunner(Runner):
         if mode == "compiled":
             _check_traced(fn)
         y_np = (y if y_reported is None else y_reported).detach().astype("float64").numpy()
+        if cotangent is not None:
+            y.backward(paddle.to_tensor(cotangent).astype(dtype))
+        for batch in more:  # further training steps, forward only, in the same (static) module
+            fn(paddle.to_tensor(batch).astype(dtype))
         state = {}
-        if training:  # the buffers the forward updated (to_static's training program writes them back too)
+        if training:  # the buffers the forwards updated (to_static's training program writes them back too)
             buffers = module.state_dict()
             state = {b.native: buffers[b.native].astype("float64").numpy() for b in handle.state_bindings}
         if cotangent is None:
             return y_np, None, {}, note, state
-        y.backward(paddle.to_tensor(cotangent).astype(dtype))
         dx = None if xt.grad is None else xt.grad.astype("float64").numpy()
         params = dict(module.named_parameters(include_sublayers=True))
         grads = {}

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from attn_core import AttentionConfig
 
-from .base import Handle, Runner
+from .base import Handle, Runner, model_names
 
 
 class TorchRunner(Runner):
@@ -28,7 +28,10 @@ class TorchRunner(Runner):
 
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         from backends.torch import ATTN_LAYERS
+        from backends.torch.models import model_from_config
 
+        if name in model_names():
+            return model_from_config(config), None
         return ATTN_LAYERS[name].from_config(config), None
 
     def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
@@ -46,7 +49,7 @@ class TorchRunner(Runner):
         return {k: (tuple(v.shape), k in params) for k, v in module.state_dict(keep_vars=True).items()}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
                  ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
         import torch
 
@@ -71,6 +74,8 @@ class TorchRunner(Runner):
             y = fn(xt)
             if cotangent is not None:
                 y.backward(torch.tensor(cotangent, dtype=torch.float64).to(tdtype))
+            for batch in more:  # further training steps, forward only, in the same (compiled) module
+                fn(torch.tensor(batch, dtype=torch.float64).to(tdtype))
         note = ""
         if counters is not None:
             graphs = int(counters["stats"]["unique_graphs"])
@@ -81,7 +86,7 @@ class TorchRunner(Runner):
             note = f"torch.compile: {graphs} graph(s), {breaks} graph break(s)"
         y_np = y.detach().to(torch.float64).numpy()
         state = {}
-        if training:  # the buffers the forward updated in place (under torch.compile too: dynamo writes them back)
+        if training:  # the buffers the forwards updated in place (under torch.compile too: dynamo writes them back)
             buffers = module.state_dict()
             state = {b.native: buffers[b.native].detach().to(torch.float64).numpy() for b in handle.state_bindings}
         if cotangent is None:
