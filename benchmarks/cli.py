@@ -55,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", type=_csv, default=None,
                    help=f"comma-separated, of {', '.join(BACKENDS)} (default: every installed one)")
     p.add_argument("--modules", type=_csv, default=list(MODULES),
-                   help=f"comma-separated registry names, of {', '.join(MODULES)} (default: all)")
+                   help=f"comma-separated registry names, of {', '.join(MODULES)} (default: all), or none (with "
+                        f"--models: the models alone)")
     p.add_argument("--shapes", type=_csv, default=None,
                    help="comma-separated N x C x H x W, e.g. 32x256x56x56,8x64x56x56 (the default)")
     all_modes = sorted({m for modes in MODES.values() for m in modes})
@@ -77,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also time whole models, inference and one training step (batch 8, 224x224 unless "
                         "--quick) for each backend with create_model; optionally a comma-separated list "
                         "(default resnet50,seresnet50,ecaresnet50,cbamresnet50)")
+    p.add_argument("--no-breakdown", action="store_true",
+                   help="do not time the sub-operations the modules are made of (pooling, the 7x7 convolution, "
+                        "sigmoid, ...) beside x * s, once per backend and shape in its default mode")
     p.add_argument("--max-call", type=float, default=20.0,
                    help="seconds: an implementation whose warm call takes longer is timed with the calls it has "
                         "(default 20)")
@@ -88,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT.name} "
                                                                  f"next to this package)")
     p.add_argument("--json", type=Path, default=None, help="also write every record as JSON here")
+    p.add_argument("--render-json", type=Path, default=None, metavar="JSON",
+                   help="time nothing: write the markdown (--out) again from the --json file of an earlier run, "
+                        "whose command, date and machine it keeps (after a change to the report's text)")
     return p
 
 
@@ -97,6 +104,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     for b in backends:
         if b not in BACKENDS:
             raise UsageError(f"--backends: unknown backend {b!r}; known: {', '.join(BACKENDS)}")
+    if args.modules == ["none"]:  # only the models (--models) and nothing per module
+        args.modules = []
     for m in args.modules:
         if m not in MODULES:
             raise UsageError(f"--modules: unknown module {m!r}; known: {', '.join(MODULES)}")
@@ -141,7 +150,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     return {"backends": [b for b in backends if modes[b]], "modules": args.modules, "shapes": shapes,
             "modes": modes, "passes": list(dict.fromkeys(passes)), "repeats": repeats, "warmup": warmup,
             "threads": args.threads, "pin": not args.no_pin, "models": args.models, "quick": args.quick,
-            "model_repeats": args.model_repeats, "max_call": args.max_call, "call_timeout": args.call_timeout}
+            "model_repeats": args.model_repeats, "max_call": args.max_call, "call_timeout": args.call_timeout,
+            "breakdown": not args.no_breakdown and bool(args.modules)}
 
 
 def _cpu_name() -> str:
@@ -283,6 +293,12 @@ def run_backend(job: dict[str, Any], call_timeout: float = 60.0, max_restarts: i
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    if args.render_json is not None:
+        saved = json.loads(args.render_json.read_text())
+        args.out.write_text(render(saved["records"], saved["infos"], saved["header"], saved["failures"],
+                                   saved["model_records"]))
+        print(f"wrote {args.out} from {args.render_json}")
+        return 0
     try:
         plan = resolve(args)
     except UsageError as err:
@@ -301,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "shapes": [list(s) for s in plan["shapes"]], "modules": plan["modules"],
                "modes": plan["modes"][backend], "passes": plan["passes"], "repeats": plan["repeats"],
                "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"],
-               "model_repeats": plan["model_repeats"], "max_call": plan["max_call"]}
+               "model_repeats": plan["model_repeats"], "max_call": plan["max_call"],
+               "breakdown": plan["breakdown"]}
         print(f"== {backend}: {', '.join(plan['modes'][backend])}", file=sys.stderr, flush=True)
         info, recs, model_recs, why = run_backend(job, plan["call_timeout"])
         if info is not None:

@@ -34,6 +34,26 @@ DEFAULT_MODE: Mapping[str, str] = MappingProxyType({"torch": "eager", "paddle": 
 #: the ratio targets of the performance issue, forward, in the best mode
 TARGETS: Mapping[str, float] = MappingProxyType({"se": 1.5, "eca": 1.5, "cbam": 3.0, "simam": 2.0})
 
+#: the operations the modules are made of, timed alone (forward, each framework's default mode) beside the same
+#: baseline, so that a module's ratio can be read as the sum of its parts: key -> label
+SUBOPS: Mapping[str, str] = MappingProxyType({
+    "mean_hw": "mean over H, W",
+    "max_hw": "max over H, W",
+    "mean_c": "mean over C",
+    "max_c": "max over C",
+    "conv_kxk": "7x7 convolution 2 → 1 on the pooled maps",
+    "mul_map": "x * m, m of shape N x 1 x H x W",
+    "mul_self": "x * x",
+    "sigmoid": "sigmoid(x)",
+})
+#: the sub-operations each module's forward is made of (besides the final product, which is the baseline itself)
+MODULE_SUBOPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "se": ("mean_hw",), "eca": ("mean_hw",), "ca": ("mean_hw", "max_hw"),
+    "sa": ("mean_c", "max_c", "conv_kxk", "mul_map"),
+    "cbam": ("mean_hw", "max_hw", "mean_c", "max_c", "conv_kxk", "mul_map"),
+    "simam": ("mean_hw", "mul_self", "sigmoid"),
+})
+
 #: registry name -> the class name every backend uses
 CLASS_NAMES: Mapping[str, str] = MappingProxyType({"se": "SEModule", "eca": "ECAModule", "ca": "ChannelAttention",
                                                    "sa": "SpatialAttention", "cbam": "CBAM", "simam": "SimAM"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
-from .plan import DEFAULT_MODE, MODES, TARGETS
+from .plan import DEFAULT_MODE, MODES, MODULE_SUBOPS, SUBOPS, TARGETS
 
 Record = Mapping[str, Any]
 
@@ -42,6 +42,7 @@ def _project_default(records: Iterable[Record]) -> dict[tuple[str, str, str, str
 
 def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One row per shape x module x backend: the numbers the performance targets are about."""
+    records = [r for r in records if r["module"] != "ops"]
     proj = _project_default(records)
     keys = list(dict.fromkeys((r["shape"], r["module"], r["backend"]) for r in records))
     rows = []
@@ -101,6 +102,8 @@ def details_markdown(records: Sequence[Record]) -> list[str]:
     lines: list[str] = []
     by: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
+        if r["module"] == "ops":
+            continue
         by[(r["shape"], r["backend"])].append(r)
     for (shape, backend), recs in by.items():
         lines += ["", f"### {shape}, {backend}", "",
@@ -177,10 +180,17 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
             f"- timm: {h['timm']}.",
             "", "## Summary", ""]
     out += summary_markdown(records)
+    out += targets_markdown(records)
+    if any(r["module"] == "ops" for r in records):
+        out += ["", "## Sub-operations", ""] + subops_markdown(records)
     if model_records:
         out += ["", "## Models", ""] + models_markdown(model_records)
     out += ["", "## Details"] + details_markdown(records) + [""]
     return "\n".join(out)
+
+
+#: the performance issue's model targets, as ratios to the plain ResNet-50 of the same backend, mode and pass
+MODEL_TARGETS: Mapping[str, float] = {"seresnet50": 1.15, "ecaresnet50": 1.15}
 
 
 def models_markdown(records: Sequence[Record]) -> list[str]:
@@ -188,12 +198,15 @@ def models_markdown(records: Sequence[Record]) -> list[str]:
     first = next((r["label"] for r in records if r["kind"] == "baseline"), "the first model")
     lines = [f"Inference (eval, no autograd) and one training step (cross-entropy, backward, SGD with momentum), "
              f"each framework's own initial weights; × is the ratio to {first} in the same group.", "",
-             f"| backend | mode | pass | input | model | median ms | spread | × {first} | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| backend | mode | pass | input | model | median ms | spread | × {first} | target | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         spread = "—" if r["spread"] is None else f"{100 * r['spread']:.0f}%"
+        target = MODEL_TARGETS.get(r["label"])
+        met = "" if target is None or r["ratio"] is None else f"≤ {target:g}×{_mark(r['ratio'] <= target)}"
         lines.append(f"| {r['backend']} | {mode_label(r['backend'], r['mode'])} | {r['pass_']} | {r['shape']} | "
-                     f"{r['label']} | {_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {_esc(r['note'])} |")
+                     f"{r['label']} | {_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {met} | "
+                     f"{_esc(r['note'])} |")
     return lines
 
 
@@ -207,3 +220,127 @@ def console_summary(records: Sequence[Record]) -> str:
         lines.append(f"{row['shape']:>16} {row['module']:>5} {b:>6}: default {_ratio(row['default_ratio'])}, "
                      f"best {best}, f+b {_ratio(row['fb_ratio'])}{peer}")
     return "\n".join(lines)
+
+
+#: what was tried where a target is missed, per (module, backend); shown beside the measured parts of the module
+TRIED: Mapping[tuple[str, str], str] = {
+    ("se", "*"): "Tried (torch): the two 1x1 convolutions of the excitation as matrix products on (N, C) (F.linear; "
+                 "oneDNN's 1x1 convolution of a 1x1 map cost about a pass of the feature map), and a mean whose "
+                 "backward hands back its broadcast gradient as a view (autograd's writes a full tensor, a third "
+                 "of SE's backward). What remains is the pooling pass and the product, the floor of any SE.",
+    ("eca", "*"): "Tried (torch): the 1-D convolution over the pooled channels as padding, a sliding window and a "
+                  "dot product (a quarter of F.conv1d's time on a row of C values), and the mean with a view as "
+                  "its backward (as SE). The pooling pass and the product remain.",
+    ("se", "paddle"): "Tried: the pooling as adaptive_avg_pool2d below float64 (its CPU backward is 5x faster than "
+                      "mean's). Paddle's CPU reductions and elementwise kernels run on one thread whatever the "
+                      "setting, and at 8x64x56x56 its mean over H, W alone costs more than a pass (see the "
+                      "sub-operations).",
+    ("eca", "paddle"): "Tried: the pooling as adaptive_avg_pool2d below float64 (its CPU backward is 5x faster than "
+                       "mean's); Paddle's mean over H, W alone costs more than a pass at 8x64x56x56 (see the "
+                       "sub-operations).",
+    ("se", "flax"): "Under jax.jit XLA runs the same HLO as the jax.numpy peer (mean, two small matrix products "
+                    "on (N, 1, 1, C), the product); the difference between them is this run's noise.",
+    ("eca", "flax"): "Measured alone under jax.jit (8x64x56x56): Flax's nn.Conv over (N, C, 1), the peer's "
+                     "convolution over (N, 1, C) and a sum of k shifted rows take the same time within 5%; the "
+                     "difference in the table is this run's noise.",
+    ("cbam", "flax"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution, whose XLA CPU "
+                      "kernel is the largest part at C = 64. The backward of the max pools keeps attn_core's tie "
+                      "rule (a custom VJP: the maxima in equal shares), which the peer's jnp.max gradient does not "
+                      "promise under jax.jit.",
+    ("ca", "*"): "Tried (torch): the shared MLP run once on the 2N stacked rows (mean, max) as matrix products, the "
+                 "mean with a view as its backward. The two pooling passes (mean and max over H, W), the max's "
+                 "backward (a mask of the maxima and their count) and the product remain.",
+    ("ca", "paddle"): "Tried: the max pool's backward as a mask of the maxima over their count (a PyLayer; "
+                      "Paddle's own amax backward on CPU is quadratic in H x W, seconds per call at 8x64x56x56, "
+                      "and its max backward calls the same kernel); the tie rule of attn_core is unchanged.",
+    ("sa", "*"): "The 7x7 convolution (2 channels in, 1 out) is the largest part at C = 64, where it has as many "
+                 "pixels as the feature map but a fraction of its channels; tried, each measured alone on this "
+                 "loaded machine: the mean and max maps convolved separately with the split weight, no concat "
+                 "(two convolutions, not faster), a channels-last input (no gain), oneDNN off (thnn; not "
+                 "consistently faster). Op by op, mean and max over C and the product with an N x 1 x H x W map "
+                 "each cost about a pass; the mean over C's backward is a view (torch).",
+    ("sa", "paddle"): "Tried: the max over C's backward as a mask of the maxima over their count (a PyLayer; "
+                      "Paddle's amax backward took 2.5 s and more per call at 8x64x56x56). The 7x7 convolution and "
+                      "Paddle's one-thread elementwise and reduction kernels remain.",
+    ("cbam", "*"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution, and its ratio is "
+                   "about the sum of theirs; everything tried for CA and SA applies here.",
+    ("cbam", "paddle"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution. Tried: both "
+                        "max pools' backward as a mask of the maxima over their count (a PyLayer; Paddle's amax "
+                        "backward took seconds per call at 8x64x56x56); Paddle's elementwise and reduction "
+                        "kernels on CPU run on one thread.",
+    ("simam", "torch"): "Op by op SimAM is a mean, a subtraction, a square, a sum, a division, an addition, a "
+                        "sigmoid (its exp per element costs about a pass or more) and the product. Without "
+                        "autograd the project computes them in place on one temporary (a fresh tensor costs a pass "
+                        "of page faults); tried and dropped: torch.var_mean for mean and variance together (18 ms "
+                        "against 0.15 ms for the mean at 8x64x56x56 here). torch.compile fuses the chain.",
+    ("simam", "paddle"): "Tried: the mean, subtraction, square, sum and division as one instance_norm (float32 and "
+                         "half; float64 keeps the literal formula, since instance_norm holds eps as a float32 "
+                         "attribute), leaving four elementwise operations; Paddle's elementwise kernels on CPU run "
+                         "on one thread and to_static does not fuse them.",
+    ("simam", "flax"): "XLA fuses the elementwise chain under jax.jit; the mean and the sum of squares stay two "
+                       "reductions (one pass for both, from the sum and the sum of squares, would lose precision "
+                       "to cancellation, so it was not tried).",
+}
+
+
+def _subop_ratios(records: Sequence[Record]) -> dict[tuple[str, str, str], float]:
+    """(shape, backend, sub-operation key) -> its ratio to x * s."""
+    return {(r["shape"], r["backend"], r["form"]): r["ratio"] for r in records
+            if r["module"] == "ops" and r["kind"] == "subop" and r["ratio"] is not None}
+
+
+def targets_markdown(records: Sequence[Record]) -> list[str]:
+    """Each target missed in the summary, with the measured parts of the module that hold it there."""
+    parts = _subop_ratios(records)
+    misses = []
+    for row in summary_rows(records):
+        b, target, best = row["backend"], row["target"], row["best_ratio"]
+        why = []
+        if target is not None and best is not None and best > target:
+            why.append(f"forward {_ratio(best)} in its best mode ({mode_label(b, row['best_mode'])}), target "
+                       f"≤ {target:g}×")
+        if row["fb_over_fwd"] is not None and row["fb_over_fwd"] > 2.0:
+            why.append(f"forward+backward {_ratio(row['fb_ratio'])}, {row['fb_over_fwd']:.2f} times its forward "
+                       f"ratio (target ≤ 2)")
+        if row["peer_ratio"] is not None and row["default_ratio"] is not None \
+                and row["default_ratio"] > row["peer_ratio"]:
+            why.append(f"default path {_ratio(row['default_ratio'])}, slower than {_esc(row['peer'])} "
+                       f"({_ratio(row['peer_ratio'])})")
+        if not why:
+            continue
+        measured = [(SUBOPS[k], parts.get((row["shape"], b, k))) for k in MODULE_SUBOPS.get(row["module"], ())]
+        known = [(label, v) for label, v in measured if v is not None]
+        text = f"- **{row['shape']} {row['module']}, {b}**: " + "; ".join(why) + "."
+        if known:
+            text += (" Its operations alone, forward, " + mode_label(b, DEFAULT_MODE[b]) + ": " + ", ".join(
+                f"{label} {_ratio(v)}" for label, v in known) + f"; with the final product, at least "
+                f"{1 + sum(v for _, v in known):.2f}× op by op.")
+        tried = TRIED.get((row["module"], b)) or TRIED.get((row["module"], "*"))
+        if tried:
+            text += " " + tried
+        misses.append(text)
+    if not misses:
+        return ["", "Every target of the summary is met in this run."] if summary_rows(records) else []
+    return ["", "## Targets not met, and what holds them", ""] + misses
+
+
+def subops_markdown(records: Sequence[Record]) -> list[str]:
+    """The sub-operations table: per shape, each operation alone in each backend's default mode."""
+    ops = [r for r in records if r["module"] == "ops"]
+    backends = list(dict.fromkeys(r["backend"] for r in ops))
+    by = {(r["shape"], r["backend"], r["form"] if r["kind"] == "subop" else ""): r for r in ops}
+    lines = ["Each operation the modules are made of, alone, forward, in each framework's default mode (" + ", ".join(
+        mode_label(b, DEFAULT_MODE[b]) for b in backends) + "), timed interleaved with that framework's `x * s` "
+             "in one group: median ms and × x·s. Op by op, a module costs at least the sum of its operations' "
+             "ratios plus 1 (its final product is the baseline itself); a compiler that fuses them can do better.",
+             "", "| shape | operation | in | " + " | ".join(f"{b} ms | {b} ×" for b in backends) + " |",
+             "|---|---|---|" + "---|---|" * len(backends)]
+    for shape in dict.fromkeys(r["shape"] for r in ops):
+        for key, label in [("", "x * s (baseline)")] + list(SUBOPS.items()):
+            used = ", ".join(m for m, keys in MODULE_SUBOPS.items() if key in keys) or "SE, ECA, CA's product"
+            cells = [used]
+            for b in backends:
+                r = by.get((shape, b, key))
+                cells += ["—", "—"] if r is None else [_ms(r["median_ms"]), _ratio(r["ratio"])]
+            lines.append(f"| {shape} | {label} | " + " | ".join(cells) + " |")
+    return lines

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import threads
-from .plan import (CLASS_NAMES, FORMS, MODES, Data, FormData, fmt_shape, form_data, forms_for, make_data,
-                   peers_for)
+from .plan import (CLASS_NAMES, DEFAULT_MODE, FORMS, MODES, Data, FormData, fmt_shape, form_data, forms_for,
+                   make_data, peers_for)
 from .frameworks.base import BASELINE_LABEL
 from .timing import Candidate, measure
 
@@ -147,6 +147,21 @@ def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode
     return out
 
 
+def _subop_group(driver: Any, data: Data, job: dict[str, Any], excluded: dict[str, str],
+                 mark: Marker) -> list[Candidate]:
+    """The baseline and every sub-operation (:data:`benchmarks.plan.SUBOPS`), forward, in the default mode."""
+    mode = DEFAULT_MODE[driver.name]
+    driver.begin_group(mode)
+    mark(BASELINE_LABEL)
+    cands = [driver.baseline(data, mode, "forward")] + driver.subops(data)
+    for c in cands:
+        if c.label in excluded:
+            c.run, c.error = None, excluded[c.label]
+    measure(cands, job["repeats"], job["warmup"], job.get("max_call", math.inf), before_call=mark.call)
+    mark("", "done")
+    return cands
+
+
 #: the probe of :func:`_busy_threads`: large enough (4M elements) for every framework to parallelise if it does
 PROBE_SHAPE = (4, 64, 128, 128)
 
@@ -183,6 +198,14 @@ def run(job: dict[str, Any], journal: str, marker: str) -> None:
     for shape in sorted(job["shapes"], key=lambda s: (int(np.prod(s)), s)):
         data = make_data(tuple(shape))
         shape_txt = fmt_shape(data.shape)
+        key = group_key(shape_txt, "ops", DEFAULT_MODE[backend], "forward")
+        if job.get("breakdown", True) and key not in skip:
+            mark.group = key
+            t0 = time.perf_counter()
+            cands = _subop_group(driver, data, job, exclude.get(key, {}), mark)
+            recs = _records(cands, backend, shape_txt, "ops", DEFAULT_MODE[backend], "forward")
+            _append(journal, {"group": key, "records": [asdict(r) for r in recs]})
+            _progress(recs, time.perf_counter() - t0)
         for module in job["modules"]:
             fds = {key: form_data(module, key, data.shape[1]) for key in forms_for(backend, module)}
             for mode in modes:

@@ -103,6 +103,20 @@ def test_zero_hidden_width_peer_is_reported(quick_run: tuple[str, str]) -> None:
         assert peers and all("hidden width" in line for line in peers), section
 
 
+def test_sub_operations_are_timed_beside_the_baseline(quick_run: tuple[str, str]) -> None:
+    """Every backend times each operation the modules are made of, alone, in a group with its x * s, at every
+    shape: a miss of the targets is explained by measured parts, not by guesses."""
+    from benchmarks.plan import SUBOPS
+
+    text, _ = quick_run
+    rows = {(r[0], r[1]): r for r in _table_rows(text, "Sub-operations")}
+    for shape in ("2x32x16x16", "2x8x9x7"):
+        for label in ["x * s (baseline)", *SUBOPS.values()]:
+            row = rows[(shape, label)]
+            assert len(row) == 3 + 2 * len(BACKENDS) and "—" not in row, row
+            assert float(row[4].rstrip("×")) > 0
+
+
 def test_bad_arguments_are_usage_errors() -> None:
     from benchmarks.cli import main
 

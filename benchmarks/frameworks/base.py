@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..plan import Data, FormData, Peer
+from ..plan import SUBOPS, Data, FormData, Peer
 from ..timing import Candidate, describe_error
 
 BASELINE_LABEL = "x * s (baseline)"
@@ -40,6 +40,13 @@ class BaseDriver:
         return self._guard(lambda: self._peer(peer, fd, default, data, mode, pass_), peer.label, "peer", fd.key,
                            peer.source)
 
+    def subops(self, data: Data) -> list[Candidate]:
+        """The sub-operations of :data:`benchmarks.plan.SUBOPS`, forward, in the framework's default mode."""
+        out = []
+        for key, label in SUBOPS.items():
+            out.append(self._guard(lambda key=key: self._subop(key, data), label, "subop", key, self.name))
+        return out
+
     @staticmethod
     def _guard(build: Callable[[], Candidate], label: str, kind: str, form: str = "", source: str = "") -> Candidate:
         try:
@@ -57,6 +64,9 @@ class BaseDriver:
         raise NotImplementedError
 
     def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        raise NotImplementedError
+
+    def _subop(self, key: str, data: Data) -> Candidate:
         raise NotImplementedError
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 import paddle
+import paddle.nn.functional as F
 from paddle import nn
 
 import backends.paddle as bp
@@ -107,3 +108,20 @@ class Driver(BaseDriver):
             else:
                 raise KeyError(f"no Paddle peer {peer.key!r} for {peer.module!r}")
         return self._wrap(layer, data, mode, pass_)
+
+    def _subop(self, key: str, data: Data) -> Candidate:
+        x, _, _ = self._tensors(data)
+        m = F.sigmoid(paddle.to_tensor(data.g[:, :1].copy()))
+        pooled = paddle.to_tensor(data.g[:, :2].copy())
+        kernel = paddle.full([1, 2, 7, 7], 0.02)
+        fns = {"mean_hw": lambda: x.mean(axis=[2, 3]), "max_hw": lambda: x.amax(axis=[2, 3]),
+               "mean_c": lambda: x.mean(axis=1, keepdim=True), "max_c": lambda: x.amax(axis=1, keepdim=True),
+               "conv_kxk": lambda: F.conv2d(pooled, kernel, padding=3),
+               "mul_map": lambda: x * m.expand_as(x),  # as SpatialAttention does it (faster than broadcasting)
+               "mul_self": lambda: x * x, "sigmoid": lambda: F.sigmoid(x)}
+        fn = fns[key]
+
+        def run() -> paddle.Tensor:
+            with paddle.no_grad():
+                return fn()
+        return Candidate("", "", run)
