@@ -38,7 +38,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     if not BACKENDS:
         pytest.skip("no framework installed")
     out = tmp_path_factory.mktemp("bench") / "results.md"
-    argv = ["--quick", "--repeats", "2", "--modules", "se", "--modes", MODES, "--backends", ",".join(BACKENDS), "--out", str(out)]
+    argv = ["--quick", "--repeats", "2", "--modules", "se", "--modes", MODES, "--backends", ",".join(BACKENDS), "--out", str(out),
+            "--json", str(out.with_suffix(".json"))]
     proc = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,6 +116,17 @@ def test_sub_operations_are_timed_beside_the_baseline(quick_run: tuple[str, str]
             row = rows[(shape, label)]
             assert len(row) == 3 + 2 * len(BACKENDS) and "—" not in row, row
             assert float(row[4].rstrip("×")) > 0
+
+
+def test_render_json_writes_the_same_markdown(quick_run: tuple[str, str], tmp_path: Path) -> None:
+    """--render-json rebuilds a run's markdown from its saved records, command and setup included."""
+    from benchmarks.cli import main
+
+    text, argv = quick_run
+    saved = Path(argv.split("--json ", 1)[1].split()[0])
+    again = tmp_path / "again.md"
+    assert main(["--render-json", str(saved), "--out", str(again)]) == 0
+    assert again.read_text() == text
 
 
 def test_bad_arguments_are_usage_errors() -> None:
