@@ -7,7 +7,6 @@ from functools import partial
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
@@ -26,7 +25,9 @@ def max_with_shared_ties(x: jax.Array, axis: int | tuple[int, ...]) -> jax.Array
     on XLA CPU). Here the backward pass takes the maxima as ``x == max(x)`` *or* the position of ``argmax(x)``
     computed from the same ``x`` it compares: ties share the gradient as in the reference, and the maximum always
     receives it. Where both happen at once (ties, and ``x`` recomputed with other rounding) the first maximum
-    receives all of it.
+    receives all of it. The price is the argmax, slow on XLA CPU (about 17 passes of ``x * 2`` at 8 x 56 x 56 x 64,
+    benchmarks/RESULTS.md); a cheaper exact rule was not found: every variant that compares values (a mask saved
+    from the forward, an optimisation barrier, which XLA CPU drops) was recomputed and missed.
     """
     return jnp.max(x, axis=axis, keepdims=True)
 
@@ -38,13 +39,13 @@ def _max_fwd(x: jax.Array, axis: int | tuple[int, ...]) -> tuple[jax.Array, tupl
 
 def _max_bwd(axis: int | tuple[int, ...], residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
     x, m = residuals
-    axes = tuple(a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis))
-    rest = tuple(a for a in range(x.ndim) if a not in axes)
-    flat = jnp.transpose(x, rest + axes).reshape(tuple(x.shape[a] for a in rest) + (-1,))  # reduced axes last
-    first = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=jnp.bool_)
-    first = jnp.transpose(first.reshape(flat.shape[:-1] + tuple(x.shape[a] for a in axes)),
-                          tuple(int(i) for i in np.argsort(rest + axes)))
-    mask = (x == m) | first
+    axes = tuple(sorted(a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)))
+    if axes != tuple(range(axes[0], axes[-1] + 1)):
+        raise ValueError(f"max_with_shared_ties: the reduced axes must be adjacent, got {axis}")
+    # the reduced axes as one, (lead..., reduced, trail...), where argmax finds the first maximum
+    flat = x.reshape(x.shape[:axes[0]] + (-1,) + x.shape[axes[-1] + 1:])
+    first = jax.lax.broadcasted_iota(jnp.int32, flat.shape, axes[0]) == jnp.argmax(flat, axis=axes[0], keepdims=True)
+    mask = (x == m) | first.reshape(x.shape)
     count = jnp.sum(mask, axis=axes, keepdims=True).astype(g.dtype)
     return (jnp.where(mask, g / count, jnp.zeros((), g.dtype)).astype(x.dtype),)
 
