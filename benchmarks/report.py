@@ -262,9 +262,15 @@ TRIED: Mapping[tuple[str, str], str] = {
                      "convolution over (N, 1, C) and a sum of k shifted rows take the same time within 5%; the "
                      "difference in the table is this run's noise.",
     ("cbam", "flax"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution, whose XLA CPU "
-                      "kernel is the largest part at C = 64. The backward of the max pools keeps attn_core's tie "
-                      "rule (a custom VJP: the maxima in equal shares), which the peer's jnp.max gradient does not "
-                      "promise under jax.jit.",
+                      "kernel is the largest part of the forward at C = 64. The backward of the max pools is a "
+                      "custom VJP (backends/flax/cbam.py) that adds an argmax over the pooled axes to jnp.max's "
+                      "mask: jnp.max's own gradient was lost under jax.jit inside a ResNet block (XLA recomputed "
+                      "the operand for the x == max(x) mask with other rounding; cbamresnet18's gradients 10-35% "
+                      "off). Measured alone at 8x56x56x64 (NHWC) under jax.jit: x * 2 0.38 ms, jnp.max over C "
+                      "0.15 ms, jnp.argmax over C 6.6 ms, over H, W 7.3 ms; CBAM forward+backward 28 ms with the "
+                      "argmax, 13 ms with jnp.max's (wrong) gradient. Tried without argmax: a mask saved from the "
+                      "forward, an optimisation barrier (dropped by XLA CPU), the mask behind a lax.cond: each "
+                      "comparison was recomputed and missed the maximum.",
     ("ca", "*"): "Tried (torch): the shared MLP run once on the 2N stacked rows (mean, max) as matrix products, the "
                  "mean with a view as its backward. The two pooling passes (mean and max over H, W), the max's "
                  "backward (a mask of the maxima and their count) and the product remain.",
