@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_end = _load()
     cpus = len(threads.allowed_cpus())
     noisy = ""
-    if max(load_start, load_end) > 0.5 * cpus:
+    if load_start > 0.5 * cpus:  # the load at the end includes this run's own workers
         noisy = (f"The 1-minute load average was {load_start:.2f} at the start and {load_end:.2f} at the end on "
                  f"{cpus} CPU(s): other processes competed for the CPUs while this ran.")
     header = {"command": "python -m benchmarks" + ("" if not argv else " " + shlex.join(argv)),

@@ -138,12 +138,13 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
            f"Produced by `{h['command']}` on {h['date']} (about {h['minutes']:.0f} min). This file is written by "
            f"that command; regenerate it rather than editing it. Not a test: nothing here passes or fails, and CI "
            f"times nothing.", ""]
-    if h.get("noisy"):
+    # judged on the load before the run: the load at the end includes the run's own worker threads
+    if h.get("load_start") is not None and h["load_start"] > 0.5 * h.get("cpus", 1):
         out += [f"> **Noisy machine.** {h['noisy']} Treat every number below as provisional and regenerate on a "
                 f"quiet machine before comparing against the targets.", ""]
     out += ["## Setup", "",
             f"- Machine: {h['cpu']}; {h['cpus']} CPU(s) usable; 1-minute load average {h['load_start']:.2f} at the "
-            f"start, {h['load_end']:.2f} at the end.",
+            f"start, {h['load_end']:.2f} at the end (the run's own workers included).",
             f"- Python {h['python']}, NumPy {h['numpy']}; " + "; ".join(
                 f"{k} {v}" for info in infos for k, v in info["versions"].items()) + ".",
             f"- Threads: {h['threads']} per backend, each backend in its own worker process started with "
