@@ -97,6 +97,19 @@ def summary_markdown(records: Sequence[Record]) -> list[str]:
     return lines
 
 
+def _model_misses(records: Sequence[Record]) -> list[str]:
+    """A paragraph naming the model rows over their target (none: no lines)."""
+    misses = [r for r in records if r["label"] in MODEL_TARGETS and r["ratio"] is not None
+              and r["ratio"] > MODEL_TARGETS[r["label"]]]
+    if not misses:
+        return []
+    return ["", "Missed here: " + "; ".join(
+        f"{r['backend']} {r['pass_']} {r['label']} {_ratio(r['ratio'])}" for r in misses) + ". A model row is "
+        "the median of a few whole steps on the same loaded machine (the spread needs 4), and no measurement "
+        "of its parts was taken: not explained by this run. The module rows of RESULTS.md time SE and ECA "
+        "alone."]
+
+
 def details_markdown(records: Sequence[Record]) -> list[str]:
     """Every timed implementation, grouped by shape and backend."""
     lines: list[str] = []
@@ -119,15 +132,7 @@ def details_markdown(records: Sequence[Record]) -> list[str]:
             lines.append(f"| {r['module']} | {mode_label(backend, r['mode'])} | {r['pass_']} | {name} | {source} | "
                          f"{_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {_diff(r)} | "
                          f"{_esc(r['note'])} |")
-    misses = [r for r in records if r["label"] in MODEL_TARGETS and r["ratio"] is not None
-              and r["ratio"] > MODEL_TARGETS[r["label"]]]
-    if misses:
-        lines += ["", "Missed here: " + "; ".join(
-            f"{r['backend']} {r['pass_']} {r['label']} {_ratio(r['ratio'])}" for r in misses) + ". A model row is "
-            "the median of a few whole steps on the same loaded machine (the spread needs 4), and no measurement "
-            "of its parts was taken: not explained by this run. The module rows of RESULTS.md time SE and ECA "
-            "alone."]
-    return lines
+    return lines + _model_misses(records)
 
 
 def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header: Mapping[str, Any],
@@ -218,15 +223,7 @@ def models_markdown(records: Sequence[Record]) -> list[str]:
         lines.append(f"| {r['backend']} | {mode_label(r['backend'], r['mode'])} | {r['pass_']} | {r['shape']} | "
                      f"{r['label']} | {_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {met} | "
                      f"{_esc(r['note'])} |")
-    misses = [r for r in records if r["label"] in MODEL_TARGETS and r["ratio"] is not None
-              and r["ratio"] > MODEL_TARGETS[r["label"]]]
-    if misses:
-        lines += ["", "Missed here: " + "; ".join(
-            f"{r['backend']} {r['pass_']} {r['label']} {_ratio(r['ratio'])}" for r in misses) + ". A model row is "
-            "the median of a few whole steps on the same loaded machine (the spread needs 4), and no measurement "
-            "of its parts was taken: not explained by this run. The module rows of RESULTS.md time SE and ECA "
-            "alone."]
-    return lines
+    return lines + _model_misses(records)
 
 
 def console_summary(records: Sequence[Record]) -> str:
