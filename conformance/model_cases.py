@@ -33,9 +33,11 @@ rest (torch, Paddle and Flax alike, each passing in float64):
   TowerNet gradients were up to 650x the float32 tolerance off (9 of 56 quantities), Flax's SE-DenseNet-121 at
   33 x 29 32x, torch's SE-DenseNet-BC-100 3.6x (one channel), while the other two frameworks passed each case. A float32 row runs the backward (so a backward that fails
   is an error) and says in its note that its gradients were not compared; ``--dtypes float64`` compares them.
-- A float32 training row is held to :data:`TRAIN_FLOAT32`, ten times the float32 row of the table: the training
-  forward of the ResNet-101s (33 blocks of batch-statistics BatchNorms on a batch of 2) is 1.5x to 2.5x the float32
-  op tolerance off in all three frameworks, at 40 x 40 and at 96 x 96 alike. Porting errors of BatchNorm
+- A float32 training row of a ResNet-101 (:data:`TRAIN_FLOAT32_MODELS`) is held to :data:`TRAIN_FLOAT32`, ten
+  times the float32 row of the table: their training forward (33 blocks of batch-statistics BatchNorms on a batch
+  of 2) is 1.5x to 2.6x the float32 op tolerance off in all three frameworks, at 40 x 40 and at 96 x 96 alike.
+  Every other model's training row keeps the float32 tolerance (measured worst, all three backends: ResNet-50
+  0.57x, SimAM-ResNet-50 0.52x, ECA-MobileNetV2 0.48x, the rest below 0.1x). Porting errors of BatchNorm
   (momentum, the variance estimator, epsilon) are orders of magnitude larger.
 
 Cost, measured (README, "Models in the suite"): the 55 cases on the 3 backends in float32 took 19 minutes on the
@@ -54,7 +56,7 @@ from attn_core.models import MODEL_CONFIGS, create_model_config
 from .cases import Case
 from .tolerances import Tolerance, tolerance_for
 
-__all__ = ["ModelCase", "MODEL_CASES", "MODEL_NAMES", "TRAIN_STEPS", "TRAIN_FLOAT32", "model_config",
+__all__ = ["ModelCase", "MODEL_CASES", "MODEL_NAMES", "TRAIN_STEPS", "TRAIN_FLOAT32", "TRAIN_FLOAT32_MODELS", "model_config",
            "select_model_cases"]
 
 #: the registered model names, in registry order
@@ -62,7 +64,9 @@ MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CONFIGS)
 #: training steps of a model's training case
 TRAIN_STEPS = 3
 _F32 = tolerance_for("float32")
-#: the tolerance of a float32 model training row (see the module docstring)
+#: the models whose float32 training rows need :data:`TRAIN_FLOAT32` (the 101-layer ResNets; module docstring)
+TRAIN_FLOAT32_MODELS: frozenset[str] = frozenset(n for n in MODEL_NAMES if n.endswith("resnet101"))
+#: the tolerance of a float32 training row of those models (see the module docstring)
 TRAIN_FLOAT32 = Tolerance(10 * _F32.atol, 10 * _F32.rtol, "10x the float32 row: measured limit of a 101-layer "
                           "float32 training forward with batch-statistics BatchNorm on a batch of 2")
 #: the config overrides of every model case (few classes keep the head small)
@@ -93,7 +97,9 @@ class ModelCase(Case):
         return dtype == "float64"
 
     def tolerance(self, dtype: str) -> Tolerance:
-        return TRAIN_FLOAT32 if self.training and dtype == "float32" else tolerance_for(dtype)
+        if self.training and dtype == "float32" and self.module in TRAIN_FLOAT32_MODELS:
+            return TRAIN_FLOAT32
+        return tolerance_for(dtype)
 
 
 def model_config(name: str) -> AttentionConfig:
