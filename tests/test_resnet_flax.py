@@ -321,3 +321,18 @@ def test_forward_features_is_the_last_stage() -> None:
     head = variables["params"]["fc"]
     logits = jnp.mean(features, axis=(1, 2)) @ head["kernel"] + head["bias"]
     np.testing.assert_allclose(np.asarray(y), np.asarray(logits), rtol=1e-5, atol=1e-5)
+
+
+def test_flax_cbam_max_gradient_when_no_value_equals_the_maximum() -> None:
+    """The backward's fallback: where x, recomputed with other rounding, has no value equal to the forward's maximum,
+    the gradient goes to the first largest value (argmax). By hand: rows [1, 3, 2] and [5, 5, 4] with maxima given
+    slightly above what they hold (3 + 1e-6 and 5 + 1e-6): all of g to position 1 and position 0."""
+    from backends.flax.cbam import _max_bwd
+
+    x = jnp.array([[1.0, 3.0, 2.0], [5.0, 5.0, 4.0]])
+    m = jnp.array([[3.0 + 1e-6], [5.0 + 1e-6]])
+    (dx,) = jax.jit(lambda a, b, g: _max_bwd(-1, (a, b), g))(x, m, jnp.array([[2.0], [4.0]]))
+    np.testing.assert_array_equal(np.asarray(dx), [[0.0, 2.0, 0.0], [4.0, 0.0, 0.0]])
+    # and where the maximum is found, ties share it (1/2 each of 4 in the second row)
+    (dx,) = jax.jit(lambda a, b, g: _max_bwd(-1, (a, b), g))(x, jnp.array([[3.0], [5.0]]), jnp.array([[2.0], [4.0]]))
+    np.testing.assert_array_equal(np.asarray(dx), [[0.0, 2.0, 0.0], [2.0, 2.0, 0.0]])
