@@ -49,14 +49,20 @@ class _Mean(torch.autograd.Function):
         return g.expand(ctx.size), None, None
 
 
+def _records_grad(x: torch.Tensor) -> bool:
+    return x.requires_grad and torch.is_grad_enabled()
+
+
 def mean_hw(x: torch.Tensor) -> torch.Tensor:
-    """The global average pool of ``x`` (N, C, H, W) -> (N, C); its backward as in :class:`_Mean`."""
-    return _Mean.apply(x, (2, 3), False)
+    """The global average pool of ``x`` (N, C, H, W) -> (N, C); its backward as in :class:`_Mean`. Without a
+    gradient to record, the plain mean (an autograd Function costs about 20 us a call, a fifth of ``x * s`` on
+    8x64x56x56)."""
+    return _Mean.apply(x, (2, 3), False) if _records_grad(x) else x.mean((2, 3))
 
 
 def mean_c(x: torch.Tensor) -> torch.Tensor:
     """The mean over the channels of ``x`` (N, C, H, W) -> (N, 1, H, W); its backward as in :class:`_Mean`."""
-    return _Mean.apply(x, (1,), True)
+    return _Mean.apply(x, (1,), True) if _records_grad(x) else x.mean(1, keepdim=True)
 
 
 def pointwise_as(layer: nn.Conv2d, v: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
