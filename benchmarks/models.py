@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .plan import FormData, make_data
 from .timing import Candidate, describe_error, measure
 
 DEFAULT_MODELS = ("resnet50", "seresnet50", "ecaresnet50", "cbamresnet50")
@@ -128,6 +129,44 @@ def _flax(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndar
     return Candidate(name, "", run, compiles=True)
 
 
+def attention_parts(name: str, n: int, size: int) -> list[tuple[str, Any, tuple[int, int, int, int], int]]:
+    """The attention modules inside model ``name`` (a ResNet of attn_core) for an input of n x 3 x size x size, by
+    distinct (config, input shape): ``(registry name, config, (N, C, H, W), count)``. Empty for other models."""
+    from attn_core.models import MODEL_CONFIGS
+    from attn_core.registry import resolve_name
+
+    cfg = MODEL_CONFIGS[name]()
+    if not hasattr(cfg, "blocks") or getattr(cfg, "attn_layer", None) is None:
+        return []
+    kind = resolve_name(cfg.attn_layer)
+    h = (size + 1) // 2  # the 7x7 stride-2 stem
+    h = (h + 1) // 2     # the 3x3 stride-2 max pool
+    found: dict[tuple[Any, tuple[int, int, int, int]], int] = {}
+    for b in cfg.blocks:
+        h = (h + b.stride - 1) // b.stride
+        attn, channels = (b.attn, b.out_channels) if b.attn is not None else (b.simam, b.planes)
+        if attn is not None:
+            key = (attn, (n, channels, h, h))
+            found[key] = found.get(key, 0) + 1
+    return [(kind, c, shape, count) for (c, shape), count in found.items()]
+
+
+def _part_record(driver: Any, name: str, mode: str, pass_: str, parts: list[tuple[str, Any, Any, int]],
+                 cands: list[Candidate]) -> Candidate:
+    """One row per model: the sum over its attention modules of count x median, the shapes in the note."""
+    total, notes, errors = 0.0, [], []
+    for (kind, _, shape, count), c in zip(parts, cands):
+        if c.median is None:
+            errors.append(f"{'x'.join(map(str, shape))}: {c.error}")
+            continue
+        total += count * c.median
+        notes.append(f"{count} × {'x'.join(map(str, shape))} {c.median * 1e3:.2f} ms")
+    out = Candidate(name, "part", None, error="; ".join(errors))
+    out.samples = [total] if not errors else []
+    out.note = f"{parts[0][0]}: " + ", ".join(notes)
+    return out
+
+
 BUILDERS: dict[str, Callable[..., Candidate]] = {"torch": _torch, "paddle": _paddle, "flax": _flax}
 #: backend -> the modes whole models run in, where not all of the backend's
 MODEL_MODES: dict[str, tuple[str, ...]] = {"flax": ("jit",)}
@@ -174,3 +213,27 @@ def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Any,
             mark("", "done")
             base = cands[0].median
             yield key, [record(c, base, shape, mode, pass_) for c in cands]
+            # the attention modules of each model alone, at the shapes they see inside it, in the same mode and pass
+            key = f"models-parts/{mode}/{pass_}"
+            if key in skip:
+                continue
+            parts_rows = []
+            for name in names[1:]:
+                parts = attention_parts(name, x.shape[0], x.shape[2])
+                if not parts:
+                    continue
+                mark.group = key
+                mark(name)
+                module_pass = "forward" if pass_ == "inference" else "forward+backward"
+                pcands = []
+                driver.begin_group(mode)
+                for kind, config, pshape, _ in parts:
+                    rng = np.random.default_rng(0)
+                    weights = {k: v.astype(np.float32) for k, v in config.init_weights(rng).items()}
+                    fd = FormData("model", name, config, weights)
+                    pcands.append(driver.project(kind, fd, make_data(pshape), mode, module_pass, name))
+                measure(pcands, repeats, min(job["warmup"], 2), job.get("max_call", math.inf), before_call=mark.call)
+                parts_rows.append(_part_record(driver, name, mode, pass_, parts, pcands))
+            mark("", "done")
+            if parts_rows:
+                yield key, [record(c, base, shape, mode, pass_) for c in parts_rows]

@@ -17,7 +17,7 @@ def _esc(text: str) -> str:
 def _ms(v: float | None) -> str:
     if v is None:
         return "—"
-    return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
+    return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}" if abs(v) < 100 else f"{v:.1f}"
 
 
 def _ratio(v: float | None) -> str:
@@ -97,17 +97,41 @@ def summary_markdown(records: Sequence[Record]) -> list[str]:
     return lines
 
 
+def _model_parts(records: Sequence[Record]) -> dict[tuple[str, str, str, str], tuple[Record, float | None]]:
+    """(backend, mode, pass, model) -> the model's parts row and the model's time over the first model's (ms)."""
+    times = {(r["backend"], r["mode"], r["pass_"], r["label"]): r["median_ms"] for r in records if r["kind"] != "part"}
+    firsts = {(r["backend"], r["mode"], r["pass_"]): r["median_ms"] for r in records if r["kind"] == "baseline"}
+    out = {}
+    for r in records:
+        if r["kind"] != "part":
+            continue
+        key = (r["backend"], r["mode"], r["pass_"], r["label"])
+        model, first = times.get(key), firsts.get(key[:3])
+        out[key] = (r, None if model is None or first is None else model - first)
+    return out
+
+
 def _model_misses(records: Sequence[Record]) -> list[str]:
-    """A paragraph naming the model rows over their target (none: no lines)."""
-    misses = [r for r in records if r["label"] in MODEL_TARGETS and r["ratio"] is not None
+    """A paragraph naming the model rows over their target, each with what its attention modules alone cost."""
+    misses = [r for r in records if r["label"] in MODEL_TARGETS and r["kind"] != "part" and r["ratio"] is not None
               and r["ratio"] > MODEL_TARGETS[r["label"]]]
     if not misses:
         return []
-    return ["", "Missed here: " + "; ".join(
-        f"{r['backend']} {r['pass_']} {r['label']} {_ratio(r['ratio'])}" for r in misses) + ". A model row is "
-        "the median of a few whole steps on the same loaded machine (the spread needs 4), and no measurement "
-        "of its parts was taken: not explained by this run. The module rows of RESULTS.md time SE and ECA "
-        "alone."]
+    parts = _model_parts(records)
+    said = []
+    for r in misses:
+        text = f"{r['backend']} {r['pass_']} {r['label']} {_ratio(r['ratio'])}"
+        part = parts.get((r["backend"], r["mode"], r["pass_"], r["label"]))
+        if part is not None and part[0]["median_ms"] is not None and part[1] is not None:
+            p, extra = part
+            text += (f" ({_ms(extra)} ms over the plain model; its attention modules alone, at the shapes they see "
+                     f"in it, {_ms(p['median_ms'])} ms, {_ratio(p['ratio'])} of the plain model's time)")
+        else:
+            text += " (its attention modules were not timed alone)"
+        said.append(text)
+    return ["", "Missed here: " + "; ".join(said) + ". The table above splits each model's extra time: what the "
+            "attention modules cost on their own, and the rest, which comes from running them inside the network "
+            "(a model row is the median of a few whole steps, and its spread is that of steps of hundreds of ms)."]
 
 
 def details_markdown(records: Sequence[Record]) -> list[str]:
@@ -217,12 +241,26 @@ def models_markdown(records: Sequence[Record]) -> list[str]:
              f"| backend | mode | pass | input | model | median ms | spread | × {first} | target | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
+        if r["kind"] == "part":
+            continue
         spread = "—" if r["spread"] is None else f"{100 * r['spread']:.0f}%"
         target = MODEL_TARGETS.get(r["label"])
         met = "" if target is None or r["ratio"] is None else f"≤ {target:g}×{_mark(r['ratio'] <= target)}"
         lines.append(f"| {r['backend']} | {mode_label(r['backend'], r['mode'])} | {r['pass_']} | {r['shape']} | "
                      f"{r['label']} | {_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {met} | "
                      f"{_esc(r['note'])} |")
+    parts = _model_parts(records)
+    if parts:
+        lines += ["", f"The attention modules of each model alone, at the shapes they see inside it, in the same "
+                  f"mode: inference times their forward, a training step their forward and backward (the gradients "
+                  f"of each module's parameters and input); the sum of count × median, beside the model's time over "
+                  f"{first}. × is that sum over {first}'s time.", "",
+                  f"| backend | mode | pass | model | model − {first}, ms | its attention modules alone, ms | "
+                  f"× {first} | modules: count × shape, median |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for (backend, mode, pass_, label), (p, extra) in parts.items():
+            lines.append(f"| {backend} | {mode_label(backend, mode)} | {pass_} | {label} | {_ms(extra)} | "
+                         f"{_ms(p['median_ms'])} | {_ratio(p['ratio'])} | {_esc(p['note'])} |")
     return lines + _model_misses(records)
 
 

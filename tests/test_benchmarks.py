@@ -142,3 +142,17 @@ def test_the_library_never_imports_the_benchmarks() -> None:
         for path in (ROOT / package).rglob("*.py"):
             source = path.read_text()
             assert not re.search(r"^\s*(from|import)\s+benchmarks\b", source, re.M), path
+
+
+def test_attention_parts_are_the_resnet50_stages() -> None:
+    """The shapes the model rows' attention modules are timed at: ResNet-50's four stages at 224 x 224 (He et al.
+    2016, Table 1: 3, 4, 6, 3 bottlenecks of 256, 512, 1024, 2048 output channels at 56, 28, 14, 7), SimAM on the
+    3x3 convolution's width (64, 128, 256, 512)."""
+    from benchmarks.models import attention_parts
+
+    got = [(kind, shape, count) for kind, _, shape, count in attention_parts("seresnet50", 8, 224)]
+    assert got == [("se", (8, 256, 56, 56), 3), ("se", (8, 512, 28, 28), 4), ("se", (8, 1024, 14, 14), 6),
+                   ("se", (8, 2048, 7, 7), 3)]
+    simam = [(shape, count) for _, _, shape, count in attention_parts("simamresnet50", 2, 64)]
+    assert simam == [((2, 64, 16, 16), 3), ((2, 128, 8, 8), 4), ((2, 256, 4, 4), 6), ((2, 512, 2, 2), 3)]
+    assert attention_parts("resnet50", 8, 224) == []
