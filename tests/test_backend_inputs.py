@@ -77,3 +77,19 @@ def test_flax_layout_is_nhwc_and_torch_paddle_nchw(fw):
             call(fw, module, x)
     else:
         assert tuple(call(fw, module, x).shape) == (2, 32, 5, 6)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("name,kwargs,channels,cls", MODULES, ids=[m[0] for m in MODULES])
+def test_bad_input_after_good_input(fw, name, kwargs, channels, cls):
+    """A module remembers the last input shape and dtype it accepted; another one is checked again: the wrong
+    channel count after a right one, and an integer tensor of the accepted shape, still raise."""
+    module = _build(fw, name, kwargs, channels)
+    good = np.zeros((2, channels, 6, 6), dtype=np.float32)
+    call(fw, module, tensor(fw, nchw_to_native(fw, good)))
+    call(fw, module, tensor(fw, nchw_to_native(fw, good)))
+    with pytest.raises(InputShapeError) as exc:
+        call(fw, module, tensor(fw, nchw_to_native(fw, np.zeros((2, channels + 1, 6, 6), dtype=np.float32))))
+    assert cls in str(exc.value) and str(channels + 1) in str(exc.value)
+    with pytest.raises(InputDtypeError):
+        call(fw, module, tensor(fw, nchw_to_native(fw, good.astype(np.int32))))
