@@ -190,11 +190,8 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
         out.append(f"  - {backend}: **incomplete**: {_esc(why)}")
     out += [f"- Timing: for every module × backend × shape × mode × pass, a group of the baseline, the project's "
             f"module(s) and the peers, warmed up ({h['warmup']} call(s) each, compilation included there), then "
-            f"{h['repeats']} rounds, each timing the baseline and then every implementation in turn."
-            + (f" A sample is the mean of as many consecutive calls of one implementation as last at least "
-               f"{1e3 * h['min_sample_s']:g} ms (at most {h['max_calls_per_sample']}; counted from one more warm "
-               f"call)." if h.get("min_sample_s") else " A sample is one call.")
-            + f" Median per implementation; spread = interquartile range / median. A warm call over {h['max_call']:g} s ends an "
+            f"{h['repeats']} rounds, each timing the baseline and then every implementation in turn. Median per "
+            f"implementation; spread = interquartile range / median. A warm call over {h['max_call']:g} s ends an "
             f"implementation's timing with the calls it has; a call over {h['call_timeout']:g} s (3× for a "
             f"compiling first call) is stopped and the implementation left out there and at larger shapes.",
             "", "## How to read", "",

@@ -41,7 +41,6 @@ class Candidate:
     compiles: bool = False                      # its first call compiles (torch.compile, to_static, XLA)
     first: np.ndarray | None = field(default=None, repr=False)
     samples: list[float] = field(default_factory=list)
-    calls: int = 1                              # calls per sample (measure: a sample is their mean)
 
     @property
     def median(self) -> float | None:
@@ -73,17 +72,10 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[:300]}{where}"
 
 
-#: a timed sample is the mean of as many consecutive calls as last at least this long (at most MAX_CALLS_PER_SAMPLE):
-#: one call of a sub-millisecond module is as noisy as the timer and the scheduler (x * s at 8x64x56x56 read
-#: 0.14 to 0.47 ms in one run of single calls)
-MIN_SAMPLE_S = 0.02
-MAX_CALLS_PER_SAMPLE = 50
-
-
 def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: float = math.inf,
             before_call: Callable[[Candidate, str], None] = lambda c, phase: None) -> None:
-    """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``calls``, ``first``,
-    ``error`` and ``note``. Each sample is the mean time of ``calls`` consecutive calls (``MIN_SAMPLE_S``).
+    """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``first``, ``error``
+    and ``note``.
 
     A candidate that raises while warming up is reported (``error``) and left out of the rounds; one that raises
     in a round keeps the samples it has and is left out of the rest. A call after the first that takes more than
@@ -113,19 +105,6 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
         except Exception as err:  # noqa: BLE001 - any failure of foreign code is a row of the report
             c.error = describe_error(err)
     alive = [c for c in candidates if c.run is not None and not c.error and not c.samples]
-    for c in list(alive):  # calls per sample, from one more warm call: a sample lasts at least MIN_SAMPLE_S
-        before_call(c, "warmup")
-        try:
-            c.prepare()
-            t0 = time.perf_counter()
-            del_result = c.run()
-            elapsed = time.perf_counter() - t0
-            del del_result
-        except Exception as err:  # noqa: BLE001
-            c.error = describe_error(err)
-            alive.remove(c)
-            continue
-        c.calls = max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(MIN_SAMPLE_S / max(elapsed, 1e-9) - 1e-6)))
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
@@ -134,18 +113,15 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
             for c in list(alive):
                 before_call(c, "round")
                 try:
-                    total = 0.0
-                    for _ in range(c.calls):  # prepare() outside the timed region, as for one call
-                        c.prepare()
-                        t0 = time.perf_counter()
-                        result = c.run()
-                        total += time.perf_counter() - t0
-                        del result
+                    c.prepare()
+                    t0 = time.perf_counter()
+                    result = c.run()
+                    elapsed = time.perf_counter() - t0
                 except Exception as err:  # noqa: BLE001
                     c.error = describe_error(err)
                     alive.remove(c)
                     continue
-                elapsed = total / c.calls
+                del result
                 c.samples.append(elapsed)
                 if elapsed > max_call:
                     c.note = (f"stopped after {len(c.samples)} run(s): a call took {elapsed:.1f} s, over the "

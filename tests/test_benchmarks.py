@@ -156,25 +156,3 @@ def test_attention_parts_are_the_resnet50_stages() -> None:
     simam = [(shape, count) for _, _, shape, count in attention_parts("simamresnet50", 2, 64)]
     assert simam == [((2, 64, 16, 16), 3), ((2, 128, 8, 8), 4), ((2, 256, 4, 4), 6), ((2, 512, 2, 2), 3)]
     assert attention_parts("resnet50", 8, 224) == []
-
-
-def test_a_sample_is_the_mean_of_enough_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a clock that each call advances by 1 ms (slow) or 0.1 ms (fast), a sample of 20 ms holds 20 calls of the
-    slow candidate and at most 50 of the fast one, and each sample is the time of one call."""
-    from benchmarks import timing
-
-    now = [0.0]
-    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
-    counts = {"slow": 0, "fast": 0}
-
-    def runner(name: str, step: float):
-        def run() -> None:
-            counts[name] += 1
-            now[0] += step
-        return run
-    slow = timing.Candidate("slow", "project", runner("slow", 1e-3))
-    fast = timing.Candidate("fast", "project", runner("fast", 1e-4))
-    timing.measure([slow, fast], repeats=3, warmup=1)
-    assert (slow.calls, fast.calls) == (20, 50)
-    assert counts == {"slow": 1 + 1 + 3 * 20, "fast": 1 + 1 + 3 * 50}
-    assert slow.samples == pytest.approx([1e-3] * 3) and fast.samples == pytest.approx([1e-4] * 3)
