@@ -299,8 +299,9 @@ TRIED: Mapping[tuple[str, str], str] = {
                      "difference in the table is this run's noise.",
     ("cbam", "flax"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution. The "
                       "convolution is k * k * 2 shifted multiply-adds that XLA fuses into one loop (backends/flax/"
-                      "cbam.py spatial_conv; XLA CPU's own convolution with one output channel took about 10 "
-                      "passes of x * s at 8x64x56x56, see the sub-operations), its input gradient the same sum "
+                      "cbam.py spatial_conv, the sub-operations' row; XLA CPU's own convolution with one output "
+                      "channel, lax.conv_general_dilated, took 7.6 to 10 passes of x * s at 8x64x56x56 in earlier "
+                      "runs), its input gradient the same sum "
                       "with the kernel flipped, its kernel gradient XLA's weight-gradient convolution. The max "
                       "pools' backward is a custom VJP that also marks the first maximum (a min reduction over the "
                       "positions; argmax, 17 passes of x * 2 on XLA CPU, only where no value equals the maximum): "

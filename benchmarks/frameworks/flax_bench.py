@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import backends.flax as bf
+from backends.flax.cbam import spatial_conv
 
 from ..peers import jax_numpy
 from ..plan import Data, FormData, Peer
@@ -107,8 +108,7 @@ class Driver(BaseDriver):
                "max_hw": lambda x, m, p, k: jnp.max(x, axis=(1, 2)),
                "mean_c": lambda x, m, p, k: jnp.mean(x, axis=3, keepdims=True),
                "max_c": lambda x, m, p, k: jnp.max(x, axis=3, keepdims=True),
-               "conv_kxk": lambda x, m, p, k: jax.lax.conv_general_dilated(
-                   p, k, (1, 1), [(3, 3), (3, 3)], dimension_numbers=("NHWC", "HWIO", "NHWC")),
+               "conv_kxk": lambda x, m, p, k: spatial_conv(p, k),  # what SpatialAttention runs
                "mul_map": lambda x, m, p, k: x * m, "mul_self": lambda x, m, p, k: x * x,
                "sigmoid": lambda x, m, p, k: jax.nn.sigmoid(x)}
         f = jax.jit(fns[key])  # every array an argument: nothing for XLA to fold at compile time
