@@ -151,8 +151,7 @@ def attention_parts(name: str, n: int, size: int) -> list[tuple[str, Any, tuple[
     return [(kind, c, shape, count) for (c, shape), count in found.items()]
 
 
-def _part_record(driver: Any, name: str, mode: str, pass_: str, parts: list[tuple[str, Any, Any, int]],
-                 cands: list[Candidate]) -> Candidate:
+def _part_record(name: str, parts: list[tuple[str, Any, Any, int]], cands: list[Candidate]) -> Candidate:
     """One row per model: the sum over its attention modules of count x median, the shapes in the note."""
     total, notes, errors = 0.0, [], []
     for (kind, _, shape, count), c in zip(parts, cands):
@@ -232,8 +231,9 @@ def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Any,
                     weights = {k: v.astype(np.float32) for k, v in config.init_weights(rng).items()}
                     fd = FormData("model", name, config, weights)
                     pcands.append(driver.project(kind, fd, make_data(pshape), mode, module_pass, name))
-                measure(pcands, repeats, min(job["warmup"], 2), job.get("max_call", math.inf), before_call=mark.call)
-                parts_rows.append(_part_record(driver, name, mode, pass_, parts, pcands))
+                measure(pcands, repeats, min(job["warmup"], 2), job.get("max_call", math.inf),
+                        before_call=mark.call)
+                parts_rows.append(_part_record(name, parts, pcands))
             mark("", "done")
             if parts_rows:
                 yield key, [record(c, base, shape, mode, pass_) for c in parts_rows]

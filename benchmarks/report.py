@@ -99,7 +99,8 @@ def summary_markdown(records: Sequence[Record]) -> list[str]:
 
 def _model_parts(records: Sequence[Record]) -> dict[tuple[str, str, str, str], tuple[Record, float | None]]:
     """(backend, mode, pass, model) -> the model's parts row and the model's time over the first model's (ms)."""
-    times = {(r["backend"], r["mode"], r["pass_"], r["label"]): r["median_ms"] for r in records if r["kind"] != "part"}
+    times = {(r["backend"], r["mode"], r["pass_"], r["label"]): r["median_ms"]
+             for r in records if r["kind"] != "part"}
     firsts = {(r["backend"], r["mode"], r["pass_"]): r["median_ms"] for r in records if r["kind"] == "baseline"}
     out = {}
     for r in records:
@@ -282,8 +283,9 @@ TRIED: Mapping[tuple[str, str], str] = {
     ("se", "*"): "Tried (torch): the two 1x1 convolutions of the excitation as matrix products on (N, C) (F.linear; "
                  "oneDNN's 1x1 convolution of a 1x1 map cost about a pass of the feature map), and a mean whose "
                  "backward hands back its broadcast gradient as a view (autograd's writes a full tensor, a third "
-                 "of SE's backward). What remains is the pooling pass and the product, the floor of any SE. Without a gradient the "
-                 "mean is the plain one and an input of the shape and dtype last accepted is not checked again "
+                 "of SE's backward). What remains is the pooling pass and the product, the floor of any SE. "
+                 "Without a gradient the mean is the plain one and an input of the shape and dtype last "
+                 "accepted is not checked again "
                  "(together about 35 us a call); measured alone after that (torch eager, 8x64x56x56, 400 "
                  "interleaved calls on a quiet machine): the project's SEModule 214 us, the seeds' 222 us, x * s "
                  "82 us.",
@@ -328,7 +330,8 @@ TRIED: Mapping[tuple[str, str], str] = {
                  "consistently faster), the convolution as one matrix product with a Toeplitz matrix per kernel row "
                  "(0.52 ms forward against oneDNN's 0.53 at 8x2x56x56; the products do 10x the useful work) and as "
                  "a width-unfold matrix product (0.82 ms against 0.40; its backward 2.3 ms against oneDNN's 3.8, "
-                 "but the forward is the default path). Op by op, mean and max over C and the product with an N x 1 x H x W map "
+                 "but the forward is the default path). Op by op, mean and max over C and the product with an "
+                 "N x 1 x H x W map "
                  "each cost about a pass; the mean over C's backward is a view (torch).",
     ("sa", "paddle"): "Tried: the max over C's backward as a mask of the maxima over their count (a PyLayer; "
                       "Paddle's amax backward took 2.5 s and more per call at 8x64x56x56), used only where a gradient "

@@ -56,8 +56,8 @@ from attn_core.models import MODEL_CONFIGS, create_model_config
 from .cases import Case
 from .tolerances import Tolerance, tolerance_for
 
-__all__ = ["ModelCase", "MODEL_CASES", "MODEL_NAMES", "TRAIN_STEPS", "TRAIN_FLOAT32", "TRAIN_FLOAT32_MODELS", "model_config",
-           "select_model_cases"]
+__all__ = ["ModelCase", "MODEL_CASES", "MODEL_NAMES", "TRAIN_STEPS", "TRAIN_FLOAT32", "TRAIN_FLOAT32_MODELS",
+           "model_config", "select_model_cases"]
 
 #: the registered model names, in registry order
 MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CONFIGS)

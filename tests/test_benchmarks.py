@@ -38,8 +38,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     if not BACKENDS:
         pytest.skip("no framework installed")
     out = tmp_path_factory.mktemp("bench") / "results.md"
-    argv = ["--quick", "--repeats", "2", "--modules", "se", "--modes", MODES, "--backends", ",".join(BACKENDS), "--out", str(out),
-            "--json", str(out.with_suffix(".json"))]
+    argv = ["--quick", "--repeats", "2", "--modules", "se", "--modes", MODES, "--backends", ",".join(BACKENDS),
+            "--out", str(out), "--json", str(out.with_suffix(".json"))]
     proc = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -51,8 +51,8 @@ def _max_bwd(axis: int | tuple[int, ...], residuals: tuple[jax.Array, jax.Array]
     # the first position equal to the maximum, by an ordinary (vectorised) min reduction; only where x was
     # recomputed with other rounding and no position equals it, argmax (a variadic reduction, slow on XLA CPU)
     first = jnp.min(jnp.where(flat == m_flat, iota, size), axis=axes[0], keepdims=True)
-    first = jax.lax.cond(jnp.any(first == size), lambda: jnp.argmax(flat, axis=axes[0], keepdims=True).astype(jnp.int32),
-                         lambda: first)
+    first = jax.lax.cond(jnp.any(first == size),
+                         lambda: jnp.argmax(flat, axis=axes[0], keepdims=True).astype(jnp.int32), lambda: first)
     mask = (x == m) | (iota == first).reshape(x.shape)
     count = jnp.sum(mask, axis=axes, keepdims=True).astype(g.dtype)
     return (jnp.where(mask, g / count, jnp.zeros((), g.dtype)).astype(x.dtype),)
@@ -84,9 +84,10 @@ def spatial_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
     k, padding k // 2: (N, H, W, 1), the same numbers as ``lax.conv_general_dilated``.
 
     Computed as k * k * C_in shifted multiply-adds that XLA fuses into one loop: XLA CPU's convolution with one
-    output channel is slow (about 10 passes of ``x * 2`` over an 8 x 56 x 56 x 64 map for 2 -> 1 channels at k = 7,
-    benchmarks/RESULTS.md), the fused sum about one. The gradient of ``z`` is the same sum over the padded output
-    gradient with the kernel flipped; that of the kernel is XLA's weight-gradient convolution (fast there).
+    output channel is slow (7.6 to 10 passes of ``x * s`` over an 8 x 56 x 56 x 64 map for 2 -> 1 channels at k = 7,
+    measured by ``python -m benchmarks`` before this function), the fused sum about one (benchmarks/RESULTS.md).
+    The gradient of ``z`` is the same sum over the padded output gradient with the kernel flipped; that of the
+    kernel is XLA's weight-gradient convolution (fast there).
     """
     p = kernel.shape[0] // 2
     zp = jnp.pad(z, ((0, 0), (p, p), (p, p), (0, 0)))
@@ -178,7 +179,8 @@ class SpatialAttention(AttentionModule):
         dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x.astype(dt)
         avg, mx = jnp.mean(xc, axis=-1, keepdims=True), max_with_shared_ties(xc, -1)
-        z = SpatialConv(cfg.kernel_size, cfg.bias, dt, name="conv")(jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1))
+        pooled = jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1)
+        z = SpatialConv(cfg.kernel_size, cfg.bias, dt, name="conv")(pooled)
         if cfg.norm:
             z = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
                           epsilon=cfg.bn_eps, name="bn")(z)
