@@ -21,7 +21,7 @@ from .autodiff import Node, backward
 __all__ = [
     "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
     "ParamSpec", "AttentionConfig", "make_divisible", "reduced_channels",
-    "check_positive_int", "check_choice", "check_batch_norm_input",
+    "check_positive_int", "check_choice", "check_batch_norm_input", "as_int", "as_real", "coerce_numbers",
 ]
 
 # Roles say what a parameter is, so each backend knows where it lives natively and how its layout differs.
@@ -82,6 +82,42 @@ class ParamSpec:
 
 
 # -------------------------------------------------------------------------------------------- hyperparameters
+def as_int(value: Any) -> Any:
+    """``value`` as a plain Python ``int`` if it is an integer of any kind (``int``, NumPy's ``int8`` .. ``uint64``),
+    else unchanged, so that the field's validator rejects it with its own message (bools are left for it too)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        return value
+    return int(value)
+
+
+def as_real(value: Any) -> Any:
+    """``value`` as a plain Python number if it is a real one of any kind: an integer becomes an ``int``, any other
+    real (NumPy's ``float16`` .. ``float64``, ``Fraction``) a ``float``; anything else (bools included) unchanged,
+    for the field's validator to reject."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+# field annotation (as written, under ``from __future__ import annotations``) -> its coercion
+_COERCIONS = {"int": as_int, "int | None": as_int, "float": as_real, "float | None": as_real}
+
+
+def coerce_numbers(config: Any) -> None:
+    """Replace, in place, every ``int`` and ``float`` field of a frozen config dataclass given as a NumPy scalar (or
+    another real) by the plain Python number, so that configs compare equal and serialise to JSON whichever kind of
+    number built them. The one place numbers are accepted: every :class:`AttentionConfig` runs it first (see
+    ``AttentionConfig.__init_subclass__``)."""
+    for f in dataclasses.fields(config):
+        coerce = _COERCIONS.get(f.type) if isinstance(f.type, str) else None
+        if coerce is None or not f.init:
+            continue
+        value = getattr(config, f.name)
+        plain = coerce(value)
+        if plain is not value:
+            object.__setattr__(config, f.name, plain)
+
+
 def check_positive_int(module: str, name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -168,6 +204,22 @@ class AttentionConfig:
     """
 
     module_name: ClassVar[str] = "AttentionConfig"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every config's own ``__post_init__`` first runs :func:`coerce_numbers`, so that each validator sees plain
+        Python numbers and no config can forget to accept NumPy scalars."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None or getattr(own, "_coerces_numbers", False):
+            return
+
+        def __post_init__(self: "AttentionConfig") -> None:
+            coerce_numbers(self)
+            own(self)
+
+        __post_init__._coerces_numbers = True  # type: ignore[attr-defined]
+        __post_init__.__doc__ = own.__doc__
+        cls.__post_init__ = __post_init__  # type: ignore[method-assign]
 
     # ---- to implement
     def param_table(self) -> tuple[ParamSpec, ...]:
