@@ -6,6 +6,7 @@ ECCV 2018, arXiv:1807.06521.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping
@@ -21,6 +22,33 @@ __all__ = ["ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "CB
 # Which pooled map comes first in the 2-channel input of the spatial convolution. Input channel 0 of
 # ``conv.weight`` multiplies the first one. The seed articles and timm: mean first; the authors' code: max first.
 SPATIAL_ORDERS = ("mean_max", "max_mean")
+
+#: bytes per weight value in the widest dtype any backend or the reference keeps the spatial convolution in (float64)
+_WEIGHT_BYTES = 8
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, or ``None`` where the platform does not say (then no kernel size is
+    refused for its size)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_spatial_kernel_memory(module: str, kernel_size: int) -> None:
+    """Refuse a spatial kernel whose ``2 * k * k`` float64 weights exceed physical memory, before anything allocates
+    them: such a module could never be built (k = 100001 asked for 80 GB before failing). A kernel larger than the
+    map stays allowed, as any that fits."""
+    memory = physical_memory_bytes()
+    need = 2 * kernel_size * kernel_size * _WEIGHT_BYTES
+    if memory is None or need <= memory:
+        return
+    k_max = int((memory // (2 * _WEIGHT_BYTES)) ** 0.5)
+    k_max -= 1 - k_max % 2  # the largest odd k whose weights fit
+    raise ConfigError(f"{module}: kernel_size {kernel_size} needs {need:,} bytes for its 2 x {kernel_size} x "
+                      f"{kernel_size} float64 weights, more than this machine's {memory:,} bytes of memory; "
+                      f"accepted: odd kernel sizes up to {k_max}")
 
 
 def _children(prefix: str, table: tuple[ParamSpec, ...]) -> tuple[ParamSpec, ...]:
@@ -88,7 +116,8 @@ class SpatialAttentionConfig(AttentionConfig):
 
     Args:
         channels: expected C, checked on input; ``None`` accepts any channel count (the weights do not depend on C).
-        kernel_size: odd and positive; the paper uses 7 (3 is the other common choice).
+        kernel_size: odd and positive; the paper uses 7 (3 is the other common choice). One whose 2 * k * k float64
+            weights exceed the machine's physical memory is a ``ConfigError`` (:func:`check_spatial_kernel_memory`).
         order: ``'mean_max'`` (seed article, timm: the mean map is input channel 0 of the convolution) or
             ``'max_mean'`` (the authors' code).
         bias: a bias on the convolution (False everywhere upstream).
@@ -125,6 +154,7 @@ class SpatialAttentionConfig(AttentionConfig):
         check_positive_int(self.module_name, "channels", self.channels, allow_none=True)
         check_odd_kernel(self.module_name, "kernel_size", self.kernel_size,
                          "3 or 7 in the paper; padding k // 2 then keeps H and W")
+        check_spatial_kernel_memory(self.module_name, int(self.kernel_size))
         check_choice(self.module_name, "order", self.order, SPATIAL_ORDERS)
         check_choice(self.module_name, "bias", self.bias, (True, False))
         check_choice(self.module_name, "norm", self.norm, (True, False))
