@@ -77,8 +77,11 @@ def sqrt(a: Node) -> Node:
 
 
 def relu(a: Node) -> Node:
-    mask = a.value > 0
-    return Node(np.where(mask, a.value, 0.0), (a,), lambda g: (g * mask,))
+    """max(x, 0) that keeps NaN, as torch's ReLU does (``np.where(x > 0, x, 0)`` would hide a NaN input as 0). The
+    gradient is selected, not multiplied by a mask, so that an infinite one where x <= 0 is 0 and not NaN (torch,
+    JAX); it passes where x > 0 and, as torch's, where x is NaN."""
+    keep = ~(a.value <= 0)
+    return Node(np.where(keep, a.value, 0.0), (a,), lambda g: (np.where(keep, g, 0.0),))
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:
@@ -102,7 +105,7 @@ def hard_sigmoid(a: Node) -> Node:
     """relu6(x + 3) / 6, the slope exactly 1/6 (Paddle's default slope is 0.1666667: see porting notes #19)."""
     av = a.value
     inside = (av > -3.0) & (av < 3.0)
-    return Node(np.clip(av / 6.0 + 0.5, 0.0, 1.0), (a,), lambda g: (g * inside / 6.0,))
+    return Node(np.clip(av / 6.0 + 0.5, 0.0, 1.0), (a,), lambda g: (np.where(inside, g / 6.0, 0.0),))
 
 
 _ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "silu": silu, "hard_sigmoid": hard_sigmoid}

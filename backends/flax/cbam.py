@@ -55,7 +55,8 @@ def _max_bwd(axis: int | tuple[int, ...], residuals: tuple[jax.Array, jax.Array]
                          lambda: jnp.argmax(flat, axis=axes[0], keepdims=True).astype(jnp.int32), lambda: first)
     mask = (x == m) | (iota == first).reshape(x.shape)
     count = jnp.sum(mask, axis=axes, keepdims=True).astype(g.dtype)
-    return (jnp.where(mask, g / count, jnp.zeros((), g.dtype)).astype(x.dtype),)
+    # multiplied by the mask, not selected: an infinite g gives NaN off the maxima, as torch and the reference do
+    return ((g / count * mask.astype(g.dtype)).astype(x.dtype),)
 
 
 max_with_shared_ties.defvjp(_max_fwd, _max_bwd)
