@@ -185,8 +185,8 @@ def _check_layout(entries: Mapping[str, Mapping[str, Any]], size: int, path: Pat
             raise CheckpointError(f"{path}: {start - end} bytes before entry {name!r} belong to no tensor")
         end, last = stop, name
     if end > size:
-        raise CheckpointError(f"{path}: truncated: the tensors' data ends at byte {end} but the file holds {size} "
-                              "bytes after the header")
+        raise CheckpointError(f"{path}: truncated or inconsistent: the tensors' data ends at byte {end} but the "
+                              f"file holds {size} bytes after the header")
     if end < size:
         raise CheckpointError(f"{path}: {size - end} bytes after the last tensor's data belong to no tensor")
 
