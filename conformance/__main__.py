@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._quiet import quiet
 from .cases import MODULES, select_cases
 from .model_cases import MODEL_NAMES, TRAIN_STEPS, select_model_cases
 from .runners import MODES, RUNNERS, get_runner
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--require-all", action="store_true",
                    help="exit non-zero when a backend is skipped because it is not installed")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("--verbose", action="store_true",
+                   help="let the frameworks print their own warnings and log lines (Paddle's ccache and glog "
+                        "messages, JAX's backend search), which are silenced by default")
     args = p.parse_args(argv)
+    quiet(args.verbose)  # before any runner imports its framework
 
     for b in args.backends:
         if b not in RUNNERS:
