@@ -23,12 +23,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from conformance._quiet import quiet
+
 from . import threads
 from .models import DEFAULT_MODELS
 from .plan import (BACKENDS, DEFAULT_SHAPES, MODES, MODULES, PASSES, QUICK_SHAPES, fmt_shape, parse_shape)
-from .report import console_summary, render
+from .report import COMPARE_LIMIT, compare_runs, console_summary, render
+from .timing import MAX_RERUNS, SPREAD_LIMIT
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+SUMMARY_OUT = Path(__file__).resolve().parent / "SUMMARY.md"
+#: what --summary stands for: the README's modules run less what the summary table does not show
+SUMMARY_ARGS = ("--modules", "se,eca,cbam,simam", "--modes",
+                "torch:eager,torch:compile,paddle:dygraph,paddle:to_static,flax:jit", "--threads", "2",
+                "--repeats", "9", "--warmup", "1", "--call-timeout", "60", "--max-call", "5", "--no-breakdown")
 _REQUIRES = {"torch": ("torch",), "paddle": ("paddle",), "flax": ("jax", "flax")}
 _PASS_NAMES = {"forward": "forward", "fwd": "forward", "forward+backward": "forward+backward",
                "fwdbwd": "forward+backward", "backward": "forward+backward", "train": "forward+backward"}
@@ -92,6 +100,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT.name} "
                                                                  f"next to this package)")
     p.add_argument("--json", type=Path, default=None, help="also write every record as JSON here")
+    p.add_argument("--reruns", type=int, default=MAX_RERUNS,
+                   help=f"times a group's rounds are timed again at most while its spread (the largest interquartile "
+                        f"range / median of its rows) exceeds {100 * SPREAD_LIMIT:.0f}%%; a row still above is "
+                        f"marked unreliable (default {MAX_RERUNS})")
+    p.add_argument("--no-huge-pages", action="store_true",
+                   help="leave glibc's malloc as the environment has it, rather than asking for transparent huge "
+                        "pages in every worker (to see the page faults per call that this setting avoids)")
+    p.add_argument("--summary", action="store_true",
+                   help="the summary command: " + " ".join(SUMMARY_ARGS) + " (what the summary table shows; peers "
+                        "only where it shows them, the default mode's forward; options given after it win)")
+    p.add_argument("--compare", type=Path, nargs=2, default=None, metavar=("A.json", "B.json"),
+                   help=f"time nothing: print every summary ratio of two runs' --json records and their relative "
+                        f"difference; exit 1 if one differs by more than {100 * COMPARE_LIMIT:.0f}%% or is missing "
+                        f"from one run")
+    p.add_argument("--verbose", action="store_true",
+                   help="let the frameworks print their own warnings and log lines (Paddle's ccache, glog and "
+                        "OMP_NUM_THREADS messages, JAX's backend search), silenced by default")
     p.add_argument("--render-json", type=Path, default=None, metavar="JSON",
                    help="time nothing: write the markdown (--out) again from the --json file of an earlier run, "
                         "whose command, date and machine it keeps (after a change to the report's text)")
@@ -139,6 +164,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if repeats < 1 or warmup < 0 or args.threads < 1 or (args.model_repeats is not None and args.model_repeats < 1):
         raise UsageError("--repeats, --model-repeats and --threads must be at least 1, --warmup at least 0")
+    if args.reruns < 0:
+        raise UsageError(f"--reruns must be at least 0; got {args.reruns}")
     if not (args.max_call > 0 and args.call_timeout > 0):
         raise UsageError("--max-call and --call-timeout must be positive")
     if args.models is not None:
@@ -151,7 +178,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             "modes": modes, "passes": list(dict.fromkeys(passes)), "repeats": repeats, "warmup": warmup,
             "threads": args.threads, "pin": not args.no_pin, "models": args.models, "quick": args.quick,
             "model_repeats": args.model_repeats, "max_call": args.max_call, "call_timeout": args.call_timeout,
-            "breakdown": not args.no_breakdown and bool(args.modules)}
+            "breakdown": not args.no_breakdown and bool(args.modules), "reruns": args.reruns,
+            "summary_only": args.summary, "verbose": args.verbose, "huge_pages": not args.no_huge_pages}
 
 
 def _cpu_name() -> str:
@@ -212,6 +240,8 @@ def run_backend(job: dict[str, Any], call_timeout: float = 60.0, max_restarts: i
     """
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, **threads.thread_env(job["threads"]))
+    if job.get("huge_pages", True):  # every worker alike: each output's pages are otherwise faulted in afresh
+        env.update(threads.malloc_env(os.environ))
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     info: dict[str, Any] | None = None
     records: list[dict[str, Any]] = []
@@ -290,9 +320,30 @@ def run_backend(job: dict[str, Any], call_timeout: float = 60.0, max_restarts: i
     return info, records, model_records, f"the {backend} worker died more than {max_restarts} times"
 
 
+def _compare(a: Path, b: Path) -> int:
+    """``--compare A B``: 0 every summary ratio within :data:`COMPARE_LIMIT`, 1 not, 2 a file is unreadable."""
+    runs = []
+    for path in (a, b):
+        try:
+            runs.append(json.loads(path.read_text())["records"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"python -m benchmarks: --compare: cannot read the records of {path}: {err}", file=sys.stderr)
+            return 2
+    lines, ok = compare_runs(runs[0], runs[1], names=(a.name, b.name))
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    if args.summary:  # the preset first, so that an option the user gives wins
+        args = parser().parse_args([*SUMMARY_ARGS, *argv])
+        if "--out" not in argv:
+            args.out = SUMMARY_OUT
+    quiet(args.verbose)  # before a framework is imported here or in a worker (which inherits the environment)
+    if args.compare is not None:
+        return _compare(*args.compare)
     if args.render_json is not None:
         saved = json.loads(args.render_json.read_text())
         args.out.write_text(render(saved["records"], saved["infos"], saved["header"], saved["failures"],
@@ -318,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "modes": plan["modes"][backend], "passes": plan["passes"], "repeats": plan["repeats"],
                "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"],
                "model_repeats": plan["model_repeats"], "max_call": plan["max_call"],
-               "breakdown": plan["breakdown"]}
+               "breakdown": plan["breakdown"], "reruns": plan["reruns"], "summary_only": plan["summary_only"],
+               "verbose": plan["verbose"], "huge_pages": plan["huge_pages"]}
         print(f"== {backend}: {', '.join(plan['modes'][backend])}", file=sys.stderr, flush=True)
         info, recs, model_recs, why = run_backend(job, plan["call_timeout"])
         if info is not None:
@@ -342,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "load_start": load_start, "load_end": load_end, "noisy": noisy, "python": platform.python_version(),
               "numpy": np.__version__, "threads": plan["threads"], "repeats": plan["repeats"],
               "warmup": plan["warmup"], "timm": timm, "max_call": plan["max_call"],
-              "call_timeout": plan["call_timeout"]}
+              "call_timeout": plan["call_timeout"], "spread_limit": SPREAD_LIMIT, "reruns": plan["reruns"],
+              "huge_pages": plan["huge_pages"], "summary_only": plan["summary_only"]}
     text = render(records, infos, header, failures, model_records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 from .plan import DEFAULT_MODE, MODES, MODULE_SUBOPS, SUBOPS, TARGETS
+from .timing import SPREAD_LIMIT
 
 Record = Mapping[str, Any]
 
@@ -40,39 +41,78 @@ def _project_default(records: Iterable[Record]) -> dict[tuple[str, str, str, str
             for r in records if r["kind"] == "project" and r["form"] == "default"}
 
 
+def is_unreliable(r: Record | None) -> bool:
+    """The record's ratio stayed too spread to compare (``benchmarks.timing.unreliable``); records of runs before
+    the re-run rule have no such flag and count as reliable."""
+    return r is not None and bool(r.get("unreliable", False))
+
+
 def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """One row per shape x module x backend: the numbers the performance targets are about."""
+    """One row per shape x module x backend: the numbers the performance targets are about.
+
+    An unreliable record is never the fastest peer, and the best mode is the fastest reliable one; only where
+    every mode is unreliable is the best mode an unreliable one, and ``best_unreliable`` says so.
+    """
     records = [r for r in records if r["module"] != "ops"]
     proj = _project_default(records)
     keys = list(dict.fromkeys((r["shape"], r["module"], r["backend"]) for r in records))
     rows = []
     for shape, module, backend in keys:
-        modes = [m for m in MODES[backend] if (shape, module, backend, m, "forward") in proj]
-        fwd = {m: proj[(shape, module, backend, m, "forward")]["ratio"] for m in modes}
-        fwd = {m: v for m, v in fwd.items() if v is not None}
-        best = min(fwd, key=fwd.__getitem__) if fwd else None
+        fwd_recs = {m: proj[(shape, module, backend, m, "forward")] for m in MODES[backend]
+                    if (shape, module, backend, m, "forward") in proj}
+        fwd = {m: r["ratio"] for m, r in fwd_recs.items() if r["ratio"] is not None}
+        sure = {m: v for m, v in fwd.items() if not is_unreliable(fwd_recs[m])}
+        pool = sure or fwd
+        best = min(pool, key=pool.__getitem__) if pool else None
         default_mode = DEFAULT_MODE[backend]
         fb = proj.get((shape, module, backend, best, "forward+backward")) if best else None
         fb_ratio = fb["ratio"] if fb else None
         peers = [r for r in records if r["shape"] == shape and r["module"] == module and r["backend"] == backend
                  and r["kind"] == "peer" and r["mode"] == default_mode and r["pass_"] == "forward"
                  and r["ratio"] is not None]
-        fastest = min(peers, key=lambda r: r["ratio"]) if peers else None
+        reliable_peers = [r for r in peers if not is_unreliable(r)]
+        fastest = min(reliable_peers, key=lambda r: r["ratio"]) if reliable_peers else None
         rows.append({
             "shape": shape, "module": module, "backend": backend,
             "default_mode": default_mode, "default_ratio": fwd.get(default_mode),
+            "default_unreliable": is_unreliable(fwd_recs.get(default_mode)),
             "best_mode": best, "best_ratio": fwd.get(best) if best else None,
+            "best_unreliable": best is not None and not sure,
             "target": TARGETS.get(module),
-            "fb_ratio": fb_ratio,
+            "fb_ratio": fb_ratio, "fb_unreliable": is_unreliable(fb),
             "fb_over_fwd": (fb_ratio / fwd[best]) if (fb_ratio is not None and best) else None,
             "peer": fastest["label"] if fastest else None,
             "peer_ratio": fastest["ratio"] if fastest else None,
+            "peers_unreliable": len(peers) - len(reliable_peers),
         })
     return rows
 
 
-def _mark(ok: bool | None) -> str:
+def verdicts(row: Mapping[str, Any]) -> dict[str, bool | str | None]:
+    """A summary row's three marks: True (met), False (missed), ``'unreliable'`` (a ratio it rests on stayed too
+    spread to say) or None (nothing to compare)."""
+    target, best = row["target"], row["best_ratio"]
+    met: bool | str | None = None if (target is None or best is None) else best <= target
+    fb_ok: bool | str | None = None if row["fb_over_fwd"] is None else row["fb_over_fwd"] <= 2.0
+    peer_ok: bool | str | None = (None if (row["peer_ratio"] is None or row["default_ratio"] is None)
+                                  else row["default_ratio"] <= row["peer_ratio"])
+    if met is not None and row["best_unreliable"]:
+        met = "unreliable"
+    if fb_ok is not None and (row["best_unreliable"] or row["fb_unreliable"]):
+        fb_ok = "unreliable"
+    if peer_ok is not None and row["default_unreliable"]:
+        peer_ok = "unreliable"
+    return {"target": met, "fb": fb_ok, "peer": peer_ok}
+
+
+def _mark(ok: bool | str | None) -> str:
+    if isinstance(ok, str):
+        return f" {ok}"
     return "" if ok is None else (" ✓" if ok else " ✗")
+
+
+def _shaky(text: str, flag: bool) -> str:
+    return f"{text} (unreliable)" if flag else text
 
 
 def summary_markdown(records: Sequence[Record]) -> list[str]:
@@ -83,17 +123,19 @@ def summary_markdown(records: Sequence[Record]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary_rows(records):
         b, target, best = row["backend"], row["target"], row["best_ratio"]
-        met = None if (target is None or best is None) else best <= target
-        fb_ok = None if row["fb_over_fwd"] is None else row["fb_over_fwd"] <= 2.0
-        peer_ok = (None if (row["peer_ratio"] is None or row["default_ratio"] is None)
-                   else row["default_ratio"] <= row["peer_ratio"])
-        default_txt = f"{_ratio(row['default_ratio'])} ({mode_label(b, row['default_mode'])})"
-        best_txt = "—" if row["best_mode"] is None else f"{_ratio(best)} ({mode_label(b, row['best_mode'])})"
+        v = verdicts(row)
+        default_txt = _shaky(f"{_ratio(row['default_ratio'])} ({mode_label(b, row['default_mode'])})",
+                             row["default_unreliable"])
+        best_txt = "—" if row["best_mode"] is None else _shaky(f"{_ratio(best)} ({mode_label(b, row['best_mode'])})",
+                                                               row["best_unreliable"])
         target_txt = "—" if target is None else f"≤ {target:g}×"
-        fb_over = "—" if row["fb_over_fwd"] is None else f"{row['fb_over_fwd']:.2f}{_mark(fb_ok)}"
+        fb_over = "—" if row["fb_over_fwd"] is None else f"{row['fb_over_fwd']:.2f}{_mark(v['fb'])}"
         peer_txt = "—" if row["peer"] is None else f"{_ratio(row['peer_ratio'])} {_esc(row['peer'])}"
-        lines.append(f"| {row['shape']} | {row['module']} | {b} | {default_txt} | {peer_txt} | {_mark(peer_ok)} | "
-                     f"{best_txt} | {target_txt} | {_mark(met)} | {_ratio(row['fb_ratio'])} | {fb_over} |")
+        if row["peers_unreliable"]:
+            peer_txt += f" ({row['peers_unreliable']} unreliable peer(s) not chosen)"
+        lines.append(f"| {row['shape']} | {row['module']} | {b} | {default_txt} | {peer_txt} | {_mark(v['peer'])} | "
+                     f"{best_txt} | {target_txt} | {_mark(v['target'])} | "
+                     f"{_shaky(_ratio(row['fb_ratio']), row['fb_unreliable'])} | {fb_over} |")
     return lines
 
 
@@ -147,17 +189,20 @@ def details_markdown(records: Sequence[Record]) -> list[str]:
     for (shape, backend), recs in by.items():
         lines += ["", f"### {shape}, {backend}", "",
                   "| module | mode | pass | implementation | source | median ms | spread | × x·s | "
-                  "max abs diff vs project | note |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "max abs diff vs project | note | page faults / call |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in recs:
             spread = "—" if r["spread"] is None else f"{100 * r['spread']:.0f}%"
+            if r.get("attempts", 1) > 1:
+                spread += f" ({r['attempts']} attempts)"
+            faults = "—" if r.get("faults") is None else f"{r['faults']:.0f}"
             name = _esc(r["label"])
             if r["kind"] == "project":
                 name = f"**{name}**"
             source = {"baseline": "framework", "project": "this project"}.get(r["kind"], _esc(r["source"]))
             lines.append(f"| {r['module']} | {mode_label(backend, r['mode'])} | {r['pass_']} | {name} | {source} | "
                          f"{_ms(r['median_ms'])} | {spread} | {_ratio(r['ratio'])} | {_diff(r)} | "
-                         f"{_esc(r['note'])} |")
+                         f"{_esc(r['note'])} | {faults} |")
     return lines + _model_misses(records)
 
 
@@ -195,8 +240,21 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
             f"{h['repeats']} rounds, each timing the baseline and then every implementation in turn. Median per "
             f"implementation; spread = interquartile range / median. A warm call over {h['max_call']:g} s ends an "
             f"implementation's timing with the calls it has; a call over {h['call_timeout']:g} s (3× for a "
-            f"compiling first call) is stopped and the implementation left out there and at larger shapes.",
-            "", "## How to read", "",
+            f"compiling first call) is stopped and the implementation left out there and at larger shapes."]
+    if "reruns" in h:
+        out.append(f"- Re-runs: a group whose spread (the largest interquartile range / median of its rows) exceeds "
+                   f"{100 * h['spread_limit']:.0f}% has its rounds timed again, at most {h['reruns']} time(s), and "
+                   f"keeps its least spread attempt; a row whose spread, or its baseline's, is still above is "
+                   f"marked unreliable: never the fastest peer, never counted for or against a target.")
+    if "huge_pages" in h:
+        thp = "; ".join(f"{i['backend']}: GLIBC_TUNABLES={i.get('malloc') or '(unset)'}, kernel THP "
+                        f"{i.get('thp', 'unknown')}" for i in infos)
+        out.append(("- Memory: every worker starts with glibc's malloc asking for transparent huge pages "
+                    "(`glibc.malloc.hugetlb=1`): each framework maps every large output afresh, and its first "
+                    "touch costs one page fault per 4 KiB page otherwise. " if h["huge_pages"] else
+                    "- Memory: glibc's malloc as the environment has it (`--no-huge-pages`). ")
+                   + f"The details give the minor page faults per timed call ({thp}).")
+    out += ["", "## How to read", "",
             "- **Baseline** `x * s`: x (N, C, H, W), s (N, C, 1, 1) (Flax: NHWC and (N, 1, 1, C)), the last "
             "operation of SE, as the framework runs it by default (torch eager, Paddle dygraph, jax.jit), in the "
             "same pass: forward alone, or forward and backward (gradients of x and s).",
@@ -271,11 +329,65 @@ def console_summary(records: Sequence[Record]) -> str:
     lines = []
     for row in summary_rows(records):
         b = row["backend"]
-        best = "—" if row["best_mode"] is None else f"{_ratio(row['best_ratio'])} ({mode_label(b, row['best_mode'])})"
+        best = "—" if row["best_mode"] is None else _shaky(
+            f"{_ratio(row['best_ratio'])} ({mode_label(b, row['best_mode'])})", row["best_unreliable"])
         peer = "" if row["peer"] is None else f"; fastest peer {_ratio(row['peer_ratio'])} {row['peer']}"
-        lines.append(f"{row['shape']:>16} {row['module']:>5} {b:>6}: default {_ratio(row['default_ratio'])}, "
-                     f"best {best}, f+b {_ratio(row['fb_ratio'])}{peer}")
+        lines.append(f"{row['shape']:>16} {row['module']:>5} {b:>6}: default "
+                     f"{_shaky(_ratio(row['default_ratio']), row['default_unreliable'])}, best {best}, f+b "
+                     f"{_shaky(_ratio(row['fb_ratio']), row['fb_unreliable'])}{peer}")
     return "\n".join(lines)
+
+
+#: two runs of the summary command agree when every summary ratio of one is within this of the other's
+COMPARE_LIMIT = 0.10
+#: the summary's ratio columns: row key -> what it is
+SUMMARY_RATIOS: Mapping[str, str] = {"default_ratio": "forward, default path", "peer_ratio": "fastest peer, forward",
+                                     "best_ratio": "forward, best mode", "fb_ratio": "forward+backward, best mode"}
+
+
+def relative_difference(a: float, b: float) -> float:
+    """``|a - b|`` over the smaller of the two: symmetric, and 0.1 means the larger is 10% above the smaller."""
+    low = min(abs(a), abs(b))
+    return 0.0 if a == b else (abs(a - b) / low if low > 0 else float("inf"))
+
+
+def compare_runs(a: Sequence[Record], b: Sequence[Record], names: tuple[str, str] = ("A", "B"),
+                 limit: float = COMPARE_LIMIT) -> tuple[list[str], bool]:
+    """Every summary ratio of two runs side by side with their relative difference; ``(lines, agree)``, agree
+    when each is within ``limit`` and none is in one run only. An unreliable ratio counts like any other (the
+    lines say which), since the runs are to agree on every figure the summary shows."""
+    rows_a = {(r["shape"], r["module"], r["backend"]): r for r in summary_rows(a)}
+    rows_b = {(r["shape"], r["module"], r["backend"]): r for r in summary_rows(b)}
+    flags = {"default_ratio": "default_unreliable", "best_ratio": "best_unreliable", "fb_ratio": "fb_unreliable"}
+    lines = [f"{'shape':>14} {'module':>6} {'backend':>7}  {'summary ratio':<28} {names[0][:10]:>10} "
+             f"{names[1][:10]:>10}  difference"]
+    count, over, worst = 0, [], (0.0, "")
+    for key in list(dict.fromkeys([*rows_a, *rows_b])):
+        ra, rb = rows_a.get(key), rows_b.get(key)
+        for column, what in SUMMARY_RATIOS.items():
+            va = None if ra is None else ra[column]
+            vb = None if rb is None else rb[column]
+            if va is None and vb is None:
+                continue
+            count += 1
+            where = f"{key[0]:>14} {key[1]:>6} {key[2]:>7}  {what:<28}"
+            cells = " ".join(f"{'—' if v is None else f'{v:.3f}':>10}" for v in (va, vb))
+            if va is None or vb is None:
+                over.append(where)
+                lines.append(f"{where} {cells}  missing from one run")
+                continue
+            d = relative_difference(va, vb)
+            if d > worst[0]:
+                worst = (d, where.strip())
+            shaky = [n for n, r in zip(names, (ra, rb)) if column in flags and r[flags[column]]]
+            note = "  over" if d > limit else ""
+            note += f"  (unreliable in {', '.join(shaky)})" if shaky else ""
+            if d > limit:
+                over.append(where)
+            lines.append(f"{where} {cells}  {100 * d:9.1f}%{note}")
+    lines.append(f"{count} summary ratios; {len(over)} differ by more than {100 * limit:.0f}% or are missing from "
+                 f"one run" + (f"; the largest difference: {100 * worst[0]:.1f}% ({worst[1]})" if count else ""))
+    return lines, not over and count > 0
 
 
 #: what was tried where a target is missed, per (module, backend); shown beside the measured parts of the module
@@ -375,20 +487,26 @@ def _subop_ratios(records: Sequence[Record]) -> dict[tuple[str, str, str], float
 def targets_markdown(records: Sequence[Record]) -> list[str]:
     """Each target missed in the summary, with the measured parts of the module that hold it there."""
     parts = _subop_ratios(records)
-    misses = []
+    misses, shaky = [], []
     for row in summary_rows(records):
         b, target, best = row["backend"], row["target"], row["best_ratio"]
+        v = verdicts(row)
         why = []
-        if target is not None and best is not None and best > target:
+        if v["target"] is False:
             why.append(f"forward {_ratio(best)} in its best mode ({mode_label(b, row['best_mode'])}), target "
                        f"≤ {target:g}×")
-        if row["fb_over_fwd"] is not None and row["fb_over_fwd"] > 2.0:
+        if v["fb"] is False:
             why.append(f"forward+backward {_ratio(row['fb_ratio'])}, {row['fb_over_fwd']:.2f} times its forward "
                        f"ratio (target ≤ 2)")
-        if row["peer_ratio"] is not None and row["default_ratio"] is not None \
-                and row["default_ratio"] > row["peer_ratio"]:
+        if v["peer"] is False:
             why.append(f"default path {_ratio(row['default_ratio'])}, slower than {_esc(row['peer'])} "
                        f"({_ratio(row['peer_ratio'])})")
+        unsure = [name for name, key in (("target", "target"), ("(f+b) / forward", "fb"), ("default ≤ peer", "peer"))
+                  if v[key] == "unreliable"]
+        if unsure:
+            shaky.append(f"- **{row['shape']} {row['module']}, {b}**: {', '.join(unsure)}: unreliable (a ratio it "
+                         f"rests on kept a spread above {100 * SPREAD_LIMIT:.0f}% after the re-runs), neither met "
+                         f"nor missed.")
         if not why:
             continue
         measured = [(SUBOPS[k], parts.get((row["shape"], b, k))) for k in MODULE_SUBOPS.get(row["module"], ())]
@@ -402,9 +520,13 @@ def targets_markdown(records: Sequence[Record]) -> list[str]:
         if tried:
             text += " " + tried
         misses.append(text)
+    tail = ["", "Not judged in this run:", ""] + shaky if shaky else []
     if not misses:
-        return ["", "Every target of the summary is met in this run."] if summary_rows(records) else []
-    return ["", "## Targets not met, and what holds them", ""] + misses
+        if not summary_rows(records):
+            return []
+        return ["", "Every target of the summary that could be judged is met in this run." if shaky
+                else "Every target of the summary is met in this run."] + tail
+    return ["", "## Targets not met, and what holds them", ""] + misses + tail
 
 
 def subops_markdown(records: Sequence[Record]) -> list[str]:

@@ -5,6 +5,11 @@ Warm-up calls (at least one) come first, per implementation; the first one's res
 compare (computed outside the timed loop). The garbage collector is off while timing. Each implementation's
 ``run`` must return only when its work is done (JAX: ``block_until_ready``); ``prepare`` runs untimed before every
 call (clearing gradients, so that each backward writes fresh buffers rather than accumulating).
+
+Every timed call also counts the process's minor page faults (``getrusage``, outside the timed region), so that a
+report can show how much of a time is the kernel handing out fresh pages. A group whose spread
+(:func:`group_spread`) exceeds :data:`SPREAD_LIMIT` has its rounds timed again, at most :data:`MAX_RERUNS` times,
+and keeps its least spread attempt (:func:`measure_group`); a row still above the limit is unreliable.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import gc
 import math
 import re
+import resource
 import statistics
 import time
 import traceback
@@ -41,6 +47,7 @@ class Candidate:
     compiles: bool = False                      # its first call compiles (torch.compile, to_static, XLA)
     first: np.ndarray | None = field(default=None, repr=False)
     samples: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)  # minor page faults of each timed call
 
     @property
     def median(self) -> float | None:
@@ -48,11 +55,51 @@ class Candidate:
 
     @property
     def spread(self) -> float | None:
-        """Interquartile range over the median (0.1 = the middle half of the runs lies within 10%)."""
-        if len(self.samples) < 4:
-            return None
-        q = np.percentile(self.samples, [25, 75])
-        return float((q[1] - q[0]) / statistics.median(self.samples))
+        return spread(self.samples)
+
+    @property
+    def faults_per_call(self) -> float | None:
+        return float(statistics.median(self.faults)) if self.faults else None
+
+
+#: a group whose spread is above this is timed again; a row still above it after the re-runs is unreliable
+SPREAD_LIMIT = 0.25
+#: how many times a group's rounds are timed again at most, so that a noisy machine cannot hold a run for hours
+MAX_RERUNS = 2
+
+
+def spread(samples: list[float]) -> float | None:
+    """Interquartile range over the median (0.1 = the middle half of the runs lies within 10%); None under four
+    samples, where quartiles say nothing, or for a median of 0."""
+    if len(samples) < 4 or statistics.median(samples) <= 0:
+        return None
+    q = np.percentile(samples, [25, 75])
+    return float((q[1] - q[0]) / statistics.median(samples))
+
+
+def group_spread(sample_lists: list[list[float]]) -> float | None:
+    """The largest :func:`spread` of a group's rows: every ratio of the group divides by the baseline's median,
+    so one noisy row is enough to make the group's figures disagree from run to run. None when no row has four
+    samples."""
+    spreads = [s for s in (spread(x) for x in sample_lists) if s is not None]
+    return max(spreads) if spreads else None
+
+
+def needs_rerun(sample_lists: list[list[float]], limit: float = SPREAD_LIMIT) -> bool:
+    s = group_spread(sample_lists)
+    return s is not None and s > limit
+
+
+def best_attempt(attempts: list[list[list[float]]]) -> int:
+    """The index of the attempt (each a list of the rows' samples) with the smallest group spread; the first of
+    equals. Attempts are kept whole: a ratio is only meaningful between calls of the same interleaved rounds."""
+    keyed = [(math.inf if (s := group_spread(a)) is None else s, i) for i, a in enumerate(attempts)]
+    return min(keyed)[1]
+
+
+def unreliable(row_spread: float | None, baseline_spread: float | None, limit: float = SPREAD_LIMIT) -> bool:
+    """A ratio is unreliable when its own row or the baseline it divides by spreads above ``limit``."""
+    return any(s is not None and s > limit for s in (row_spread, baseline_spread))
 
 
 def describe_error(err: BaseException) -> str:
@@ -72,17 +119,23 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[:300]}{where}"
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: float = math.inf,
-            before_call: Callable[[Candidate, str], None] = lambda c, phase: None) -> None:
-    """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``first``, ``error``
-    and ``note``.
+            before_call: Callable[[Candidate, str], None] = lambda c, phase: None,
+            clock: Callable[[], float] = time.perf_counter) -> None:
+    """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``faults``,
+    ``first``, ``error`` and ``note``.
 
     A candidate that raises while warming up is reported (``error``) and left out of the rounds; one that raises
     in a round keeps the samples it has and is left out of the rest. A call after the first that takes more than
     ``max_call`` seconds ends the candidate's timing with what it has (one warm-up call: its time is the only
     sample), so that one pathologically slow implementation cannot hold the run for hours. ``before_call(c,
     phase)`` is told of every call before it starts, outside the timed region, with phase ``'first'``,
-    ``'warmup'`` or ``'round'`` (the worker's watchdog uses it to blame a crash or a hang).
+    ``'warmup'`` or ``'round'`` (the worker's watchdog uses it to blame a crash or a hang). ``clock``: seconds,
+    replaceable so that tests can script the durations.
     """
     for c in candidates:
         if c.run is None:
@@ -91,9 +144,9 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
             for i in range(max(1, warmup)):
                 before_call(c, "first" if i == 0 else "warmup")
                 c.prepare()
-                t0 = time.perf_counter()
+                t0 = clock()
                 result = c.run()
-                elapsed = time.perf_counter() - t0
+                elapsed = clock() - t0
                 if i == 0 and c.output is not None:
                     c.first = np.asarray(c.output(result))
                 del result
@@ -105,6 +158,13 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
         except Exception as err:  # noqa: BLE001 - any failure of foreign code is a row of the report
             c.error = describe_error(err)
     alive = [c for c in candidates if c.run is not None and not c.error and not c.samples]
+    _rounds(alive, repeats, max_call, before_call, clock)
+
+
+def _rounds(alive: list[Candidate], repeats: int, max_call: float, before_call: Callable[[Candidate, str], None],
+            clock: Callable[[], float]) -> None:
+    """``repeats`` interleaved rounds of the candidates in ``alive``, the garbage collector off."""
+    alive = list(alive)
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
@@ -114,15 +174,18 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
                 before_call(c, "round")
                 try:
                     c.prepare()
-                    t0 = time.perf_counter()
+                    f0 = _minor_faults()
+                    t0 = clock()
                     result = c.run()
-                    elapsed = time.perf_counter() - t0
+                    elapsed = clock() - t0
+                    faults = _minor_faults() - f0
                 except Exception as err:  # noqa: BLE001
                     c.error = describe_error(err)
                     alive.remove(c)
                     continue
                 del result
                 c.samples.append(elapsed)
+                c.faults.append(faults)
                 if elapsed > max_call:
                     c.note = (f"stopped after {len(c.samples)} run(s): a call took {elapsed:.1f} s, over the "
                               f"{max_call:g} s limit (--max-call)")
@@ -130,3 +193,28 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
     finally:
         if was_enabled:
             gc.enable()
+
+
+def measure_group(candidates: list[Candidate], repeats: int, warmup: int, max_call: float = math.inf,
+                  before_call: Callable[[Candidate, str], None] = lambda c, phase: None,
+                  limit: float = SPREAD_LIMIT, reruns: int = MAX_RERUNS,
+                  clock: Callable[[], float] = time.perf_counter) -> int:
+    """:func:`measure`, then, while the group's spread exceeds ``limit``, its rounds again (no new warm-up), at
+    most ``reruns`` times; keeps the attempt with the smallest group spread. Returns the number of attempts.
+
+    Only candidates that finished every round of the first attempt are timed again (one stopped by
+    ``max_call`` or an error keeps what it has, in every attempt alike).
+    """
+    measure(candidates, repeats, warmup, max_call, before_call, clock)
+    again = [c for c in candidates if c.run is not None and not c.error and not c.note and len(c.samples) == repeats]
+    attempts = [[(list(c.samples), list(c.faults)) for c in again]]
+    while len(attempts) <= reruns and needs_rerun([c.samples for c in candidates], limit):
+        for c in again:
+            c.samples, c.faults = [], []
+        _rounds([c for c in again if not c.error], repeats, max_call, before_call, clock)
+        attempts.append([(list(c.samples), list(c.faults)) for c in again])
+        fixed = [c.samples for c in candidates if c not in again]
+        best = best_attempt([[s for s, _ in a] + fixed for a in attempts])
+        for c, (samples, faults) in zip(again, attempts[best]):
+            c.samples, c.faults = list(samples), list(faults)
+    return len(attempts)

@@ -23,11 +23,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from conformance._quiet import drop_stderr_lines, quiet
+
 from . import threads
 from .plan import (CLASS_NAMES, DEFAULT_MODE, FORMS, MODES, Data, FormData, fmt_shape, form_data, forms_for,
                    make_data, peers_for)
 from .frameworks.base import BASELINE_LABEL
-from .timing import Candidate, measure
+from .timing import SPREAD_LIMIT, Candidate, measure_group, unreliable
 
 
 @dataclass
@@ -50,6 +52,9 @@ class Record:
     diff: float | None
     diff_what: str
     note: str
+    faults: float | None = None     # median minor page faults per timed call (the kernel handing out fresh pages)
+    attempts: int = 1               # how many times the group's rounds were timed (timing.measure_group)
+    unreliable: bool = False        # its spread or the baseline's stayed above timing.SPREAD_LIMIT
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,16 +105,21 @@ def group_key(shape: str, module: str, mode: str, pass_: str) -> str:
 
 
 def _group(driver: Any, module: str, fds: dict[str, FormData], data: Data, mode: str, pass_: str,
-           job: dict[str, Any], excluded: dict[str, str], mark: Marker) -> list[Candidate]:
-    """Build and time one group. ``excluded``: label -> why it is not run (it killed or hung a worker before)."""
+           job: dict[str, Any], excluded: dict[str, str], mark: Marker) -> tuple[list[Candidate], int]:
+    """Build and time one group: its candidates and how many attempts its rounds took. ``excluded``: label -> why
+    it is not run (it killed or hung a worker before). With ``job['summary_only']``, the peers (and the forms
+    only they need) are timed only where the summary shows them: the default mode, forward."""
     driver.begin_group(mode)
+    with_peers = not job.get("summary_only") or (mode == DEFAULT_MODE[driver.name] and pass_ == "forward")
     builders: list[tuple[str, str, Callable[[], Candidate]]] = [
         (BASELINE_LABEL, "baseline", lambda: driver.baseline(data, mode, pass_))]
     for key, fd in fds.items():
+        if key != "default" and not with_peers:
+            continue
         label = f"{CLASS_NAMES[module]} {FORMS[module][key][0]}"
         builders.append((label, "project",
                          lambda fd=fd, label=label: driver.project(module, fd, data, mode, pass_, label)))
-    for peer in peers_for(driver.name, module):
+    for peer in peers_for(driver.name, module) if with_peers else ():
         builders.append((peer.label, "peer",
                          lambda peer=peer: driver.peer(peer, fds[peer.form], fds["default"], data, mode, pass_)))
     cands = []
@@ -119,14 +129,20 @@ def _group(driver: Any, module: str, fds: dict[str, FormData], data: Data, mode:
             continue
         mark(label)
         cands.append(build())
-    measure(cands, job["repeats"], job["warmup"], job.get("max_call", math.inf), before_call=mark.call)
+    attempts = _measure(cands, job, mark)
     mark("", "done")  # past the implementations: a death from here on is no implementation's
-    return cands
+    return cands, attempts
 
 
-def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode: str, pass_: str
-             ) -> list[Record]:
+def _measure(cands: list[Candidate], job: dict[str, Any], mark: Marker) -> int:
+    return measure_group(cands, job["repeats"], job["warmup"], job.get("max_call", math.inf), before_call=mark.call,
+                         limit=job.get("spread_limit", SPREAD_LIMIT), reruns=job.get("reruns", 2))
+
+
+def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode: str, pass_: str,
+             attempts: int = 1, limit: float = SPREAD_LIMIT) -> list[Record]:
     base = cands[0].median
+    base_spread = cands[0].spread
     refs = {c.form: c for c in cands if c.kind == "project"}
     out = []
     for c in cands:
@@ -138,17 +154,22 @@ def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode
         ref = refs.get(c.form)
         if c.kind == "peer" and c.error and ref is not None and "hidden width is 0" in ref.error:
             note = f"the seeds' hidden width C // 16 is 0 here, which this peer cannot run: {c.error}"
+        shaky = med is not None and unreliable(c.spread, base_spread, limit)
+        if shaky:
+            whose = "its" if c.spread is not None and c.spread > limit else "the baseline's"
+            note = "; ".join(t for t in (f"unreliable: {whose} spread stayed above {100 * limit:.0f}% in "
+                                         f"{attempts} attempt(s)", note) if t)
         out.append(Record(backend, shape, module, mode, pass_, c.label, c.kind, c.form, c.source,
                           None if med is None else med * 1e3, c.spread, len(c.samples),
                           None if (med is None or not base) else med / base, diff,
-                          "dx" if pass_ != "forward" else "y", note))
+                          "dx" if pass_ != "forward" else "y", note, c.faults_per_call, attempts, shaky))
     for c in cands:
         c.first = None
     return out
 
 
 def _subop_group(driver: Any, data: Data, job: dict[str, Any], excluded: dict[str, str],
-                 mark: Marker) -> list[Candidate]:
+                 mark: Marker) -> tuple[list[Candidate], int]:
     """The baseline and every sub-operation (:data:`benchmarks.plan.SUBOPS`), forward, in the default mode."""
     mode = DEFAULT_MODE[driver.name]
     driver.begin_group(mode)
@@ -157,9 +178,9 @@ def _subop_group(driver: Any, data: Data, job: dict[str, Any], excluded: dict[st
     for c in cands:
         if c.label in excluded:
             c.run, c.error = None, excluded[c.label]
-    measure(cands, job["repeats"], job["warmup"], job.get("max_call", math.inf), before_call=mark.call)
+    attempts = _measure(cands, job, mark)
     mark("", "done")
-    return cands
+    return cands, attempts
 
 
 #: the probe of :func:`_busy_threads`: large enough (4M elements) for every framework to parallelise if it does
@@ -186,10 +207,12 @@ def run(job: dict[str, Any], journal: str, marker: str) -> None:
     n = int(job["threads"])
     pin_note = threads.pin(n) if job.get("pin", True) else "not pinned (--no-pin)"
     from .frameworks import load_driver
-    driver = load_driver(backend)
+    with drop_stderr_lines(job.get("verbose", False)):  # Paddle prints its OMP_NUM_THREADS advice at import
+        driver = load_driver(backend)
     info: dict[str, Any] = {"backend": backend, "pin": pin_note, "threads_setter": driver.set_threads(n),
                             "versions": driver.versions(), "cpus_usable": len(threads.allowed_cpus()),
-                            "python": platform.python_version(), "busy_threads": _busy_threads(driver)}
+                            "python": platform.python_version(), "busy_threads": _busy_threads(driver),
+                            "malloc": os.environ.get("GLIBC_TUNABLES", ""), "thp": threads.thp_mode()}
     _append(journal, {"info": info})
     skip, exclude = set(job.get("skip", ())), job.get("exclude", {})
     modes = [m for m in job["modes"] if m in MODES[backend]]
@@ -202,8 +225,9 @@ def run(job: dict[str, Any], journal: str, marker: str) -> None:
         if job.get("breakdown", True) and key not in skip:
             mark.group = key
             t0 = time.perf_counter()
-            cands = _subop_group(driver, data, job, exclude.get(key, {}), mark)
-            recs = _records(cands, backend, shape_txt, "ops", DEFAULT_MODE[backend], "forward")
+            cands, attempts = _subop_group(driver, data, job, exclude.get(key, {}), mark)
+            recs = _records(cands, backend, shape_txt, "ops", DEFAULT_MODE[backend], "forward", attempts,
+                            job.get("spread_limit", SPREAD_LIMIT))
             _append(journal, {"group": key, "records": [asdict(r) for r in recs]})
             _progress(recs, time.perf_counter() - t0)
         for module in job["modules"]:
@@ -215,8 +239,10 @@ def run(job: dict[str, Any], journal: str, marker: str) -> None:
                         continue
                     mark.group = key
                     t0 = time.perf_counter()
-                    cands = _group(driver, module, fds, data, mode, pass_, job, exclude.get(key, {}), mark)
-                    recs = _records(cands, backend, shape_txt, module, mode, pass_)
+                    cands, attempts = _group(driver, module, fds, data, mode, pass_, job, exclude.get(key, {}),
+                                             mark)
+                    recs = _records(cands, backend, shape_txt, module, mode, pass_, attempts,
+                                    job.get("spread_limit", SPREAD_LIMIT))
                     _append(journal, {"group": key, "records": [asdict(r) for r in recs]})
                     _progress(recs, time.perf_counter() - t0)
         data.cache.clear()
@@ -246,11 +272,12 @@ def _progress(recs: list[Record], seconds: float) -> None:
     r0 = recs[0]
     parts = []
     for r in recs[1:]:
-        ratio = "error" if r.ratio is None else f"{r.ratio:.2f}x"
+        ratio = "error" if r.ratio is None else f"{r.ratio:.2f}x" + ("?" if r.unreliable else "")
         parts.append(f"{r.label.split(' (')[0][:28]} {ratio}")
     base = "error" if r0.median_ms is None else f"{r0.median_ms:.2f} ms"
     print(f"[{r0.backend}] {r0.shape} {r0.module} {r0.mode} {r0.pass_}: x*s {base}; " + "; ".join(parts)
-          + f"  ({seconds:.0f} s)", file=sys.stderr, flush=True)
+          + f"  ({seconds:.0f} s" + (f", {r0.attempts} attempts" if r0.attempts > 1 else "") + ")",
+          file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(argv[0]) as f:
         job = json.load(f)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    quiet(job.get("verbose", False))
     run(job, argv[1], argv[2])
     return 0
 

@@ -6,6 +6,7 @@ No timing is asserted (the numbers of a test machine mean nothing); the benchmar
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -166,3 +167,177 @@ def test_attention_parts_are_the_resnet50_stages() -> None:
     simam = [(shape, count) for _, _, shape, count in attention_parts("simamresnet50", 2, 64)]
     assert simam == [((2, 64, 16, 16), 3), ((2, 128, 8, 8), 4), ((2, 256, 4, 4), 6), ((2, 512, 2, 2), 3)]
     assert attention_parts("resnet50", 8, 224) == []
+
+
+# ------------------------------------------------------------------ the re-run rule, on hand-made samples
+# (no timing: every sample list below is written out, and a scripted clock stands in for perf_counter)
+
+# numpy's linear percentiles of 7 sorted samples: the 25th halfway between the 2nd and 3rd, the 75th between the 5th
+# and 6th
+CALM = [10.0, 10.2, 9.9, 10.1, 10.0, 9.8, 10.3]          # (10.15 - 9.95) / 10.0: 2%
+NOISY = [10.0, 30.0, 10.0, 31.0, 9.0, 29.0, 12.0]        # (29.5 - 10) / 12: 162%
+
+
+def test_spread_is_the_interquartile_range_over_the_median() -> None:
+    from benchmarks.timing import spread
+
+    # numpy's linear percentiles of 1..8: 2.75 and 6.25, median 4.5 -> 3.5 / 4.5
+    assert spread([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(3.5 / 4.5)
+    assert spread(CALM) == pytest.approx(0.02)
+    assert spread(NOISY) == pytest.approx(19.5 / 12)
+    assert spread([1.0, 2.0, 3.0]) is None  # three samples have no quartiles worth the name
+    assert spread([0.0, 0.0, 0.0, 0.0]) is None  # nothing to relate the range to
+
+
+def test_a_group_is_rerun_when_any_row_spreads_above_a_quarter() -> None:
+    from benchmarks.timing import SPREAD_LIMIT, best_attempt, group_spread, needs_rerun, unreliable
+
+    assert SPREAD_LIMIT == 0.25
+    assert group_spread([CALM, NOISY]) == pytest.approx(19.5 / 12)
+    assert needs_rerun([CALM, NOISY]) and not needs_rerun([CALM, CALM])
+    # [4, 4, 4, 5]: (4.25 - 4) / 4 = 0.0625; 1..8: 0.78
+    assert not needs_rerun([[4.0, 4.0, 4.0, 5.0]]) and needs_rerun([[1, 2, 3, 4, 5, 6, 7, 8]])
+    assert not needs_rerun([[1.0, 9.0]])  # too few samples to judge: not re-run forever
+    assert best_attempt([[CALM, NOISY], [CALM, CALM], [NOISY, CALM]]) == 1
+    assert best_attempt([[NOISY], [NOISY]]) == 0  # equals: the first
+    assert unreliable(0.3, 0.1) and unreliable(0.1, 0.3) and not unreliable(0.25, 0.25)
+    assert not unreliable(None, None)
+
+
+class _Script:
+    """A clock and implementations whose calls take the durations scripted for them, in call order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def runner(self, durations: list[float]):
+        it = iter(durations)
+
+        def run() -> None:
+            self.now += next(it)
+        return run
+
+
+def _candidates(script: _Script, base: list[float], other: list[float]):
+    from benchmarks.timing import Candidate
+
+    return [Candidate("x * s (baseline)", "baseline", script.runner(base)),
+            Candidate("module", "project", script.runner(other), form="default")]
+
+
+def test_measure_group_reruns_a_noisy_group_and_keeps_its_calm_attempt() -> None:
+    from benchmarks.timing import measure_group
+
+    script = _Script()
+    # one warm-up call each, then 7 rounds: the first attempt noisy in the module, the second calm
+    cands = _candidates(script, [1.0] + CALM + CALM, [1.0] + NOISY + [v * 2 for v in CALM])
+    attempts = measure_group(cands, repeats=7, warmup=1, clock=script.clock)
+    assert attempts == 2
+    assert cands[0].samples == pytest.approx(CALM) and cands[1].samples == pytest.approx([v * 2 for v in CALM])
+    assert len(cands[1].faults) == 7  # a page-fault count per timed call
+
+
+def test_measure_group_is_bounded_and_keeps_the_least_spread_attempt() -> None:
+    from benchmarks.timing import measure_group, spread
+
+    script = _Script()
+    worse = [10.0, 50.0, 10.0, 50.0, 10.0, 50.0, 10.0]
+    cands = _candidates(script, [1.0] + CALM * 3, [1.0] + NOISY + worse + NOISY[::-1])
+    attempts = measure_group(cands, repeats=7, warmup=1, reruns=2, clock=script.clock)
+    assert attempts == 3  # the first attempt and two re-runs, no more
+    assert spread(cands[1].samples) == pytest.approx(19.5 / 12)  # NOISY (either order), not the worse one
+    script = _Script()
+    calm = _candidates(script, [1.0] + CALM, [1.0] + CALM)
+    assert measure_group(calm, repeats=7, warmup=1, clock=script.clock) == 1
+
+
+def test_an_unreliable_row_is_marked_with_its_reason() -> None:
+    from benchmarks.timing import Candidate
+    from benchmarks.worker import _records
+
+    cands = [Candidate("x * s (baseline)", "baseline", None, samples=[v / 1000 for v in CALM]),
+             Candidate("module", "project", None, form="default", samples=[v / 1000 for v in NOISY]),
+             Candidate("peer", "peer", None, form="default", samples=[v / 1000 for v in CALM], faults=[3, 5, 4])]
+    recs = _records(cands, "torch", "2x8x9x7", "se", "eager", "forward", attempts=3)
+    assert [r.unreliable for r in recs] == [False, True, False]
+    assert recs[1].note.startswith("unreliable: its spread stayed above 25% in 3 attempt(s)")
+    assert recs[2].faults == 4 and recs[2].attempts == 3
+    noisy_base = [Candidate("x * s (baseline)", "baseline", None, samples=NOISY),
+                  Candidate("module", "project", None, form="default", samples=CALM)]
+    assert _records(noisy_base, "torch", "2x8x9x7", "se", "eager", "forward")[1].unreliable  # its ratio divides by it
+
+
+# ------------------------------------------------------------------ the summary and --compare, on hand-made records
+
+def _rec(backend: str, mode: str, pass_: str, label: str, kind: str, ratio: float, unreliable: bool = False,
+         shape: str = "32x256x56x56", module: str = "se", form: str = "default") -> dict:
+    return {"backend": backend, "shape": shape, "module": module, "mode": mode, "pass_": pass_, "label": label,
+            "kind": kind, "form": form, "source": "", "median_ms": ratio * 10, "spread": 0.5 if unreliable else 0.05,
+            "runs": 7, "ratio": ratio, "diff": None, "diff_what": "y", "note": "", "faults": 561.0, "attempts": 1,
+            "unreliable": unreliable}
+
+
+def _torch_se(eager: float = 1.2, compile_: float = 1.1, fb: float = 1.3, peer: float = 1.25,
+              shaky: tuple[str, ...] = ()) -> list[dict]:
+    return [_rec("torch", "eager", "forward", "x * s (baseline)", "baseline", 1.0),
+            _rec("torch", "eager", "forward", "SEModule default", "project", eager, "eager" in shaky),
+            _rec("torch", "eager", "forward", "seeds' SE", "peer", 0.29, True),  # the 0.29x no SE can be
+            _rec("torch", "eager", "forward", "timm SEModule", "peer", peer, "peer" in shaky),
+            _rec("torch", "compile", "forward", "SEModule default", "project", compile_, "compile" in shaky),
+            _rec("torch", "eager", "forward+backward", "SEModule default", "project", fb, "fb" in shaky),
+            _rec("torch", "compile", "forward+backward", "SEModule default", "project", fb, "fb" in shaky)]
+
+
+def test_an_unreliable_peer_is_never_the_fastest_and_an_unreliable_mode_never_the_best() -> None:
+    from benchmarks.report import summary_rows, verdicts
+
+    row = summary_rows(_torch_se(eager=1.2, compile_=0.9, shaky=("compile",)))[0]
+    assert row["peer"] == "timm SEModule" and row["peer_ratio"] == 1.25 and row["peers_unreliable"] == 1
+    assert row["best_mode"] == "eager" and row["best_ratio"] == 1.2 and not row["best_unreliable"]
+    assert verdicts(row) == {"target": True, "fb": True, "peer": True}  # 1.2 <= 1.5, 1.3 / 1.2 <= 2, 1.2 <= 1.25
+
+
+def test_targets_say_unreliable_rather_than_met_or_missed() -> None:
+    from benchmarks.report import summary_markdown, summary_rows, targets_markdown, verdicts
+
+    recs = _torch_se(eager=1.7, compile_=1.6, shaky=("eager", "compile"))  # both modes over 1.5, both unreliable
+    row = summary_rows(recs)[0]
+    assert row["best_unreliable"] and verdicts(row)["target"] == "unreliable"
+    text = "\n".join(targets_markdown(recs))
+    assert "Targets not met" not in text and "neither met nor missed" in text
+    assert "target, (f+b) / forward, default ≤ peer: unreliable" in text
+    assert "1.60× (torch.compile) (unreliable)" in "\n".join(summary_markdown(recs))
+    missed = "\n".join(targets_markdown(_torch_se(eager=1.7, compile_=1.6)))
+    assert "Targets not met" in missed and "forward 1.60× in its best mode" in missed
+
+
+def test_compare_agrees_within_ten_percent_and_names_every_summary_ratio(tmp_path: Path) -> None:
+    from benchmarks.cli import main
+    from benchmarks.report import compare_runs, relative_difference
+
+    assert relative_difference(1.0, 1.1) == pytest.approx(0.1) and relative_difference(1.1, 1.0) == pytest.approx(0.1)
+    a = _torch_se(eager=1.20, compile_=1.10, fb=1.30, peer=1.25)
+    b = _torch_se(eager=1.25, compile_=1.05, fb=1.35, peer=1.30)  # 4.2%, 4.8%, 3.8%, 4.0%
+    lines, ok = compare_runs(a, b)
+    assert ok and len(lines) == 1 + 4 + 1 and "4 summary ratios; 0 differ" in lines[-1]
+    assert any("forward, best mode" in ln and "4.8%" in ln for ln in lines)
+    c = _torch_se(eager=1.20, compile_=1.10, fb=1.45, peer=1.25)  # f+b 1.30 -> 1.45: 11.5%
+    lines, ok = compare_runs(a, c)
+    assert not ok and any("forward+backward, best mode" in ln and "11.5%" in ln and "over" in ln for ln in lines)
+    for name, recs in (("a", a), ("b", b), ("c", c)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"records": recs}))
+    assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 1
+    assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
+
+
+def test_every_worker_asks_for_huge_pages_unless_told_otherwise() -> None:
+    from benchmarks.threads import HUGE_PAGES, malloc_env
+
+    assert malloc_env({}) == {"GLIBC_TUNABLES": HUGE_PAGES}
+    assert malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {
+        "GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{HUGE_PAGES}"}
+    assert malloc_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) == {}  # the user's own choice stands
