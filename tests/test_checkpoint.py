@@ -314,3 +314,22 @@ def test_conversion_of_a_flipped_byte_exits_2_with_one_line_and_writes_nothing(t
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "classifier.weight" in lines[0], r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_conversion_writes_the_digests_even_from_a_file_without_them(tmp_path):
+    """A canonical file written by the safetensors package (no digests) converts; the file written has a digest
+    of every tensor, and reads back as the source's weights."""
+    st = pytest.importorskip("safetensors.numpy")
+    pytest.importorskip("torch")
+    from conformance.convert import convert
+
+    config = create_model_config("sedensenet_bc40_k12")
+    weights = config.init_weights(np.random.default_rng(0), np.float32)
+    src = tmp_path / "theirs.safetensors"
+    st.save_file(weights, str(src), metadata=checkpoint_metadata(config, "torch"))
+    convert(src, tmp_path / "ours.safetensors", verify_outputs=False)
+    header, _ = _split((tmp_path / "ours.safetensors").read_bytes())
+    assert {k for k in header["__metadata__"] if k.startswith(DIGEST_PREFIX)} == {DIGEST_PREFIX + k for k in weights}
+    got, _ = load_canonical(tmp_path / "ours.safetensors")
+    for k, v in weights.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
