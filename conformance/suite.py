@@ -14,7 +14,7 @@ from .cases import Case, select_cases
 from .model_cases import select_model_cases
 from .precision import is_low_precision, quantize
 from .runners import RUNNERS, Runner, get_runner
-from .tolerances import Tolerance
+from .tolerances import Tolerance, on_scale
 
 __all__ = ["Comparison", "Row", "Report", "compare", "reference_for", "reference_state_for", "run_case",
            "run_suite", "training_batches"]
@@ -57,7 +57,7 @@ def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Toleran
     if err.size == 0:
         return Comparison(quantity, 0.0, 0.0, 0.0, 0, True)
     if scaled:
-        tol = Tolerance(max(tol.atol, tol.rtol * float(np.abs(ref).max())), tol.rtol, tol.source)
+        tol = on_scale(tol, float(np.abs(ref).max()))
     max_abs = float(err.max())
     max_rel = float((err / np.maximum(np.abs(ref), tol.atol)).max())
     ratio = err / (tol.atol + tol.rtol * np.abs(ref))

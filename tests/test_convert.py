@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from attn_core import InputShapeError, WeightLoadError
 from attn_core.checkpoint import CheckpointError, load_canonical, save_canonical
 from attn_core.models import create_model_config
-from conformance.convert import ConvertError, VerificationError, convert, formats, verify
+from conformance.convert import ConvertError, NonFiniteError, VerificationError, convert, formats, verify
 from conformance.convert.__main__ import main
 from conformance.tolerances import tolerance_for
 
@@ -21,8 +23,8 @@ from ._timm import import_timm
 
 KW = {"num_classes": 10}
 VERIFY_LINE = re.compile(r"verify: (\w+) vs (\w+) logits on a seeded 2x3x32x32 input, eval mode: max abs diff "
-                         r"(\S+), max rel diff (\S+), max \|logit\| (\S+) \(float32 tolerance: atol 1e-05 \+ "
-                         r"rtol 0\.0001 \* \|ref\|\): ok; weights read back: identical")
+                         r"(\S+), max rel diff (\S+), max \|logit\| (\S+) \(float32 tolerance on the logits' "
+                         r"scale: (\S+) \+ 0\.0001 \* \|ref\|\): ok; weights read back: identical")
 
 
 @pytest.fixture(scope="module")
@@ -238,14 +240,39 @@ def test_timm_seresnet50_state_dict_converts_to_paddle_and_flax(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol)
 
 
-def test_verification_compares_logits_by_the_float32_rule_and_weights_exactly():
-    ref = np.array([[1.0, -2.0, 0.0]])
+def test_verification_judges_logits_on_their_scale_and_weights_bit_for_bit():
+    """Bounds by hand: max |ref| = 13 gives atol max(1e-5, 1e-4 * 13) = 1.3e-3, and 1.3e-3 + 1.3e-3 at |ref| = 13."""
+    ref = np.array([[13.0, -2.0, 0.0]])
     w = {"a": np.array([0.1, 0.2], np.float64)}
-    same = verify.compare(ref + 1e-5, ref, {"a": w["a"].astype(np.float32)}, w)   # 1e-5 <= 1e-5 + 1e-4 * |ref|
-    assert same.ok and same.changed == () and same.max_abs == pytest.approx(1e-5) and same.max_logit == 2.0
-    assert not verify.compare(ref + np.array([[0, 0, 2e-5]]), ref, w, w).logits_ok    # at 0 only atol counts
+    near_zero = verify.compare(ref + np.array([[0, 0, 1.2e-3]]), ref, {"a": w["a"].astype(np.float32)}, w)
+    assert near_zero.ok and near_zero.changed == () and near_zero.max_logit == 13.0
+    assert near_zero.atol == pytest.approx(1.3e-3) and near_zero.max_abs == pytest.approx(1.2e-3)
+    assert near_zero.max_rel == pytest.approx(1.2e-3 / 1.3e-3)                    # |ref| = 0: on the atol scale
+    assert not verify.compare(ref + np.array([[0, 0, 1.4e-3]]), ref, w, w).logits_ok
+    assert verify.compare(ref + np.array([[2.5e-3, 0, 0]]), ref, w, w).logits_ok     # 2.5e-3 <= 2.6e-3
+    assert not verify.compare(ref + np.array([[2.7e-3, 0, 0]]), ref, w, w).logits_ok
+    tiny = np.array([[1e-3, 0.0]])                                                   # atol stays float32's 1e-5
+    assert verify.compare(tiny + [[0, 1e-5]], tiny, w, w).logits_ok
+    assert not verify.compare(tiny + [[0, 2e-5]], tiny, w, w).logits_ok
     spoiled = verify.compare(ref, ref, {"a": np.array([0.1, 0.25], np.float32)}, w)
     assert spoiled.logits_ok and not spoiled.ok and spoiled.changed == ("a",)
+
+
+def test_verification_compares_nonfinite_logits_by_place_and_nan_weights_by_bits():
+    ref = np.array([[np.nan, 1.0, np.inf, -np.inf]])
+    same = verify.compare(ref + [[0, 1e-5, 0, 0]], ref, {}, {})
+    assert same.ok and same.nonfinite == 3 and same.max_logit == 1.0 and same.max_abs == pytest.approx(1e-5)
+    for got in ([[0.0, 1.0, np.inf, -np.inf]], [[np.nan, np.nan, np.inf, -np.inf]], [[np.nan, 1.0, -np.inf, -np.inf]],
+                [[np.nan, 1.0, np.inf, np.nan]]):
+        assert not verify.compare(np.array(got), ref, {}, {}).logits_ok, got
+    assert not verify.compare(np.array([[0.0, np.inf]]), np.array([[0.0, 1.0]]), {}, {}).logits_ok
+    nan = np.array([np.nan, 1.0, -0.0], np.float32)
+    assert verify.compare(ref, ref, {"a": nan.copy()}, {"a": nan}).changed == ()         # NaN == NaN here
+    quiet = nan.copy()
+    quiet.view(np.uint32)[0] |= 1                                                         # another NaN payload
+    assert np.isnan(quiet[0]) and verify.compare(ref, ref, {"a": quiet}, {"a": nan}).changed == ()
+    assert verify.compare(ref, ref, {"a": np.array([np.nan, 1.0, 0.0], np.float32)}, {"a": nan}).changed == ("a",)
+    assert verify.compare(ref, ref, {"a": np.array([1.0, 1.0, -0.0], np.float32)}, {"a": nan}).changed == ("a",)
 
 
 def test_verification_input_takes_each_models_legal_size():
@@ -282,3 +309,109 @@ def test_flax_variables_in_safetensors_and_formats_named_by_option(tmp_path, tor
     result = convert(tmp_path / "copy.data", tmp_path / "c.safetensors", src_format="flax", model="resnet18",
                      model_kwargs=KW, input_size=32)
     assert (result.src_framework, result.dst_framework) == ("flax", "torch") and result.difference.ok
+
+
+def _one_error_line(err: str) -> str:
+    """The single ``error:`` line of a failed command's stderr (and no traceback)."""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_nothing_converted_exits_2_with_one_line_of_reason(tmp_path, torch_file, capsys):
+    """Each case once raised a TypeError, IsADirectoryError or PermissionError traceback with exit 1."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_dir.pdparams").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere it may; /proc takes no new files even from root
+        locked = Path("/proc")
+    src = [str(torch_file), "--model", "resnet18"]
+    runs = [([str(torch_file), str(out / "x.pdparams"), "--model", "resnet18", "--model-kwargs", "num_clases=10"],
+             "resnet18 has no setting 'num_clases'; its settings: "),
+            ([str(torch_file), str(out / "x.pdparams"), "--model", "resnet18", "--model-kwargs",
+              '{"num_classes": 10, "depth": 3, "widht": 2}'], "resnet18 has no setting 'depth', 'widht'"),
+            ([src[0], str(out / "a_dir.pdparams"), *src[1:]], "a_dir.pdparams is a directory"),
+            ([src[0], str(out / "a_dir.pdparams"), *src[1:], "--force"], "a_dir.pdparams is a directory"),
+            ([src[0], str(out), "--to", "paddle", *src[1:], "--force"], f"{out} is a directory"),
+            ([str(tmp_path), str(out / "x.pdparams"), "--from", "torch", *src[1:]], f"{tmp_path}: is a directory"),
+            ([src[0], str(locked / "x.pdparams"), *src[1:], "--model-kwargs", "num_classes=10", "--input-size",
+              "32"], f"{locked / 'x.pdparams'}: ")]
+    for argv, message in runs:
+        assert main(argv) == 2, argv
+        line = _one_error_line(capsys.readouterr().err)
+        assert message in line, line
+    assert _files(out) == ["a_dir.pdparams"] and _files(out / "a_dir.pdparams") == []
+    if locked != Path("/proc"):
+        assert _files(locked) == []
+
+
+@pytest.fixture(scope="module")
+def nonfinite_file(tmp_path_factory, torch_file):
+    """The resnet18 checkpoint of a diverged run: NaN in the classifier's weight, inf and -inf in its bias."""
+    torch = pytest.importorskip("torch")
+    state = torch.load(torch_file, weights_only=True)
+    state["fc.weight"][2, :2] = float("nan")
+    state["fc.bias"][3], state["fc.bias"][5] = float("inf"), -float("inf")
+    path = tmp_path_factory.mktemp("diverged") / "diverged.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_nonfinite_weights_are_refused_naming_the_tensors(tmp_path, nonfinite_file, capsys):
+    argv = [str(nonfinite_file), str(tmp_path / "d.pdparams"), "--model", "resnet18", "--model-kwargs",
+            "num_classes=10", "--input-size", "32"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "4 non-finite weight value(s) (NaN or inf) in 2 tensor(s): fc.weight (2 NaN), fc.bias (2 inf)" in line
+    assert "--allow-nonfinite" in line and _files(tmp_path) == []
+    with pytest.raises(NonFiniteError, match=r"in 2 tensor\(s\)"):
+        convert(nonfinite_file, tmp_path / "d.msgpack", model="resnet18", model_kwargs=KW, verify_outputs=False)
+    assert _files(tmp_path) == []
+
+
+def test_a_nonfinite_error_names_a_few_tensors_and_counts_them_all(tmp_path, torch_file):
+    torch = pytest.importorskip("torch")
+    state = torch.load(torch_file, weights_only=True)
+    names = [k for k, v in state.items() if v.is_floating_point()][:8]
+    for k in names:
+        state[k].view(-1)[0] = float("nan")
+    torch.save(state, tmp_path / "eight.pt")
+    with pytest.raises(NonFiniteError) as info:
+        convert(tmp_path / "eight.pt", tmp_path / "e.safetensors", model="resnet18", model_kwargs=KW)
+    text = str(info.value)
+    assert "8 non-finite weight value(s) (NaN or inf) in 8 tensor(s): " in text and " and 3 more;" in text
+    assert all(f"{k} (1 NaN)" in text for k in names[:5]) and names[5] not in text
+
+
+@pytest.mark.parametrize("ext", ["pdparams", "msgpack", "safetensors"])
+def test_nonfinite_weights_convert_to_an_exact_copy_when_allowed(tmp_path, nonfinite_file, capsys, ext):
+    """They once converted and then exited 1 ("weights read back differ"), since NaN != NaN."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("paddle"), pytest.importorskip("flax")
+    dst = tmp_path / f"d.{ext}"
+    assert main([str(nonfinite_file), str(dst), "--model", "resnet18", "--model-kwargs", "num_classes=10",
+                 "--input-size", "32", "--allow-nonfinite"]) == 0
+    out = capsys.readouterr().out
+    assert "6 non-finite logits compared by place): ok; weights read back: identical" in out, out
+    source = {k: v.numpy() for k, v in torch.load(nonfinite_file, weights_only=True).items()}
+    back = convert(dst, tmp_path / "again.pt", model=None if ext == "safetensors" else "resnet18",
+                   model_kwargs=None if ext == "safetensors" else KW, input_size=32, allow_nonfinite=True)
+    assert back.difference.ok and back.difference.nonfinite == 6
+    again = torch.load(tmp_path / "again.pt", weights_only=True)
+    for k in ("layer1.0.conv1.weight", "fc.bias", "fc.weight"):
+        np.testing.assert_array_equal(again[k].numpy().view(np.uint32), source[k].view(np.uint32), err_msg=k)
+
+
+def test_a_nan_deep_in_the_network_verifies_when_both_frameworks_give_nan(tmp_path, torch_file):
+    """A NaN in the first block's convolution makes every logit NaN, in torch as in Flax."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    state = torch.load(torch_file, weights_only=True)
+    state["layer1.0.conv1.weight"][0, 0, 0, :2] = float("nan")
+    torch.save(state, tmp_path / "deep.pt")
+    result = convert(tmp_path / "deep.pt", tmp_path / "deep.msgpack", model="resnet18", model_kwargs=KW,
+                     input_size=32, allow_nonfinite=True)
+    assert result.difference.ok and result.difference.nonfinite == 20 and result.difference.max_logit == 0.0

@@ -4,13 +4,20 @@
 source (formats: :mod:`conformance.convert.formats`), turns it into canonical weights strictly (another model's
 weights, missing, unexpected or mis-shaped entries, a truncated file: a clear error), writes the target to a
 temporary file next to ``dst``, reads that file back, runs the model in both frameworks in eval mode on a fixed
-seeded input (:mod:`conformance.convert.verify`) and only when the logits agree within float32's tolerance
-renames it to ``dst``. On any error nothing is written; an existing ``dst`` is refused unless ``overwrite``.
-The canonical file names no framework: its side of the comparison runs in ``verify_with`` (torch by default).
+seeded input (:mod:`conformance.convert.verify`) and only when the weights read back are the source's bit for bit
+and the logits agree within float32's tolerance on the logits' scale (``rtol * max |logit|``, the rule of the
+suite's model rows: :func:`conformance.tolerances.on_scale`) renames it to ``dst``. On any error nothing is
+written; an existing ``dst`` is refused unless ``overwrite``, a ``dst`` that is a directory always. The canonical
+file names no framework: its side of the comparison runs in ``verify_with`` (torch by default).
+
+A source holding NaN or inf weights (a diverged run) is refused with a NonFiniteError naming the tensors, unless
+``allow_nonfinite``; such a checkpoint then converts to an exact copy, and its logits verify when both frameworks
+give NaN and inf in the same places and the finite logits agree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -29,8 +36,11 @@ from attn_core.native_state import canonical_from_native
 from . import formats, verify
 from .formats import FORMATS, ConvertError, Contents
 
-__all__ = ["convert", "ConvertResult", "ConvertError", "VerificationError", "CheckpointError", "WeightLoadError",
-           "FORMATS"]
+__all__ = ["convert", "ConvertResult", "ConvertError", "NonFiniteError", "VerificationError", "CheckpointError",
+           "WeightLoadError", "FORMATS"]
+
+#: how many tensors a NonFiniteError names
+_NAMED = 5
 
 
 @dataclass(frozen=True)
@@ -59,10 +69,15 @@ class ConvertResult:
             return "verify: skipped (--no-verify)"
         shape = "x".join(map(str, self.input_shape))
         changed = f"{len(d.changed)} DIFFER ({', '.join(d.changed[:5])})" if d.changed else "identical"
+        nonfinite = f", {d.nonfinite} non-finite logits compared by place" if d.nonfinite else ""
         return (f"verify: {self.src_framework} vs {self.dst_framework} logits on a seeded {shape} input, eval mode: "
                 f"max abs diff {d.max_abs:.3g}, max rel diff {d.max_rel:.3g}, max |logit| {d.max_logit:.3g} "
-                f"(float32 tolerance: atol {d.atol:g} + rtol {d.rtol:g} * |ref|): {'ok' if d.logits_ok else 'FAILED'}"
-                f"; weights read back: {changed}")
+                f"(float32 tolerance on the logits' scale: {d.atol:.3g} + {d.rtol:g} * |ref|{nonfinite}): "
+                f"{'ok' if d.logits_ok else 'FAILED'}; weights read back: {changed}")
+
+
+class NonFiniteError(ConvertError):
+    """The source holds NaN or inf weights and ``allow_nonfinite`` was not given; nothing was written."""
 
 
 class VerificationError(ValueError):
@@ -80,6 +95,11 @@ def _config(contents: Contents, src: Path, model: str | None, model_kwargs: Mapp
         if model not in MODEL_CONFIGS:
             raise ConvertError(f"unknown model {model!r}; known: {', '.join(MODEL_CONFIGS)}")
         kwargs = dict(model_kwargs or {})
+        settings = [f.name for f in dataclasses.fields(MODEL_CONFIGS[model]()) if f.init]
+        unknown = [k for k in kwargs if k not in settings]
+        if unknown:
+            raise ConvertError(f"model_kwargs: {model} has no setting {', '.join(map(repr, unknown))}; its settings: "
+                               f"{', '.join(settings)}")
         return model, kwargs, create_model_config(model, **kwargs)
     held = config_from_metadata(contents.metadata, str(src))
     if held is None:
@@ -97,35 +117,66 @@ def _canonical(contents: Contents, config: AttentionConfig, path: Path, model: s
     return canonical_from_native(contents.framework, config, contents.state, str(path), model)
 
 
+def _check_finite(weights: Mapping[str, np.ndarray], src: Path) -> None:
+    """A NonFiniteError naming the tensors (the first few) that hold NaN or inf, and how many values do."""
+    bad = {}
+    for k, v in weights.items():
+        v = np.asarray(v)
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            bad[k] = (int(np.isnan(v).sum()), int(np.isinf(v).sum()))
+    if not bad:
+        return
+    total = sum(n + i for n, i in bad.values())
+    named = ", ".join(f"{k} ({', '.join(t for t in (f'{n} NaN' if n else '', f'{i} inf' if i else '') if t)})"
+                      for k, (n, i) in list(bad.items())[:_NAMED])
+    more = f" and {len(bad) - _NAMED} more" if len(bad) > _NAMED else ""
+    raise NonFiniteError(f"{src}: {total} non-finite weight value(s) (NaN or inf) in {len(bad)} tensor(s): {named}"
+                         f"{more}; a diverged run? Nothing was written (--allow-nonfinite / allow_nonfinite=True "
+                         "converts it anyway)")
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
             dst_format: str | None = None, model: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
             verify_outputs: bool = True, verify_with: str = "torch", input_size: int | None = None,
-            overwrite: bool = False) -> ConvertResult:
+            overwrite: bool = False, allow_nonfinite: bool = False) -> ConvertResult:
     """Convert the checkpoint ``src`` to ``dst`` (formats from the extensions unless given) and verify it.
 
     ``model`` / ``model_kwargs`` name the model (``create_model(model, **model_kwargs)``); required unless ``src``
-    is a canonical checkpoint, which names its own. Raises ConvertError, CheckpointError, WeightLoadError or
+    is a canonical checkpoint, which names its own; ``allow_nonfinite`` converts weights holding NaN or inf
+    (module docstring). Raises ConvertError (NonFiniteError among them), CheckpointError, WeightLoadError or
     VerificationError; in every case ``dst`` is left as it was.
     """
     src, dst = Path(src), Path(dst)
     if verify_with not in verify.BACKENDS:
         raise ConvertError(f"verify_with must be one of {', '.join(verify.BACKENDS)}, got {verify_with!r}")
     sfmt, dfmt = formats.format_of(src, src_format), formats.format_of(dst, dst_format)
+    if dst.is_dir():
+        raise ConvertError(f"{dst} is a directory; give the file to write")
     if dst.exists() and not overwrite:
         raise ConvertError(f"{dst} exists; refusing to overwrite it (--force to replace it)")
     if not dst.parent.is_dir():
         raise ConvertError(f"{dst}: the folder {dst.parent} does not exist")
+    if not os.access(dst.parent, os.W_OK | os.X_OK):
+        raise ConvertError(f"{dst}: the folder {dst.parent} cannot be written")
     contents = formats.read(src, sfmt)
     name, kwargs, config = _config(contents, src, model, model_kwargs)
     weights = _canonical(contents, config, src, name)
+    if not allow_nonfinite:
+        _check_finite(weights, src)
     src_fw = contents.framework or verify_with
     dst_fw = dfmt if dfmt in verify.BACKENDS else verify_with
     metadata = checkpoint_metadata(config, contents.metadata.get("framework", src_fw), name)
     module, variables = verify.build(dst_fw, config, weights) if dfmt != "safetensors" else (None, None)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=dst.suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=dst.suffix)
+    except OSError as err:
+        raise ConvertError(f"{dst}: cannot write in the folder {dst.parent}: {err.strerror or err}") from None
     os.close(fd)
     try:
-        formats.write(tmp, dfmt, module, variables, weights, metadata)
+        try:
+            formats.write(tmp, dfmt, module, variables, weights, metadata)
+        except OSError as err:
+            raise ConvertError(f"{dst}: writing failed: {err.strerror or err}") from None
         difference, shape = None, None
         if verify_outputs:
             back = _canonical(formats.read(tmp, dfmt), config, dst, name)
@@ -136,8 +187,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
         result = ConvertResult(str(src), str(dst), name, kwargs, sfmt, dfmt, src_fw, dst_fw, shape, difference)
         if difference is not None and not difference.ok:
             raise VerificationError(result)
-        readable(tmp)
-        os.replace(tmp, dst)
+        try:
+            readable(tmp)
+            os.replace(tmp, dst)
+        except OSError as err:
+            raise ConvertError(f"{dst}: cannot be replaced: {err.strerror or err}") from None
         return result
     finally:
         if os.path.exists(tmp):

@@ -1,9 +1,11 @@
 """``python -m conformance.convert SRC DST [--model NAME]``: convert a checkpoint between frameworks, verified.
 
 Exit status: 0 converted and verified (or ``--no-verify``); 1 the weights read back from the written file, or
-the converted model's logits, differ from the source's (beyond float32's tolerance for logits); 2 the conversion
-cannot be done (usage, unknown format or model, a bad or truncated checkpoint, another model's weights, an
-existing DST without ``--force``). Only 0 writes DST.
+the converted model's logits, differ from the source's (beyond float32's tolerance on the logits' scale); 2 nothing
+was converted, with one line of reason on stderr (usage, an unknown format, model or ``--model-kwargs`` key, a
+source that is missing, a directory, unreadable, truncated or another model's weights, a source holding NaN or inf
+without ``--allow-nonfinite``, a DST that exists without ``--force``, a DST that is a directory, a folder that
+cannot be written, a framework that is not installed). Only 0 writes DST.
 """
 
 from __future__ import annotations
@@ -66,17 +68,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="framework that runs the canonical checkpoint's side of the comparison (default: torch)")
     p.add_argument("--input-size", type=int, default=None, help="H = W of the verification input")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert a checkpoint holding NaN or inf weights (refused by default: a diverged run?)")
     args = p.parse_args(argv)
     try:
         result = convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                          model=args.model, model_kwargs=args.model_kwargs, verify_outputs=not args.no_verify,
-                         verify_with=args.verify_with, input_size=args.input_size, overwrite=args.force)
+                         verify_with=args.verify_with, input_size=args.input_size, overwrite=args.force,
+                         allow_nonfinite=args.allow_nonfinite)
     except VerificationError as err:
         print(err.result.verification())
         print(f"error: {err.result.dst} not written: the weights read back or the logits differ", file=sys.stderr)
         return 1
     except (ConvertError, CheckpointError, WeightLoadError, ConfigError, InputShapeError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file the checks above could not foresee (permissions, a full disk)
+        print(f"error: {err.filename or args.src}: {err.strerror or err}", file=sys.stderr)
         return 2
     print(result.summary())
     print(result.verification())

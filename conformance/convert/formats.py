@@ -144,6 +144,8 @@ _READERS: Mapping[str, Callable[[Path], Contents]] = MappingProxyType({
 def read(path: str | os.PathLike, fmt: str) -> Contents:
     """The contents of a checkpoint file of format ``fmt``."""
     path = Path(path)
+    if path.is_dir():
+        raise ConvertError(f"{path}: is a directory; give the checkpoint file to convert")
     if not path.is_file():
         raise ConvertError(f"{path}: no such file")
     return _READERS[fmt](path)
