@@ -24,14 +24,31 @@ about, ``simam_denominator_count``'s H*W = 1 rule included. For a float16 input 
 which has float32's exponent range, the result is finite wherever float32's result on the same values is. float32
 and float64 inputs are computed in their own dtype, as before, with no cast at all.
 
-The alternative, dividing ``x - mean`` by the channel's ``max |x - mean|`` so that ``d / (v + lambda)`` is formed from
-quantities at most 1, is also exact, but costs another reduction, makes ``lambda / s^2`` overflow float16 for channels
-with ``s < 3.9e-5`` (default lambda), and still rounds every intermediate and the sums to half: it fixes the overflow
-but not the accuracy, and float32 does both.
+Extreme scales, decided here for every backend (:func:`simam_deviation_scale`). The energy is invariant to the
+input's scale up to ``e_lambda``, but ``d = (x - mean)^2`` and its sum are not: in float32, inputs scaled by 3e18
+make ``v`` inf (every gate sigmoid(0.5)) and 1e20 makes ``d`` inf (NaN gates). So with ``s = max |x - mean|`` per
+(sample, channel), taken as 1 where it is 0 (a constant map), every backend and the reference compute
+
+    ``u = (x - mean) / s``, ``d' = u^2``, ``v' = sum(d') / n``, ``e = d' / (4 (v' + lambda / s / s)) + 0.5``,
+
+equal to the spec's ``d / (4 (v + lambda))`` in exact arithmetic, with ``|u| <= 1`` and ``v' <= H*W / n``: nothing
+overflows for any finite input whose ``x - mean`` is finite. ``lambda / s / s`` underflows to 0 for huge ``s``
+(negligible there) and overflows to inf for tiny ``s``, where the gate is sigmoid(0.5) to the dtype's precision
+anyway. ``s`` is treated as a constant by autodiff: the result does not depend on it, so its derivative is 0 and
+the gradient stays exact. ``s`` is formed as ``max(max(x) - mean, mean - min(x))``, two reductions of ``x`` with
+no temporary, and the mean is first clamped into ``[min(x), max(x)]``, where it lies in exact arithmetic: a rounded
+mean of a constant channel (1e17 repeated: its float32 sum rounds) would otherwise leave deviations of its rounding
+error that the scale-free form, rightly ignoring scale, turns into gates far from sigmoid(0.5). The clamp moves the
+value only; its gradient is the mean's. The ports also form the mean as ``sum(x * p) / (H*W * p)`` with the power of two
+``p`` of :func:`simam_mean_prescale`, so that the sum does not overflow for float32 inputs near the dtype's maximum
+(the float64 reference's plain mean cannot overflow there); scaling by a power of two is exact, so on ordinary
+inputs this is the plain mean to the bit. Cost: the min and max reductions, one division pass and the scaled copy
+behind the mean.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Mapping
@@ -43,7 +60,8 @@ from .autodiff import Node
 from .precision import COMPUTE_DTYPES
 from .spec import AttentionConfig, ConfigError, ParamSpec, check_positive_int
 
-__all__ = ["SimAMConfig", "simam_denominator_count", "simam_compute_dtype", "SIMAM_COMPUTE_DTYPES"]
+__all__ = ["SimAMConfig", "simam_denominator_count", "simam_compute_dtype", "simam_deviation_scale",
+           "simam_mean_prescale", "SIMAM_COMPUTE_DTYPES"]
 
 #: input dtype -> the dtype SimAM computes in (see the module docstring); any dtype not listed computes in its own.
 SIMAM_COMPUTE_DTYPES: Mapping[str, str] = COMPUTE_DTYPES  # the rule of every module (attn_core.precision)
@@ -65,14 +83,28 @@ def simam_denominator_count(h: int, w: int) -> int:
     return max(h * w - 1, 1)
 
 
+def simam_mean_prescale(h: int, w: int) -> float:
+    """``p = 2^-ceil(log2(H*W))``: the sum of H*W values of at most the dtype's maximum times ``p`` cannot overflow,
+    and multiplying by a power of two is exact (see the module docstring)."""
+    return 2.0 ** -math.ceil(math.log2(h * w))
+
+
+def simam_deviation_scale(max_abs_deviation: np.ndarray) -> np.ndarray:
+    """The divisor ``s`` of ``x - mean`` (see the module docstring): ``max |x - mean|`` per (sample, channel), 1 where
+    that is 0 (a constant map, whose deviations are all 0 whatever they are divided by); NaN stays NaN. The ports
+    apply the same rule in their own ops."""
+    return np.where(max_abs_deviation == 0, 1.0, max_abs_deviation)
+
+
 @dataclass(frozen=True)
 class SimAMConfig(AttentionConfig):
     """SimAM (Yang et al., ICML 2021): parameter-free attention from an energy function per neuron.
 
     With ``n = H*W - 1``, ``d = (x - mean_hw(x))^2`` and ``v = sum_hw(d) / n``:
-    ``y = x * sigmoid(d / (4 * (v + e_lambda)) + 0.5)``. At H*W = 1 the gate is sigmoid(0.5) (see
-    :func:`simam_denominator_count`). float16 and bfloat16 inputs are computed in float32 and the result rounded
-    once, since ``d`` and its sum overflow float16 for ordinary activations (see :func:`simam_compute_dtype`).
+    ``y = x * sigmoid(d / (4 * (v + e_lambda)) + 0.5)``, computed scale-free so that it does not overflow (see
+    :func:`simam_deviation_scale`). At H*W = 1 the gate is sigmoid(0.5) (see :func:`simam_denominator_count`).
+    float16 and bfloat16 inputs are computed in float32 and the result rounded once, since ``d`` and its sum
+    overflow float16 for ordinary activations (see :func:`simam_compute_dtype`).
 
     Args:
         channels: expected C, checked on input; ``None`` accepts any channel count (the math has no parameters).
@@ -83,6 +115,7 @@ class SimAMConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "SimAM"
+    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
     channels: int | None = None
     e_lambda: float = 1e-4
@@ -100,9 +133,16 @@ class SimAMConfig(AttentionConfig):
                           taps: dict[str, Node] | None = None) -> Node:
         h, w = x.shape[2], x.shape[3]
         n = simam_denominator_count(h, w)
-        d = ops.square(ops.sub(x, ops.mean(x, (2, 3))))
+        lo, hi = x.value.min(axis=(2, 3), keepdims=True), x.value.max(axis=(2, 3), keepdims=True)
+        m = ops.mean(x, (2, 3))
+        clamped = np.minimum(np.maximum(m.value, lo), hi)  # the value only: its gradient is the mean's
+        m = ops.add(m, ops.constant(clamped - m.value))
+        dev = ops.sub(x, m)
+        s = simam_deviation_scale(np.maximum(hi - clamped, clamped - lo))
+        d = ops.square(ops.div(dev, ops.constant(s)))  # a constant: the result does not depend on s
         v = ops.scale(ops.sum(d, (2, 3)), 1.0 / n)
-        e = ops.add_scalar(ops.div(d, ops.scale(ops.add_scalar(v, self.e_lambda), 4.0)), 0.5)
+        denom = ops.scale(ops.add(v, ops.constant(self.e_lambda / s / s)), 4.0)
+        e = ops.add_scalar(ops.div(d, denom), 0.5)
         g = ops.sigmoid(e)
         if taps is not None:
             taps["gate"] = g

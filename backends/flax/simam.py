@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_core import SimAMConfig, simam_denominator_count
-from attn_core.simam import simam_compute_dtype
+from attn_core.simam import simam_compute_dtype, simam_mean_prescale
 
 from ._base import AttentionModule
 
@@ -20,9 +20,21 @@ class SimAM(AttentionModule):
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self.check_input(x)
-        n = simam_denominator_count(x.shape[1], x.shape[2])
+        h, w = x.shape[1], x.shape[2]
+        n = simam_denominator_count(h, w)
         # half: statistics, gate and product in float32, rounded once at the end (a no-op for other dtypes)
         xc = x.astype(simam_compute_dtype(jnp.dtype(x.dtype).name))
-        d = jnp.square(xc - jnp.mean(xc, axis=(1, 2), keepdims=True))
+        # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest
+        p = simam_mean_prescale(h, w)
+        m = jnp.sum(xc * p, axis=(1, 2), keepdims=True) / (h * w * p)
+        lo = jax.lax.stop_gradient(jnp.min(xc, axis=(1, 2), keepdims=True))
+        hi = jax.lax.stop_gradient(jnp.max(xc, axis=(1, 2), keepdims=True))
+        clamped = jnp.clip(jax.lax.stop_gradient(m), lo, hi)
+        dev = xc - (m + (clamped - jax.lax.stop_gradient(m)))  # the clamp moves the value only: the mean's gradient
+        s = jnp.maximum(hi - clamped, clamped - lo)
+        s = jnp.where(s == 0, jnp.ones_like(s), s)  # attn_core.simam.simam_deviation_scale
+        # XLA CPU divides by multiplying with the reciprocal, which flushes to 0 beyond s = 2^126: divided by s / 16
+        # and the quotient (at most 16) scaled back, both exact (a prescaled numerator is folded away under jit)
+        d = jnp.square(dev / (s * 0.0625) * 0.0625)
         v = jnp.sum(d, axis=(1, 2), keepdims=True) / n
-        return (xc * jax.nn.sigmoid(d / (4 * (v + self.config.e_lambda)) + 0.5)).astype(x.dtype)
+        return (xc * jax.nn.sigmoid(d / (4 * (v + self.config.e_lambda / s / s)) + 0.5)).astype(x.dtype)

@@ -6,7 +6,7 @@ import paddle
 import paddle.nn.functional as F
 
 from attn_core import SimAMConfig, simam_denominator_count
-from attn_core.simam import SIMAM_COMPUTE_DTYPES
+from attn_core.simam import SIMAM_COMPUTE_DTYPES, simam_mean_prescale
 
 from ._base import AttentionModule, scalar, static_shape
 
@@ -27,23 +27,24 @@ class SimAM(AttentionModule):
         compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
         xc = x if compute is None else x.astype(compute)
         _, _, h, w = static_shape(x)
-        if h >= 0 and w >= 0 and xc.dtype != paddle.float64:
-            # One fused op instead of mean, subtract, square, sum and divide: instance_norm's z = (x - mean) /
-            # sqrt(v_b + eps), v_b the variance over H * W, is the energy with eps = lambda * n / (H * W):
-            # d / (4 (v + lambda)) = z^2 * n / (4 H W). Its weight sqrt(n / (4 H W)) puts that factor in z.
-            # (Not in float64: instance_norm keeps eps as a float32 attribute, 1e-8 off in float64.)
-            n, c = simam_denominator_count(h, w), xc.shape[1]
-            weight = paddle.full([c], (n / (4 * h * w)) ** 0.5, dtype=xc.dtype)
-            z = F.instance_norm(xc, weight=weight, eps=self.config.e_lambda * n / (h * w))
-            y = xc * F.sigmoid(z * z + 0.5)
-            return y if compute is None else y.astype(x.dtype)
         if h >= 0 and w >= 0:
-            n = scalar(simam_denominator_count(h, w), xc)
-        else:  # H or W unknown until run time (to_static with an InputSpec of None sizes): the same rule in ops
+            n, hw = scalar(simam_denominator_count(h, w), xc), scalar(h * w, xc)
+            p = scalar(simam_mean_prescale(h, w), xc)
+        else:  # H or W unknown until run time (to_static with an InputSpec of None sizes): the same rules in ops
             size = paddle.shape(x)
             n = paddle.clip(size[2] * size[3] - 1, min=1).astype(xc.dtype)
-        d = xc - xc.mean(axis=[2, 3], keepdim=True)
+            hw = (size[2] * size[3]).astype(xc.dtype)
+            p = paddle.pow(scalar(2.0, xc), -paddle.ceil(paddle.log2(hw)))
+        # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest.
+        # (instance_norm, one fused op, takes a single scalar eps where this needs lambda / s^2 per channel.)
+        m = (xc * p).sum(axis=[2, 3], keepdim=True) / (hw * p)
+        lo, hi = xc.detach().min(axis=[2, 3], keepdim=True), xc.detach().max(axis=[2, 3], keepdim=True)
+        clamped = paddle.minimum(paddle.maximum(m.detach(), lo), hi)
+        d = xc - (m + (clamped - m.detach()))  # the clamp moves the value only: its gradient is the mean's
+        s = paddle.maximum(hi - clamped, clamped - lo)
+        s = paddle.where(s == 0, paddle.ones_like(s), s)  # attn_core.simam.simam_deviation_scale
+        d = d / s
         d = d * d  # not pow(2): slow on Paddle CPU
         v = d.sum(axis=[2, 3], keepdim=True) / n
-        y = xc * F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, xc))) + 0.5)
+        y = xc * F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, xc) / s / s)) + 0.5)
         return y if compute is None else y.astype(x.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attn_core import SimAMConfig, simam_denominator_count
-from attn_core.simam import SIMAM_COMPUTE_DTYPES
+from attn_core.simam import SIMAM_COMPUTE_DTYPES, simam_mean_prescale
 
 from ._base import AttentionModule, mean_hw
 
@@ -22,13 +22,23 @@ class SimAM(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        n = simam_denominator_count(x.shape[2], x.shape[3])
+        h, w = x.shape[2], x.shape[3]
+        n = simam_denominator_count(h, w)
         compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
         xc = x if compute is None else x.to(compute)
         grad = torch.is_grad_enabled() and xc.requires_grad
-        # without autograd, one temporary updated in place (each fresh tensor costs a pass of page faults)
-        d = xc - mean_hw(xc)[:, :, None, None]
-        d = d.square() if grad else d.square_()
-        scale = 4 * (d.sum((2, 3), keepdim=True) / n + self.config.e_lambda)
+        # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest.
+        # Without autograd, one temporary updated in place (each fresh tensor costs a pass of page faults).
+        p = simam_mean_prescale(h, w)
+        lo, hi = xc.detach().amin((2, 3), keepdim=True), xc.detach().amax((2, 3), keepdim=True)
+        d = torch.mul(xc, p)
+        m = d.sum((2, 3), keepdim=True) / (h * w * p)
+        clamped = torch.minimum(torch.maximum(m.detach(), lo), hi)  # the value only: its gradient is the mean's
+        m = m + (clamped - m.detach()) if grad else clamped
+        d = xc - m if grad else torch.sub(xc, m, out=d)
+        s = torch.maximum(hi - clamped, clamped - lo)
+        s = torch.where(s == 0, torch.ones_like(s), s)  # attn_core.simam.simam_deviation_scale
+        d = (d / s).square() if grad else d.div_(s).square_()
+        scale = 4 * (d.sum((2, 3), keepdim=True) / n + self.config.e_lambda / s / s)
         y = xc * torch.sigmoid(d / scale + 0.5) if grad else d.div_(scale).add_(0.5).sigmoid_().mul_(xc)
         return y if compute is None else y.to(x.dtype)
