@@ -140,6 +140,7 @@ class SpatialAttentionConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "SpatialAttention"
+    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
     channels: int | None = None
     kernel_size: int = 7
@@ -222,6 +223,7 @@ class CBAMConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "CBAM"
+    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
     channels: int
     rd_ratio: float = 1.0 / 16

@@ -44,6 +44,7 @@ class ECAConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "ECAModule"
+    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
     channels: int
     kernel_size: int | None = None

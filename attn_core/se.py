@@ -23,6 +23,8 @@ class SqueezeMLPConfig(AttentionConfig):
     once. Subclasses declare the fields ``channels, rd_ratio, rd_channels, rd_divisor, bias, act_layer,
     gate_layer, hidden``."""
 
+    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
+
     def __post_init__(self) -> None:
         check_positive_int(self.module_name, "channels", self.channels)
         check_choice(self.module_name, "act_layer", self.act_layer, ACT_LAYERS)

@@ -11,12 +11,13 @@ import dataclasses
 import numbers
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from . import ops
 from .autodiff import Node, backward
+from .precision import FLOAT_DTYPES, accepted_input_dtypes, dtype_mismatch_message, listing
 
 __all__ = [
     "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
@@ -38,7 +39,8 @@ class InputShapeError(ValueError):
 
 
 class InputDtypeError(TypeError):
-    """An input whose dtype the module cannot compute with (integers, booleans)."""
+    """An input whose dtype the module does not take: not floating-point, or a floating dtype other than its
+    parameters' (the policy of :mod:`attn_core.precision`)."""
 
 
 class WeightLoadError(ValueError):
@@ -204,6 +206,8 @@ class AttentionConfig:
     """
 
     module_name: ClassVar[str] = "AttentionConfig"
+    #: whether the module computes half inputs in float32 (attn_core.precision); the models compute in their dtype
+    half_in_float32: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every config's own ``__post_init__`` first runs :func:`coerce_numbers`, so that each validator sees plain
@@ -254,11 +258,15 @@ class AttentionConfig:
             check_batch_norm_input(self.module_name, shape, layout)
 
     def check_input(self, shape: Sequence[int | None], dtype: str, is_floating: bool,
-                    layout: str = "NCHW", training: bool = False) -> None:
+                    layout: str = "NCHW", training: bool = False, param_dtypes: Collection[str] = (),
+                    device_dtypes: Sequence[str] = FLOAT_DTYPES, framework: str | None = None) -> None:
         """Raise a clear error for an input that this module cannot take (in training: see
         :meth:`check_training_input`).
 
         ``shape`` may hold ``None`` or negative numbers for sizes unknown at trace time; those are not checked.
+        ``param_dtypes`` (the module's floating parameters' dtypes), ``device_dtypes`` (what the backend computes in
+        on this device) and ``framework`` (the spelling of the conversions) apply the dtype policy of
+        :mod:`attn_core.precision`; left empty, as the float64 reference does, any floating dtype is taken.
         """
         name = self.module_name
         if layout not in ("NCHW", "NHWC"):
@@ -277,9 +285,11 @@ class AttentionConfig:
         if any(s == 0 for s in shape_t):
             raise InputShapeError(f"{name}: expected a non-empty input {want}{c_txt}, got shape "
                                   f"{_fmt_shape(shape_t)}")
+        accepted = accepted_input_dtypes(param_dtypes, device_dtypes, self.half_in_float32)
         if not is_floating:
-            raise InputDtypeError(f"{name}: expected a floating-point input (float16, bfloat16, float32 or "
-                                  f"float64), got dtype {dtype}")
+            raise InputDtypeError(f"{name}: expected a floating-point input ({listing(accepted)}), got dtype {dtype}")
+        if dtype not in accepted and (param_dtypes or dtype in FLOAT_DTYPES):
+            raise InputDtypeError(dtype_mismatch_message(name, dtype, param_dtypes, accepted, framework))
         if training:
             self.check_training_input(shape_t, layout)
 

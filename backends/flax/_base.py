@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_core import AttentionConfig
-from attn_core.precision import compute_dtype
+from attn_core.precision import FLOAT_DTYPES, compute_dtype
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -47,8 +47,21 @@ class AttentionModule(nn.Module):
     def check_input(self, x: Any) -> None:
         if not (hasattr(x, "shape") and hasattr(x, "dtype")):
             raise TypeError(f"{self.config.module_name}: expected a jax.Array, got {type(x).__name__}")
+        leaves = jax.tree_util.tree_leaves(self.variables.get("params", {}))
+        # before init has created them, the parameters are Flax's default float32 (what init will create)
+        param_dtypes = {jnp.dtype(a.dtype).name for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)} or (
+            {"float32"} if self.config.param_table() else set())
         self.config.check_input(tuple(x.shape), str(x.dtype), bool(jnp.issubdtype(x.dtype, jnp.floating)),
-                                layout="NHWC")
+                                layout="NHWC", param_dtypes=param_dtypes, device_dtypes=device_dtypes(),
+                                framework="flax")
+
+
+def device_dtypes() -> tuple[str, ...]:
+    """The dtypes JAX computes in here: every floating one, float64 only with 64-bit mode on (``jax.enable_x64``),
+    without which a float64 array cannot even be made."""
+    if jax.config.jax_enable_x64:
+        return FLOAT_DTYPES
+    return tuple(d for d in FLOAT_DTYPES if d != "float64")
 
 
 def pointwise(features: int, bias: bool, name: str, dtype: Any = None) -> nn.Conv:

@@ -11,6 +11,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from attn_core import AttentionConfig
+from attn_core.precision import COMPUTE_DTYPES, FLOAT_DTYPES
 
 
 def scalar(value: float, like: paddle.Tensor) -> paddle.Tensor:
@@ -51,11 +52,41 @@ def mean_hw(x: paddle.Tensor) -> paddle.Tensor:
     return F.adaptive_avg_pool2d(x, 1)
 
 
+#: input dtype -> compute dtype for low-precision inputs (attn_core.precision: half computes in float32), which also
+#: makes them run on CPU, whose build has kernels only to cast half tensors
+COMPUTE: dict[Any, Any] = {getattr(paddle, k): getattr(paddle, v) for k, v in COMPUTE_DTYPES.items()}
+
+
+def conv_as(layer: nn.Layer, x: paddle.Tensor, dtype: Any = None) -> paddle.Tensor:
+    """``layer(x)`` (a Conv1D or Conv2D) with its weight and bias cast to ``dtype`` (None: to ``x``'s dtype where they
+    differ, as inside CBAM, which hands its float32 computation of a half input to its two halves)."""
+    dtype = dtype or (x.dtype if layer.weight.dtype != x.dtype else None)
+    if dtype is None:
+        return layer(x)
+    bias = None if layer.bias is None else layer.bias.astype(dtype)
+    conv = F.conv1d if layer._data_format == "NCL" else F.conv2d
+    return conv(x, layer.weight.astype(dtype), bias, layer._stride, layer._padding, layer._dilation, layer._groups,
+                data_format=layer._data_format)
+
+
 @paddle.jit.not_to_static
 def static_shape(x: paddle.Tensor) -> tuple[int, ...]:
     """The sizes of ``x`` known when the graph is built: all in dygraph, -1 for those unknown until run time under
     ``paddle.jit.to_static`` (not transformed, so that they stay ints rather than become tensors)."""
     return tuple(int(s) for s in x.shape)
+
+
+def _name(dtype: Any) -> str:
+    return str(dtype).removeprefix("paddle.")
+
+
+def device_dtypes() -> tuple[str, ...]:
+    """The dtypes Paddle computes in on the current device: float32 and float64 on CPU, whose build has no float16
+    or bfloat16 kernels for convolutions, reductions or activations (only casts), every floating one elsewhere.
+    The attention modules compute half inputs in float32 (attn_core.precision), so they take those on CPU too."""
+    if paddle.device.get_device().startswith("cpu"):
+        return tuple(d for d in FLOAT_DTYPES if d not in COMPUTE_DTYPES)
+    return FLOAT_DTYPES
 
 
 class AttentionModule(nn.Layer):
@@ -73,11 +104,18 @@ class AttentionModule(nn.Layer):
     def check_input(self, x: Any) -> None:
         if not isinstance(x, (paddle.Tensor, paddle.pir.Value, paddle.static.Variable)):
             raise TypeError(f"{self.config.module_name}: expected a paddle.Tensor, got {type(x).__name__}")
-        # the check depends on the shape and dtype only: the last pair that passed is not checked again
-        key = (tuple(x.shape), x.dtype)
+        # the check depends on the shapes and dtypes only: the last combination that passed is not checked again.
+        # Layer.to(dtype=...) converts the parameters in place (the same objects), so the list is made once.
+        params = self.__dict__.get("_params")
+        if params is None:
+            params = self.__dict__["_params"] = tuple(p for p in self.parameters() if paddle.is_floating_point(p))
+        param_dtypes = tuple(p.dtype for p in params)
+        key = (tuple(x.shape), x.dtype, param_dtypes)
         if self.__dict__.get("_checked_input") == key:
             return
-        self.config.check_input(key[0], str(x.dtype).removeprefix("paddle."), paddle.is_floating_point(x))
+        self.config.check_input(key[0], _name(x.dtype), paddle.is_floating_point(x),
+                                param_dtypes={_name(d) for d in param_dtypes}, device_dtypes=device_dtypes(),
+                                framework="paddle")
         self.__dict__["_checked_input"] = key
 
     def extra_repr(self) -> str:

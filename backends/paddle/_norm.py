@@ -37,6 +37,8 @@ class BatchNorm2D(nn.BatchNorm2D):
     where: str = "BatchNorm2D"
 
     def forward(self, input: paddle.Tensor) -> paddle.Tensor:  # noqa: A002 - Paddle's own argument name
+        if input.dtype != self.weight.dtype:
+            return self._cast_forward(input)
         if not self.training or self._use_global_stats:
             return super().forward(input)
         self._check_data_format(self._data_format)
@@ -78,6 +80,27 @@ class BatchNorm2D(nn.BatchNorm2D):
         scale = paddle.rsqrt(var + self._constant(float(self._epsilon), var)) * self.weight.astype(x.dtype)
         out = centred * scale.reshape(shape) + self.bias.astype(x.dtype).reshape(shape)
         return out, mean.detach(), var.detach()
+
+    def _cast_forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """The layer computed in ``x``'s dtype, its parameters and running statistics cast to it: a half layer inside
+        an attention module that computes its half input in float32 (attn_core.precision). In training the running
+        statistics are updated in the input's dtype and written back, rounded once, to their own."""
+        dt = x.dtype
+        mean, var = self._mean.astype(dt), self._variance.astype(dt)
+        training = self.training and not self._use_global_stats
+        if training:
+            check_batch_norm_input(self.where, tuple(static_shape(x)), layout=self._data_format)
+        batch_mean, batch_var = (paddle.zeros_like(mean), paddle.ones_like(var)) if training else (mean, var)
+        out = F.batch_norm(x, batch_mean, batch_var, self.weight.astype(dt), self.bias.astype(dt), training=training,
+                           momentum=0.0, epsilon=self._epsilon, data_format=self._data_format)
+        if training:
+            shape = static_shape(x)
+            count = shape[0] * shape[2] * shape[3] if self._data_format == "NCHW" else shape[0] * shape[1] * shape[2]
+            k = float(self._momentum)
+            paddle.assign((mean * k + batch_mean * (1.0 - k)).astype(self._mean.dtype), self._mean)
+            paddle.assign((var * k + batch_var * ((1.0 - k) * count / (count - 1))).astype(self._variance.dtype),
+                          self._variance)
+        return out
 
     @staticmethod
     def _constant(value: float, like: paddle.Tensor) -> float | paddle.Tensor:

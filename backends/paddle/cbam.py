@@ -9,7 +9,7 @@ from paddle.autograd import PyLayer
 from attn_core import (AttentionConfig, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig,
                        bn_momentum_for)
 
-from ._base import ACTIVATIONS, AttentionModule, mean_hw, static_shape
+from ._base import ACTIVATIONS, COMPUTE, AttentionModule, conv_as, mean_hw, static_shape
 from ._norm import BatchNorm2D
 
 
@@ -63,9 +63,12 @@ class ChannelAttention(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        avg = self.fc2(self._act(self.fc1(mean_hw(x))))
-        mx = self.fc2(self._act(self.fc1(_amax(x, [2, 3]))))
-        return x * self._gate(avg + mx)
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.astype(compute)
+        avg = conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute)
+        mx = conv_as(self.fc2, self._act(conv_as(self.fc1, _amax(xc, [2, 3]), compute)), compute)
+        y = xc * self._gate(avg + mx)
+        return y if compute is None else y.astype(x.dtype)
 
 
 class SpatialAttention(AttentionModule):
@@ -87,12 +90,15 @@ class SpatialAttention(AttentionModule):
         self.check_input(x)
         if self.training:
             _check_training_input(self.config, x)
-        avg, mx = x.mean(axis=1, keepdim=True), _amax(x, [1])
-        z = self.conv(paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1))
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.astype(compute)
+        avg, mx = xc.mean(axis=1, keepdim=True), _amax(xc, [1])
+        z = conv_as(self.conv, paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1), compute)
         if self.bn is not None:
-            z = self.bn(z)
+            z = self.bn(z)  # in z's dtype, whatever its own (BatchNorm2D)
         # expanded over C first: Paddle's CPU multiply broadcasting (N, 1, H, W) over C is 3.5x x * s, this 2x
-        return x * self._gate(z).expand_as(x)
+        y = xc * self._gate(z).expand_as(xc)
+        return y if compute is None else y.astype(x.dtype)
 
 
 class CBAM(AttentionModule):
@@ -114,4 +120,6 @@ class CBAM(AttentionModule):
         self.check_input(x)
         if self.training:
             _check_training_input(self.config, x)
-        return self.spatial(self.channel(x))
+        compute = COMPUTE.get(x.dtype)  # half: both halves in float32, the output rounded once (attn_core.precision)
+        y = self.spatial(self.channel(x if compute is None else x.astype(compute)))
+        return y if compute is None else y.astype(x.dtype)

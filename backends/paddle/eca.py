@@ -8,7 +8,7 @@ from paddle import nn
 
 from attn_core import ECAConfig
 
-from ._base import AttentionModule, mean_hw
+from ._base import COMPUTE, AttentionModule, conv_as, mean_hw
 
 
 class ECAModule(AttentionModule):
@@ -21,5 +21,8 @@ class ECAModule(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        s = mean_hw(x).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
-        return x * F.sigmoid(self.conv(s)).squeeze(1).unsqueeze([2, 3])
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.astype(compute)
+        s = mean_hw(xc).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
+        y = xc * F.sigmoid(conv_as(self.conv, s, compute)).squeeze(1).unsqueeze([2, 3])
+        return y if compute is None else y.astype(x.dtype)

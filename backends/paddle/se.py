@@ -7,7 +7,7 @@ from paddle import nn
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, AttentionModule, mean_hw
+from ._base import ACTIVATIONS, COMPUTE, AttentionModule, conv_as, mean_hw
 
 
 class SEModule(AttentionModule):
@@ -25,5 +25,7 @@ class SEModule(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        s = mean_hw(x)
-        return x * self._gate(self.fc2(self._act(self.fc1(s))))
+        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.astype(compute)
+        y = xc * self._gate(conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute))
+        return y if compute is None else y.astype(x.dtype)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attn_core import AttentionConfig
-from attn_core.precision import COMPUTE_DTYPES
+from attn_core.precision import COMPUTE_DTYPES, FLOAT_DTYPES
 
 #: input dtype -> compute dtype for low-precision inputs (attn_core.precision: half computes in float32)
 COMPUTE: dict[torch.dtype, torch.dtype] = {getattr(torch, k): getattr(torch, v) for k, v in COMPUTE_DTYPES.items()}
@@ -114,6 +114,16 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 # (a relative gradient error of 3e-8 that the float64 conformance rows catch).
 
 
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def device_dtypes(x: torch.Tensor) -> tuple[str, ...]:
+    """The dtypes torch computes the modules in on ``x``'s device: every floating one on CPU and CUDA; MPS has no
+    float64."""
+    return FLOAT_DTYPES if x.device.type != "mps" else tuple(d for d in FLOAT_DTYPES if d != "float64")
+
+
 class AttentionModule(nn.Module):
     """Base class: holds the attn_core config that decided every hyperparameter of the module."""
 
@@ -123,15 +133,30 @@ class AttentionModule(nn.Module):
     def from_config(cls, config: AttentionConfig) -> "AttentionModule":
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init})
 
+    def _param_tensors(self) -> tuple[torch.Tensor, ...]:
+        """The module's floating parameters, listed once: ``.to()``, ``.double()`` and ``load_state_dict`` change
+        them in place (the same objects), so their dtypes are read afresh each call at the cost of a tuple."""
+        params = self.__dict__.get("_params")
+        if params is None:
+            params = self.__dict__["_params"] = tuple(p for p in self.parameters() if p.is_floating_point())
+        return params
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "AttentionModule":
+        self.__dict__.pop("_params", None)  # a conversion that swaps the parameter objects: list them again
+        return super()._apply(fn, *args, **kwargs)
+
     def check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{self.config.module_name}: expected a torch.Tensor, got {type(x).__name__}")
-        # the check depends on the shape and dtype only: the last pair that passed is not checked again (the check
-        # costs about 15 us a call, a tenth of x * s on 8x64x56x56)
-        key = (x.shape, x.dtype)
+        # the check depends on the shape and dtype of the input and the parameters only: the last combination that
+        # passed is not checked again (the check costs about 15 us a call, a tenth of x * s on 8x64x56x56)
+        param_dtypes = tuple(p.dtype for p in self._param_tensors())
+        key = (x.shape, x.dtype, param_dtypes)
         if self.__dict__.get("_checked_input") == key:
             return
-        self.config.check_input(tuple(x.shape), str(x.dtype).removeprefix("torch."), x.is_floating_point())
+        self.config.check_input(tuple(x.shape), _name(x.dtype), x.is_floating_point(),
+                                param_dtypes={_name(d) for d in param_dtypes}, device_dtypes=device_dtypes(x),
+                                framework="torch")
         self.__dict__["_checked_input"] = key
 
     def extra_repr(self) -> str:

@@ -73,11 +73,12 @@ class PaddleRunner(Runner):
     framework = "paddle"
     requires = ("paddle",)
     # Measured on paddlepaddle 3.3, CPU build: neither float16 nor bfloat16 has a kernel for mean, max, divide,
-    # sigmoid, relu, silu, conv2d, matmul, batch_norm or pad3d; float16 lacks subtract and multiply too. SimAM
-    # computes half inputs in float32 (attn_core.simam_compute_dtype) and needs only cast, so it alone runs.
-    module_dtypes = {"simam": ("float16", "bfloat16")}
+    # sigmoid, relu, silu, conv2d, matmul, batch_norm or pad3d; float16 lacks subtract and multiply too. The attention
+    # modules compute half inputs in float32 (attn_core.precision) and need only cast, so they run; the models'
+    # own layers compute in the models' dtype and do not.
+    module_dtypes = {m: ("float16", "bfloat16") for m in ("se", "eca", "ca", "sa", "cbam", "simam")}
     dtype_notes = {d: f"Paddle's CPU build has no {d} kernels for mean, sigmoid, conv2d, matmul or batch_norm "
-                      f"('kernel not registered'); only SimAM, computed in float32, runs in {d}"
+                      f"('kernel not registered'); only the attention modules, computed in float32, run in {d}"
                    for d in ("float16", "bfloat16")}
     _labels = {"eager": "eager", "compiled": "to_static"}
 
