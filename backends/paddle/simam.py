@@ -13,6 +13,7 @@ from ._base import AttentionModule, scalar, static_shape
 # input dtype -> compute dtype, for the dtypes attn_core computes in another (float16, bfloat16 -> float32). Paddle's
 # CPU build has no float16/bfloat16 kernels for mean, subtract, multiply or sigmoid, so only this way does it run there.
 _COMPUTE = {getattr(paddle, k): getattr(paddle, v) for k, v in SIMAM_COMPUTE_DTYPES.items()}
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class SimAM(AttentionModule):
@@ -27,6 +28,20 @@ class SimAM(AttentionModule):
         compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
         xc = x if compute is None else x.astype(compute)
         _, _, h, w = static_shape(x)
+        if h >= 0 and w >= 0 and xc.dtype != paddle.float64 and paddle.in_dynamic_mode() \
+                and 16 * h * w * max(float(xc.max()), -float(xc.min())) ** 2 <= _FLOAT32_MAX:
+            # Where no square or sum of squares below can overflow (every ordinary activation), one fused op instead
+            # of the scale-free form's dozen: instance_norm's z = (x - mean) / sqrt(v_b + eps), v_b the variance over
+            # H * W, is the energy with eps = lambda * n / (H * W): d / (4 (v + lambda)) = z^2 * n / (4 H W). Its
+            # weight sqrt(n / (4 H W)) puts that factor in z. It is shift-invariant, so each channel is given less
+            # its first value: a constant channel is then exactly 0, where its own rounded mean would leave
+            # deviations that the normalisation blows up (the clamp of attn_core.simam). (Not in float64:
+            # instance_norm keeps eps as a float32 attribute, 1e-8 off in float64.)
+            n, c = simam_denominator_count(h, w), xc.shape[1]
+            weight = paddle.full([c], (n / (4 * h * w)) ** 0.5, dtype=xc.dtype)
+            z = F.instance_norm(xc - xc[:, :, :1, :1], weight=weight, eps=self.config.e_lambda * n / (h * w))
+            y = xc * F.sigmoid(z * z + 0.5)
+            return y if compute is None else y.astype(x.dtype)
         if h >= 0 and w >= 0:
             n, hw = scalar(simam_denominator_count(h, w), xc), scalar(h * w, xc)
             p = scalar(simam_mean_prescale(h, w), xc)
@@ -35,8 +50,8 @@ class SimAM(AttentionModule):
             n = paddle.clip(size[2] * size[3] - 1, min=1).astype(xc.dtype)
             hw = (size[2] * size[3]).astype(xc.dtype)
             p = paddle.pow(scalar(2.0, xc), -paddle.ceil(paddle.log2(hw)))
-        # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest.
-        # (instance_norm, one fused op, takes a single scalar eps where this needs lambda / s^2 per channel.)
+        # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest
+        # (instance_norm takes a single scalar eps where this needs lambda / s^2 per channel)
         m = (xc * p).sum(axis=[2, 3], keepdim=True) / (hw * p)
         lo, hi = xc.detach().min(axis=[2, 3], keepdim=True), xc.detach().max(axis=[2, 3], keepdim=True)
         clamped = paddle.minimum(paddle.maximum(m.detach(), lo), hi)
