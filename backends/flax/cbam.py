@@ -79,14 +79,29 @@ def _conv_lax(z: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(z, kernel, (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@jax.custom_vjp
+#: the largest k computed by the unrolled sum; beyond it compile time and run time grow past XLA's convolution
+#: (measured: benchmarks/NOTES.md, "Flax spatial convolution crossover").
+UNROLLED_MAX_KERNEL = 11
+
+
 def spatial_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
     """SpatialAttention's convolution of the pooled maps ``z`` (N, H, W, C_in) with ``kernel`` (k, k, C_in, 1), odd
     k, padding k // 2: (N, H, W, 1), the same numbers as ``lax.conv_general_dilated``.
 
-    Computed as k * k * C_in shifted multiply-adds that XLA fuses into one loop: XLA CPU's convolution with one
-    output channel is slow (7.6 to 10 passes of ``x * s`` over an 8 x 56 x 56 x 64 map for 2 -> 1 channels at k = 7,
-    measured by ``python -m benchmarks`` before this function), the fused sum about one (benchmarks/RESULTS.md).
+    Up to k = :data:`UNROLLED_MAX_KERNEL` the unrolled sum (:func:`_unrolled_conv`), beyond it XLA's convolution:
+    the unrolled program has k * k * C_in terms, so its compile and run times grow with k * k.
+    """
+    if kernel.shape[0] <= UNROLLED_MAX_KERNEL:
+        return _unrolled_conv(z, kernel)
+    return _conv_lax(z, kernel)
+
+
+@jax.custom_vjp
+def _unrolled_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
+    """:func:`spatial_conv` as k * k * C_in shifted multiply-adds that XLA fuses into one loop: XLA CPU's convolution
+    with one output channel is slow (7.6 to 10 passes of ``x * s`` over an 8 x 56 x 56 x 64 map for 2 -> 1 channels
+    at k = 7, measured by ``python -m benchmarks`` before this function), the fused sum about one
+    (benchmarks/RESULTS.md).
     The gradient of ``z`` is the same sum over the padded output gradient with the kernel flipped; that of the
     kernel is XLA's weight-gradient convolution (fast there).
     """
@@ -95,11 +110,11 @@ def spatial_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
     return _shifted_sum(zp, kernel, z.shape[1], z.shape[2])
 
 
-def _spatial_conv_fwd(z: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return spatial_conv(z, kernel), (z, kernel)
+def _unrolled_conv_fwd(z: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return _unrolled_conv(z, kernel), (z, kernel)
 
 
-def _spatial_conv_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _unrolled_conv_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
     z, kernel = residuals
     p = kernel.shape[0] // 2
     gp = jnp.pad(g, ((0, 0), (p, p), (p, p), (0, 0)))
@@ -111,7 +126,7 @@ def _spatial_conv_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> t
     return dz.astype(z.dtype), dkernel.astype(kernel.dtype)
 
 
-spatial_conv.defvjp(_spatial_conv_fwd, _spatial_conv_bwd)
+_unrolled_conv.defvjp(_unrolled_conv_fwd, _unrolled_conv_bwd)
 
 
 class SpatialConv(nn.Module):
