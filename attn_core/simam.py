@@ -31,7 +31,8 @@ make ``v`` inf (every gate sigmoid(0.5)) and 1e20 makes ``d`` inf (NaN gates). S
 
     ``u = (x - mean) / s``, ``d' = u^2``, ``v' = sum(d') / n``, ``e = d' / (4 (v' + lambda / s / s)) + 0.5``,
 
-equal to the spec's ``d / (4 (v + lambda))`` in exact arithmetic, with ``|u| <= 1`` and ``v' <= H*W / n``: nothing
+equal to the spec's ``d / (4 (v + lambda))`` in exact arithmetic (Paddle keeps its fused instance_norm form where
+the input is small enough that no square of it can overflow), with ``|u| <= 1`` and ``v' <= H*W / n``: nothing
 overflows for any finite input whose ``x - mean`` is finite. ``lambda / s / s`` underflows to 0 for huge ``s``
 (negligible there) and overflows to inf for tiny ``s``, where the gate is sigmoid(0.5) to the dtype's precision
 anyway. ``s`` is treated as a constant by autodiff: the result does not depend on it, so its derivative is 0 and
