@@ -4,7 +4,7 @@
 any framework is imported, unless ``--verbose`` is given. It silences only what a user of the command cannot act
 on, each by its exact source:
 
-- Paddle's ``UserWarning: No ccache found ...`` (its C++ extension helper, at import) and ``Tensor do not have
+- Paddle's ``UserWarning: No ccache found ...`` (its C++ extension utilities, at import) and ``Tensor do not have
   'place' interface for pir graph mode`` (under ``paddle.jit.to_static``): a warnings filter on those messages;
 - Paddle's glog lines (``I1202 ... pir_interpreter.cc] New Executor is Running ...``): ``GLOG_minloglevel=2``;
 - XLA's C++ log lines: ``TF_CPP_MIN_LOG_LEVEL=2``;
