@@ -386,7 +386,7 @@ def compare_runs(a: Sequence[Record], b: Sequence[Record], names: tuple[str, str
                 over.append(where)
             lines.append(f"{where} {cells}  {100 * d:9.1f}%{note}")
     lines.append(f"{count} summary ratios; {len(over)} differ by more than {100 * limit:.0f}% or are missing from "
-                 f"one run" + (f"; the largest difference: {100 * worst[0]:.1f}% ({worst[1]})" if count else ""))
+                 f"one run" + (f"; the largest difference: {100 * worst[0]:.1f}% ({worst[1]})" if worst[1] else ""))
     return lines, not over and count > 0
 
 
