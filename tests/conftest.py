@@ -1,0 +1,34 @@
+"""What every test shares: a framework's global settings changed by one test are back as they were for the next."""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterator
+
+import pytest
+
+
+def _hidden(config: object) -> list[str]:
+    """torch config settings that a ``delattr`` hid (torch's config module hides rather than deletes them)."""
+    entries = getattr(config, "_config", {})
+    return [name for name, entry in entries.items() if getattr(entry, "hide", False)]
+
+
+@pytest.fixture(autouse=True)
+def _torch_compile_config_restored() -> Iterator[None]:
+    """A test that changes torch.compile's configuration leaves the next test the configuration it found and an
+    empty dynamo cache, so compiled tests do not depend on their order."""
+    config = sys.modules.get("torch._dynamo.config")
+    before = config.get_config_copy() if config is not None else None
+    yield
+    config = sys.modules.get("torch._dynamo.config")
+    if config is None:
+        return
+    hidden = _hidden(config)
+    if not hidden and (before is None or config.get_config_copy() == before):
+        return
+    for name in hidden:
+        setattr(config, name, config._config[name].default)
+    if before is not None:
+        config.load_config(before)
+    sys.modules["torch._dynamo"].reset()
