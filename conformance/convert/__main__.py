@@ -18,6 +18,7 @@ from typing import Any
 from attn_core import ConfigError, InputShapeError, WeightLoadError
 from attn_core.checkpoint import CheckpointError
 
+from .._quiet import quiet
 from . import ConvertError, VerificationError, convert
 from .formats import EXTENSIONS, FORMATS
 from .verify import BACKENDS
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="convert a checkpoint holding NaN or inf weights (refused by default: a diverged run?)")
+    p.add_argument("--verbose", action="store_true", help="let the frameworks print their own warnings and logs")
     args = p.parse_args(argv)
+    quiet(args.verbose)  # before convert() imports a framework
     try:
         result = convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                          model=args.model, model_kwargs=args.model_kwargs, verify_outputs=not args.no_verify,
