@@ -142,7 +142,8 @@ def test_reference_for_quantizes_weights_input_and_cotangent_for_half_dtypes():
 # -------------------------------------------------------------------------- SimAM at large activations, in half
 def _simam_vjp(fw: str, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """SimAM of the NCHW ``x`` in framework ``fw`` and dtype ``dtype``: (y, dL/dx) as float64 NCHW, for
-    ``L = sum(y * cotangent)``. ``x`` and ``cotangent`` are already representable in ``dtype``, so the casts are exact."""
+    ``L = sum(y * cotangent)``. ``x`` and ``cotangent`` are already representable in ``dtype``, so the casts are
+    exact."""
     bk = backend(fw)
     if fw == "torch":
         import torch
