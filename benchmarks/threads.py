@@ -80,9 +80,9 @@ def busy_threads(before: Mapping[str, int], after: Mapping[str, int], share: flo
 
 
 #: glibc's tunable (2.35 and later) that makes malloc ask for transparent huge pages (``madvise``) on the memory it
-#: maps. Every framework here gets each large output from a fresh ``mmap`` and frees it with ``munmap``, so each call
-#: page-faults its whole output in anew: 25,088 faults of 4 KiB per 98 MiB output at 32x256x56x56 in torch, Paddle
-#: and XLA alike, whose cost swings with the machine's load. With huge pages it is about 560, also alike.
+#: maps: every framework here maps each large output afresh and unmaps it when freed, so without them each call
+#: faults its whole output in one 4 KiB page at a time, at a cost that swings with the machine's load (the report
+#: gives the faults per call).
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 

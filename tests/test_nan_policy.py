@@ -15,6 +15,8 @@ import pytest
 from attn_core import create_config
 from attn_core.autodiff import Node
 from attn_core import ops
+from conformance.runners import get_runner
+from conformance.runners.base import RunResult
 
 from ._fw import FRAMEWORKS, backend
 
@@ -62,31 +64,12 @@ def _reference(case_id: str, weights: dict[str, np.ndarray], x: np.ndarray) -> n
         return config.reference(weights, x, training=training)
 
 
-def _backend_forward(fw: str, case_id: str, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """The backend's float32 output (NCHW, float64) on ``x`` with the canonical ``weights``."""
+def _backend_run(fw: str, case_id: str, weights: dict[str, np.ndarray], x: np.ndarray,
+                 cotangent: np.ndarray | None = None) -> RunResult:
+    """The backend's float32 run of the case (the suite's runner: eager, canonical weights, NCHW float64 back)."""
     _, name, kwargs, training = next(c for c in CASES if c[0] == case_id)
-    bk = backend(fw)
-    module = bk.create_attn(name, C, **kwargs)
-    if fw == "torch":
-        import torch
-        bk.load_weights(module, weights)
-        module.train(training)
-        with torch.no_grad():
-            return module(torch.tensor(x, dtype=torch.float32)).double().numpy()
-    if fw == "paddle":
-        import paddle
-        bk.load_weights(module, weights)
-        module.train() if training else module.eval()
-        with paddle.no_grad():
-            return module(paddle.to_tensor(x.astype(np.float32))).astype("float64").numpy()
-    import jax.numpy as jnp
-    variables = bk.load_weights(module, weights)
-    xj = jnp.asarray(x.transpose(0, 2, 3, 1), dtype=jnp.float32)
-    if training:
-        y, _ = module.apply(variables, xj, train=True, mutable=["batch_stats"])
-    else:
-        y = module.apply(variables, xj)
-    return np.asarray(y, dtype=np.float64).transpose(0, 3, 1, 2)
+    backend(fw)  # skips where the framework is not installed
+    return get_runner(fw).run(name, create_config(name, C, **kwargs), weights, x, cotangent, "float32", training)
 
 
 def _masks(y: np.ndarray) -> dict[str, np.ndarray]:
@@ -138,7 +121,7 @@ def test_reference_vjp_keeps_nan_in_the_gradient():
 def test_nan_and_inf_masks_match_the_reference(fw, case_id, value_name):
     weights, x, where = _data(case_id, value_name)
     ref = _reference(case_id, weights, x)
-    got = _backend_forward(fw, case_id, weights, x)
+    got = _backend_run(fw, case_id, weights, x).y
     assert not np.isfinite(ref[where])  # the special value itself is never hidden
     for kind, ref_mask in _masks(ref).items():
         got_mask = _masks(got)[kind]
@@ -149,55 +132,20 @@ def test_nan_and_inf_masks_match_the_reference(fw, case_id, value_name):
     assert np.allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-5)
 
 
-def _backend_input_grad(fw: str, case_id: str, weights: dict[str, np.ndarray], x: np.ndarray,
-                        cotangent: np.ndarray) -> np.ndarray:
-    """The backend's float32 input gradient of ``sum(y * cotangent)`` (NCHW, float64)."""
-    _, name, kwargs, training = next(c for c in CASES if c[0] == case_id)
-    bk = backend(fw)
-    module = bk.create_attn(name, C, **kwargs)
-    if fw == "torch":
-        import torch
-        bk.load_weights(module, weights)
-        module.train(training)
-        xt = torch.tensor(x, dtype=torch.float32, requires_grad=True)
-        module(xt).backward(torch.tensor(cotangent, dtype=torch.float32))
-        return xt.grad.double().numpy()
-    if fw == "paddle":
-        import paddle
-        bk.load_weights(module, weights)
-        module.train() if training else module.eval()
-        xt = paddle.to_tensor(x.astype(np.float32))
-        xt.stop_gradient = False
-        (dx,) = paddle.grad(module(xt), xt, paddle.to_tensor(cotangent.astype(np.float32)))
-        return dx.astype("float64").numpy()
-    import jax
-    import jax.numpy as jnp
-    variables = bk.load_weights(module, weights)
-
-    def forward(v: jax.Array) -> jax.Array:
-        if training:
-            return module.apply(variables, v, train=True, mutable=["batch_stats"])[0]
-        return module.apply(variables, v)
-
-    _, vjp = jax.vjp(forward, jnp.asarray(x.transpose(0, 2, 3, 1), dtype=jnp.float32))
-    (dx,) = vjp(jnp.asarray(cotangent.transpose(0, 2, 3, 1), dtype=jnp.float32))
-    return np.asarray(dx, dtype=np.float64).transpose(0, 3, 1, 2)
-
-
 @pytest.mark.parametrize("value_name", list(VALUES))
 @pytest.mark.parametrize("case_id", [c[0] for c in CASES])
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_input_gradient_masks_match_the_reference(fw, case_id, value_name):
     """The backward pass hides nothing either. For an infinite input, Paddle's ReLU and hard-sigmoid backward
     multiply the incoming gradient by their 0/1 mask, so an infinite gradient where the activation is flat gives
-    NaN there, where torch, JAX and the reference select 0 (a selecting ReLU costs Paddle 60 us a call): Paddle's
+    NaN there, where torch, JAX and the reference select 0 (a selecting ReLU would slow Paddle's modules): Paddle's
     input gradient then has NaN where theirs is finite, more NaN and never fewer; that row is checked as a superset."""
     weights, x, _ = _data(case_id, value_name)
     _, name, kwargs, training = next(c for c in CASES if c[0] == case_id)
     cotangent = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32).astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         _, dx_ref, _ = create_config(name, C, **kwargs).reference_vjp(weights, x, cotangent, training=training)
-    dx = _backend_input_grad(fw, case_id, weights, x, cotangent)
+    dx = _backend_run(fw, case_id, weights, x, cotangent).dx
     if fw == "paddle" and value_name != "nan":
         assert np.all(np.isnan(dx)[np.isnan(dx_ref)])
         finite = np.isfinite(dx)
