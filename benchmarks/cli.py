@@ -29,7 +29,7 @@ from . import threads
 from .models import DEFAULT_MODELS
 from .plan import (BACKENDS, DEFAULT_SHAPES, MODES, MODULES, PASSES, QUICK_SHAPES, fmt_shape, parse_shape)
 from .report import COMPARE_LIMIT, compare_runs, console_summary, render
-from .timing import MAX_RERUNS, SPREAD_LIMIT
+from .timing import MAX_CALLS, MAX_RERUNS, MIN_SAMPLE, SPREAD_LIMIT
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 SUMMARY_OUT = Path(__file__).resolve().parent / "SUMMARY.md"
@@ -104,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"times a group's rounds are timed again at most while its spread (the largest interquartile "
                         f"range / median of its rows) exceeds {100 * SPREAD_LIMIT:.0f}%%; a row still above is "
                         f"marked unreliable (default {MAX_RERUNS})")
+    p.add_argument("--min-sample", type=float, default=None,
+                   help=f"seconds: each timed sample is the mean of enough back-to-back calls to last this long (at "
+                        f"most {MAX_CALLS} calls), so that a call of a fraction of a millisecond is not timed alone "
+                        f"(default {MIN_SAMPLE:g}; --quick 0: one call per sample)")
     p.add_argument("--no-huge-pages", action="store_true",
                    help="leave glibc's malloc as the environment has it, rather than asking for transparent huge "
                         "pages in every worker (to see the page faults per call that this setting avoids)")
@@ -164,6 +168,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if repeats < 1 or warmup < 0 or args.threads < 1 or (args.model_repeats is not None and args.model_repeats < 1):
         raise UsageError("--repeats, --model-repeats and --threads must be at least 1, --warmup at least 0")
+    min_sample = args.min_sample if args.min_sample is not None else (0.0 if args.quick else MIN_SAMPLE)
+    if not min_sample >= 0:
+        raise UsageError(f"--min-sample must be at least 0; got {args.min_sample}")
     if args.reruns < 0:
         raise UsageError(f"--reruns must be at least 0; got {args.reruns}")
     if not (args.max_call > 0 and args.call_timeout > 0):
@@ -179,7 +186,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads, "pin": not args.no_pin, "models": args.models, "quick": args.quick,
             "model_repeats": args.model_repeats, "max_call": args.max_call, "call_timeout": args.call_timeout,
             "breakdown": not args.no_breakdown and bool(args.modules), "reruns": args.reruns,
-            "summary_only": args.summary, "verbose": args.verbose, "huge_pages": not args.no_huge_pages}
+            "summary_only": args.summary, "verbose": args.verbose, "huge_pages": not args.no_huge_pages,
+            "min_sample": min_sample}
 
 
 def _cpu_name() -> str:
@@ -370,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"],
                "model_repeats": plan["model_repeats"], "max_call": plan["max_call"],
                "breakdown": plan["breakdown"], "reruns": plan["reruns"], "summary_only": plan["summary_only"],
-               "verbose": plan["verbose"], "huge_pages": plan["huge_pages"]}
+               "verbose": plan["verbose"], "huge_pages": plan["huge_pages"], "min_sample": plan["min_sample"]}
         print(f"== {backend}: {', '.join(plan['modes'][backend])}", file=sys.stderr, flush=True)
         info, recs, model_recs, why = run_backend(job, plan["call_timeout"])
         if info is not None:
@@ -395,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "numpy": np.__version__, "threads": plan["threads"], "repeats": plan["repeats"],
               "warmup": plan["warmup"], "timm": timm, "max_call": plan["max_call"],
               "call_timeout": plan["call_timeout"], "spread_limit": SPREAD_LIMIT, "reruns": plan["reruns"],
-              "huge_pages": plan["huge_pages"], "summary_only": plan["summary_only"]}
+              "huge_pages": plan["huge_pages"], "summary_only": plan["summary_only"], "min_sample": plan["min_sample"]}
     text = render(records, infos, header, failures, model_records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -6,7 +6,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 from .plan import DEFAULT_MODE, MODES, MODULE_SUBOPS, SUBOPS, TARGETS
-from .timing import SPREAD_LIMIT
+from .timing import MAX_CALLS, SPREAD_LIMIT
 
 Record = Mapping[str, Any]
 
@@ -241,6 +241,12 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
             f"implementation; spread = interquartile range / median. A warm call over {h['max_call']:g} s ends an "
             f"implementation's timing with the calls it has; a call over {h['call_timeout']:g} s (3× for a "
             f"compiling first call) is stopped and the implementation left out there and at larger shapes."]
+    if h.get("min_sample"):
+        out.append(f"- Samples: each of an implementation's samples is the mean of enough back-to-back calls to last "
+                   f"{1000 * h['min_sample']:g} ms (one untimed call after the warm-up sets the count; at most "
+                   f"{MAX_CALLS}), as `torch.utils.benchmark`'s `blocked_autorange` does: a single call of a "
+                   f"fraction of a millisecond varies with the cache and thread state the previous implementation "
+                   f"left.")
     if "reruns" in h:
         out.append(f"- Re-runs: a group whose spread (the largest interquartile range / median of its rows) exceeds "
                    f"{100 * h['spread_limit']:.0f}% has its rounds timed again, at most {h['reruns']} time(s), and "

@@ -47,7 +47,8 @@ class Candidate:
     compiles: bool = False                      # its first call compiles (torch.compile, to_static, XLA)
     first: np.ndarray | None = field(default=None, repr=False)
     samples: list[float] = field(default_factory=list)
-    faults: list[int] = field(default_factory=list)  # minor page faults of each timed call
+    faults: list[float] = field(default_factory=list)  # minor page faults per call of each sample
+    calls: int = 1                              # back-to-back calls averaged into one sample (see measure)
 
     @property
     def median(self) -> float | None:
@@ -66,6 +67,10 @@ class Candidate:
 SPREAD_LIMIT = 0.25
 #: how many times a group's rounds are timed again at most, so that a noisy machine cannot hold a run for hours
 MAX_RERUNS = 2
+#: seconds of back-to-back calls that make one sample at least (the summary's default; 0: one call per sample)
+MIN_SAMPLE = 0.02
+#: the most calls one sample averages, so that a call of microseconds cannot make a round take minutes
+MAX_CALLS = 1000
 
 
 def spread(samples: list[float]) -> float | None:
@@ -125,7 +130,7 @@ def _minor_faults() -> int:
 
 def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: float = math.inf,
             before_call: Callable[[Candidate, str], None] = lambda c, phase: None,
-            clock: Callable[[], float] = time.perf_counter) -> None:
+            clock: Callable[[], float] = time.perf_counter, min_sample: float = 0.0) -> None:
     """Warm every candidate up, then time ``repeats`` interleaved rounds; fills ``samples``, ``faults``,
     ``first``, ``error`` and ``note``.
 
@@ -136,6 +141,11 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
     phase)`` is told of every call before it starts, outside the timed region, with phase ``'first'``,
     ``'warmup'`` or ``'round'`` (the worker's watchdog uses it to blame a crash or a hang). ``clock``: seconds,
     replaceable so that tests can script the durations.
+
+    With ``min_sample`` > 0, one more untimed call after the warm-up sets ``calls``: a sample is then the mean of
+    enough back-to-back calls to last ``min_sample`` seconds (at most :data:`MAX_CALLS`), as
+    ``torch.utils.benchmark.Timer.blocked_autorange`` does, because a single call of a fraction of a millisecond
+    varies with the cache and thread wake-up state the previous implementation left, by a factor of three.
     """
     for c in candidates:
         if c.run is None:
@@ -155,6 +165,13 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int, max_call: fl
                     c.note = (f"timed once: a warm call took {elapsed:.1f} s, over the {max_call:g} s limit "
                               f"(--max-call)")
                     break
+            if min_sample > 0 and not c.samples:
+                before_call(c, "warmup")
+                c.prepare()
+                t0 = clock()
+                c.run()
+                elapsed = clock() - t0
+                c.calls = max(1, min(MAX_CALLS, math.ceil(min_sample / elapsed) if elapsed > 0 else MAX_CALLS))
         except Exception as err:  # noqa: BLE001 - any failure of foreign code is a row of the report
             c.error = describe_error(err)
     alive = [c for c in candidates if c.run is not None and not c.error and not c.samples]
@@ -172,20 +189,23 @@ def _rounds(alive: list[Candidate], repeats: int, max_call: float, before_call: 
         for _ in range(repeats):
             for c in list(alive):
                 before_call(c, "round")
+                elapsed, faults = 0.0, 0
                 try:
-                    c.prepare()
-                    f0 = _minor_faults()
-                    t0 = clock()
-                    result = c.run()
-                    elapsed = clock() - t0
-                    faults = _minor_faults() - f0
+                    for _ in range(c.calls):
+                        c.prepare()
+                        f0 = _minor_faults()
+                        t0 = clock()
+                        result = c.run()
+                        elapsed += clock() - t0
+                        faults += _minor_faults() - f0
+                        del result
                 except Exception as err:  # noqa: BLE001
                     c.error = describe_error(err)
                     alive.remove(c)
                     continue
-                del result
+                elapsed /= c.calls
                 c.samples.append(elapsed)
-                c.faults.append(faults)
+                c.faults.append(faults / c.calls)
                 if elapsed > max_call:
                     c.note = (f"stopped after {len(c.samples)} run(s): a call took {elapsed:.1f} s, over the "
                               f"{max_call:g} s limit (--max-call)")
@@ -198,14 +218,14 @@ def _rounds(alive: list[Candidate], repeats: int, max_call: float, before_call: 
 def measure_group(candidates: list[Candidate], repeats: int, warmup: int, max_call: float = math.inf,
                   before_call: Callable[[Candidate, str], None] = lambda c, phase: None,
                   limit: float = SPREAD_LIMIT, reruns: int = MAX_RERUNS,
-                  clock: Callable[[], float] = time.perf_counter) -> int:
+                  clock: Callable[[], float] = time.perf_counter, min_sample: float = 0.0) -> int:
     """:func:`measure`, then, while the group's spread exceeds ``limit``, its rounds again (no new warm-up), at
     most ``reruns`` times; keeps the attempt with the smallest group spread. Returns the number of attempts.
 
     Only candidates that finished every round of the first attempt are timed again (one stopped by
     ``max_call`` or an error keeps what it has, in every attempt alike).
     """
-    measure(candidates, repeats, warmup, max_call, before_call, clock)
+    measure(candidates, repeats, warmup, max_call, before_call, clock, min_sample)
     again = [c for c in candidates if c.run is not None and not c.error and not c.note and len(c.samples) == repeats]
     attempts = [[(list(c.samples), list(c.faults)) for c in again]]
     while len(attempts) <= reruns and needs_rerun([c.samples for c in candidates], limit):

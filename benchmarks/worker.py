@@ -136,7 +136,8 @@ def _group(driver: Any, module: str, fds: dict[str, FormData], data: Data, mode:
 
 def _measure(cands: list[Candidate], job: dict[str, Any], mark: Marker) -> int:
     return measure_group(cands, job["repeats"], job["warmup"], job.get("max_call", math.inf), before_call=mark.call,
-                         limit=job.get("spread_limit", SPREAD_LIMIT), reruns=job.get("reruns", 2))
+                         limit=job.get("spread_limit", SPREAD_LIMIT), reruns=job.get("reruns", 2),
+                         min_sample=job.get("min_sample", 0.0))
 
 
 def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode: str, pass_: str,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = [b for b, mods in {"torch": ("torch",), "paddle": ("paddle",), "flax": ("jax", "flax")}.items()
             if all(importlib.util.find_spec(m) is not None for m in mods)]
 # one module (SE: seeds, timm, transcriptions, and the seeds' zero hidden width at C = 8) in one mode per backend,
@@ -341,3 +341,21 @@ def test_every_worker_asks_for_huge_pages_unless_told_otherwise() -> None:
     assert malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {
         "GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{HUGE_PAGES}"}
     assert malloc_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) == {}  # the user's own choice stands
+
+
+def test_min_sample_averages_back_to_back_calls_into_one_sample() -> None:
+    from benchmarks.timing import MAX_CALLS, Candidate, measure
+
+    script = _Script()
+    # warm-up 1.0; calibration 0.004 s -> ceil(0.02 / 0.004) = 5 calls per sample; two rounds of five calls each
+    fast = Candidate("x * s (baseline)", "baseline",
+                     script.runner([1.0, 0.004] + [0.004, 0.004, 0.006, 0.004, 0.002] + [0.003] * 5))
+    # a call longer than min_sample stays one call per sample
+    slow = Candidate("module", "project", script.runner([1.0, 0.5, 0.4, 0.6]), form="default")
+    measure([fast, slow], repeats=2, warmup=1, clock=script.clock, min_sample=0.02)
+    assert (fast.calls, slow.calls) == (5, 1)
+    assert fast.samples == pytest.approx([0.004, 0.003]) and slow.samples == pytest.approx([0.4, 0.6])
+    assert len(fast.faults) == 2  # page faults per call, one figure per sample
+    instant = Candidate("noop", "peer", script.runner([0.0] * (2 + MAX_CALLS)))
+    measure([instant], repeats=1, warmup=1, clock=script.clock, min_sample=0.02)
+    assert instant.calls == MAX_CALLS  # a call the clock cannot see is bounded, not infinite
