@@ -2,7 +2,7 @@
 
 The conformance oracle must not borrow any framework's autodiff, so the reference math is written against the
 few operations below, each with a hand-derived vector-Jacobian product. Every VJP here is checked against
-central finite differences in ``tests/test_autodiff.py``.
+central finite differences in ``tests/core/test_autodiff.py``.
 
 Usage::
 

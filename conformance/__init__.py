@@ -1,7 +1,7 @@
 """The conformance suite: every backend against the float64 reference of attn_core, forward and backward.
 
 Run it with ``python -m conformance`` (``--models`` adds the registered models, :mod:`conformance.model_cases`) or
-from pytest (``tests/test_conformance.py``, ``tests/test_model_conformance.py``); check a module you wrote
+from pytest (``tests/conformance/test_conformance.py``, ``tests/models/test_model_conformance.py``); check a module you wrote
 with ``conformance.check(module, spec, param_map=...)`` (:mod:`conformance.check`).
 """
 

@@ -15,7 +15,7 @@ Submodule names are the canonical names split on dots (what :func:`attn_core.nat
 the dense layer's ``bottleneck`` method (concat -> norm1 -> ReLU -> conv1), so that its activations are recomputed
 in the backward pass rather than kept. The lifted method runs in the dense layer's own scope, so the variables keep
 their paths in both modes; the running statistics come out of the forward once. Both modes give the same outputs,
-gradients and statistics (``tests/test_densenet.py``, which also finds the recomputation in the traced gradient).
+gradients and statistics (``tests/models/test_densenet.py``, which also finds the recomputation in the traced gradient).
 What XLA then does with it is the compiler's: ``benchmarks/DENSENET_MEMORY.md`` has the CPU figures.
 
 Training: ``model.apply(variables, x, train=True, mutable=['batch_stats'])``, plus ``rngs={'dropout': key}``

@@ -12,7 +12,7 @@ bottleneck in ``paddle.distributed.fleet.utils.recompute`` (dygraph, whenever an
 GPU): the forward runs it without keeping its activations, the backward pass runs it again and back-propagates
 through that. The recomputation leaves ``norm1``'s running statistics alone, so that a training step updates them
 once, as the plain mode does: outputs, gradients and running statistics are the same in both modes
-(``tests/test_densenet.py``). Under ``paddle.jit.to_static`` the plain bottleneck runs (the dygraph recompute does
+(``tests/models/test_densenet.py``). Under ``paddle.jit.to_static`` the plain bottleneck runs (the dygraph recompute does
 not apply to a static graph).
 """
 

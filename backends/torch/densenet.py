@@ -11,7 +11,7 @@ bottleneck in ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`` wh
 gradient (and autograd records), as the article does: the concatenation and the bottleneck activations are not kept for the backward
 pass but recomputed there. Unlike the article (and torchvision's old efficient DenseNet), the recomputation leaves
 ``norm1``'s running statistics alone, so that a training step updates them once, exactly as the plain mode does:
-outputs, gradients and running statistics are the same in both modes (``tests/test_densenet.py``).
+outputs, gradients and running statistics are the same in both modes (``tests/models/test_densenet.py``).
 """
 
 from __future__ import annotations

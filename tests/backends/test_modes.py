@@ -22,7 +22,7 @@ from conformance import CASES, compare, reference_for, run_case, run_suite, tole
 from conformance.__main__ import main
 from conformance.runners import MODES, ParamMapError, get_runner
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
 # one small case per module; sa trains its BatchNorm on batch statistics, cbam uses its running statistics
 SMALL = ("se/c8-b1", "eca/c8-k3-b1", "ca/c8-b1", "sa/k7-bn-train", "cbam/c24-timm-eval", "simam/1x1")

@@ -17,7 +17,7 @@ from attn_core.models import create_model_config
 from conformance.convert import ConvertError, NonFiniteError, VerificationError, convert, formats, verify
 from conformance.convert.__main__ import main
 
-from ._fw import backend
+from .._fw import backend
 
 KW = {"num_classes": 10}
 VERIFY_LINE = re.compile(r"verify: (\w+) vs (\w+) logits on a seeded 2x3x32x32 input, eval mode: max abs diff "

@@ -17,9 +17,9 @@ from conformance.convert import convert, verify
 from conformance.convert.__main__ import main
 from conformance.tolerances import on_scale, tolerance_for
 
-from ._fw import backend
-from ._realistic import MAX_LOGIT, classifier_names, realistic_weights
-from ._timm import import_timm
+from .._fw import backend
+from .._realistic import MAX_LOGIT, classifier_names, realistic_weights
+from .._timm import import_timm
 
 KW = {"num_classes": 10}
 EXT = {"torch": "pt", "paddle": "pdparams", "flax": "msgpack", "safetensors": "safetensors"}

@@ -18,7 +18,7 @@ from conformance import run_case
 from conformance.cases import Case
 from conformance.runners import get_runner
 
-from ._fw import backend
+from .._fw import backend
 
 
 # ------------------------------------------------------------------------------------------ the memory limit

@@ -16,7 +16,7 @@ from attn_core.simam import simam_mean_prescale
 from conformance import compare, tolerance_for
 from conformance.precision import quantize
 
-from ._fw import backend
+from .._fw import backend
 
 F32_MAX = float(np.finfo(np.float32).max)
 

@@ -12,7 +12,7 @@ import pytest
 from attn_core import InputDtypeError
 from attn_core.precision import FLOAT_DTYPES, accepted_input_dtypes
 
-from ._fw import FRAMEWORKS, backend, nchw_to_native
+from .._fw import FRAMEWORKS, backend, nchw_to_native
 
 MODULES = [("se", "SEModule"), ("eca", "ECAModule"), ("ca", "ChannelAttention"), ("sa", "SpatialAttention"),
            ("cbam", "CBAM")]

@@ -18,7 +18,7 @@ from attn_core import ops
 from conformance.runners import get_runner
 from conformance.runners.base import RunResult
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
 N, C, H, W = 2, 16, 6, 7
 

@@ -7,7 +7,7 @@ import pytest
 
 from attn_core import WeightLoadError, create_config
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
 CONFIGS = [
     ("se", 64, {}),

@@ -15,7 +15,7 @@ import pytest
 from conformance import CASES, run_case
 from conformance.runners import get_runner
 
-from ._fw import backend
+from .._fw import backend
 
 
 def _clear_flax_programs() -> None:

@@ -21,7 +21,7 @@ import pytest
 from attn_core import ConfigError, from_native, native_location
 from attn_core.models import MODEL_CONFIGS, SEDenseNetConfig, create_model_config
 
-from ._fw import backend
+from .._fw import backend
 
 FWS = ("torch", "paddle", "flax")
 NUM_CLASSES = 5
@@ -33,7 +33,7 @@ CASES: dict[str, tuple[SEDenseNetConfig, tuple[int, ...]]] = {
                  (1, 3, 21, 19)),
 }
 # float64 training: every backend to float64 precision (Paddle's project BatchNorm computes float64 training from ops,
-# with eps in float64: its fused kernel takes eps as a float32 attribute, tests/test_resnet.py)
+# with eps in float64: its fused kernel takes eps as a float32 attribute, tests/models/test_resnet.py)
 TRAIN_RTOL = {"torch": 1e-9, "paddle": 1e-9, "flax": 1e-8}
 
 

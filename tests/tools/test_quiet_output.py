@@ -21,7 +21,7 @@ import pytest
 
 from conformance._quiet import drop_stderr_lines
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HAS = {name: importlib.util.find_spec(name) is not None for name in ("torch", "paddle", "jax", "flax")}
 #: the framework lines the issue names, as regular expressions on one line of stderr
 NOISE = {

@@ -28,9 +28,9 @@ from conformance import CheckReport, cases_for, check, spec_for
 from conformance.check import TAP_MEANINGS, default_taps, infer_framework, reference_taps
 from conformance.runners import ParamMapError
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SE_MAP = {"fc1.weight": ("fc.0.weight", "conv1x1_to_linear"), "fc2.weight": ("fc.2.weight", "conv1x1_to_linear")}
 ARTICLE_SE = SEConfig(32, rd_divisor=None, bias=False)  # hidden exactly 32 // 16 = 2
 

@@ -20,7 +20,7 @@ from attn_core import (CBAM_PRESETS, CBAMConfig, ConfigError, ECAConfig, SEConfi
 from conformance import check
 from conformance.runners import ParamMapError
 
-from ._fw import backend
+from .._fw import backend
 
 ARTICLE_CBAM = CBAMConfig(32, **CBAM_PRESETS["article"])  # the seed article: hidden 32 // 16 = 2, mean first, no BN
 SEED_CBAM_MAP = {"channel.fc1.weight": "ca.fc1.weight", "channel.fc2.weight": "ca.fc2.weight",

@@ -14,7 +14,7 @@ from conformance.precision import bfloat16_bits, quantize
 from conformance.runners import get_runner
 from conformance.runners.base import Runner
 
-from ._fw import backend
+from .._fw import backend
 
 _HAS_ML_DTYPES = importlib.util.find_spec("ml_dtypes") is not None
 

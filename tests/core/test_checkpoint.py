@@ -16,7 +16,7 @@ import pytest
 from attn_core.checkpoint import DIGEST_PREFIX, CheckpointError, checkpoint_metadata, load_canonical, save_canonical
 from attn_core.models import create_model_config
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
 
 def _weights():

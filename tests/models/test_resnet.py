@@ -17,8 +17,8 @@ import pytest
 from attn_core import ConfigError, InputDtypeError, InputShapeError, WeightLoadError, from_native, native_location
 from attn_core.models import MODEL_CONFIGS, ResNetConfig, create_model_config
 
-from ._fw import backend
-from ._timm import import_timm
+from .._fw import backend
+from .._timm import import_timm
 
 FWS = ("torch", "paddle")
 NUM_CLASSES = 10

@@ -23,7 +23,7 @@ from attn_core.spec import check_batch_norm_input
 from conformance import CASES, compare, reference_for, run_case, tolerance_for
 from conformance.runners import MODES, get_runner
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
 SA_TRAIN, CBAM_TRAIN = "sa/k7-bn-train", "cbam/c24-timm-train"
 

@@ -13,7 +13,7 @@ from attn_core.checkpoint import (FORMAT, CheckpointError, check_checkpoint, che
 from attn_core.models import MODEL_CONFIGS, create_model_config
 from conformance.tolerances import tolerance_for
 
-from ._fw import FRAMEWORKS, backend, nchw_to_native, to_numpy, tensor
+from .._fw import FRAMEWORKS, backend, nchw_to_native, to_numpy, tensor
 
 
 def _save(fw, path, model, weights):

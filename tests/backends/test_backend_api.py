@@ -10,7 +10,7 @@ import pytest
 
 from attn_core import CONFIGS, ConfigError
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
 CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM")
 

@@ -19,7 +19,7 @@ import pytest
 from attn_core import ConfigError, InputShapeError, from_native, native_location
 from attn_core.models import ECAMobileNetV2Config, TowerNetConfig, create_model_config
 
-from ._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend
 
 TOWER_SHAPE = (1, 3, 256, 256)  # the article's input size (the reference takes about a second)
 MOBILE_CLASSES = 10

@@ -21,7 +21,7 @@ import pytest
 
 from attn_core.models import TowerNetConfig, create_model_config
 
-from ._fw import backend
+from .._fw import backend
 
 STEPS = 6
 NUM_CLASSES = 2

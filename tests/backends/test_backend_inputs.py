@@ -7,7 +7,7 @@ import pytest
 
 from attn_core import InputDtypeError, InputShapeError
 
-from ._fw import FRAMEWORKS, backend, call, nchw_to_native, tensor
+from .._fw import FRAMEWORKS, backend, call, nchw_to_native, tensor
 
 # (registry name, constructor kwargs, channels, the class name errors must carry)
 MODULES = [
