@@ -396,94 +396,6 @@ def compare_runs(a: Sequence[Record], b: Sequence[Record], names: tuple[str, str
     return lines, not over and count > 0
 
 
-#: what was tried where a target is missed, per (module, backend); shown beside the measured parts of the module
-TRIED: Mapping[tuple[str, str], str] = {
-    ("se", "*"): "Tried (torch): the two 1x1 convolutions of the excitation as matrix products on (N, C) (F.linear; "
-                 "oneDNN's 1x1 convolution of a 1x1 map cost about a pass of the feature map), and a mean whose "
-                 "backward hands back its broadcast gradient as a view (autograd's writes a full tensor, a third "
-                 "of SE's backward). What remains is the pooling pass and the product, the floor of any SE. "
-                 "Without a gradient the mean is the plain one and an input of the shape and dtype last "
-                 "accepted is not checked again "
-                 "(together about 35 us a call); measured alone after that (torch eager, 8x64x56x56, 400 "
-                 "interleaved calls on a quiet machine): the project's SEModule 214 us, the seeds' 222 us, x * s "
-                 "82 us.",
-    ("eca", "*"): "Tried (torch): the 1-D convolution over the pooled channels as padding, a sliding window and a "
-                  "dot product (a quarter of F.conv1d's time on a row of C values), and the mean with a view as "
-                  "its backward (as SE). The pooling pass and the product remain.",
-    ("se", "paddle"): "Tried: the pooling as adaptive_avg_pool2d below float64 (its CPU backward is 5x faster than "
-                      "mean's). Paddle's CPU reductions and elementwise kernels run on one thread whatever the "
-                      "setting, and at 8x64x56x56 its mean over H, W alone costs more than a pass (see the "
-                      "sub-operations).",
-    ("eca", "paddle"): "Tried: the pooling as adaptive_avg_pool2d below float64 (its CPU backward is 5x faster than "
-                       "mean's); Paddle's mean over H, W alone costs more than a pass at 8x64x56x56 (see the "
-                       "sub-operations).",
-    ("se", "flax"): "The compiled programs (jax.jit(...).lower(...).compile(), 8x64x56x56) do the same work on the "
-                    "feature map as the jax.numpy peer's: one reduction and one fused product; they differ only on "
-                    "the (N, 1, 1, C) vector (two 1x1 convolutions where the peer has dot products, one copy of "
-                    "that vector). The difference in the table is within what separates two runs of the same code.",
-    ("eca", "flax"): "Measured alone under jax.jit (8x64x56x56): Flax's nn.Conv over (N, C, 1), the peer's "
-                     "convolution over (N, 1, C) and a sum of k shifted rows take the same time within 5%; the "
-                     "difference in the table is this run's noise.",
-    ("cbam", "flax"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution. The "
-                      "convolution is k * k * 2 shifted multiply-adds that XLA fuses into one loop (backends/flax/"
-                      "cbam.py spatial_conv, the sub-operations' row; XLA CPU's own convolution with one output "
-                      "channel, lax.conv_general_dilated, took 7.6 to 10 passes of x * s at 8x64x56x56 in earlier "
-                      "runs), its input gradient the same sum "
-                      "with the kernel flipped, its kernel gradient XLA's weight-gradient convolution. The max "
-                      "pools' backward is a custom VJP that also marks the first maximum (a min reduction over the "
-                      "positions; argmax, 17 passes of x * 2 on XLA CPU, only where no value equals the maximum): "
-                      "jnp.max's own gradient was lost under jax.jit inside a ResNet block (XLA recomputed the "
-                      "operand for the x == max(x) mask with other rounding). Its backward still costs more than "
-                      "jnp.max's (about 3.2 ms against 2.0 ms for CA's forward+backward at 8x64x56x56).",
-    ("ca", "*"): "Tried (torch): the shared MLP run once on the 2N stacked rows (mean, max) as matrix products, the "
-                 "mean with a view as its backward. The two pooling passes (mean and max over H, W), the max's "
-                 "backward (a mask of the maxima and their count) and the product remain.",
-    ("ca", "paddle"): "Tried: the max pool's backward as a mask of the maxima over their count (a PyLayer; "
-                      "Paddle's own amax backward on CPU is quadratic in H x W, seconds per call at 8x64x56x56, "
-                      "and its max backward calls the same kernel); the tie rule of attn_core is unchanged.",
-    ("sa", "*"): "The 7x7 convolution (2 channels in, 1 out) is the largest part at C = 64, where it has as many "
-                 "pixels as the feature map but a fraction of its channels; tried, each measured alone on this "
-                 "loaded machine: the mean and max maps convolved separately with the split weight, no concat "
-                 "(two convolutions, not faster), a channels-last input (no gain), oneDNN off (thnn; not "
-                 "consistently faster), the convolution as one matrix product with a Toeplitz matrix per kernel row "
-                 "(0.52 ms forward against oneDNN's 0.53 at 8x2x56x56; the products do 10x the useful work) and as "
-                 "a width-unfold matrix product (0.82 ms against 0.40; its backward 2.3 ms against oneDNN's 3.8, "
-                 "but the forward is the default path). Op by op, mean and max over C and the product with an "
-                 "N x 1 x H x W map "
-                 "each cost about a pass; the mean over C's backward is a view (torch).",
-    ("sa", "paddle"): "Tried: the max over C's backward as a mask of the maxima over their count (a PyLayer; "
-                      "Paddle's amax backward took 2.5 s and more per call at 8x64x56x56), used only where a gradient "
-                      "is recorded; the gate expanded over C before the product (Paddle's CPU multiply "
-                      "broadcasting an N x 1 x H x W map over C took 3.5 passes, the expanded one 2). The 7x7 "
-                      "convolution and Paddle's one-thread elementwise and reduction kernels remain.",
-    ("cbam", "*"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution, and its ratio is "
-                   "about the sum of theirs; everything tried for CA and SA applies here.",
-    ("cbam", "paddle"): "CBAM is CA then SA: two products, four pooling passes and the 7x7 convolution. Tried: both "
-                        "max pools' backward as a mask of the maxima over their count (a PyLayer; Paddle's amax "
-                        "backward took seconds per call at 8x64x56x56), used only where a gradient is recorded (a "
-                        "PyLayer's forward alone cost as much as the rest of CBAM's); the gate of SA expanded over "
-                        "C before its product (Paddle's CPU multiply broadcasting an N x 1 x H x W map over C took "
-                        "3.5 passes, the expanded one 2). Paddle's elementwise and reduction kernels on CPU run on "
-                        "one thread.",
-    ("simam", "torch"): "Op by op SimAM is a mean, a subtraction, a square, a sum, a division, an addition, a "
-                        "sigmoid (its exp per element costs about a pass or more) and the product. Without "
-                        "autograd the project computes them in place on one temporary (a fresh tensor costs a pass "
-                        "of page faults); tried and dropped: torch.var_mean for mean and variance together (18 ms "
-                        "against 0.15 ms for the mean at 8x64x56x56 here). torch.compile fuses the chain.",
-    ("simam", "paddle"): "Tried: the mean, subtraction, square, sum and division as one instance_norm (float32 and "
-                         "half; float64 keeps the literal formula, since instance_norm holds eps as a float32 "
-                         "attribute), leaving four elementwise operations; Paddle's elementwise kernels on CPU run "
-                         "on one thread and to_static does not fuse them.",
-    ("simam", "flax"): "XLA fuses the elementwise chain under jax.jit; the mean and the sum of squares stay two "
-                       "reductions (one pass for both, from the sum and the sum of squares, would lose precision "
-                       "to cancellation, so it was not tried). Tried: the backward written out as a custom VJP (one "
-                       "pass of three sums, one elementwise pass): 233 ms against XLA's derivative's 214 ms at "
-                       "32x56x56x256, not kept. The project's compiled program and the jax.numpy peer's have the same "
-                       "operations, op for op (jax.jit(...).lower(...).compile(), 8x64x56x56): a difference between "
-                       "them in the table is this run's noise.",
-}
-
-
 def _subop_ratios(records: Sequence[Record]) -> dict[tuple[str, str, str], float]:
     """(shape, backend, sub-operation key) -> its ratio to x * s."""
     return {(r["shape"], r["backend"], r["form"]): r["ratio"] for r in records
@@ -522,9 +434,6 @@ def targets_markdown(records: Sequence[Record]) -> list[str]:
             text += (" Its operations alone, forward, " + mode_label(b, DEFAULT_MODE[b]) + ": " + ", ".join(
                 f"{label} {_ratio(v)}" for label, v in known) + f"; with the final product, at least "
                 f"{1 + sum(v for _, v in known):.2f}× op by op.")
-        tried = TRIED.get((row["module"], b)) or TRIED.get((row["module"], "*"))
-        if tried:
-            text += " " + tried
         misses.append(text)
     tail = ["", "Not judged in this run:", ""] + shaky if shaky else []
     if not misses:
@@ -532,7 +441,10 @@ def targets_markdown(records: Sequence[Record]) -> list[str]:
             return []
         return ["", "Every target of the summary that could be judged is met in this run." if shaky
                 else "Every target of the summary is met in this run."] + tail
-    return ["", "## Targets not met, and what holds them", ""] + misses + tail
+    # what was tried against each miss is a log of measurements, so it lives in the notes, not in the code
+    return (["", "## Targets not met, and what holds them", ""] + misses
+            + ["", "What was tried for each module and backend: benchmarks/NOTES.md, \"What was tried where a "
+                   "target is missed\"."] + tail)
 
 
 def subops_markdown(records: Sequence[Record]) -> list[str]:
