@@ -1,48 +1,20 @@
 """The model cases: every registered model (``attn_core.models.MODEL_CONFIGS``) in eval and in training mode.
 
 Each model is built from its registered config with 10 classes (ECA-MobileNetV2 with ``dropout=0``: the reference
-cannot draw dropout's random masks) and runs on a batch of 2:
+cannot draw dropout's random masks) and runs on a batch of 2: in eval at ``n2-32x32``; in eval at the odd,
+non-square ``n2-33x29`` for one model per kind of layer (ResNet-18, SE-ResNet-50, CBAM-ResNet-18, SE-DenseNet-121,
+ECA-MobileNetV2), where a transposed kernel, swapped H / W axes or 'SAME' padding shows; and in training for
+:data:`TRAIN_STEPS` steps on distinct batches (step 1's output and gradients, every running statistic after the last
+step against ``config.reference_state`` applied as often) at the smallest size that leaves the last BatchNorms
+8 values per channel, since float32 training on a 1 x 1 map's 2 values is a cancellation no port determines.
+TowerNet takes H and W from 255 to 510 only, so its cases are ``n2-255x255`` in both modes.
 
-- eval, ``n2-32x32``: every model but TowerNet. BatchNorm on the seeded running statistics; the last stage of
-  ResNet, DenseNet-121 and MobileNetV2 sees 1 x 1 maps.
-- eval, ``n2-33x29``: odd, non-square (a transposed kernel, swapped H / W axes or 'SAME' padding shows), for one
-  model per kind of layer: ResNet-18 (basic blocks), SE-ResNet-50 (bottlenecks, SE), CBAM-ResNet-18 (CBAM's 7 x 7
-  spatial convolution), SE-DenseNet-121 (the ImageNet stem and its max pooling) and ECA-MobileNetV2 (depthwise
-  convolutions, ECA). The other models add depth or an attention whose layout the module cases already vary.
-- training, ``n2-40x40-train`` (ResNets, ECA-MobileNetV2), ``n2-64x64-train`` (SE-DenseNet-121), ``n2-32x32-train``
-  (the CIFAR SE-DenseNets): BatchNorm on batch statistics. Each is the smallest size that leaves the last
-  BatchNorms 2 x 2 maps, 8 values per channel. With the 2 values of a 1 x 1 map, float32 training is not
-  determined by the port: the two samples' deep features nearly coincide, their batch variance is a cancellation,
-  and torch's own float32 output of ResNet-18 at 32 x 32 is 4x, ECA-MobileNetV2's running variance 1600x the
-  float32 tolerance off the float64 reference (measured); at 40 x 40 both are within 0.3 of it.
-- TowerNet takes H and W from 255 to 510 only: ``n2-255x255`` (its smallest, odd) in both modes.
-
-A training case runs :data:`TRAIN_STEPS` training steps on distinct batches (the case's input, then
-:meth:`Case.batches`) in one module: step 1 is a forward and backward, steps 2 and 3 forwards; the output (and the
-gradients) are those of step 1, and the ``state:`` comparisons are every ``bn_mean`` / ``bn_var`` after step 3
-against ``config.reference_state`` applied three times, each on the state the previous step left (the project's
-one convention in every backend: torch's, the unbiased batch variance enters the running variance).
-
-Tolerances: the dtype's (:mod:`conformance.tolerances`), with the absolute tolerance of each quantity raised to
-``rtol * max |reference|`` (``scaled``): a deep network's gradient spans orders of magnitude within one parameter,
-and float64 ports agree to ~1e-10 of that scale, not of every tiny element. Two measured limits of float32 shape the
-rest (torch, Paddle and Flax alike, each passing in float64):
-
-- Gradients are compared in float64 only. In float32 a max pool whose two largest values lie within rounding of
-  each other, or a ReLU input within rounding of 0, sends a gradient elsewhere than the exact reference does: Flax's
-  TowerNet gradients were up to 650x the float32 tolerance off (9 of 56 quantities), Flax's SE-DenseNet-121 at
-  33 x 29 32x, torch's SE-DenseNet-BC-100 3.6x (one channel), while the other two frameworks passed each case. A float32 row runs the backward (so a backward that fails
-  is an error) and says in its note that its gradients were not compared; ``--dtypes float64`` compares them.
-- A float32 training row of a ResNet-101 (:data:`TRAIN_FLOAT32_MODELS`) is held to :data:`TRAIN_FLOAT32`, ten
-  times the float32 row of the table: their training forward (33 blocks of batch-statistics BatchNorms on a batch
-  of 2) is 1.5x to 2.6x the float32 op tolerance off in all three frameworks, at 40 x 40 and at 96 x 96 alike.
-  Every other model's training row keeps the float32 tolerance (measured worst, all three backends: ResNet-50
-  0.57x, SimAM-ResNet-50 0.52x, ECA-MobileNetV2 0.48x, the rest below 0.1x). Porting errors of BatchNorm
-  (momentum, the variance estimator, epsilon) are orders of magnitude larger.
-
-Cost, measured (README, "Models in the suite"): the 55 cases on the 3 backends in float32 took 19 minutes on the
-shared 2-core machine, 14.5 of them Flax compiling each model and input size under jax.jit, 49 s torch and Paddle.
-Fewer models would not shorten the compilations per model; the odd size is therefore kept to 5 models.
+The dtype's tolerance applies with each quantity's absolute tolerance raised to ``rtol * max |reference|``, since a
+deep network's gradient spans orders of magnitude within one parameter. Gradients are compared in float64 only: in
+float32 a near-tie in a max pool or a ReLU input within rounding of 0 routes a gradient elsewhere than the exact
+reference does. The ResNet-101s' float32 training rows (:data:`TRAIN_FLOAT32_MODELS`) are held to
+:data:`TRAIN_FLOAT32`, the measured limit of 33 blocks of batch-statistics BatchNorms in float32. The measurements
+behind these choices, and what the cases cost: benchmarks/NOTES.md, "The suite's model cases, measured".
 """
 
 from __future__ import annotations
