@@ -21,7 +21,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Collection, Mapping, Sequence
 
-__all__ = ["COMPUTE_DTYPES", "FLOAT_DTYPES", "compute_dtype", "accepted_input_dtypes", "dtype_mismatch_message",
+__all__ = ["COMPUTE_DTYPES", "FLOAT_DTYPES", "LOW_PRECISION", "compute_dtype", "accepted_input_dtypes", "dtype_mismatch_message",
            "CONVERSIONS"]
 
 #: the floating-point dtypes a module can be handed, in the order error messages list them
@@ -29,6 +29,9 @@ FLOAT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
 #: input dtype name -> the dtype the modules compute in, for the dtypes computed in another one
 COMPUTE_DTYPES: Mapping[str, str] = MappingProxyType({"float16": "float32", "bfloat16": "float32"})
+
+#: the half-precision dtypes: those computed in another dtype (float32), in :data:`FLOAT_DTYPES` order
+LOW_PRECISION: tuple[str, ...] = tuple(d for d in FLOAT_DTYPES if d in COMPUTE_DTYPES)
 
 
 def compute_dtype(dtype: str) -> str:
