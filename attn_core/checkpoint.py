@@ -70,7 +70,7 @@ def _digest(dtype: str, shape: Iterable[int], data: Any) -> str:
     return f"{hashlib.sha256(data).hexdigest()} {dtype} {json.dumps(list(shape), separators=(',', ':'))}"
 
 
-def save_canonical(path: str | os.PathLike, weights: Mapping[str, np.ndarray],
+def save_canonical(path: str | os.PathLike[str], weights: Mapping[str, np.ndarray],
                    metadata: Mapping[str, str] | None = None) -> None:
     """Write ``weights`` (canonical name -> array) as a safetensors file with each tensor's SHA-256, atomically."""
     from safetensors.numpy import save_file
@@ -108,7 +108,7 @@ def save_canonical(path: str | os.PathLike, weights: Mapping[str, np.ndarray],
         raise
 
 
-def readable(path: str | os.PathLike) -> None:
+def readable(path: str | os.PathLike[str]) -> None:
     """Give a temporary file (``mkstemp`` makes it 0600) the permissions a plain ``open`` would: 0666 less umask."""
     mask = os.umask(0)
     os.umask(mask)
@@ -249,13 +249,13 @@ def _package_read(data: bytes, path: Path) -> list[tuple[str, dict[str, Any]]]:
     from safetensors import SafetensorError, deserialize
 
     try:
-        return list(deserialize(data))
+        return list(deserialize(data))  # type: ignore[no-untyped-call]  # safetensors ships no stubs for it
     except (SafetensorError, ValueError, TypeError, OverflowError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path}: not a valid safetensors file: {first}") from None
 
 
-def load_canonical(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def load_canonical(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file: (name -> array, metadata without the digests).
 
     Every malformed, truncated or corrupt file (a tensor whose digest differs) is a CheckpointError naming the file

@@ -87,7 +87,7 @@ def relu(a: Node) -> Node:
 def _sigmoid(v: np.ndarray) -> np.ndarray:
     # exp of -|v| never overflows, and neither branch cancels: accurate relative to the value in both tails.
     e = np.exp(-np.abs(v))
-    return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return np.asarray(np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e)))
 
 
 def sigmoid(a: Node) -> Node:
@@ -240,11 +240,12 @@ def max_pool2d(x: Node, kernel: int | Sequence[int], stride: int | Sequence[int]
     k, s, p, ho, wo = _pool_geometry(x.value, kernel, stride, padding)
     xp = np.pad(x.value, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=-np.inf)
     win = _windows(xp, k, s, ho, wo).reshape(*xp.shape[:2], ho, wo, k[0] * k[1])
-    arg = win.argmax(axis=-1)
+    arg = np.asarray(win.argmax(axis=-1))
     out = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
 
     def vjp(g: np.ndarray) -> tuple[np.ndarray]:
-        n, c = np.indices(xp.shape[:2])
+        idx = np.indices(xp.shape[:2])
+        n, c = idx[0], idx[1]
         i, j = np.arange(ho)[:, None] * s[0], np.arange(wo)[None, :] * s[1]
         rows = i + arg // k[1]
         cols = j + arg % k[1]

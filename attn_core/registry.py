@@ -39,4 +39,6 @@ def resolve_name(name: str) -> str:
 
 def create_config(name: str, channels: int | None, **kwargs: Any) -> AttentionConfig:
     """The config of attention ``name`` for ``channels`` input channels."""
-    return CONFIGS[resolve_name(name)](channels, **kwargs)
+    config_class: Any = CONFIGS[resolve_name(name)]  # every registered config takes channels first
+    config: AttentionConfig = config_class(channels, **kwargs)
+    return config

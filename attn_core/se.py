@@ -6,7 +6,7 @@ Paper: Jie Hu, Li Shen, Gang Sun. "Squeeze-and-Excitation Networks", CVPR 2018, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from typing import TYPE_CHECKING, ClassVar, Mapping
 
 from . import ops
 from .autodiff import Node
@@ -24,6 +24,15 @@ class SqueezeMLPConfig(AttentionConfig):
     gate_layer, hidden``."""
 
     half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
+    if TYPE_CHECKING:  # the fields every subclass declares (declared here they would become dataclass fields)
+        channels: int
+        rd_ratio: float
+        rd_channels: int | None
+        rd_divisor: int | None
+        bias: bool
+        act_layer: str
+        gate_layer: str
+        hidden: int
 
     def __post_init__(self) -> None:
         check_positive_int(self.module_name, "channels", self.channels)
