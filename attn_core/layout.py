@@ -14,13 +14,13 @@ from typing import Literal, Mapping
 
 import numpy as np
 
+from .frameworks import FRAMEWORKS
 from .spec import ParamSpec
 
-__all__ = ["FRAMEWORKS", "Framework", "native_location", "to_native", "from_native", "bn_momentum_for",
-           "LayoutTransform", "LAYOUT_TRANSFORMS", "layout_transform"]
+__all__ = ["FRAMEWORKS", "Framework", "native_location", "native_key", "to_native", "from_native",
+           "bn_momentum_for", "LayoutTransform", "LAYOUT_TRANSFORMS", "layout_transform"]
 
 Framework = Literal["torch", "paddle", "flax"]
-FRAMEWORKS: tuple[str, ...] = ("torch", "paddle", "flax")
 
 _PADDLE_LEAF = {"bn_mean": "_mean", "bn_var": "_variance"}
 _FLAX_LEAF = {
@@ -29,8 +29,12 @@ _FLAX_LEAF = {
     "bn_weight": ("params", "scale"), "bn_bias": ("params", "bias"),
     "bn_mean": ("batch_stats", "mean"), "bn_var": ("batch_stats", "var"),
 }
-# canonical -> flax axis permutation, by role and rank
-_FLAX_PERM = {("conv_weight", 4): (2, 3, 1, 0), ("conv_weight", 3): (2, 1, 0), ("linear_weight", 2): (1, 0)}
+# framework -> (role, canonical rank) -> the LAYOUT_TRANSFORMS entry of its default layout (others: canonical as is)
+_DEFAULT_TRANSFORMS: Mapping[str, Mapping[tuple[str, int], str]] = MappingProxyType({
+    "torch": {},
+    "paddle": {("linear_weight", 2): "transpose"},
+    "flax": {("conv_weight", 4): "oihw_to_hwio", ("conv_weight", 3): "oik_to_kio", ("linear_weight", 2): "transpose"},
+})
 
 
 def _check(framework: str) -> None:
@@ -55,12 +59,16 @@ def native_location(framework: str, spec: ParamSpec) -> tuple[str, tuple[str, ..
     return collection, path + (flax_leaf,)
 
 
+def native_key(framework: str, spec: ParamSpec) -> str:
+    """The one string naming a canonical parameter in a framework: the ``state_dict`` key in torch and Paddle,
+    the '/'-joined variable path with the collection first in Flax (``'params/fc1/kernel'``)."""
+    collection, path = native_location(framework, spec)
+    return ".".join(path) if collection == "state_dict" else "/".join((collection,) + path)
+
+
 def _perm(framework: str, spec: ParamSpec) -> tuple[int, ...] | None:
-    if framework == "flax":
-        return _FLAX_PERM.get((spec.role, len(spec.shape)))
-    if framework == "paddle" and spec.role == "linear_weight":
-        return (1, 0)
-    return None
+    name = _DEFAULT_TRANSFORMS[framework].get((spec.role, len(spec.shape)))
+    return None if name is None else LAYOUT_TRANSFORMS[name].perm
 
 
 def to_native(framework: str, spec: ParamSpec, array: np.ndarray) -> np.ndarray:
