@@ -25,14 +25,13 @@ input gradient and the parameter gradients. The first stage outside tolerance is
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -41,7 +40,7 @@ from attn_core.autodiff import Node
 
 from .cases import Case, cases_for, registry_name
 from .precision import is_low_precision
-from .runners import Handle, Runner, get_runner
+from .runners import Handle, framework_of, get_runner
 from .runners.base import ParamMap
 from .suite import Comparison, Report, Row, compare, reference_for, run_case
 from .tolerances import TOLERANCES, tolerance_for
@@ -80,24 +79,18 @@ def spec_for(name: str, channels: int | None = None, **options: Any) -> Attentio
 def infer_framework(module: Any) -> str:
     """'torch', 'paddle' or 'flax' from the module's type, looking only at frameworks already imported (a module of
     a framework is an instance of its class, so its framework is in ``sys.modules``)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "nn") and isinstance(module, torch.nn.Module):
-        return "torch"
-    paddle = sys.modules.get("paddle")
-    if paddle is not None and hasattr(paddle, "nn") and isinstance(module, paddle.nn.Layer):
-        return "paddle"
-    linen = sys.modules.get("flax.linen")
-    if linen is not None and isinstance(module, linen.Module):
-        return "flax"
-    raise TypeError(f"cannot tell the framework of a {type(module).__module__}.{type(module).__name__}: expected a "
-                    f"torch.nn.Module, a paddle.nn.Layer or a flax.linen.Module (or pass framework=...)")
+    framework = framework_of(module)
+    if framework is None:
+        raise TypeError(f"cannot tell the framework of a {type(module).__module__}.{type(module).__name__}: expected "
+                        f"a torch.nn.Module, a paddle.nn.Layer or a flax.linen.Module (or pass framework=...)")
+    return framework
 
 
 def default_taps(module: Any, framework: str) -> dict[str, str]:
     """Taps for the project's own modules: its CBAM's ``channel`` submodule returns ``x * channel map`` and its
     ``spatial`` submodule the output, so the channel and the spatial map can be told apart. The other project
     modules compute their gate inline (no submodule returns it): no taps."""
-    backend = sys.modules.get(f"backends.{framework}")
+    backend = sys.modules.get(get_runner(framework).backend_package)
     cbam = getattr(backend, "CBAM", None)
     if isinstance(cbam, type) and isinstance(module, cbam):
         return {"channel_gate": "channel", "spatial_gate": "spatial"}
@@ -253,22 +246,6 @@ def _clean(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- check
-class _HandleRunner:
-    """A runner whose ``run`` executes one wrapped handle, so that :func:`conformance.suite.run_case` (skips,
-    'n/a' dtypes, errors, every comparison) judges a user's module exactly as it judges the project's."""
-
-    def __init__(self, runner: Runner, handle: Handle) -> None:
-        self._runner, self._handle = runner, handle
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runner, name)
-
-    def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
-            cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False, mode: str = "eager",
-            **kwargs: Any) -> Any:
-        return self._runner.execute(self._handle, weights, x, cotangent, dtype, training, mode, **kwargs)
-
-
 def check(module: Any, spec: AttentionConfig, framework: str | None = None, param_map: ParamMap | None = None, *,
           variables: Any = None, layout: str | None = None, dtypes: Sequence[str] = ("float32",),
           modes: Sequence[str] = ("eager",), taps: Mapping[str, str] | None = None) -> CheckReport:
@@ -323,19 +300,17 @@ def check(module: Any, spec: AttentionConfig, framework: str | None = None, para
     for d in dtypes:
         if d not in TOLERANCES:
             raise ValueError(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
-    default_mode = getattr(runner, "default_mode", "eager")
-    modes = list(dict.fromkeys(default_mode if m == "default" else m for m in modes))
+    modes = list(dict.fromkeys(runner.default_mode if m == "default" else m for m in modes))
     for m in modes:
         if m not in runner.modes:
             raise ValueError(f"unknown mode {m!r} for {framework}; known: {', '.join(runner.modes)}, default")
     cases = cases_for(spec)
-    if framework == "flax" and variables is None:
-        variables = _flax_init(module, cases[0].shape, layout or runner.default_layout)
+    if variables is None:
+        variables = runner.init_variables(module, cases[0].shape, layout or runner.default_layout)
     handle = runner.wrap(module, spec, param_map, variables, layout=layout)
     taps = dict(default_taps(module, framework) if taps is None else taps)
     _check_taps(taps, spec, cases[0], handle)
 
-    bound = _HandleRunner(runner, handle)
     rows: list[Row] = []
     diagnoses: list[Diagnosis] = []
     for case in cases:
@@ -345,20 +320,12 @@ def check(module: Any, spec: AttentionConfig, framework: str | None = None, para
             if key not in references:
                 references[key] = reference_for(case, True, key)
             for mode in modes:
-                row = run_case(case, bound, dtype, True, references[key], mode)
+                row = run_case(case, handle, dtype, True, references[key], mode)
                 rows.append(row)
                 if row.failed:
-                    diagnoses.append(_diagnose(row, case, runner, handle, taps, references[key], dtype))
+                    diagnoses.append(_diagnose(row, case, handle, taps, references[key], dtype))
     bindings = [(b.spec.name, b.native, b.transform) for b in handle.bindings]
     return CheckReport(handle.label, framework, spec, handle.layout, bindings, taps, cases, Report(rows), diagnoses)
-
-
-def _flax_init(module: Any, shape: tuple[int, ...], layout: str) -> Any:
-    import jax
-    import jax.numpy as jnp
-
-    n, c, h, w = shape
-    return module.init(jax.random.key(0), jnp.zeros((n, h, w, c) if layout == "NHWC" else shape, jnp.float32))
 
 
 def _check_taps(taps: Mapping[str, str], spec: AttentionConfig, case: Case, handle: Handle) -> None:
@@ -372,7 +339,7 @@ def _check_taps(taps: Mapping[str, str], spec: AttentionConfig, case: Case, hand
     bad = [v for v in taps.values() if not isinstance(v, str)]
     if bad:
         raise ValueError(f"taps map reference names to submodule names (strings), got {bad!r}")
-    subs = _submodules(handle)
+    subs = handle.runner.submodules(handle.module)
     if subs is not None:
         missing = [v for v in taps.values() if v not in subs]
         if missing:
@@ -380,75 +347,7 @@ def _check_taps(taps: Mapping[str, str], spec: AttentionConfig, case: Case, hand
             raise ValueError(f"{handle.label} has no submodule {', '.join(map(repr, missing))}; it has: {shown}")
 
 
-def _submodules(handle: Handle) -> dict[str, Any] | None:
-    """Named submodules (torch, Paddle); None for Flax, whose submodules exist only while it runs."""
-    if handle.framework == "torch":
-        return {k: v for k, v in handle.module.named_modules() if k}
-    if handle.framework == "paddle":
-        return dict(handle.module.named_sublayers())
-    return None
-
-
 # ------------------------------------------------------------------------------------------- taps
-def _as_numpy(value: Any) -> np.ndarray | None:
-    """A framework tensor -> float64 NumPy; None for anything that is not one array."""
-    if isinstance(value, (tuple, list)) or value is None:
-        return None
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
-        return value.detach().to(torch.float64).cpu().numpy()
-    paddle = sys.modules.get("paddle")
-    if paddle is not None and isinstance(value, paddle.Tensor):
-        return value.astype("float64").numpy()
-    try:
-        return np.asarray(value).astype(np.float64)
-    except (TypeError, ValueError):
-        return None
-
-
-def _capture(runner: Runner, handle: Handle, subs: Sequence[str], weights: Mapping[str, np.ndarray], x: np.ndarray,
-             dtype: str, training: bool) -> dict[str, list[Any]]:
-    """Outputs of the named submodules (every call, in order) in one eager forward pass with the given weights."""
-    records: dict[str, list[Any]] = {s: [] for s in subs}
-
-    def recorder(name: str) -> Callable[..., None]:
-        def hook(layer: Any, inputs: Any, output: Any) -> None:
-            records[name].append(_as_numpy(output))
-        return hook
-
-    if handle.framework in ("torch", "paddle"):
-        module = copy.deepcopy(handle.module)  # hooks travel with the runner's own copy of it
-        named = dict(module.named_modules() if handle.framework == "torch" else module.named_sublayers())
-        for s in subs:
-            if handle.framework == "torch":
-                named[s].register_forward_hook(recorder(s))
-            else:
-                named[s].register_forward_post_hook(recorder(s))
-        runner.execute(dataclasses.replace(handle, module=module), weights, x, None, dtype, training, "eager")
-        return records
-
-    import flax.linen as nn
-
-    wanted = {s.replace(".", "/"): s for s in subs}
-    called: list[str] = []
-
-    def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__":
-            path = "/".join(str(p) for p in context.module.path)
-            called.append(path)
-            if path in wanted:
-                records[wanted[path]].append(_as_numpy(out))
-        return out
-
-    with nn.intercept_methods(interceptor):
-        runner.execute(handle, weights, x, None, dtype, training, "eager")
-    for s in subs:
-        if not records[s]:
-            records[s] = [f"no submodule {s!r} was called (called: {', '.join(dict.fromkeys(p for p in called if p))})"]
-    return records
-
-
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(s for s in shape if s != 1)
 
@@ -498,7 +397,7 @@ def _numbers(c: Comparison) -> str:
             + (f"; {c.detail}" if c.detail else ""))
 
 
-def _diagnose(row: Row, case: Case, runner: Runner, handle: Handle, taps: Mapping[str, str], reference: tuple,
+def _diagnose(row: Row, case: Case, handle: Handle, taps: Mapping[str, str], reference: tuple,
               dtype: str) -> Diagnosis:
     if row.status == "error":
         first = row.message.splitlines()[0] if row.message else "the module raised"
@@ -509,7 +408,8 @@ def _diagnose(row: Row, case: Case, runner: Runner, handle: Handle, taps: Mappin
     if taps:
         refs = reference_taps(handle.config, weights, x, case.training)
         try:
-            records = _capture(runner, handle, list(dict.fromkeys(taps.values())), weights, x, dtype, case.training)
+            records = handle.runner.capture(handle, list(dict.fromkeys(taps.values())), weights, x, dtype,
+                                                case.training)
         except Exception as err:  # noqa: BLE001 - the user's module failing here is reported, not raised
             records, problems = {}, [f"taps not captured: {type(err).__name__}: {err}"]
         for name in refs:  # data-flow order of the reference

@@ -13,7 +13,7 @@ import numpy as np
 from .cases import Case, select_cases
 from .model_cases import select_model_cases
 from .precision import is_low_precision, quantize
-from .runners import RUNNERS, Runner, get_runner
+from .runners import RUNNERS, Handle, Runner, get_runner
 from .tolerances import Tolerance, on_scale
 
 __all__ = ["Comparison", "Row", "Report", "compare", "reference_for", "reference_state_for", "run_case",
@@ -151,11 +151,13 @@ def reference_state_for(case: Case, weights: dict[str, np.ndarray], batches: Seq
     return state
 
 
-def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = True,
+def run_case(case: Case, target: Handle | Runner, dtype: str = "float32", grads: bool = True,
              reference: tuple | None = None, mode: str = "eager",
              state_reference: dict[str, np.ndarray] | None = None) -> Row:
-    """Run one case on one runner in one mode ('eager' or 'compiled') and compare every output and gradient with
-    the float64 reference. A mode the runner does not know, or cannot run the case in, is an 'error' row.
+    """Run one case in one mode ('eager' or 'compiled') and compare every output and gradient with the float64
+    reference. ``target`` is a built :class:`~conformance.runners.Handle` (a wrapped module, run as it is) or a
+    runner, which builds the project's module of the case within the row, so that a module that cannot be built is
+    that row's error. A mode the runner does not know, or cannot run the case in, is an 'error' row.
 
     A training case also compares every BatchNorm running statistic the module holds after its forward
     (``state:<canonical name>``) with ``config.reference_state`` of the same weights and input: the project's one
@@ -165,6 +167,7 @@ def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = T
     of its input and then a forward of each of :meth:`Case.batches`, and compares the statistics after step k with
     :func:`reference_state_for` (given as ``state_reference`` when already computed); output and gradients are
     those of step 1."""
+    runner = target.runner if isinstance(target, Handle) else target
     label = runner.mode_label(mode) if mode in runner.modes else mode
     row = Row(case.module, case.case_id, runner.framework, dtype, label, "pass")
     ok, why = runner.available()
@@ -184,8 +187,8 @@ def run_case(case: Case, runner: Runner, dtype: str = "float32", grads: bool = T
     batches = training_batches(case, x, dtype)
     more = {"more_batches": batches[1:]} if len(batches) > 1 else {}  # module cases: one step, the call as before
     try:
-        got = runner.run(case.module, case.config(), weights, x, cotangent if grads else None, dtype,
-                         case.training, mode, **more)
+        handle = target if isinstance(target, Handle) else runner.build_handle(case.module, case.config())
+        got = runner.execute(handle, weights, x, cotangent if grads else None, dtype, case.training, mode, **more)
     except Exception as err:  # noqa: BLE001 - any failure of a backend is reported as that row's error
         row.status = "error"
         row.message = f"{type(err).__name__}: {err}".strip()

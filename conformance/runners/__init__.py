@@ -3,7 +3,8 @@
 Frameworks are imported lazily, only when their runner is used, and NumPy is the meeting point: every runner
 takes NCHW float64 NumPy input and returns NumPy results in canonical layout. ``runner.wrap(module, config,
 param_map)`` makes a handle of a module the project did not write, ``runner.execute(handle, ...)`` runs any
-handle eagerly or compiled (see :mod:`conformance.runners.base`).
+handle eagerly or compiled (see :mod:`conformance.runners.base`). The frameworks, their packages, layouts and
+modes are ``attn_core.frameworks``' table; a runner module is ``conformance.runners.<framework>_runner``.
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ import importlib
 from types import MappingProxyType
 from typing import Mapping
 
-from .base import MODES, Binding, Handle, ParamMapError, Runner, RunResult
+from attn_core.frameworks import FRAMEWORKS, MODES
 
-__all__ = ["Runner", "RunResult", "Handle", "Binding", "ParamMapError", "MODES", "RUNNERS", "get_runner"]
+from .base import Binding, Handle, ParamMapError, Runner, RunResult
+
+__all__ = ["Runner", "RunResult", "Handle", "Binding", "ParamMapError", "MODES", "RUNNERS", "get_runner",
+           "framework_of"]
 
 # framework -> module path of its runner; each module defines ``RUNNER``.
-RUNNERS: Mapping[str, str] = MappingProxyType({
-    "torch": "conformance.runners.torch_runner",
-    "paddle": "conformance.runners.paddle_runner",
-    "flax": "conformance.runners.flax_runner",
-})
+RUNNERS: Mapping[str, str] = MappingProxyType({fw: f"conformance.runners.{fw}_runner" for fw in FRAMEWORKS})
 
 
 def get_runner(framework: str) -> Runner:
     if framework not in RUNNERS:
         raise ValueError(f"unknown backend {framework!r}; expected one of {', '.join(RUNNERS)}")
-    return importlib.import_module(RUNNERS[framework]).RUNNER
+    runner: Runner = importlib.import_module(RUNNERS[framework]).RUNNER
+    return runner
+
+
+def framework_of(module: object) -> str | None:
+    """The framework whose module ``module`` is, looking only at frameworks already imported (a module of a
+    framework is an instance of its class, so its framework is in ``sys.modules``); None for none of them."""
+    return next((fw for fw in FRAMEWORKS if get_runner(fw).owns(module)), None)

@@ -6,24 +6,37 @@ under which native name the module holds it and how its layout converts both way
 from :meth:`Runner.build_handle`; a module the project did not write gets one from :meth:`Runner.wrap`. Both go
 through the same validation, loading and gradient path, so a project module is simply a wrapped module whose
 parameter map is empty (every parameter at its framework's default place and layout).
+
+A runner is also the project's one adapter to its framework beyond the suite: NumPy in and out (:meth:`Runner.tensor`,
+:meth:`Runner.to_numpy`), building and loading the project's modules (:meth:`Runner.build_model`), an eval forward
+(:meth:`Runner.forward`), submodule outputs (:meth:`Runner.capture`) and checkpoint files
+(:meth:`Runner.read_checkpoint`, :meth:`Runner.write_checkpoint`). Its name, packages, layout and modes are
+``attn_core.frameworks``' table.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
+import importlib
 import importlib.util
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
-from attn_core import AttentionConfig, WeightLoadError, from_native, native_location, to_native
-from attn_core.layout import LAYOUT_TRANSFORMS, layout_transform
+from attn_core import AttentionConfig, WeightLoadError, from_native, to_native
+from attn_core.checkpoint import CheckpointError
+from attn_core.frameworks import FRAMEWORK_INFO, MODES
+from attn_core.layout import LAYOUT_TRANSFORMS, layout_transform, native_key
 from attn_core.spec import ParamSpec
 
-__all__ = ["RunResult", "Runner", "Handle", "Binding", "ParamMapError", "MODES", "LAYOUTS", "ParamMap"]
+__all__ = ["RunResult", "Runner", "Handle", "Binding", "ParamMapError", "MODES", "LAYOUTS", "ParamMap",
+           "NativeRun", "unwrap_state_dict"]
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 #: a transform: the name of one in ``attn_core.layout.LAYOUT_TRANSFORMS`` or ``(to_native, from_native)``
@@ -31,7 +44,6 @@ Transform = Union[str, tuple[ArrayFn, ArrayFn]]
 #: canonical name -> native name (default layout for its role) or ``(native name, transform)``
 ParamMap = Mapping[str, Union[str, tuple[str, Transform]]]
 
-MODES: tuple[str, ...] = ("eager", "compiled")
 LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
 _TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
@@ -99,6 +111,8 @@ class Handle:
     config: AttentionConfig
     module: Any
     bindings: tuple[Binding, ...]
+    #: the runner that built it, which runs it (:func:`conformance.suite.run_case` needs nothing else)
+    runner: Runner = field(repr=False, compare=False)
     variables: Any = None
     layout: str = "NCHW"
     label: str = ""
@@ -142,12 +156,26 @@ class Handle:
         return out
 
 
-class Runner:
-    """Runs attention modules of one framework on NumPy data, eagerly or compiled.
+@dataclass(frozen=True)
+class NativeRun:
+    """What :meth:`Runner._execute` computed, in the module's layout and native names: the output, the input
+    gradient, ``{native name: gradient}`` (None where the backward did not reach it), what ran, and
+    ``{native name: running statistic}`` after the last training step (empty outside training)."""
 
-    Subclasses set ``framework``, ``requires`` (the importable top-level packages it needs), ``default_layout``
-    and ``_labels`` (mode -> label), and implement :meth:`_project_module`, :meth:`_native_entries`,
-    :meth:`_native_name` and :meth:`_execute`.
+    y: np.ndarray
+    dx: np.ndarray | None = None
+    grads: Mapping[str, np.ndarray | None] = field(default_factory=dict)
+    note: str = ""
+    state: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+class Runner:
+    """Runs modules of one framework on NumPy data, eagerly or compiled: the project's adapter to the framework.
+
+    Subclasses set ``framework`` (a name of ``attn_core.frameworks``, whose table gives ``requires``,
+    ``default_layout``, ``default_mode`` and the mode labels) and implement :meth:`_native_entries`,
+    :meth:`_backend_loaded`, :meth:`_execute`, :meth:`load`, :meth:`tensor`, :meth:`to_numpy`, :meth:`owns`,
+    :meth:`forward` and the checkpoint methods.
     """
 
     framework: str = ""
@@ -164,6 +192,21 @@ class Runner:
     default_mode: str = "eager"
     default_layout: str = "NCHW"
     _labels: Mapping[str, str] = {"eager": "eager", "compiled": "compiled"}
+
+    def __init__(self) -> None:
+        info = FRAMEWORK_INFO.get(self.framework)
+        if info is not None:  # a runner outside the table (a test's) keeps its own class attributes
+            self.requires, self.default_layout, self.default_mode = info.packages, info.layout, info.default_mode
+            self._labels = info.mode_labels
+
+    @property
+    def backend_package(self) -> str:
+        """The project's backend package of this framework: ``'backends.torch'``."""
+        return f"backends.{self.framework}"
+
+    def backend(self) -> Any:
+        """The imported backend package."""
+        return importlib.import_module(self.backend_package)
 
     # ------------------------------------------------------------------------------------------------ public
     def supports(self, module: str, dtype: str) -> tuple[bool, str]:
@@ -260,18 +303,18 @@ class Runner:
                 if isinstance(parsed, str):
                     problems.append(("bad entry", parsed))
                     continue
-                native, to_n, from_n, how = parsed
-                if native not in entries:
-                    problems.append(("not in the module", f"{spec.name} -> {native!r}{_near(entries)}"))
+                if parsed.native not in entries:
+                    problems.append(("not in the module", f"{spec.name} -> {parsed.native!r}{_near(entries)}"))
                     continue
             else:
-                native, to_n, from_n, how = self._default_binding(spec)
-                if native not in entries:
+                parsed = self._default_binding(spec)
+                if parsed.native not in entries:
                     missing.append(spec.name)
                     problems.append(("missing", f"{spec.name} {spec.shape}: not in the map, and the module has no "
-                                     f"{native!r} (the {self.framework} default){_near(entries)}"))
+                                     f"{parsed.native!r} (the {self.framework} default){_near(entries)}"))
                     continue
-            want, why = _native_shape(how, spec, to_n, from_n)
+            native, how = parsed.native, parsed.transform
+            want, why = _native_shape(parsed)
             if why:
                 problems.append(("bad transform", f"{spec.name} -> {native!r}: {why}"))
                 continue
@@ -285,7 +328,7 @@ class Runner:
                 problems.append(("not trainable", f"{spec.name} -> {native!r}: a trainable canonical parameter "
                                  f"mapped to a buffer / non-'params' variable, which gets no gradient"))
                 continue
-            bindings.append(Binding(spec, native, to_n, from_n, how))
+            bindings.append(parsed)
         for native, count in collections.Counter(b.native for b in bindings).items():
             if count > 1:
                 names = [b.spec.name for b in bindings if b.native == native]
@@ -298,7 +341,7 @@ class Runner:
                                  f"parameter maps to"))
         if problems:
             raise ParamMapError(label, problems, missing, unexpected, mismatched)
-        return Handle(self.framework, config, module, tuple(bindings), variables, layout, label,
+        return Handle(self.framework, config, module, tuple(bindings), self, variables, layout, label,
                       self._options(module))
 
     def execute(self, handle: Handle, weights: Mapping[str, np.ndarray], x: np.ndarray,
@@ -339,17 +382,18 @@ class Runner:
             ct = None if ct is None else _layout(ct, _TO_NHWC)
             more = [np.ascontiguousarray(np.transpose(b, _TO_NHWC)) for b in more]
         start = time.perf_counter()
-        y, dx, grads, note, state = self._execute(handle, native, x, ct, dtype, training, mode, more)
+        out = self._execute(handle, native, x, ct, dtype, training, mode, more)
         seconds = time.perf_counter() - start
+        y, dx = out.y, out.dx
         if handle.layout == "NHWC":
             y = _layout(y, _TO_NCHW)
             dx = None if dx is None else np.transpose(dx, _TO_NCHW)
-        result = RunResult(y=np.ascontiguousarray(y, dtype=np.float64), seconds=seconds, note=note)
+        result = RunResult(y=np.ascontiguousarray(y, dtype=np.float64), seconds=seconds, note=out.note)
         if ct is not None:
             result.dx = None if dx is None else np.ascontiguousarray(dx, dtype=np.float64)
-            result.dparams = handle.canonical_grads(grads)
+            result.dparams = handle.canonical_grads(out.grads)
         if training:
-            result.state = handle.canonical_state(state)
+            result.state = handle.canonical_state(out.state)
         return result
 
     def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
@@ -359,12 +403,95 @@ class Runner:
         return self.execute(self.build_handle(name, config), weights, x, cotangent, dtype, training, mode,
                             more_batches)
 
+    # ------------------------------------------------------------------ the project's modules, NumPy in and out
+    def build_model(self, config: AttentionConfig, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
+        """``(module, variables)`` of the model ``config`` (a registered model's config) holding the canonical
+        ``weights`` through the backend's ``load_weights``; ``variables`` is None where the module holds them."""
+        return self.load(importlib.import_module(f"{self.backend_package}.models").model_from_config(config),
+                         weights)
+
+    def load(self, module: Any, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
+        """The backend's ``load_weights`` of canonical ``weights`` into ``module``: ``(module, variables)``."""
+        return self.backend().load_weights(module, weights), None
+
+    def nchw_to_native(self, array: np.ndarray) -> np.ndarray:
+        """An NCHW array in the layout the framework's modules take (no copy for NCHW)."""
+        return np.transpose(array, _TO_NHWC) if self.default_layout == "NHWC" else array
+
+    def init_variables(self, module: Any, shape: tuple[int, ...], layout: str) -> Any:
+        """The variables a module that keeps them apart (Flax) is initialised with for an NCHW ``shape`` given in
+        ``layout``; None where the module holds its own."""
+        return None
+
+    def call(self, module: Any, x: Any, variables: Any = None) -> Any:
+        """``module``'s forward on the framework tensor ``x`` (in the module's layout), as the framework returns it."""
+        return module(x)
+
+    def tensor(self, array: np.ndarray, dtype: str | None = None) -> Any:
+        """A framework tensor of ``array`` as given (no layout change); ``dtype`` defaults to the array's."""
+        raise NotImplementedError
+
+    def to_numpy(self, value: Any, dtype: str | None = None) -> np.ndarray:
+        """A framework tensor as a NumPy array, cast to ``dtype`` first when given."""
+        raise NotImplementedError
+
+    def owns(self, module: Any) -> bool:
+        """Whether ``module`` is a module of this framework, asked only of a framework already imported."""
+        raise NotImplementedError
+
+    def forward(self, module: Any, variables: Any, x: np.ndarray) -> np.ndarray:
+        """The eval-mode output of ``module`` on the NCHW input ``x`` (in its dtype), as float64 NumPy (a 4-D output
+        in NCHW)."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------------- submodule outputs
+    def submodules(self, module: Any) -> dict[str, Any] | None:
+        """Named submodules; None where they exist only while the module runs (Flax)."""
+        return None
+
+    def capture(self, handle: Handle, subs: Sequence[str], weights: Mapping[str, np.ndarray], x: np.ndarray,
+                dtype: str, training: bool) -> dict[str, list[Any]]:
+        """Outputs of the named submodules (every call, in order; :meth:`output_array` of each) in one eager forward
+        pass of ``handle`` with canonical ``weights`` on the NCHW ``x``."""
+        records: dict[str, list[Any]] = {s: [] for s in subs}
+        module = copy.deepcopy(handle.module)  # hooks travel with the runner's own copy of it
+        named = self.submodules(module) or {}
+        for s in subs:
+            self._hook(named[s], lambda out, s=s: records[s].append(self.output_array(out)))
+        self.execute(dataclasses.replace(handle, module=module), weights, x, None, dtype, training, "eager")
+        return records
+
+    def output_array(self, value: Any) -> np.ndarray | None:
+        """A submodule's output as float64 NumPy; None for anything that is not one array."""
+        if isinstance(value, (tuple, list)) or value is None:
+            return None
+        try:
+            return self.to_numpy(value, "float64")
+        except (TypeError, ValueError, AttributeError):
+            return None
+
+    def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
+        """Have ``record`` called with ``layer``'s output after each of its forwards."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------------------- checkpoint files
+    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+        """The framework's checkpoint file as ``{native key: array}`` (Flax: '/'-joined variable paths); a
+        CheckpointError naming the file for an unreadable, truncated or foreign one."""
+        raise NotImplementedError
+
+    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+        """Save ``module``'s state (Flax: ``variables``) as the framework saves a checkpoint."""
+        raise NotImplementedError
+
     # --------------------------------------------------------------------------------------- to implement
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         """``(module, variables template or None)`` of the project's module ``name`` built from ``config``: a
         model (``name`` in ``attn_core.models.MODEL_CONFIGS``) through the backend's ``model_from_config``, an
         attention module through its ``ATTN_LAYERS`` entry."""
-        raise NotImplementedError
+        if name in model_names():
+            return importlib.import_module(f"{self.backend_package}.models").model_from_config(config), None
+        return self.backend().ATTN_LAYERS[name].from_config(config), None
 
     def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
         """Every named array of the module: native name -> (shape, natively trainable)."""
@@ -375,34 +502,27 @@ class Runner:
         ``{native name: float64 array}``."""
         raise NotImplementedError
 
-    def _native_name(self, collection: str, path: tuple[str, ...]) -> str:
-        """The native name of an ``attn_core.native_location``."""
-        return ".".join(path)
-
     def _options(self, module: Any) -> dict[str, Any]:
         return {}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
-        """Run on ``x`` in the module's layout with ``native`` weights: ``(y, dx, {native name: grad}, note,
-        {native name: running statistic after the last step})``; the last is read in training only (else empty),
-        for every binding of :attr:`Handle.state_bindings`, from the module the forward ran in, after the training
-        forwards of ``more`` (further batches in the module's layout, run in the same module after ``x``)."""
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()) -> NativeRun:
+        """Run on ``x`` in the module's layout with ``native`` weights (see :class:`NativeRun`); the running
+        statistics are read in training only, for every binding of :attr:`Handle.state_bindings`, from the module
+        the forward ran in, after the training forwards of ``more`` (further batches in the module's layout, run in
+        the same module after ``x``)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------- helpers
-    def _default_binding(self, spec: ParamSpec) -> tuple[str, ArrayFn, ArrayFn, str]:
+    def _default_binding(self, spec: ParamSpec) -> Binding:
         fw = self.framework
-        collection, path = native_location(fw, spec)
-        return (self._native_name(collection, path), lambda a: to_native(fw, spec, a),
-                lambda a: from_native(fw, spec, a), "default")
+        return Binding(spec, native_key(fw, spec), lambda a: to_native(fw, spec, a),
+                       lambda a: from_native(fw, spec, a), "default")
 
-    def _parse_entry(self, spec: ParamSpec, entry: Any) -> tuple[str, ArrayFn, ArrayFn, str] | str:
-        """``(native, to_native, from_native, transform name)``, or the text of what is wrong with the entry."""
+    def _parse_entry(self, spec: ParamSpec, entry: Any) -> Binding | str:
+        """The binding a map entry asks for, or the text of what is wrong with the entry."""
         if isinstance(entry, str):
-            _, to_n, from_n, how = self._default_binding(spec)
-            return entry, to_n, from_n, how
+            return dataclasses.replace(self._default_binding(spec), native=entry)
         if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
             return (f"{spec.name}: {entry!r} is neither a native name nor a pair (native name, transform)")
         native, transform = entry
@@ -411,11 +531,33 @@ class Runner:
                 return (f"{spec.name} -> {native!r}: unknown transform {transform!r}; known: "
                         f"{', '.join(LAYOUT_TRANSFORMS)}")
             t = layout_transform(transform)
-            return native, t.to_native, t.from_native, transform
+            return Binding(spec, native, t.to_native, t.from_native, transform)
         if isinstance(transform, (tuple, list)) and len(transform) == 2 and all(map(callable, transform)):
-            return native, transform[0], transform[1], "custom"
+            return Binding(spec, native, transform[0], transform[1], "custom")
         return (f"{spec.name} -> {native!r}: the transform must be a name ({', '.join(LAYOUT_TRANSFORMS)}) or a "
                 f"pair of functions (to_native, from_native), got {transform!r}")
+
+
+def unwrap_state_dict(obj: Any, path: os.PathLike, fmt: str) -> dict[str, Any]:
+    """A loaded ``state_dict``: unwrapped from ``{'state_dict': ...}`` or ``{'model': ...}``, and without the
+    ``module.`` prefix (DataParallel) when every key has it; a CheckpointError for anything else."""
+    if isinstance(obj, Mapping):
+        for key in _WRAPPERS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path}: expected a {fmt} state_dict (key -> tensor) or a dict with one under "
+                              f"{' / '.join(repr(k) for k in _WRAPPERS)}; got {type(obj).__name__}"
+                              + (f" with keys {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, Mapping)
+                                 else ""))
+    state = dict(obj)
+    if all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+_WRAPPERS = ("state_dict", "model")
 
 
 def _layout(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -430,9 +572,10 @@ def model_names() -> frozenset[str]:
     return frozenset(MODEL_CONFIGS)
 
 
-def _native_shape(how: str, spec: ParamSpec, to_n: ArrayFn, from_n: ArrayFn) -> tuple[tuple[int, ...], str]:
-    """The native shape a transform gives the canonical shape, or ``((), reason)`` where it does not apply or a
-    custom pair is not an exact inverse."""
+def _native_shape(binding: Binding) -> tuple[tuple[int, ...], str]:
+    """The native shape a binding's transform gives the canonical shape, or ``((), reason)`` where it does not
+    apply or a custom pair is not an exact inverse."""
+    spec, how = binding.spec, binding.transform
     if how in LAYOUT_TRANSFORMS:
         try:
             return layout_transform(how).native_shape(spec.shape), ""
@@ -440,8 +583,8 @@ def _native_shape(how: str, spec: ParamSpec, to_n: ArrayFn, from_n: ArrayFn) -> 
             return (), str(err)
     probe = np.random.default_rng(0).standard_normal(spec.shape)
     try:
-        native = np.asarray(to_n(probe))
-        back = np.asarray(from_n(native))
+        native = np.asarray(binding.to_native(probe))
+        back = np.asarray(binding.from_native(native))
     except Exception as err:  # noqa: BLE001 - a user's function failing is reported, with its message
         return (), f"the transform raised {type(err).__name__}: {err}"
     if back.shape != spec.shape or not np.array_equal(back, probe):

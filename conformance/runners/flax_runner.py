@@ -19,13 +19,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
+import sys
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from attn_core import AttentionConfig
+from attn_core.checkpoint import CheckpointError
+from attn_core.native_state import flatten_variables as _flatten
 
-from .base import Handle, Runner, model_names
+from .base import Handle, NativeRun, Runner, _layout
 
 
 @functools.lru_cache(maxsize=128)
@@ -62,16 +67,6 @@ def _cached_programs(module: Any, training: bool, train_arg: bool, mutable: tupl
     return _programs(module, training, train_arg, mutable)
 
 
-def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``{'params': {'fc': {'kernel': a}}}`` -> ``{'params/fc/kernel': a}``."""
-    if isinstance(tree, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, prefix + (str(k),)))
-        return out
-    return {"/".join(prefix): tree}
-
-
 def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in flat.items():
@@ -85,29 +80,101 @@ def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 class FlaxRunner(Runner):
     framework = "flax"
-    requires = ("jax", "flax")
     dtypes = ("float16", "bfloat16", "float32", "float64")  # every module runs in each on CPU (jax 0.10)
-    default_layout = "NHWC"
-    default_mode = "compiled"  # Flax users run under jax.jit; 'eager' (jax.disable_jit) is the comparison row
-    _labels = {"eager": "eager", "compiled": "jax.jit"}
 
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
-        from backends.flax import ATTN_LAYERS, load_weights
-        from backends.flax.models import model_from_config
-
-        module = model_from_config(config) if name in model_names() else ATTN_LAYERS[name].from_config(config)
+        module, _ = super()._project_module(name, config)
         # the variables template: every canonical parameter at its default place (zeros; execute loads values)
-        template = load_weights(module, {s.name: np.zeros(s.shape) for s in config.param_table()})
-        return module, template
+        return self.load(module, {s.name: np.zeros(s.shape) for s in config.param_table()})
+
+    def load(self, module: Any, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
+        return module, self.backend().load_weights(module, weights)
+
+    def init_variables(self, module: Any, shape: tuple[int, ...], layout: str) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        n, c, h, w = shape
+        return module.init(jax.random.key(0), jnp.zeros((n, h, w, c) if layout == "NHWC" else shape, jnp.float32))
+
+    def call(self, module: Any, x: Any, variables: Any = None) -> Any:
+        import jax
+
+        if variables is None:
+            variables = module.init(jax.random.key(0), x)
+        return module.apply(variables, x)
+
+    def tensor(self, array: np.ndarray, dtype: str | None = None) -> Any:
+        import jax.numpy as jnp
+
+        return jnp.asarray(array, dtype=dtype or str(array.dtype))
+
+    def to_numpy(self, value: Any, dtype: str | None = None) -> np.ndarray:
+        a = np.asarray(value)
+        return a if dtype is None else a.astype(dtype)
+
+    def owns(self, module: Any) -> bool:
+        linen = sys.modules.get("flax.linen")
+        return linen is not None and isinstance(module, linen.Module)
+
+    def forward(self, module: Any, variables: Any, x: np.ndarray) -> np.ndarray:
+        import jax.numpy as jnp
+
+        kwargs = {"train": False} if self._options(module)["train_arg"] else {}
+        y = module.apply(variables, jnp.asarray(self.nchw_to_native(x)), **kwargs)
+        return _layout(np.asarray(y, dtype=np.float64), (0, 3, 1, 2))
+
+    def capture(self, handle: Handle, subs: Sequence[str], weights: Mapping[str, np.ndarray], x: np.ndarray,
+                dtype: str, training: bool) -> dict[str, list[Any]]:
+        """Flax submodules exist only while the module runs: their ``__call__`` outputs are intercepted
+        (``nn.intercept_methods``) by path, '/' or '.' separated; a name no call had reads as why."""
+        import flax.linen as nn
+
+        records: dict[str, list[Any]] = {s: [] for s in subs}
+        wanted = {s.replace(".", "/"): s for s in subs}
+        called: list[str] = []
+
+        def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+            out = next_fun(*args, **kwargs)
+            if context.method_name == "__call__":
+                path = "/".join(str(p) for p in context.module.path)
+                called.append(path)
+                if path in wanted:
+                    records[wanted[path]].append(self.output_array(out))
+            return out
+
+        with nn.intercept_methods(interceptor):
+            self.execute(handle, weights, x, None, dtype, training, "eager")
+        for s in subs:
+            if not records[s]:
+                records[s] = [f"no submodule {s!r} was called "
+                              f"(called: {', '.join(dict.fromkeys(p for p in called if p))})"]
+        return records
+
+    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+        from flax import serialization
+
+        try:
+            tree = serialization.msgpack_restore(Path(path).read_bytes())
+        except (ValueError, TypeError, EOFError) as err:
+            raise CheckpointError(f"{path}: not readable Flax variables (msgpack; truncated or corrupt): "
+                                  f"{err}") from None
+        if not isinstance(tree, Mapping) or "params" not in tree:
+            raise CheckpointError(f"{path}: expected Flax variables {{'params': ..., 'batch_stats': ...}}, got "
+                                  f"{type(tree).__name__}" + (f" with keys {', '.join(map(str, tree))}"
+                                                              if isinstance(tree, Mapping) else ""))
+        return {k: np.array(v) for k, v in _flatten(tree).items()}
+
+    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+        from flax import serialization
+
+        Path(path).write_bytes(serialization.to_bytes(variables))
 
     def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
         from backends.flax import load_weights
 
         # float32 holds the probe's small integers exactly
         return {k: np.asarray(v, dtype=np.float64) for k, v in _flatten(load_weights(module, weights)).items()}
-
-    def _native_name(self, collection: str, path: tuple[str, ...]) -> str:
-        return "/".join((collection,) + path)
 
     def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
         import flax.linen as nn
@@ -125,8 +192,7 @@ class FlaxRunner(Runner):
         return {"train_arg": takes_train}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()) -> NativeRun:
         import jax
 
         x64 = jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
@@ -139,8 +205,7 @@ class FlaxRunner(Runner):
 
     @staticmethod
     def _run(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-             dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
-             ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
+             dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()) -> NativeRun:
         import jax.numpy as jnp
 
         jdtype = jnp.dtype(dtype)
@@ -167,7 +232,7 @@ class FlaxRunner(Runner):
                 _, updates = forward({**variables, **updates}, xb)
             else:  # the program step 1 compiled (a second, forward-only one would cost its own compilation)
                 updates = forward_backward({**variables, **updates}, xb, jnp.asarray(cotangent, dtype=jdtype))[3]
-        return _np(y), dx, grads, note, _state(handle, updates, training)
+        return NativeRun(_np(y), dx, grads, note, _state(handle, updates, training))
 
 
 def _state(handle: Handle, updates: Mapping[str, Any], training: bool) -> dict[str, np.ndarray]:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator, Sequence
+import os
+import pickle
+import sys
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from attn_core import AttentionConfig
+from attn_core.checkpoint import CheckpointError
 
-from .base import Handle, Runner, model_names
+from .base import Handle, NativeRun, Runner, unwrap_state_dict
 
 
 @contextlib.contextmanager
@@ -71,7 +74,6 @@ def _check_traced(layer: Any) -> None:
 
 class PaddleRunner(Runner):
     framework = "paddle"
-    requires = ("paddle",)
     # Measured on paddlepaddle 3.3, CPU build: neither float16 nor bfloat16 has a kernel for mean, max, divide,
     # sigmoid, relu, silu, conv2d, matmul, batch_norm or pad3d; float16 lacks subtract and multiply too. The attention
     # modules compute half inputs in float32 (attn_core.precision) and need only cast, so they run; the models'
@@ -80,15 +82,51 @@ class PaddleRunner(Runner):
     dtype_notes = {d: f"Paddle's CPU build has no {d} kernels for mean, sigmoid, conv2d, matmul or batch_norm "
                       f"('kernel not registered'); only the attention modules, computed in float32, run in {d}"
                    for d in ("float16", "bfloat16")}
-    _labels = {"eager": "eager", "compiled": "to_static"}
 
-    def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
-        from backends.paddle import ATTN_LAYERS
-        from backends.paddle.models import model_from_config
+    def tensor(self, array: np.ndarray, dtype: str | None = None) -> Any:
+        import paddle
 
-        if name in model_names():
-            return model_from_config(config), None
-        return ATTN_LAYERS[name].from_config(config), None
+        return paddle.to_tensor(array, dtype=dtype or str(array.dtype))
+
+    def to_numpy(self, value: Any, dtype: str | None = None) -> np.ndarray:
+        return np.asarray((value if dtype is None else value.astype(dtype)).numpy())
+
+    def owns(self, module: Any) -> bool:
+        paddle = sys.modules.get("paddle")
+        return paddle is not None and hasattr(paddle, "nn") and isinstance(module, paddle.nn.Layer)
+
+    def forward(self, module: Any, variables: Any, x: np.ndarray) -> np.ndarray:
+        import paddle
+
+        module.eval()
+        with paddle.no_grad():
+            return module(paddle.to_tensor(x)).astype("float64").numpy()
+
+    def submodules(self, module: Any) -> dict[str, Any] | None:
+        return dict(module.named_sublayers())
+
+    def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
+        layer.register_forward_post_hook(lambda _layer, _inputs, output: record(output))
+
+    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+        import paddle
+
+        try:
+            obj = paddle.load(str(path), return_numpy=True)
+        except (ValueError, pickle.UnpicklingError, EOFError, RuntimeError, AttributeError) as err:
+            raise CheckpointError(f"{path}: not a readable Paddle checkpoint (truncated, corrupt, or not saved with "
+                                  f"paddle.save): {err}") from None
+        out = {}
+        for k, v in unwrap_state_dict(obj, path, "paddle").items():
+            if not isinstance(v, np.ndarray):
+                raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+            out[str(k)] = v
+        return out
+
+    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+        import paddle
+
+        paddle.save(module.state_dict(), str(path))
 
     def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
         from backends.paddle import load_weights
@@ -108,17 +146,14 @@ class PaddleRunner(Runner):
         return {k: (tuple(int(s) for s in v.shape), k in params) for k, v in module.state_dict().items()}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()) -> NativeRun:
         with _dygraph_on_cpu():
             return self._dygraph_execute(handle, native, x, cotangent, dtype, training, mode, more)
 
     @staticmethod
     def _dygraph_execute(handle: Handle, native: dict[str, np.ndarray], x: np.ndarray,
                          cotangent: np.ndarray | None, dtype: str, training: bool, mode: str,
-                         more: Sequence[np.ndarray] = ()
-                         ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str,
-                                    dict[str, np.ndarray]]:
+                         more: Sequence[np.ndarray] = ()) -> NativeRun:
         import paddle
 
         # Copied, then cast: Layer.to(dtype=...) casts parameters and BatchNorm state alike and leaves paddle's
@@ -161,14 +196,14 @@ class PaddleRunner(Runner):
             buffers = module.state_dict()
             state = {b.native: buffers[b.native].astype("float64").numpy() for b in handle.state_bindings}
         if cotangent is None:
-            return y_np, None, {}, note, state
+            return NativeRun(y_np, None, {}, note, state)
         dx = None if xt.grad is None else xt.grad.astype("float64").numpy()
         params = dict(module.named_parameters(include_sublayers=True))
         grads = {}
         for b in handle.trainable:
             g = params[b.native].grad
             grads[b.native] = None if g is None else g.astype("float64").numpy()
-        return y_np, dx, grads, note, state
+        return NativeRun(y_np, dx, grads, note, state)
 
 
 RUNNER = PaddleRunner()

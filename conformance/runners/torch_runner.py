@@ -11,28 +11,70 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Sequence
+import os
+import pickle
+import sys
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from attn_core import AttentionConfig
+from attn_core.checkpoint import CheckpointError
 
-from .base import Handle, Runner, model_names
+from .base import Handle, NativeRun, Runner, unwrap_state_dict
 
 
 class TorchRunner(Runner):
     framework = "torch"
-    requires = ("torch",)
     dtypes = ("float16", "bfloat16", "float32", "float64")  # every module runs in each on CPU (torch 2.13)
-    _labels = {"eager": "eager", "compiled": "torch.compile"}
 
-    def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
-        from backends.torch import ATTN_LAYERS
-        from backends.torch.models import model_from_config
+    def tensor(self, array: np.ndarray, dtype: str | None = None) -> Any:
+        import torch
 
-        if name in model_names():
-            return model_from_config(config), None
-        return ATTN_LAYERS[name].from_config(config), None
+        return torch.tensor(array, dtype=getattr(torch, dtype or str(array.dtype)))
+
+    def to_numpy(self, value: Any, dtype: str | None = None) -> np.ndarray:
+        import torch
+
+        value = value.detach().cpu()
+        return (value if dtype is None else value.to(getattr(torch, dtype))).numpy()
+
+    def owns(self, module: Any) -> bool:
+        torch = sys.modules.get("torch")
+        return torch is not None and hasattr(torch, "nn") and isinstance(module, torch.nn.Module)
+
+    def forward(self, module: Any, variables: Any, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        module.eval()
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).double().numpy()
+
+    def submodules(self, module: Any) -> dict[str, Any] | None:
+        return {k: v for k, v in module.named_modules() if k}
+
+    def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
+        layer.register_forward_hook(lambda _layer, _inputs, output: record(output))
+
+    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+        import torch
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, AttributeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated, corrupt, or not saved with "
+                                  f"torch.save of tensors): {first}") from None
+        out = {}
+        for k, v in unwrap_state_dict(obj, path, "torch").items():
+            if not isinstance(v, torch.Tensor):
+                raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+            out[str(k)] = (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()
+        return out
+
+    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+        import torch
+
+        torch.save(module.state_dict(), path)
 
     def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
         from backends.torch import load_weights
@@ -49,8 +91,7 @@ class TorchRunner(Runner):
         return {k: (tuple(v.shape), k in params) for k, v in module.state_dict(keep_vars=True).items()}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
-                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray | None], str, dict[str, np.ndarray]]:
+                 dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()) -> NativeRun:
         import torch
 
         tdtype = getattr(torch, dtype)
@@ -90,14 +131,14 @@ class TorchRunner(Runner):
             buffers = module.state_dict()
             state = {b.native: buffers[b.native].detach().to(torch.float64).numpy() for b in handle.state_bindings}
         if cotangent is None:
-            return y_np, None, {}, note, state
+            return NativeRun(y_np, None, {}, note, state)
         dx = None if xt.grad is None else xt.grad.to(torch.float64).numpy()
         params = dict(module.named_parameters(remove_duplicate=False))
         grads = {}
         for b in handle.trainable:
             g = params[b.native].grad
             grads[b.native] = None if g is None else g.detach().to(torch.float64).numpy()
-        return y_np, dx, grads, note, state
+        return NativeRun(y_np, dx, grads, note, state)
 
 
 RUNNER = TorchRunner()
