@@ -15,22 +15,24 @@ the source's bit for bit (a NaN matching any NaN: a framework may quiet a NaN's 
 
 from __future__ import annotations
 
-import importlib
+import math
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
 
 from attn_core import AttentionConfig, InputShapeError
+from attn_core.frameworks import FRAMEWORK_INFO, FRAMEWORKS
 
+from ..runners import get_runner
+from ..suite import compare as compare_quantity
 from ..tolerances import on_scale, tolerance_for
 from .formats import ConvertError
 
 __all__ = ["BACKENDS", "Difference", "build", "input_for", "logits", "compare", "same_values"]
 
-BACKENDS: Mapping[str, str] = MappingProxyType({"torch": "backends.torch", "paddle": "backends.paddle",
-                                                "flax": "backends.flax"})
+#: the frameworks a converted model runs in
+BACKENDS: tuple[str, ...] = FRAMEWORKS
 _SIZES = (224, 256, 384)
 _SMALL = 32
 _BATCH = 2
@@ -80,32 +82,15 @@ def input_for(config: AttentionConfig, input_size: int | None = None) -> np.ndar
 def build(framework: str, config: AttentionConfig, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
     """``(module, variables)`` of ``config`` in ``framework`` holding ``weights`` (variables: Flax only)."""
     try:
-        backend = importlib.import_module(BACKENDS[framework])
-        models = importlib.import_module(f"{BACKENDS[framework]}.models")
+        return get_runner(framework).build_model(config, weights)
     except ImportError as err:
         raise ConvertError(f"{framework} is needed for this conversion but cannot be imported ({err}); install "
-                           f"it with pip install 'attn-modules[{framework}]'") from None
-    module = models.model_from_config(config)
-    if framework == "flax":
-        return module, backend.load_weights(module, weights)
-    return backend.load_weights(module, weights), None
+                           f"it with {FRAMEWORK_INFO[framework].install_hint}") from None
 
 
 def logits(framework: str, module: Any, variables: Any, x: np.ndarray) -> np.ndarray:
     """The eval-mode output of ``module`` on the NCHW input ``x``, as float64 NumPy."""
-    if framework == "torch":
-        import torch
-        module.eval()
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).double().numpy()
-    if framework == "paddle":
-        import paddle
-        module.eval()
-        with paddle.no_grad():
-            return module(paddle.to_tensor(x)).astype("float64").numpy()
-    import jax.numpy as jnp
-    y = module.apply(variables, jnp.asarray(np.transpose(x, (0, 2, 3, 1))), train=False)
-    return np.asarray(y, dtype=np.float64)
+    return get_runner(framework).forward(module, variables, x)
 
 
 def same_values(a: np.ndarray, b: np.ndarray) -> bool:
@@ -128,13 +113,11 @@ def compare(got: np.ndarray, ref: np.ndarray, back: Mapping[str, np.ndarray],
     finite = np.isfinite(ref)
     same_nonfinite = bool(np.array_equal(got[~finite], ref[~finite], equal_nan=True)
                           and np.all(np.isfinite(got[finite])))
-    g, r = got[finite], ref[finite]
-    max_logit = float(np.abs(r).max(initial=0.0))
+    max_logit = float(np.abs(ref[finite]).max(initial=0.0))
     tol = on_scale(tolerance_for("float32"), max_logit)
-    diff = np.abs(g - r) if same_nonfinite else np.full(r.shape, np.inf)
-    rel = diff / np.maximum(np.abs(r), tol.atol)  # the suite's max_rel: a logit near 0 on the atol scale
-    ok = same_nonfinite and bool(np.all(diff <= tol.atol + tol.rtol * np.abs(r)))
+    c = compare_quantity("logits", got[finite], ref[finite], tolerance_for("float32"), scaled=True)
+    max_abs, max_rel = (c.max_abs, c.max_rel) if same_nonfinite else (math.inf, math.inf)
     changed = tuple(k for k, v in weights.items()
                     if k not in back or not same_values(back[k], np.asarray(v).astype(back[k].dtype)))
-    return Difference(float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), max_logit, tol.atol, tol.rtol, ok,
-                      changed, int(ref.size - finite.sum()))
+    return Difference(max_abs, max_rel, max_logit, tol.atol, tol.rtol, same_nonfinite and c.passed, changed,
+                      int(ref.size - finite.sum()))
