@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -139,12 +139,21 @@ MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))
 
 def select_cases(modules: Iterable[str] | None = None, cases: Iterable[Case] = CASES) -> list[Case]:
     """The cases of the given modules (all when None); an unknown module name is an error listing the known."""
-    if modules is None:
+    return select(cases, modules, MODULES, "module")
+
+
+C = TypeVar("C", bound=Case)
+
+
+def select(cases: Iterable[C], names: Iterable[str] | None, known: Sequence[str], kind: str) -> list[C]:
+    """The ``cases`` whose ``module`` is one of ``names`` (all when None); a name not in ``known`` is a ValueError
+    listing the known ones (``kind``: what a name names, 'module' or 'model')."""
+    if names is None:
         return list(cases)
-    wanted = list(modules)
-    unknown = [m for m in wanted if m not in MODULES]
+    wanted = list(names)
+    unknown = [m for m in wanted if m not in known]
     if unknown:
-        raise ValueError(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
+        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return [c for c in cases if c.module in wanted]
 
 
@@ -164,11 +173,6 @@ def registry_name(config: AttentionConfig) -> str:
             return name
     raise TypeError(f"expected an attn_core config ({', '.join(c.__name__ for c in CONFIGS.values())}), "
                     f"got {type(config).__name__}")
-
-
-def has_batch_norm(config: AttentionConfig) -> bool:
-    """Whether the module holds a BatchNorm (running statistics; a training mode that differs from eval)."""
-    return any(p.role in ("bn_mean", "bn_var") for p in config.param_table())
 
 
 def cases_for(config: AttentionConfig) -> tuple[Case, ...]:
@@ -191,7 +195,7 @@ def cases_for(config: AttentionConfig) -> tuple[Case, ...]:
         Case(name, "n1-5x8", (1, c, 5, 8), note="batch 1, non-square", spec=config),
         Case(name, "n2-1x1", (2, c, 1, 1), note="1x1 spatial", spec=config),
     ]
-    if has_batch_norm(config):
+    if config.has_batch_norm:
         cases.append(Case(name, "n3-6x5-train", (3, c, 6, 5), training=True,
                           note="training: BatchNorm on batch statistics", spec=config))
     return tuple(cases)

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from attn_core import AttentionConfig
 from attn_core.models import MODEL_CONFIGS, create_model_config
 
-from .cases import Case
+from .cases import Case, select
 from .tolerances import Tolerance, tolerance_for
 
 __all__ = ["ModelCase", "MODEL_CASES", "MODEL_NAMES", "TRAIN_STEPS", "TRAIN_FLOAT32", "TRAIN_FLOAT32_MODELS",
@@ -98,10 +98,4 @@ MODEL_CASES: tuple[ModelCase, ...] = tuple(c for name in MODEL_NAMES for c in _c
 
 def select_model_cases(models: Iterable[str] | None = None) -> list[ModelCase]:
     """The cases of the given models (every model when None); an unknown name is an error listing the known."""
-    if models is None:
-        return list(MODEL_CASES)
-    wanted = list(models)
-    unknown = [m for m in wanted if m not in MODEL_NAMES]
-    if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
-    return [c for c in MODEL_CASES if c.module in wanted]
+    return select(MODEL_CASES, models, MODEL_NAMES, "model")

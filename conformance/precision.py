@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LOW_PRECISION", "quantize", "bfloat16_bits", "is_low_precision"]
+from attn_core.precision import LOW_PRECISION
 
-LOW_PRECISION: tuple[str, ...] = ("float16", "bfloat16")
+__all__ = ["LOW_PRECISION", "quantize", "bfloat16_bits", "is_low_precision"]
 
 _F32_SIGN = np.uint32(0x8000_0000)
 _BF16_QUIET_NAN = np.uint32(0x7FC0_0000)
