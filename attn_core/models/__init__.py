@@ -4,10 +4,10 @@ from .densenet import DenseLayerSpec, SEDenseNetConfig, TransitionSpec
 from .mobilenetv2 import ECA_KERNEL_RULES, ECAMobileNetV2Config, InvertedResidualSpec
 from .towernet import InceptionSpec, TowerNetConfig
 from .layers import BatchNorm, Conv, Linear, subtree
-from .registry import MODEL_CONFIGS, create_model_config
+from .registry import MODEL_CONFIGS, build_model, create_model_config, model_factories
 from .resnet import STAGE_WIDTHS, BlockSpec, ResNetConfig
 
 __all__ = ["BatchNorm", "Conv", "Linear", "subtree", "ResNetConfig", "BlockSpec", "STAGE_WIDTHS",
-           "MODEL_CONFIGS", "create_model_config",
+           "MODEL_CONFIGS", "create_model_config", "build_model", "model_factories",
            "SEDenseNetConfig", "DenseLayerSpec", "TransitionSpec",
            "ECAMobileNetV2Config", "InvertedResidualSpec", "ECA_KERNEL_RULES", "TowerNetConfig", "InceptionSpec"]

@@ -1,10 +1,11 @@
-"""Registered model names -> their configs. Every backend's ``create_model(name, **kwargs)`` uses this table."""
+"""Registered model names -> their configs, and what every backend's ``create_model`` does with them apart from
+naming its own module classes (:func:`build_model`, :func:`model_factories`)."""
 
 from __future__ import annotations
 
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from ..cbam import CBAM_PRESETS
 from ..spec import AttentionConfig, ConfigError
@@ -13,7 +14,9 @@ from .mobilenetv2 import ECAMobileNetV2Config
 from .resnet import ResNetConfig
 from .towernet import TowerNetConfig
 
-__all__ = ["MODEL_CONFIGS", "create_model_config"]
+__all__ = ["MODEL_CONFIGS", "create_model_config", "build_model", "model_factories"]
+
+Module = TypeVar("Module")
 
 _DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
            101: ("bottleneck", (3, 4, 23, 3))}
@@ -46,3 +49,36 @@ def create_model_config(name: str, **kwargs: Any) -> AttentionConfig:
     if name not in MODEL_CONFIGS:
         raise ConfigError(f"create_model: unknown model {name!r}; known: {', '.join(MODEL_CONFIGS)}")
     return MODEL_CONFIGS[name](**kwargs)
+
+
+def build_model(config: AttentionConfig, classes: Mapping[type[AttentionConfig], type[Module]],
+                backend: str) -> Module:
+    """The module of ``classes`` (config class -> a backend's module class) built from ``config``; ``backend``
+    names the backend in the error for a config it has no model for."""
+    cls = classes.get(type(config))
+    if cls is None:
+        raise ConfigError(f"create_model: the {backend} backend has no model for {type(config).__name__}; it builds "
+                          f"{', '.join(c.__name__ for c in classes)}")
+    return cls.from_config(config)  # type: ignore[attr-defined]
+
+
+def _config_class(name: str) -> type:
+    """The config class a registered name builds (read off the registry's partial, else from a default config)."""
+    factory = MODEL_CONFIGS[name]
+    target = factory.func if isinstance(factory, partial) else factory
+    return target if isinstance(target, type) else type(factory())
+
+
+def model_factories(create_model: Callable[..., Module],
+                    classes: Mapping[type[AttentionConfig], type[Any]]) -> Mapping[str, Callable[..., Module]]:
+    """Registered name -> ``create_model(name, **kwargs)``, for the registered models whose config class is in
+    ``classes`` (the models a backend builds)."""
+    def factory(name: str) -> Callable[..., Module]:
+        def build(**kwargs: Any) -> Module:
+            return create_model(name, **kwargs)
+
+        build.__name__ = build.__qualname__ = name
+        build.__doc__ = f"``create_model({name!r}, **kwargs)``."
+        return build
+
+    return MappingProxyType({name: factory(name) for name in MODEL_CONFIGS if _config_class(name) in classes})

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
-from attn_core import AttentionConfig, ConfigError
-from attn_core.models import (MODEL_CONFIGS, ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig,
-                               create_model_config)
+from attn_core import AttentionConfig
+from attn_core.models import (ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig, build_model,
+                               create_model_config, model_factories)
 
 from .densenet import SEDenseNet
 from .mobilenetv2 import ECAMobileNetV2
@@ -19,7 +18,7 @@ from .towernet import TowerNet
 
 __all__ = ["MODELS", "MODEL_CLASSES", "create_model", "model_from_config"]
 
-# model config class -> the Flax module built from it
+# config class -> the module class built from it
 MODEL_CLASSES: Mapping[type[AttentionConfig], type[nn.Module]] = MappingProxyType({
     ResNetConfig: ResNet, TowerNetConfig: TowerNet, ECAMobileNetV2Config: ECAMobileNetV2,
     SEDenseNetConfig: SEDenseNet})
@@ -27,11 +26,7 @@ MODEL_CLASSES: Mapping[type[AttentionConfig], type[nn.Module]] = MappingProxyTyp
 
 def model_from_config(config: AttentionConfig) -> nn.Module:
     """The Flax module of a model config (``ResNetConfig`` -> :class:`ResNet`)."""
-    cls = MODEL_CLASSES.get(type(config))
-    if cls is None:
-        raise ConfigError(f"create_model: the Flax backend has no model for {type(config).__name__}; it builds "
-                          f"{', '.join(c.__name__ for c in MODEL_CLASSES)}")
-    return cls.from_config(config)  # type: ignore[attr-defined]
+    return build_model(config, MODEL_CLASSES, "Flax")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -40,6 +35,5 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return model_from_config(create_model_config(name, **kwargs))
 
 
-# registered name -> a factory taking the config overrides, for the models this backend implements
-MODELS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType({
-    name: partial(create_model, name) for name in MODEL_CONFIGS if type(MODEL_CONFIGS[name]()) in MODEL_CLASSES})
+# registered name -> factory, for the registered models whose config this backend builds
+MODELS: Mapping[str, Callable[..., nn.Module]] = model_factories(create_model, MODEL_CLASSES)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from attn_core import AttentionConfig, ConfigError
-from attn_core.models import (MODEL_CONFIGS, ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig,
-                               create_model_config)
+from attn_core import AttentionConfig
+from attn_core.models import (ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig, build_model,
+                               create_model_config, model_factories)
 
 from .densenet import SEDenseNet
 from .mobilenetv2 import ECAMobileNetV2
@@ -27,11 +26,7 @@ MODEL_CLASSES: Mapping[type[AttentionConfig], type[nn.Module]] = MappingProxyTyp
 
 def model_from_config(config: AttentionConfig) -> nn.Module:
     """The torch module of a model config (``ResNetConfig`` -> :class:`ResNet`)."""
-    cls = MODEL_CLASSES.get(type(config))
-    if cls is None:
-        raise ConfigError(f"create_model: the torch backend has no model for {type(config).__name__}; it builds "
-                          f"{', '.join(c.__name__ for c in MODEL_CLASSES)}")
-    return cls.from_config(config)  # type: ignore[attr-defined]
+    return build_model(config, MODEL_CLASSES, "torch")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -40,22 +35,5 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return model_from_config(create_model_config(name, **kwargs))
 
 
-def _factory(name: str) -> Callable[..., nn.Module]:
-    def factory(**kwargs: Any) -> nn.Module:
-        return create_model(name, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"``create_model({name!r}, **kwargs)``."
-    return factory
-
-
-def _config_class(name: str) -> type:
-    """The config class a registered name builds (read off the registry's partial, else from a default config)."""
-    factory = MODEL_CONFIGS[name]
-    target = factory.func if isinstance(factory, partial) else factory
-    return target if isinstance(target, type) else type(factory())
-
-
 # registered name -> factory, for the registered models whose config this backend builds
-MODELS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
-    {name: _factory(name) for name in MODEL_CONFIGS if _config_class(name) in MODEL_CLASSES})
+MODELS: Mapping[str, Callable[..., nn.Module]] = model_factories(create_model, MODEL_CLASSES)
