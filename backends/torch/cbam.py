@@ -7,7 +7,8 @@ from torch import nn
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import ACTIVATIONS, COMPUTE, AttentionModule, batch_norm_as, conv_as, mean_c, mean_hw, pointwise_as
+from ._base import AttentionModule
+from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as, mean_c, mean_hw, pointwise_as
 
 
 class ChannelAttention(AttentionModule):
@@ -26,7 +27,7 @@ class ChannelAttention(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
         n = x.shape[0]
         # the shared MLP once on the 2N pooled rows (mean, then max), its two halves summed as mlp(avg) + mlp(max)
@@ -55,7 +56,7 @@ class SpatialAttention(AttentionModule):
         self.check_input(x)
         if self.training:  # BatchNorm needs N*H*W > 1 (attn_core's rule; nn.BatchNorm2d's own error is a bare one)
             self.config.check_training_input(tuple(x.shape))
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
         avg, mx = mean_c(xc), xc.amax(1, keepdim=True)
         z = conv_as(self.conv, torch.cat([avg, mx] if self._mean_first else [mx, avg], 1), compute)
@@ -84,6 +85,6 @@ class CBAM(AttentionModule):
         self.check_input(x)
         if self.training:
             self.config.check_training_input(tuple(x.shape))
-        compute = COMPUTE.get(x.dtype)  # half: both halves in float32, the output rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
         y = self.spatial(self.channel(x if compute is None else x.to(compute)))
         return y if compute is None else y.to(x.dtype)

@@ -7,7 +7,8 @@ from torch import nn
 
 from attn_core import ECAConfig
 
-from ._base import COMPUTE, AttentionModule, conv1d_as, mean_hw
+from ._base import AttentionModule
+from ._ops import compute_dtype_of, conv1d_as, mean_hw
 
 
 class ECAModule(AttentionModule):
@@ -20,7 +21,7 @@ class ECAModule(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
         y = xc * torch.sigmoid(conv1d_as(self.conv, mean_hw(xc), compute))[:, :, None, None]
         return y if compute is None else y.to(x.dtype)

@@ -15,45 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attn_core import CONFIGS, AttentionConfig, ConfigError, bn_momentum_for
-from attn_core.models import BatchNorm, BlockSpec, Conv, Linear, ResNetConfig
+from attn_core import ConfigError
+from attn_core.models import BlockSpec, ResNetConfig
 
 from ._base import AttentionModule
-from ._norm import BatchNorm2d, label_batch_norms
-from .registry import ATTN_LAYERS
+from ._layers import attach, build_attention, build_layer
+from ._norm import label_batch_norms
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck"]
-
-_REGISTRY_KEY = {cls: key for key, cls in CONFIGS.items()}  # config class -> attention registry name
-
-
-def build_layer(spec: Any) -> nn.Module:
-    """The torch layer of one layer spec of :mod:`attn_core.models.layers`."""
-    if isinstance(spec, Conv):
-        return nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, stride=spec.stride,
-                         padding=spec.padding, groups=spec.groups, bias=spec.bias)
-    if isinstance(spec, BatchNorm):
-        return BatchNorm2d(spec.channels, eps=spec.eps, momentum=bn_momentum_for("torch", spec.momentum))
-    if isinstance(spec, Linear):
-        return nn.Linear(spec.in_features, spec.out_features, bias=spec.bias)
-    raise TypeError(f"no torch layer for the layer spec {type(spec).__name__}")
-
-
-def build_attention(config: AttentionConfig) -> AttentionModule:
-    """The attention module of this backend for an attention config (through ``ATTN_LAYERS``)."""
-    return ATTN_LAYERS[_REGISTRY_KEY[type(config)]].from_config(config)
-
-
-def attach(parent: nn.Module, dotted: str, module: nn.Module) -> None:
-    """Register ``module`` under the dotted name (``'downsample.0'`` makes ``downsample`` an ``nn.Sequential``)."""
-    *path, leaf = dotted.split(".")
-    for part in path:
-        child = getattr(parent, part, None)
-        if child is None:
-            child = nn.Sequential()
-            parent.add_module(part, child)
-        parent = child
-    parent.add_module(leaf, module)
 
 
 class _Block(nn.Module):

@@ -7,7 +7,8 @@ from torch import nn
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, COMPUTE, AttentionModule, mean_hw, pointwise_as
+from ._base import AttentionModule
+from ._ops import ACTIVATIONS, compute_dtype_of, mean_hw, pointwise_as
 
 
 class SEModule(AttentionModule):
@@ -25,7 +26,7 @@ class SEModule(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.to(compute)
         s = mean_hw(xc)
         g = self._gate(pointwise_as(self.fc2, self._act(pointwise_as(self.fc1, s, compute)), compute))

@@ -5,12 +5,10 @@ from __future__ import annotations
 import torch
 
 from attn_core import SimAMConfig, simam_denominator_count
-from attn_core.simam import SIMAM_COMPUTE_DTYPES, simam_mean_prescale
+from attn_core.simam import simam_mean_prescale
 
-from ._base import AttentionModule, mean_hw
-
-# input dtype -> compute dtype, for the dtypes attn_core computes in another (float16, bfloat16 -> float32)
-_COMPUTE = {getattr(torch, k): getattr(torch, v) for k, v in SIMAM_COMPUTE_DTYPES.items()}
+from ._base import AttentionModule
+from ._ops import compute_dtype_of
 
 
 class SimAM(AttentionModule):
@@ -24,7 +22,7 @@ class SimAM(AttentionModule):
         self.check_input(x)
         h, w = x.shape[2], x.shape[3]
         n = simam_denominator_count(h, w)
-        compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
+        compute = compute_dtype_of(x)  # half: statistics, gate and product in float32, rounded once at the end
         xc = x if compute is None else x.to(compute)
         grad = torch.is_grad_enabled() and xc.requires_grad
         # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest.
