@@ -17,7 +17,7 @@ from paddle import nn
 
 from attn_core.spec import check_batch_norm_input
 
-from ._base import scalar, static_shape
+from ._ops import scalar, static_shape
 
 __all__ = ["BatchNorm2D", "label_batch_norms"]
 

@@ -4,47 +4,12 @@ from __future__ import annotations
 
 import paddle
 from paddle import nn
-from paddle.autograd import PyLayer
 
-from attn_core import (AttentionConfig, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig,
-                       bn_momentum_for)
+from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import ACTIVATIONS, COMPUTE, AttentionModule, conv_as, mean_hw, static_shape
+from ._base import AttentionModule, check_training_input
 from ._norm import BatchNorm2D
-
-
-@paddle.jit.not_to_static
-def _check_training_input(config: AttentionConfig, x: paddle.Tensor) -> None:
-    """attn_core's rule for BatchNorm in training (N*H*W > 1), run as is under to_static, where sizes unknown
-    until run time read -1 and are not checked. Paddle's own kernel would return such a batch unchanged."""
-    config.check_training_input(static_shape(x))
-
-
-class _SharedMax(PyLayer):
-    """``x.amax(axis, keepdim=True)`` with the same gradient (shared equally among tied maxima, attn_core's rule),
-    computed as a mask of the maxima over their count. Paddle's own ``amax`` backward on CPU is quadratic in the
-    reduced size (seconds per call at 8 x 64 x 56 x 56, over the channels or over H x W)."""
-
-    @staticmethod
-    def forward(ctx: object, x: paddle.Tensor, axis: list[int]) -> paddle.Tensor:
-        y = x.amax(axis=axis, keepdim=True)
-        ctx.save_for_backward(x, y)
-        ctx.axis = axis
-        return y
-
-    @staticmethod
-    def backward(ctx: object, dy: paddle.Tensor) -> paddle.Tensor:
-        x, y = ctx.saved_tensor()
-        mask = (x == y).astype(x.dtype)
-        return mask * (dy / mask.sum(axis=ctx.axis, keepdim=True))
-
-
-def _amax(x: paddle.Tensor, axis: list[int]) -> paddle.Tensor:
-    """``x.amax(axis, keepdim=True)``: through :class:`_SharedMax` where a gradient is recorded, plainly where none
-    is (a PyLayer's forward alone costs as much as the rest of CBAM's at 8 x 64 x 56 x 56)."""
-    if paddle.is_grad_enabled() and not x.stop_gradient:
-        return _SharedMax.apply(x, axis)
-    return x.amax(axis=axis, keepdim=True)
+from ._ops import ACTIVATIONS, amax, compute_dtype_of, conv_as, mean_hw
 
 
 class ChannelAttention(AttentionModule):
@@ -63,10 +28,10 @@ class ChannelAttention(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.astype(compute)
         avg = conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute)
-        mx = conv_as(self.fc2, self._act(conv_as(self.fc1, _amax(xc, [2, 3]), compute)), compute)
+        mx = conv_as(self.fc2, self._act(conv_as(self.fc1, amax(xc, [2, 3]), compute)), compute)
         y = xc * self._gate(avg + mx)
         return y if compute is None else y.astype(x.dtype)
 
@@ -89,10 +54,10 @@ class SpatialAttention(AttentionModule):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
         if self.training:
-            _check_training_input(self.config, x)
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+            check_training_input(self.config, x)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.astype(compute)
-        avg, mx = xc.mean(axis=1, keepdim=True), _amax(xc, [1])
+        avg, mx = xc.mean(axis=1, keepdim=True), amax(xc, [1])
         z = conv_as(self.conv, paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1), compute)
         if self.bn is not None:
             z = self.bn(z)  # in z's dtype, whatever its own (BatchNorm2D)
@@ -119,7 +84,7 @@ class CBAM(AttentionModule):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
         if self.training:
-            _check_training_input(self.config, x)
-        compute = COMPUTE.get(x.dtype)  # half: both halves in float32, the output rounded once (attn_core.precision)
+            check_training_input(self.config, x)
+        compute = compute_dtype_of(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
         y = self.spatial(self.channel(x if compute is None else x.astype(compute)))
         return y if compute is None else y.astype(x.dtype)

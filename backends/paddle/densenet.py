@@ -2,7 +2,7 @@
 
 Every width, kernel, BatchNorm setting and SE config comes from the config (``stem()``, ``dense_layers`` and each
 ``DenseLayerSpec.layers()``, ``transitions`` and each ``TransitionSpec.layers()``, ``final_norm()``, ``head()``);
-this file only turns those specs into Paddle layers (with the ResNet port's ``build_layer``) and runs them in the
+this file only turns those specs into Paddle layers (with ``_layers.build_layer``) and runs them in the
 order of ``SEDenseNetConfig.reference_forward``. Layer names are the torch port's (seed article 000's), so the
 ``state_dict`` keys are the canonical names with Paddle's BatchNorm state names (``_mean``, ``_variance``;
 ``attn_core.native_location``); ``classifier.weight`` is Paddle's [in, out].
@@ -29,8 +29,8 @@ from paddle.distributed.fleet.utils import recompute
 from attn_core.models import DenseLayerSpec, SEDenseNetConfig, TransitionSpec
 
 from ._base import AttentionModule
+from ._layers import attach, build_layer
 from ._norm import label_batch_norms
-from .resnet import attach, build_layer
 from .se import SEModule
 
 __all__ = ["SEDenseNet", "DenseLayer", "DenseBlock", "Transition"]

@@ -8,7 +8,8 @@ from paddle import nn
 
 from attn_core import ECAConfig
 
-from ._base import COMPUTE, AttentionModule, conv_as, mean_hw
+from ._base import AttentionModule
+from ._ops import compute_dtype_of, conv_as, mean_hw
 
 
 class ECAModule(AttentionModule):
@@ -21,7 +22,7 @@ class ECAModule(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.astype(compute)
         s = mean_hw(xc).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
         y = xc * F.sigmoid(conv_as(self.conv, s, compute)).squeeze(1).unsqueeze([2, 3])

@@ -16,8 +16,8 @@ from paddle import nn
 from attn_core.models import ECAMobileNetV2Config, InvertedResidualSpec
 
 from ._base import AttentionModule
+from ._layers import attach, build_attention, build_layer
 from ._norm import label_batch_norms
-from .resnet import attach, build_attention, build_layer
 
 __all__ = ["ECAMobileNetV2", "InvertedResidual"]
 

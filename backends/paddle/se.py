@@ -7,7 +7,8 @@ from paddle import nn
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, COMPUTE, AttentionModule, conv_as, mean_hw
+from ._base import AttentionModule
+from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, mean_hw
 
 
 class SEModule(AttentionModule):
@@ -25,7 +26,7 @@ class SEModule(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        compute = COMPUTE.get(x.dtype)  # half: computed in float32, rounded once (attn_core.precision)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.astype(compute)
         y = xc * self._gate(conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute))
         return y if compute is None else y.astype(x.dtype)

@@ -6,13 +6,11 @@ import paddle
 import paddle.nn.functional as F
 
 from attn_core import SimAMConfig, simam_denominator_count
-from attn_core.simam import SIMAM_COMPUTE_DTYPES, simam_mean_prescale
+from attn_core.simam import simam_mean_prescale
 
-from ._base import AttentionModule, scalar, static_shape
+from ._base import AttentionModule
+from ._ops import compute_dtype_of, scalar, static_shape
 
-# input dtype -> compute dtype, for the dtypes attn_core computes in another (float16, bfloat16 -> float32). Paddle's
-# CPU build has no float16/bfloat16 kernels for mean, subtract, multiply or sigmoid, so only this way does it run there.
-_COMPUTE = {getattr(paddle, k): getattr(paddle, v) for k, v in SIMAM_COMPUTE_DTYPES.items()}
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -25,7 +23,7 @@ class SimAM(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         self.check_input(x)
-        compute = _COMPUTE.get(x.dtype)  # half: statistics, gate and product in float32, rounded once at the end
+        compute = compute_dtype_of(x)  # half: statistics, gate and product in float32, rounded once at the end
         xc = x if compute is None else x.astype(compute)
         _, _, h, w = static_shape(x)
         if h >= 0 and w >= 0 and xc.dtype != paddle.float64 and paddle.in_dynamic_mode() \

@@ -1,0 +1,113 @@
+"""Kernels and custom gradients of the Paddle modules: the compute dtype, exact constants in static graphs, the
+activation table, casts on use, the pooled mean and the shared-maximum gradient."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+from paddle.autograd import PyLayer
+
+from attn_core.precision import FLOAT_DTYPES, compute_dtype
+
+__all__ = ["ACTIVATIONS", "compute_dtype_of", "scalar", "static_shape", "mean_hw", "conv_as", "amax"]
+
+# input dtype -> compute dtype, for the dtypes attn_core.precision computes in another (half in float32), which also
+# makes them run on CPU, whose build has kernels only to cast half tensors
+_COMPUTE: dict[Any, Any] = {getattr(paddle, d): getattr(paddle, compute_dtype(d)) for d in FLOAT_DTYPES
+                            if compute_dtype(d) != d}
+
+
+def compute_dtype_of(x: paddle.Tensor) -> Any:
+    """The dtype the modules compute ``x`` in (:func:`attn_core.precision.compute_dtype`), None where it is ``x``'s
+    own."""
+    return _COMPUTE.get(x.dtype)
+
+
+def scalar(value: float, like: paddle.Tensor) -> paddle.Tensor:
+    """``value`` as a 0-d tensor of ``like``'s dtype. In a static graph (to_static) ``x + 1e-4`` and ``x / 3`` become
+    scale ops with float32 attributes, 1e-12 and 6e-9 off in float64; dygraph and tensors are exact."""
+    return paddle.full([], value, dtype=like.dtype)
+
+
+def _hard_sigmoid(x: paddle.Tensor) -> paddle.Tensor:
+    """relu6(x + 3) / 6. Paddle's default slope is 0.1666667, so 1/6 is passed; the op keeps it as a float32
+    attribute, exact for float32 but 1.5e-8 off in float64, where relu6(x + 3) / 6 is computed instead."""
+    if x.dtype == paddle.float64:
+        return F.relu6(x + 3.0) / scalar(6.0, x)
+    return F.hardsigmoid(x, slope=1.0 / 6.0, offset=0.5)
+
+
+def _relu(x: paddle.Tensor) -> paddle.Tensor:
+    """max(x, 0) that keeps NaN (the project's NaN policy, torch's ReLU): ``F.relu`` maps NaN to 0 and so hid a NaN
+    input of SE or channel attention; ``hardtanh(x, 0, inf)`` keeps it at the cost of ``F.relu`` (``maximum`` with a
+    zero tensor costs 5x more on the pooled rows)."""
+    return F.hardtanh(x, 0.0, math.inf)
+
+
+ACTIVATIONS: dict[str, Callable[[paddle.Tensor], paddle.Tensor]] = {
+    "relu": _relu,
+    "silu": F.silu,
+    "sigmoid": F.sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+}
+
+
+def mean_hw(x: paddle.Tensor) -> paddle.Tensor:
+    """The mean of ``x`` (N, C, H, W) over H, W, kept as (N, C, 1, 1): ``adaptive_avg_pool2d``, whose backward on CPU
+    is 5x faster than ``mean``'s (8 x 64 x 56 x 56), except in float64, where the pool misses the float64
+    conformance tolerance (rtol 1e-7) and ``mean`` is used."""
+    if x.dtype == paddle.float64:
+        return x.mean(axis=[2, 3], keepdim=True)
+    return F.adaptive_avg_pool2d(x, 1)
+
+
+
+
+def conv_as(layer: nn.Layer, x: paddle.Tensor, dtype: Any = None) -> paddle.Tensor:
+    """``layer(x)`` (a Conv1D or Conv2D) with its weight and bias cast to ``dtype`` (None: to ``x``'s dtype where they
+    differ, as inside CBAM, which hands its float32 computation of a half input to its two halves)."""
+    dtype = dtype or (x.dtype if layer.weight.dtype != x.dtype else None)
+    if dtype is None:
+        return layer(x)
+    bias = None if layer.bias is None else layer.bias.astype(dtype)
+    conv = F.conv1d if layer._data_format == "NCL" else F.conv2d
+    return conv(x, layer.weight.astype(dtype), bias, layer._stride, layer._padding, layer._dilation, layer._groups,
+                data_format=layer._data_format)
+
+
+@paddle.jit.not_to_static
+def static_shape(x: paddle.Tensor) -> tuple[int, ...]:
+    """The sizes of ``x`` known when the graph is built: all in dygraph, -1 for those unknown until run time under
+    ``paddle.jit.to_static`` (not transformed, so that they stay ints rather than become tensors)."""
+    return tuple(int(s) for s in x.shape)
+
+
+class _SharedMax(PyLayer):
+    """``x.amax(axis, keepdim=True)`` with the same gradient (shared equally among tied maxima, attn_core's rule),
+    computed as a mask of the maxima over their count. Paddle's own ``amax`` backward on CPU is quadratic in the
+    reduced size (seconds per call at 8 x 64 x 56 x 56, over the channels or over H x W)."""
+
+    @staticmethod
+    def forward(ctx: object, x: paddle.Tensor, axis: list[int]) -> paddle.Tensor:
+        y = x.amax(axis=axis, keepdim=True)
+        ctx.save_for_backward(x, y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx: object, dy: paddle.Tensor) -> paddle.Tensor:
+        x, y = ctx.saved_tensor()
+        mask = (x == y).astype(x.dtype)
+        return mask * (dy / mask.sum(axis=ctx.axis, keepdim=True))
+
+
+def amax(x: paddle.Tensor, axis: list[int]) -> paddle.Tensor:
+    """``x.amax(axis, keepdim=True)``: through :class:`_SharedMax` where a gradient is recorded, plainly where none
+    is (a PyLayer's forward alone costs as much as the rest of CBAM's at 8 x 64 x 56 x 56)."""
+    if paddle.is_grad_enabled() and not x.stop_gradient:
+        return _SharedMax.apply(x, axis)
+    return x.amax(axis=axis, keepdim=True)
