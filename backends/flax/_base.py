@@ -1,23 +1,16 @@
-"""What every Flax module shares: its config, input checks, the activation table and the 1x1 convolution."""
+"""The base class of the Flax modules: the attn_core config that decides them, and their input checks."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from attn_core import AttentionConfig
-from attn_core.precision import FLOAT_DTYPES, compute_dtype
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "sigmoid": jax.nn.sigmoid,
-    "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6, slope exactly 1/6
-}
+from attn_core.precision import FLOAT_DTYPES
 
 
 class AttentionModule(nn.Module):
@@ -62,14 +55,3 @@ def device_dtypes() -> tuple[str, ...]:
     if jax.config.jax_enable_x64:
         return FLOAT_DTYPES
     return tuple(d for d in FLOAT_DTYPES if d != "float64")
-
-
-def pointwise(features: int, bias: bool, name: str, dtype: Any = None) -> nn.Conv:
-    """A 1x1 convolution (the SE / channel-attention MLP layers) with explicit zero padding, computing in
-    ``dtype`` (None: its inputs' dtype)."""
-    return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), use_bias=bias, dtype=dtype, name=name)
-
-
-def compute_dtype_of(x: jax.Array) -> Any:
-    """The dtype a module computes in for input ``x`` (attn_core.precision: float32 for float16 / bfloat16)."""
-    return jnp.dtype(compute_dtype(jnp.dtype(x.dtype).name))

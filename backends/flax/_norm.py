@@ -18,6 +18,10 @@ import jax
 import jax.numpy as jnp
 from flax.linen import dtypes
 
+from attn_core.spec import check_batch_norm_input
+
+from ._base import AttentionModule
+
 __all__ = ["BatchNorm"]
 
 
@@ -28,7 +32,8 @@ class BatchNorm(nn.Module):
     Training (``use_running_average=False``) normalises with the batch mean and biased variance and, with
     ``k = momentum`` and ``count`` the number of values per channel, sets
     ``mean <- k * mean + (1 - k) * batch_mean`` and ``var <- k * var + (1 - k) * biased_var * count / (count - 1)``.
-    The caller checks ``count > 1`` (``attn_core.check_batch_norm_input``).
+    In training an input with ``count = 1`` is the project's ``InputShapeError`` naming the model and the layer
+    (``ResNet: layer4.0.bn1``; ``attn_core.check_batch_norm_input``), as torch's and Paddle's layers do.
     """
 
     use_running_average: bool | None = None
@@ -41,6 +46,8 @@ class BatchNorm(nn.Module):
             raise TypeError("BatchNorm: momentum and epsilon must be given explicitly (Flax's default momentum 0.99 "
                             "is torch's 0.01)")
         use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        if not use_running_average:
+            check_batch_norm_input(_where(self), tuple(x.shape), layout="NHWC")
         features = (x.shape[-1],)
         axes = tuple(range(x.ndim - 1))
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
@@ -63,3 +70,16 @@ class BatchNorm(nn.Module):
         mul = jax.lax.rsqrt(var + self.epsilon) * scale
         y = y * mul + bias
         return jnp.asarray(y, dtypes.canonicalize_dtype(x, scale, bias))
+
+
+def _where(layer: nn.Module) -> str:
+    """``'<model>: <dotted path of layer>'`` for the errors of ``layer``: the model is the nearest enclosing module of
+    this package, or the ``model_name`` of a model part whose parents a lifted transform (``nn.remat``) cuts off."""
+    path = ".".join(layer.path)
+    owner = layer.parent
+    while isinstance(owner, nn.Module):
+        model = type(owner).__name__ if isinstance(owner, AttentionModule) else getattr(owner, "model_name", None)
+        if model:
+            return f"{model}: {path}"
+        owner = owner.parent
+    return path

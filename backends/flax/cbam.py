@@ -2,150 +2,16 @@
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import ACTIVATIONS, AttentionModule, compute_dtype_of, pointwise
+from ._base import AttentionModule
+from ._layers import SpatialConv, pointwise
 from ._norm import BatchNorm
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def max_with_shared_ties(x: jax.Array, axis: int | tuple[int, ...]) -> jax.Array:
-    """``jnp.max(x, axis, keepdims=True)`` whose gradient goes to the maxima in equal shares (``attn_core.ops.amax``),
-    and is not lost when ``x`` is computed inside the same ``jax.jit`` program.
-
-    JAX's own rule finds the maxima as ``x == max(x)``. Under jit XLA may compute ``x`` again for that comparison, in
-    another fusion that rounds differently (a contracted multiply-add, a reduction in another order), and the mask
-    then misses the maximum: the gradient is lost (jax-ml/jax 3602, 40564; an optimisation barrier does not stop it
-    on XLA CPU). Here the backward pass takes the maxima as ``x == max(x)`` *or* the first position equal to the
-    maximum, found by a min reduction over the positions; where no position equals it (``x`` recomputed with other
-    rounding), the position of ``argmax(x)`` computed from the same ``x`` it compares. Ties share the gradient as in
-    the reference, and the maximum always receives it. Where both happen at once (ties, and ``x`` recomputed with
-    other rounding) the first maximum receives all of it. argmax, a variadic reduction, is slow on XLA CPU (about 17
-    passes of ``x * 2`` at 8 x 56 x 56 x 64), so it runs only in that case (``lax.cond``).
-    """
-    return jnp.max(x, axis=axis, keepdims=True)
-
-
-def _max_fwd(x: jax.Array, axis: int | tuple[int, ...]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    m = jnp.max(x, axis=axis, keepdims=True)
-    return m, (x, m)
-
-
-def _max_bwd(axis: int | tuple[int, ...], residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
-    x, m = residuals
-    axes = tuple(sorted(a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)))
-    if axes != tuple(range(axes[0], axes[-1] + 1)):
-        raise ValueError(f"max_with_shared_ties: the reduced axes must be adjacent, got {axis}")
-    # the reduced axes as one, (lead..., reduced, trail...), where argmax finds the first maximum
-    flat = x.reshape(x.shape[:axes[0]] + (-1,) + x.shape[axes[-1] + 1:])
-    size = flat.shape[axes[0]]
-    iota = jax.lax.broadcasted_iota(jnp.int32, flat.shape, axes[0])
-    m_flat = m.reshape(m.shape[:axes[0]] + (1,) + m.shape[axes[-1] + 1:])
-    # the first position equal to the maximum, by an ordinary (vectorised) min reduction; only where x was
-    # recomputed with other rounding and no position equals it, argmax (a variadic reduction, slow on XLA CPU)
-    first = jnp.min(jnp.where(flat == m_flat, iota, size), axis=axes[0], keepdims=True)
-    first = jax.lax.cond(jnp.any(first == size),
-                         lambda: jnp.argmax(flat, axis=axes[0], keepdims=True).astype(jnp.int32), lambda: first)
-    mask = (x == m) | (iota == first).reshape(x.shape)
-    count = jnp.sum(mask, axis=axes, keepdims=True).astype(g.dtype)
-    # multiplied by the mask, not selected: an infinite g gives NaN off the maxima, as torch and the reference do
-    return ((g / count * mask.astype(g.dtype)).astype(x.dtype),)
-
-
-max_with_shared_ties.defvjp(_max_fwd, _max_bwd)
-
-
-def _shifted_sum(zp: jax.Array, kernel: jax.Array, height: int, width: int) -> jax.Array:
-    """``sum over i, j, c of zp[:, i:i + height, j:j + width, c] * kernel[i, j, c]``: (N, height, width, 1)."""
-    k = kernel.shape[0]
-    acc = None
-    for i in range(k):
-        for j in range(k):
-            for c in range(kernel.shape[2]):
-                term = zp[:, i:i + height, j:j + width, c:c + 1] * kernel[i, j, c]
-                acc = term if acc is None else acc + term
-    return acc
-
-
-def _conv_lax(z: jax.Array, kernel: jax.Array) -> jax.Array:
-    p = kernel.shape[0] // 2
-    return jax.lax.conv_general_dilated(z, kernel, (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-#: the largest k computed by the unrolled sum; beyond it compile time and run time grow past XLA's convolution
-#: (measured: benchmarks/NOTES.md, "Flax spatial convolution crossover").
-UNROLLED_MAX_KERNEL = 11
-
-
-def spatial_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
-    """SpatialAttention's convolution of the pooled maps ``z`` (N, H, W, C_in) with ``kernel`` (k, k, C_in, 1), odd
-    k, padding k // 2: (N, H, W, 1), the same numbers as ``lax.conv_general_dilated``.
-
-    Up to k = :data:`UNROLLED_MAX_KERNEL` the unrolled sum (:func:`_unrolled_conv`), beyond it XLA's convolution:
-    the unrolled program has k * k * C_in terms, so its compile and run times grow with k * k.
-    """
-    if kernel.shape[0] <= UNROLLED_MAX_KERNEL:
-        return _unrolled_conv(z, kernel)
-    return _conv_lax(z, kernel)
-
-
-@jax.custom_vjp
-def _unrolled_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
-    """:func:`spatial_conv` as k * k * C_in shifted multiply-adds that XLA fuses into one loop: XLA CPU's convolution
-    with one output channel is slow (7.6 to 10 passes of ``x * s`` over an 8 x 56 x 56 x 64 map for 2 -> 1 channels
-    at k = 7, measured by ``python -m benchmarks`` before this function), the fused sum about one
-    (benchmarks/RESULTS.md).
-    The gradient of ``z`` is the same sum over the padded output gradient with the kernel flipped; that of the
-    kernel is XLA's weight-gradient convolution (fast there).
-    """
-    p = kernel.shape[0] // 2
-    zp = jnp.pad(z, ((0, 0), (p, p), (p, p), (0, 0)))
-    return _shifted_sum(zp, kernel, z.shape[1], z.shape[2])
-
-
-def _unrolled_conv_fwd(z: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return _unrolled_conv(z, kernel), (z, kernel)
-
-
-def _unrolled_conv_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    z, kernel = residuals
-    p = kernel.shape[0] // 2
-    gp = jnp.pad(g, ((0, 0), (p, p), (p, p), (0, 0)))
-    # dz[..., c] = sum over i, j of g shifted by (k - 1 - i, k - 1 - j) times kernel[i, j, c]
-    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # (k, k, 1, C_in)
-    dz = jnp.concatenate([_shifted_sum(gp, flipped[:, :, :, c:c + 1], z.shape[1], z.shape[2])
-                          for c in range(z.shape[3])], axis=-1)
-    dkernel = jax.vjp(lambda w: _conv_lax(z, w), kernel)[1](g)[0]
-    return dz.astype(z.dtype), dkernel.astype(kernel.dtype)
-
-
-_unrolled_conv.defvjp(_unrolled_conv_fwd, _unrolled_conv_bwd)
-
-
-class SpatialConv(nn.Module):
-    """The parameters of ``nn.Conv(1, (k, k), padding k // 2)`` (``kernel`` (k, k, 2, 1), optional ``bias`` (1,);
-    the same initialisers), applied with :func:`spatial_conv` in ``dtype``."""
-
-    kernel_size: int
-    use_bias: bool
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, z.shape[-1], 1), jnp.float32)
-        dt = self.dtype or z.dtype
-        y = spatial_conv(z.astype(dt), kernel.astype(dt))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (1,), jnp.float32).astype(dt)
-        return y
+from ._ops import ACTIVATIONS, compute_dtype_of, max_with_shared_ties
 
 
 class ChannelAttention(AttentionModule):

@@ -2,9 +2,8 @@
 
 Everything is built from the config: the stem (``config.stem()``), one dense layer per ``config.dense_layers``
 entry with the layers of ``DenseLayerSpec.layers()`` and its SE config, one transition per ``config.transitions``
-entry, ``config.final_norm()`` and ``config.head()``, with the ResNet port's layer helpers (``_conv``,
-``_batch_norm``: the project's BatchNorm, as the whole backend uses it, ``_dense``). No width, stride or padding is
-decided here.
+entry, ``config.final_norm()`` and ``config.head()``, each layer spec made by ``_layers.build_layer``. No width,
+stride or padding is decided here.
 
 Submodule names are the canonical names split on dots (what :func:`attn_core.native_location` does):
 ``features.denseblock2.denselayer3.conv1.weight`` is ``params['features']['denseblock2']['denselayer3']['conv1']
@@ -24,7 +23,7 @@ when ``drop_rate > 0``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 from attn_core.models import DenseLayerSpec, SEDenseNetConfig, TransitionSpec
 
 from ._base import AttentionModule
-from .resnet import _batch_norm, _conv, _dense
+from ._layers import build_layer
 from .se import SEModule
 
 __all__ = ["SEDenseNet", "DenseLayer", "DenseBlock", "Transition"]
@@ -42,7 +41,6 @@ __all__ = ["SEDenseNet", "DenseLayer", "DenseBlock", "Transition"]
 # max_pool pads with the reduction's identity); the transitions' average pooling, as ops.avg_pool2d(x, 2, 2)
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
 _TRANSITION_POOL = 2
-_MODEL = "SEDenseNet"  # the model named in the BatchNorms' one-value-per-channel error
 
 
 def _leaf(dotted: str) -> str:
@@ -63,12 +61,14 @@ class DenseLayer(nn.Module):
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
 
+    model_name: ClassVar[str] = "SEDenseNet"  # for its BatchNorms' errors, whose parents nn.remat cuts off here
+
     def bottleneck(self, train: bool, *features: jax.Array) -> jax.Array:
         """concat -> norm1 -> ReLU -> conv1 (what the efficient mode recomputes in the backward pass). Its layers
         are made in this module's scope, in either mode."""
         layers = self.spec.layers(self.bn_eps, self.bn_momentum)
         x = jnp.concatenate(features, axis=-1) if len(features) > 1 else features[0]
-        return _conv(layers["conv1"], "conv1")(jax.nn.relu(_batch_norm(self, layers["norm1"], x, train, "norm1", _MODEL)))
+        return build_layer(layers["conv1"], "conv1")(jax.nn.relu(build_layer(layers["norm1"], "norm1", train)(x)))
 
     @nn.compact
     def __call__(self, features: tuple[jax.Array, ...], train: bool = False) -> jax.Array:
@@ -77,7 +77,7 @@ class DenseLayer(nn.Module):
         else:
             h = self.bottleneck(train, *features)
         layers = self.spec.layers(self.bn_eps, self.bn_momentum)
-        h = _conv(layers["conv2"], "conv2")(jax.nn.relu(_batch_norm(self, layers["norm2"], h, train, "norm2", _MODEL)))
+        h = build_layer(layers["conv2"], "conv2")(jax.nn.relu(build_layer(layers["norm2"], "norm2", train)(h)))
         h = SEModule.from_config(self.spec.se, name="se")(h, train)
         if self.drop_rate > 0:
             h = nn.Dropout(self.drop_rate, deterministic=not train)(h)
@@ -114,7 +114,7 @@ class Transition(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers = self.spec.layers(self.bn_eps, self.bn_momentum)
-        x = _conv(layers["conv"], "conv")(jax.nn.relu(_batch_norm(self, layers["norm"], x, train, "norm", _MODEL)))
+        x = build_layer(layers["conv"], "conv")(jax.nn.relu(build_layer(layers["norm"], "norm", train)(x)))
         return nn.avg_pool(x, (_TRANSITION_POOL, _TRANSITION_POOL), strides=(_TRANSITION_POOL, _TRANSITION_POOL))
 
 
@@ -128,9 +128,9 @@ class _Features(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg = self.config
         stem = cfg.stem()
-        x = _conv(stem["features.conv0"], "conv0")(x)
+        x = build_layer(stem["features.conv0"], "conv0")(x)
         if not cfg.small_inputs:
-            x = jax.nn.relu(_batch_norm(self, stem["features.norm0"], x, train, "norm0", _MODEL))
+            x = jax.nn.relu(build_layer(stem["features.norm0"], "norm0", train)(x))
             x = nn.max_pool(x, (_POOL_WINDOW, _POOL_WINDOW), strides=(_POOL_STRIDE, _POOL_STRIDE),
                             padding=((_POOL_PAD, _POOL_PAD), (_POOL_PAD, _POOL_PAD)))
         # the reference's pairing: block 'features.denseblock{b}' is followed by 'features.transition{b}', if any
@@ -143,7 +143,7 @@ class _Features(nn.Module):
             if block in transitions:
                 t = transitions[block]
                 x = Transition(t, cfg.bn_eps, cfg.bn_momentum, name=_leaf(t.name))(x, train)
-        return _batch_norm(self, cfg.final_norm(), x, train, "norm_final", _MODEL)
+        return build_layer(cfg.final_norm(), "norm_final", train)(x)
 
 
 class SEDenseNet(AttentionModule):
@@ -187,4 +187,4 @@ class SEDenseNet(AttentionModule):
         x = jax.nn.relu(_Features(cfg, name="features")(x, train))
         if not head:
             return x
-        return _dense(cfg.head(), "classifier")(jnp.mean(x, axis=(1, 2)))
+        return build_layer(cfg.head(), "classifier")(jnp.mean(x, axis=(1, 2)))

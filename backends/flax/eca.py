@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 from attn_core import ECAConfig
 
-from ._base import AttentionModule, compute_dtype_of
+from ._base import AttentionModule
+from ._ops import compute_dtype_of
 
 
 class ECAModule(AttentionModule):

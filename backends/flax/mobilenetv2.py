@@ -10,8 +10,8 @@ Submodule names are the canonical names split on dots (what :func:`attn_core.nat
 ``params['features']['0']['0']['kernel']`` is ``features.0.0.weight``,
 ``params['features']['3']['conv']['1']['0']['kernel']`` the depthwise ``features.3.conv.1.0.weight``,
 ``params['features']['3']['conv']['4']['conv']['kernel']`` its ECA, ``params['classifier']['1']`` the Linear.
-BatchNorms are made by the ResNet port's :func:`backends.flax.resnet._batch_norm` (the project's BatchNorm); in
-training each first checks that it sees more than one value per channel, an InputShapeError naming the layer
+Layers are made by ``_layers.build_layer`` (BatchNorm: the project's); in training each BatchNorm first checks that
+it sees more than one value per channel, an InputShapeError naming the layer
 (``ECAMobileNetV2: features.18.1``).
 
 Dropout (``classifier.0``) acts only with ``train=True`` and ``dropout > 0``, and then needs a ``'dropout'`` rng:
@@ -29,16 +29,10 @@ import jax.numpy as jnp
 from attn_core import AttentionConfig
 from attn_core.models import BatchNorm, Conv, ECAMobileNetV2Config, InvertedResidualSpec, Linear
 
-from . import resnet
 from ._base import AttentionModule
-from .resnet import _attention, _conv, _dense
+from ._layers import build_attention, build_layer
 
 __all__ = ["ECAMobileNetV2", "InvertedResidual", "Layers", "Classifier"]
-
-
-def _batch_norm(owner: nn.Module, spec: BatchNorm, x: jax.Array, train: bool, name: str) -> jax.Array:
-    """The ResNet port's BatchNorm helper, with this model's name in the one-value-per-channel error."""
-    return resnet._batch_norm(owner, spec, x, train, name, "ECAMobileNetV2")
 
 
 def _conv_bn_relu6(layers: dict[str, Any], conv: str, bn: str) -> list[tuple[str, Any]]:
@@ -65,12 +59,10 @@ class Layers(nn.Module):
         for head, group in groups.items():
             if len(group) == 1 and group[0][0] == "":
                 spec = group[0][1]
-                if isinstance(spec, Conv):
-                    x = _conv(spec, head)(x)
-                elif isinstance(spec, BatchNorm):
-                    x = _batch_norm(self, spec, x, train, head)
+                if isinstance(spec, (Conv, BatchNorm)):
+                    x = build_layer(spec, head, train)(x)
                 elif isinstance(spec, AttentionConfig):
-                    x = _attention(spec, head)(x, train)
+                    x = build_attention(spec, head)(x, train)
                 elif isinstance(spec, InvertedResidualSpec):
                     x = InvertedResidual(spec, self.bn_eps, self.bn_momentum, name=head)(x, train)
                 elif spec == "relu6":
@@ -117,7 +109,7 @@ class Classifier(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = nn.Dropout(self.rate, deterministic=not train, name="0")(x)
-        return _dense(self.head, "1")(x)
+        return build_layer(self.head, "1")(x)
 
 
 class ECAMobileNetV2(AttentionModule):

@@ -26,49 +26,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import AttentionConfig, ConfigError, bn_momentum_for
-from attn_core.models import BatchNorm, BlockSpec, Conv, Linear, ResNetConfig
-from attn_core.spec import check_batch_norm_input
+from attn_core import ConfigError
+from attn_core.models import BatchNorm, BlockSpec, Conv, ResNetConfig
 
 from ._base import AttentionModule
-from ._norm import BatchNorm as _FlaxBatchNorm
-from .registry import ATTN_LAYERS
+from ._layers import build_attention, build_layer
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "Sequential", "BLOCKS"]
-
-# attention config class -> the Flax module that implements it
-_ATTN_MODULES: Mapping[type[AttentionConfig], type[AttentionModule]] = MappingProxyType(
-    {cls._config_cls: cls for cls in ATTN_LAYERS.values()})
 
 # the stem's max pooling, as the reference's ops.max_pool2d(x, 3, 2, 1): window 3, stride 2, padding 1 (padded
 # cells are -inf: flax's max_pool pads with the reduction's identity)
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
-
-
-def _conv(spec: Conv, name: str) -> nn.Conv:
-    """The Flax convolution of a ``Conv`` spec: HWIO kernel, explicit symmetric zero padding (never 'SAME')."""
-    k, s, p = spec.kernel_size, spec.stride, spec.padding
-    return nn.Conv(spec.out_channels, (k, k), strides=(s, s), padding=((p, p), (p, p)),
-                   feature_group_count=spec.groups, use_bias=spec.bias, name=name)
-
-
-def _batch_norm(owner: nn.Module, spec: BatchNorm, x: jax.Array, train: bool, name: str,
-                model: str = "ResNet") -> jax.Array:
-    """``x`` through the BatchNorm of a ``BatchNorm`` spec (momentum in torch's convention in the spec), created as
-    submodule ``name`` of ``owner``; in training, an input with one value per channel is an InputShapeError that
-    names the model and the layer (``ResNet: layer4.0.bn1``)."""
-    if train:
-        check_batch_norm_input(f"{model}: {'.'.join((*owner.path, name))}", tuple(x.shape), layout="NHWC")
-    return _FlaxBatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", spec.momentum),
-                          epsilon=spec.eps, name=name)(x)
-
-
-def _dense(spec: Linear, name: str) -> nn.Dense:
-    return nn.Dense(spec.out_features, use_bias=spec.bias, name=name)
-
-
-def _attention(config: AttentionConfig, name: str) -> AttentionModule:
-    return _ATTN_MODULES[type(config)].from_config(config, name=name)
 
 
 class Sequential(nn.Module):
@@ -86,10 +54,8 @@ class Sequential(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for name, spec in self.items:
-            if isinstance(spec, Conv):
-                x = _conv(spec, name)(x)
-            elif isinstance(spec, BatchNorm):
-                x = _batch_norm(self, spec, x, train, name)
+            if isinstance(spec, (Conv, BatchNorm)):
+                x = build_layer(spec, name, train)(x)
             elif isinstance(spec, BlockSpec):
                 x = BLOCKS[spec.block](spec, self.bn_eps, self.bn_momentum, name=name)(x, train)
             else:
@@ -118,16 +84,17 @@ class _Block(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         b = self.spec
         layers = b.layers(self.bn_eps, self.bn_momentum)
-        out = jax.nn.relu(_batch_norm(self, layers["bn1"], _conv(layers["conv1"], "conv1")(x), train, "bn1"))
-        out = _conv(layers["conv2"], "conv2")(out)
+        out = build_layer(layers["conv1"], "conv1")(x)
+        out = jax.nn.relu(build_layer(layers["bn1"], "bn1", train)(out))
+        out = build_layer(layers["conv2"], "conv2")(out)
         if b.simam is not None:
-            out = _attention(b.simam, "simam")(out, train)
-        out = _batch_norm(self, layers["bn2"], out, train, "bn2")
+            out = build_attention(b.simam, "simam")(out, train)
+        out = build_layer(layers["bn2"], "bn2", train)(out)
         if "conv3" in layers:
             out = jax.nn.relu(out)
-            out = _batch_norm(self, layers["bn3"], _conv(layers["conv3"], "conv3")(out), train, "bn3")
+            out = build_layer(layers["bn3"], "bn3", train)(build_layer(layers["conv3"], "conv3")(out))
         if b.attn is not None:
-            out = _attention(b.attn, "se")(out, train)
+            out = build_attention(b.attn, "se")(out, train)
         shortcut = x
         if b.downsample:
             head = "downsample."
@@ -187,7 +154,7 @@ class ResNet(AttentionModule):
         self.check_input(x)
         cfg = self.config
         stem = cfg.stem()
-        x = jax.nn.relu(_batch_norm(self, stem["bn1"], _conv(stem["conv1"], "conv1")(x), train, "bn1"))
+        x = jax.nn.relu(build_layer(stem["bn1"], "bn1", train)(build_layer(stem["conv1"], "conv1")(x)))
         x = nn.max_pool(x, (_POOL_WINDOW, _POOL_WINDOW), strides=(_POOL_STRIDE, _POOL_STRIDE),
                         padding=((_POOL_PAD, _POOL_PAD), (_POOL_PAD, _POOL_PAD)))
         # blocks 'layer2.0', 'layer2.1', ... -> Sequential 'layer2' of blocks '0', '1', ...
@@ -199,4 +166,4 @@ class ResNet(AttentionModule):
             x = Sequential(tuple(items), cfg.bn_eps, cfg.bn_momentum, name=stage)(x, train)
         if not head:
             return x
-        return _dense(cfg.head(), "fc")(jnp.mean(x, axis=(1, 2)))
+        return build_layer(cfg.head(), "fc")(jnp.mean(x, axis=(1, 2)))

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 
 from attn_core import SEConfig
 
-from ._base import ACTIVATIONS, AttentionModule, compute_dtype_of, pointwise
+from ._base import AttentionModule
+from ._layers import pointwise
+from ._ops import ACTIVATIONS, compute_dtype_of
 
 
 class SEModule(AttentionModule):

@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 
 from attn_core import SimAMConfig, simam_denominator_count
-from attn_core.simam import simam_compute_dtype, simam_mean_prescale
+from attn_core.simam import simam_mean_prescale
 
 from ._base import AttentionModule
+from ._ops import compute_dtype_of
 
 
 class SimAM(AttentionModule):
@@ -23,7 +24,7 @@ class SimAM(AttentionModule):
         h, w = x.shape[1], x.shape[2]
         n = simam_denominator_count(h, w)
         # half: statistics, gate and product in float32, rounded once at the end (a no-op for other dtypes)
-        xc = x.astype(simam_compute_dtype(jnp.dtype(x.dtype).name))
+        xc = x.astype(compute_dtype_of(x))
         # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest
         p = simam_mean_prescale(h, w)
         m = jnp.sum(xc * p, axis=(1, 2), keepdims=True) / (h * w * p)

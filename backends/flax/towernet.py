@@ -10,8 +10,8 @@ of the NCHW map (``reshape(n, -1)`` after moving the channels in front, so the o
 Submodule names are the canonical names split on dots (what :func:`attn_core.native_location` does):
 ``params['b1']['0']['0']['kernel']`` is ``b1.0.0.weight``, ``batch_stats['b4']['0']['1']['mean']`` is
 ``b4.0.1.running_mean``, ``params['b5']['3']['route5x5_3']['bias']`` is ``b5.3.route5x5_3.bias``, ``params['b6']``
-the classifier. BatchNorms are made by the ResNet port's :func:`backends.flax.resnet._batch_norm` (the project's
-BatchNorm, :class:`backends.flax._norm.BatchNorm`); in training each first checks that it sees more than one value
+the classifier. Layers are made by ``_layers.build_layer`` (BatchNorm: the project's,
+:class:`backends.flax._norm.BatchNorm`); in training each BatchNorm first checks that it sees more than one value
 per channel, an InputShapeError naming the layer (``TowerNet: b1.0.1``).
 """
 
@@ -26,9 +26,8 @@ import jax.numpy as jnp
 from attn_core import AttentionConfig
 from attn_core.models import BatchNorm, Conv, InceptionSpec, TowerNetConfig
 
-from . import resnet
 from ._base import AttentionModule
-from .resnet import _attention, _conv, _dense
+from ._layers import build_attention, build_layer
 
 __all__ = ["TowerNet", "Inception", "Stage"]
 
@@ -49,7 +48,7 @@ class Inception(nn.Module):
         c = self.spec.layers()
 
         def conv(name: str, y: jax.Array) -> jax.Array:
-            return jax.nn.relu(_conv(c[name], name)(y))
+            return jax.nn.relu(build_layer(c[name], name)(y))
 
         r1 = conv("route1x1_1", x)
         r2 = conv("route3x3_2", conv("route1x1_2", x))
@@ -74,27 +73,21 @@ class Stage(nn.Module):
             groups.setdefault(head, []).append((rest, spec))
         for head, group in groups.items():
             if len(group) == 1 and group[0][0] == "":
-                x = _stage_item(self, group[0][1], head, x, train)
+                x = _stage_item(group[0][1], head, x, train)
             else:
                 x = Stage(tuple(group), name=head)(x, train)
         return x
 
 
-def _batch_norm(owner: nn.Module, spec: BatchNorm, x: jax.Array, train: bool, name: str) -> jax.Array:
-    """The ResNet port's BatchNorm helper, with this model's name in the one-value-per-channel error."""
-    return resnet._batch_norm(owner, spec, x, train, name, "TowerNet")
-
-
-def _stage_item(owner: nn.Module, spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:
-    """One item of ``TowerNetConfig.stages()``, as submodule ``name`` of ``owner`` where it has variables."""
-    if isinstance(spec, Conv):
-        return _conv(spec, name)(x)
-    if isinstance(spec, BatchNorm):
-        return _batch_norm(owner, spec, x, train, name)
+def _stage_item(spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:
+    """One item of ``TowerNetConfig.stages()``, as submodule ``name`` of the calling module where it has
+    variables."""
+    if isinstance(spec, (Conv, BatchNorm)):
+        return build_layer(spec, name, train)(x)
     if isinstance(spec, InceptionSpec):
         return Inception(spec, name=name)(x, train)
     if isinstance(spec, AttentionConfig):
-        return _attention(spec, name)(x, train)
+        return build_attention(spec, name)(x, train)
     if spec == "relu":
         return jax.nn.relu(x)
     if spec == "pool":
@@ -121,4 +114,4 @@ class TowerNet(AttentionModule):
             x = Stage(items, name=stage)(x, train)
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))  # ops.avg_pool2d(x, 2, 2) of the reference
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # ops.reshape(x, (n, -1)) of the NCHW map
-        return _dense(cfg.head(), "b6")(x)
+        return build_layer(cfg.head(), "b6")(x)

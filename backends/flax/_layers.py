@@ -1,0 +1,72 @@
+"""The layers of the Flax modules: the spec-to-layer builder of the models (a layer spec of
+:mod:`attn_core.models.layers` or an attention config becomes a Flax module under its canonical name), and the
+convolutions of the attention modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attn_core import CONFIGS, AttentionConfig, bn_momentum_for
+from attn_core.models import BatchNorm, Conv, Linear
+
+from ._base import AttentionModule
+from ._norm import BatchNorm as _BatchNorm
+from ._ops import spatial_conv
+
+__all__ = ["build_layer", "build_attention", "pointwise", "SpatialConv"]
+
+_REGISTRY_KEY = {cls: key for key, cls in CONFIGS.items()}  # config class -> attention registry name
+
+
+def build_layer(spec: Any, name: str, train: bool = False) -> nn.Module:
+    """The Flax layer of one layer spec of :mod:`attn_core.models.layers`, as submodule ``name`` of the module whose
+    compact method calls this; ``train``: a BatchNorm normalises with the batch's statistics and updates its running
+    ones (momentum converted from torch's convention, never Flax's default 0.99). Convolutions have HWIO kernels and
+    explicit symmetric zero padding (never 'SAME')."""
+    if isinstance(spec, Conv):
+        k, s, p = spec.kernel_size, spec.stride, spec.padding
+        return nn.Conv(spec.out_channels, (k, k), strides=(s, s), padding=((p, p), (p, p)),
+                       feature_group_count=spec.groups, use_bias=spec.bias, name=name)
+    if isinstance(spec, BatchNorm):
+        return _BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", spec.momentum),
+                          epsilon=spec.eps, name=name)
+    if isinstance(spec, Linear):
+        return nn.Dense(spec.out_features, use_bias=spec.bias, name=name)
+    raise TypeError(f"no Flax layer for the layer spec {type(spec).__name__}")
+
+
+def build_attention(config: AttentionConfig, name: str) -> AttentionModule:
+    """The attention module of this backend for an attention config (through ``ATTN_LAYERS``), as submodule
+    ``name``."""
+    from .registry import ATTN_LAYERS  # imported here: the registry's modules import this file's convolutions
+
+    return ATTN_LAYERS[_REGISTRY_KEY[type(config)]].from_config(config, name=name)
+
+
+def pointwise(features: int, bias: bool, name: str, dtype: Any = None) -> nn.Conv:
+    """A 1x1 convolution (the SE / channel-attention MLP layers) with explicit zero padding, computing in
+    ``dtype`` (None: its inputs' dtype)."""
+    return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), use_bias=bias, dtype=dtype, name=name)
+
+
+class SpatialConv(nn.Module):
+    """The parameters of ``nn.Conv(1, (k, k), padding k // 2)`` (``kernel`` (k, k, 2, 1), optional ``bias`` (1,);
+    the same initialisers), applied with :func:`spatial_conv` in ``dtype``."""
+
+    kernel_size: int
+    use_bias: bool
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, z.shape[-1], 1), jnp.float32)
+        dt = self.dtype or z.dtype
+        y = spatial_conv(z.astype(dt), kernel.astype(dt))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (1,), jnp.float32).astype(dt)
+        return y
