@@ -41,7 +41,7 @@ from attn_core.autodiff import Node
 from .cases import Case, cases_for, registry_name
 from .precision import is_low_precision
 from .runners import Handle, framework_of, get_runner
-from .runners.base import ParamMap
+from .runners.handle import ParamMap
 from .suite import Comparison, Report, Row, compare, reference_for, run_case
 from .tolerances import TOLERANCES, tolerance_for
 

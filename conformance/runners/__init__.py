@@ -15,7 +15,8 @@ from typing import Mapping
 
 from attn_core.frameworks import FRAMEWORKS, MODES
 
-from .base import Binding, Handle, ParamMapError, Runner, RunResult
+from .base import Runner, RunResult
+from .handle import Binding, Handle, ParamMapError
 
 __all__ = ["Runner", "RunResult", "Handle", "Binding", "ParamMapError", "MODES", "RUNNERS", "get_runner",
            "framework_of"]

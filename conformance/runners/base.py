@@ -1,22 +1,19 @@
-"""The interface every framework runner implements: handles, ``wrap``, ``execute`` and ``run``.
+"""The interface every framework runner implements: ``build_handle``, ``wrap``, ``execute`` and ``run``.
 
-A *handle* is a framework module the suite can run: the module (for Flax, with a variables template), the
-attn_core config whose reference it is compared with, and one *binding* per canonical parameter, which says
-under which native name the module holds it and how its layout converts both ways. Project modules get handles
-from :meth:`Runner.build_handle`; a module the project did not write gets one from :meth:`Runner.wrap`. Both go
-through the same validation, loading and gradient path, so a project module is simply a wrapped module whose
-parameter map is empty (every parameter at its framework's default place and layout).
+Project modules get handles (:mod:`conformance.runners.handle`) from :meth:`Runner.build_handle`; a module the
+project did not write gets one from :meth:`Runner.wrap`. Both go through the same validation, loading and gradient
+path, so a project module is simply a wrapped module whose parameter map is empty (every parameter at its
+framework's default place and layout).
 
-A runner is also the project's one adapter to its framework beyond the suite: NumPy in and out (:meth:`Runner.tensor`,
-:meth:`Runner.to_numpy`), building and loading the project's modules (:meth:`Runner.build_model`), an eval forward
-(:meth:`Runner.forward`), submodule outputs (:meth:`Runner.capture`) and checkpoint files
-(:meth:`Runner.read_checkpoint`, :meth:`Runner.write_checkpoint`). Its name, packages, layout and modes are
-``attn_core.frameworks``' table.
+A runner is also the project's one adapter to its framework beyond the suite: NumPy in and out
+(:meth:`Runner.tensor`, :meth:`Runner.to_numpy`), building and loading the project's models
+(:meth:`Runner.build_model`), an eval forward (:meth:`Runner.forward`), submodule outputs (:meth:`Runner.capture`)
+and checkpoint files (:meth:`Runner.read_checkpoint`, :meth:`Runner.write_checkpoint`). Its name, packages, layout
+and modes are ``attn_core.frameworks``' table.
 """
 
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import importlib
@@ -25,24 +22,18 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from attn_core import AttentionConfig, WeightLoadError, from_native, to_native
+from attn_core import AttentionConfig
 from attn_core.checkpoint import CheckpointError
 from attn_core.frameworks import FRAMEWORK_INFO, MODES
-from attn_core.layout import LAYOUT_TRANSFORMS, layout_transform, native_key
-from attn_core.spec import ParamSpec
+
+from .handle import Binding, Handle, ParamMap, ParamMapError, bind
 
 __all__ = ["RunResult", "Runner", "Handle", "Binding", "ParamMapError", "MODES", "LAYOUTS", "ParamMap",
            "NativeRun", "unwrap_state_dict"]
-
-ArrayFn = Callable[[np.ndarray], np.ndarray]
-#: a transform: the name of one in ``attn_core.layout.LAYOUT_TRANSFORMS`` or ``(to_native, from_native)``
-Transform = Union[str, tuple[ArrayFn, ArrayFn]]
-#: canonical name -> native name (default layout for its role) or ``(native name, transform)``
-ParamMap = Mapping[str, Union[str, tuple[str, Transform]]]
 
 LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
 _TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
@@ -66,94 +57,6 @@ class RunResult:
     seconds: float = math.nan
     note: str = ""
     state: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class ParamMapError(WeightLoadError):
-    """A parameter map that does not fit the module: one error listing every problem, raised before anything runs.
-
-    ``problems`` holds ``(kind, text)`` pairs; ``missing``, ``unexpected`` and ``mismatched`` are filled as in
-    :class:`attn_core.WeightLoadError`, whose subclass this is.
-    """
-
-    def __init__(self, module: str, problems: Sequence[tuple[str, str]],
-                 missing: Sequence[str] = (), unexpected: Sequence[str] = (),
-                 mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]] = ()):
-        self.module = module
-        self.problems = list(problems)
-        self.missing, self.unexpected, self.mismatched, self.bad_dtype = \
-            list(missing), list(unexpected), list(mismatched), []
-        lines = [f"{module}: the parameter map does not fit the module ({len(self.problems)} problem(s)); "
-                 f"nothing was loaded."]
-        lines += [f"  {kind}: {text}" for kind, text in self.problems]
-        ValueError.__init__(self, "\n".join(lines))
-
-
-@dataclass(frozen=True)
-class Binding:
-    """Where one canonical parameter lives in a module, and its layout conversion both ways (exact inverses)."""
-
-    spec: ParamSpec
-    native: str
-    to_native: ArrayFn
-    from_native: ArrayFn
-    transform: str  # 'default' (the framework's own convention), a LAYOUT_TRANSFORMS name, or 'custom'
-
-
-@dataclass
-class Handle:
-    """A module the suite can run on canonical data (see :meth:`Runner.wrap` and :meth:`Runner.build_handle`).
-
-    ``module`` is never modified: :meth:`Runner.execute` works on a copy (torch, Paddle) or on new variables
-    (Flax, whose ``variables`` here are only a template of names, shapes and the values of unmapped leaves).
-    """
-
-    framework: str
-    config: AttentionConfig
-    module: Any
-    bindings: tuple[Binding, ...]
-    #: the runner that built it, which runs it (:func:`conformance.suite.run_case` needs nothing else)
-    runner: Runner = field(repr=False, compare=False)
-    variables: Any = None
-    layout: str = "NCHW"
-    label: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def native_weights(self, weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Canonical weights (checked strictly against the config first) as ``{native name: float64 array}`` in
-        the module's own layout."""
-        arrays = {k: np.asarray(v) for k, v in weights.items()}
-        self.config.check_weights(arrays)
-        return {b.native: np.asarray(b.to_native(arrays[b.spec.name].astype(np.float64)), dtype=np.float64)
-                for b in self.bindings}
-
-    @property
-    def trainable(self) -> tuple[Binding, ...]:
-        return tuple(b for b in self.bindings if b.spec.trainable)
-
-    @property
-    def state_bindings(self) -> tuple[Binding, ...]:
-        """The bindings of the BatchNorm running statistics (roles ``bn_mean`` / ``bn_var``)."""
-        return tuple(b for b in self.bindings if not b.spec.trainable)
-
-    def canonical_state(self, native_state: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
-        """Running statistics by native name -> by canonical name, float64, canonical layout; a binding whose
-        native name is absent (or ``None``) is left out, so that its comparison reports it as not computed."""
-        out = {}
-        for b in self.state_bindings:
-            v = native_state.get(b.native)
-            if v is not None:
-                out[b.spec.name] = np.asarray(b.from_native(np.asarray(v, dtype=np.float64)), dtype=np.float64)
-        return out
-
-    def canonical_grads(self, native_grads: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
-        """Gradients by native name -> by canonical name in canonical layout; a parameter the backward pass did
-        not reach (``None``) has gradient zero."""
-        out = {}
-        for b in self.trainable:
-            g = native_grads.get(b.native)
-            out[b.spec.name] = np.zeros(b.spec.shape) if g is None else \
-                np.asarray(b.from_native(np.asarray(g, dtype=np.float64)), dtype=np.float64)
-        return out
 
 
 @dataclass(frozen=True)
@@ -285,63 +188,8 @@ class Runner:
             raise TypeError(f"param_map must be a mapping of canonical names, got {type(param_map).__name__}")
         entries = self._native_entries(module, variables)  # native name -> (shape, natively trainable)
         label = f"{type(module).__name__} ({self.framework})"
-        table = config.param_table()
-        specs = {s.name: s for s in table}
-        problems: list[tuple[str, str]] = []
-        missing: list[str] = []
-        unexpected: list[str] = []
-        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
-        for key in param_map:
-            if key not in specs:
-                unexpected.append(str(key))
-                problems.append(("unknown canonical name", f"{key!r} (the canonical names of "
-                                 f"{config.module_name}: {', '.join(specs) or 'none'})"))
-        bindings = []
-        for spec in table:
-            if spec.name in param_map:
-                parsed = self._parse_entry(spec, param_map[spec.name])
-                if isinstance(parsed, str):
-                    problems.append(("bad entry", parsed))
-                    continue
-                if parsed.native not in entries:
-                    problems.append(("not in the module", f"{spec.name} -> {parsed.native!r}{_near(entries)}"))
-                    continue
-            else:
-                parsed = self._default_binding(spec)
-                if parsed.native not in entries:
-                    missing.append(spec.name)
-                    problems.append(("missing", f"{spec.name} {spec.shape}: not in the map, and the module has no "
-                                     f"{parsed.native!r} (the {self.framework} default){_near(entries)}"))
-                    continue
-            native, how = parsed.native, parsed.transform
-            want, why = _native_shape(parsed)
-            if why:
-                problems.append(("bad transform", f"{spec.name} -> {native!r}: {why}"))
-                continue
-            have, natively_trainable = entries[native]
-            if want != have:
-                mismatched.append((spec.name, want, have))
-                problems.append(("wrong shape", f"{spec.name} {spec.shape} -> {native!r} via {how!r} is {want}, "
-                                 f"the module's is {have}"))
-                continue
-            if spec.trainable and not natively_trainable:
-                problems.append(("not trainable", f"{spec.name} -> {native!r}: a trainable canonical parameter "
-                                 f"mapped to a buffer / non-'params' variable, which gets no gradient"))
-                continue
-            bindings.append(parsed)
-        for native, count in collections.Counter(b.native for b in bindings).items():
-            if count > 1:
-                names = [b.spec.name for b in bindings if b.native == native]
-                problems.append(("mapped twice", f"{native!r} <- {', '.join(names)}"))
-        bound = {b.native for b in bindings}
-        for native, (shape, natively_trainable) in entries.items():
-            if natively_trainable and native not in bound and not _is_mapped(native, param_map):
-                unexpected.append(native)
-                problems.append(("not mapped", f"{native!r} {shape}: a parameter of the module that no canonical "
-                                 f"parameter maps to"))
-        if problems:
-            raise ParamMapError(label, problems, missing, unexpected, mismatched)
-        return Handle(self.framework, config, module, tuple(bindings), self, variables, layout, label,
+        bindings = bind(self.framework, config, param_map, entries, label)
+        return Handle(self.framework, config, module, bindings, self, variables, layout, label,
                       self._options(module))
 
     def execute(self, handle: Handle, weights: Mapping[str, np.ndarray], x: np.ndarray,
@@ -513,31 +361,6 @@ class Runner:
         the same module after ``x``)."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------------------------------- helpers
-    def _default_binding(self, spec: ParamSpec) -> Binding:
-        fw = self.framework
-        return Binding(spec, native_key(fw, spec), lambda a: to_native(fw, spec, a),
-                       lambda a: from_native(fw, spec, a), "default")
-
-    def _parse_entry(self, spec: ParamSpec, entry: Any) -> Binding | str:
-        """The binding a map entry asks for, or the text of what is wrong with the entry."""
-        if isinstance(entry, str):
-            return dataclasses.replace(self._default_binding(spec), native=entry)
-        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
-            return (f"{spec.name}: {entry!r} is neither a native name nor a pair (native name, transform)")
-        native, transform = entry
-        if isinstance(transform, str):
-            if transform not in LAYOUT_TRANSFORMS:
-                return (f"{spec.name} -> {native!r}: unknown transform {transform!r}; known: "
-                        f"{', '.join(LAYOUT_TRANSFORMS)}")
-            t = layout_transform(transform)
-            return Binding(spec, native, t.to_native, t.from_native, transform)
-        if isinstance(transform, (tuple, list)) and len(transform) == 2 and all(map(callable, transform)):
-            return Binding(spec, native, transform[0], transform[1], "custom")
-        return (f"{spec.name} -> {native!r}: the transform must be a name ({', '.join(LAYOUT_TRANSFORMS)}) or a "
-                f"pair of functions (to_native, from_native), got {transform!r}")
-
-
 def unwrap_state_dict(obj: Any, path: os.PathLike, fmt: str) -> dict[str, Any]:
     """A loaded ``state_dict``: unwrapped from ``{'state_dict': ...}`` or ``{'model': ...}``, and without the
     ``module.`` prefix (DataParallel) when every key has it; a CheckpointError for anything else."""
@@ -570,39 +393,3 @@ def model_names() -> frozenset[str]:
     from attn_core.models import MODEL_CONFIGS
 
     return frozenset(MODEL_CONFIGS)
-
-
-def _native_shape(binding: Binding) -> tuple[tuple[int, ...], str]:
-    """The native shape a binding's transform gives the canonical shape, or ``((), reason)`` where it does not
-    apply or a custom pair is not an exact inverse."""
-    spec, how = binding.spec, binding.transform
-    if how in LAYOUT_TRANSFORMS:
-        try:
-            return layout_transform(how).native_shape(spec.shape), ""
-        except ValueError as err:
-            return (), str(err)
-    probe = np.random.default_rng(0).standard_normal(spec.shape)
-    try:
-        native = np.asarray(binding.to_native(probe))
-        back = np.asarray(binding.from_native(native))
-    except Exception as err:  # noqa: BLE001 - a user's function failing is reported, with its message
-        return (), f"the transform raised {type(err).__name__}: {err}"
-    if back.shape != spec.shape or not np.array_equal(back, probe):
-        return (), "from_native(to_native(w)) is not w: the two functions are not exact inverses"
-    return tuple(native.shape), ""
-
-
-def _near(entries: Mapping[str, Any]) -> str:
-    """A hint listing the module's names (at most 12)."""
-    names = list(entries)
-    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    return f" (the module has: {shown or 'nothing'})"
-
-
-def _is_mapped(native: str, param_map: Mapping[str, Any]) -> bool:
-    """Whether a map entry names ``native`` (then its own problem, if any, is reported instead)."""
-    for entry in param_map.values():
-        name = entry if isinstance(entry, str) else entry[0] if isinstance(entry, (tuple, list)) and entry else None
-        if name == native:
-            return True
-    return False
