@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backends.flax.cbam import _conv_lax, _unrolled_conv
+from backends.flax._ops import _conv_lax, _unrolled_conv
 
 SHAPES = {"8x56x56x2": (8, 56, 56, 2), "2x14x14x2": (2, 14, 14, 2)}
 
