@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -23,11 +22,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from attn_core.frameworks import FRAMEWORK_INFO
+from attn_core.frameworks import MODES as ALL_MODES
 from conformance._quiet import quiet
 
 from . import threads
 from .models import DEFAULT_MODELS
-from .plan import (BACKENDS, DEFAULT_SHAPES, MODES, MODULES, PASSES, QUICK_SHAPES, fmt_shape, parse_shape)
+from .plan import (BACKENDS, DEFAULT_SHAPES, LEGACY_MODES, MODES, MODULES, PASSES, QUICK_SHAPES, current_mode,
+                   fmt_shape, mode_label, parse_shape)
 from .report import COMPARE_LIMIT, compare_runs, console_summary, render
 from .timing import MAX_CALLS, MAX_RERUNS, MIN_SAMPLE, SPREAD_LIMIT
 
@@ -35,9 +37,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 SUMMARY_OUT = Path(__file__).resolve().parent / "SUMMARY.md"
 #: what --summary stands for: the README's modules run less what the summary table does not show
 SUMMARY_ARGS = ("--modules", "se,eca,cbam,simam", "--modes",
-                "torch:eager,torch:compile,paddle:dygraph,paddle:to_static,flax:jit", "--threads", "2",
+                "torch:eager,torch:compiled,paddle:eager,paddle:compiled,flax:compiled", "--threads", "2",
                 "--repeats", "9", "--warmup", "1", "--call-timeout", "60", "--max-call", "5", "--no-breakdown")
-_REQUIRES = {"torch": ("torch",), "paddle": ("paddle",), "flax": ("jax", "flax")}
 _PASS_NAMES = {"forward": "forward", "fwd": "forward", "forward+backward": "forward+backward",
                "fwdbwd": "forward+backward", "backward": "forward+backward", "train": "forward+backward"}
 
@@ -51,7 +52,12 @@ def _csv(text: str) -> list[str]:
 
 
 def installed(backend: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in _REQUIRES[backend])
+    return FRAMEWORK_INFO[backend].installed()
+
+
+def _modes_help() -> str:
+    """What each mode is in each backend, the default first: ``torch: eager (torch eager), compiled (...)``."""
+    return "; ".join(f"{b}: " + ", ".join(f"{m} ({mode_label(b, m)})" for m in MODES[b]) for b in BACKENDS)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,11 +73,9 @@ def parser() -> argparse.ArgumentParser:
                         f"--models: the models alone)")
     p.add_argument("--shapes", type=_csv, default=None,
                    help="comma-separated N x C x H x W, e.g. 32x256x56x56,8x64x56x56 (the default)")
-    all_modes = sorted({m for modes in MODES.values() for m in modes})
     p.add_argument("--modes", type=_csv, default=None,
-                   help=f"comma-separated, of {', '.join(all_modes)}, or backend:mode (e.g. torch:eager); a bare "
-                        f"name applies to every backend that has it (torch: eager, compile; paddle: dygraph, "
-                        f"to_static; flax: jit, eager). Default: all")
+                   help=f"comma-separated, of {', '.join(ALL_MODES)}, or backend:mode (e.g. torch:compiled); a bare "
+                        f"name applies to every backend, the default mode first ({_modes_help()}). Default: all")
     p.add_argument("--passes", type=_csv, default=list(PASSES),
                    help="forward, forward+backward (aliases fwd, fwdbwd); default both")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per group (default 15; --quick 3)")
@@ -150,14 +154,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         modes = {b: [] for b in backends}
         for item in args.modes:
             backend, _, mode = item.rpartition(":")
-            targets = [backend] if backend else backends
-            if backend and backend not in BACKENDS:
-                raise UsageError(f"--modes: unknown backend in {item!r}")
-            if not any(mode in MODES[b] for b in ([backend] if backend else BACKENDS)):
-                raise UsageError(f"--modes: {item!r} is no mode of {backend or 'any backend'}; modes: " + "; ".join(
-                    f"{b}: {', '.join(MODES[b])}" for b in BACKENDS))
-            for b in targets:  # a mode of a backend not selected is ignored
-                if b in modes and mode in MODES[b] and mode not in modes[b]:
+            _check_mode(item, backend, mode)
+            for b in [backend] if backend else backends:  # a mode of a backend not selected is ignored
+                if b in modes and mode not in modes[b]:
                     modes[b].append(mode)
     passes = []
     for p in args.passes:
@@ -188,6 +187,25 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             "breakdown": not args.no_breakdown and bool(args.modules), "reruns": args.reruns,
             "summary_only": args.summary, "verbose": args.verbose, "huge_pages": not args.no_huge_pages,
             "min_sample": min_sample}
+
+
+def _check_mode(item: str, backend: str, mode: str) -> None:
+    """A UsageError unless ``item`` (``mode`` or ``backend:mode``) names a known backend and mode; an old mode name
+    is told its new one."""
+    if backend and backend not in BACKENDS:
+        raise UsageError(f"--modes: unknown backend in {item!r}; known: {', '.join(BACKENDS)}")
+    if mode in ALL_MODES:
+        return
+    if mode in LEGACY_MODES:
+        owner, new = LEGACY_MODES[mode]
+        raise UsageError(f"--modes: {item!r} is not a mode; use {(backend + ':' if backend else '') + new!r} "
+                         f"({mode_label(backend or owner, new)})")
+    raise UsageError(f"--modes: {item!r} is not a mode; modes: {', '.join(ALL_MODES)} ({_modes_help()})")
+
+
+def _current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Saved records with their modes in the one vocabulary (files written before it say 'jit', 'dygraph'...)."""
+    return [dict(r, mode=current_mode(r["mode"])) for r in records]
 
 
 def _cpu_name() -> str:
@@ -333,7 +351,7 @@ def _compare(a: Path, b: Path) -> int:
     runs = []
     for path in (a, b):
         try:
-            runs.append(json.loads(path.read_text())["records"])
+            runs.append(_current_records(json.loads(path.read_text())["records"]))
         except (OSError, ValueError, KeyError, TypeError) as err:
             print(f"python -m benchmarks: --compare: cannot read the records of {path}: {err}", file=sys.stderr)
             return 2
@@ -354,8 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _compare(*args.compare)
     if args.render_json is not None:
         saved = json.loads(args.render_json.read_text())
-        args.out.write_text(render(saved["records"], saved["infos"], saved["header"], saved["failures"],
-                                   saved["model_records"]))
+        args.out.write_text(render(_current_records(saved["records"]), saved["infos"], saved["header"],
+                                   saved["failures"], _current_records(saved["model_records"])))
         print(f"wrote {args.out} from {args.render_json}")
         return 0
     try:

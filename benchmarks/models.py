@@ -10,9 +10,10 @@ default), so that ``seresnet50`` reads as the cost of SE inside a real network.
   step with momentum 0.9 (torch ``optim.SGD``, Paddle ``optimizer.Momentum``, in JAX the same update written out);
   the parameters change from step to step, as in training.
 
-Weights are each framework's own initialisation (timing does not depend on them). Flax runs under ``jax.jit`` only
-(op-by-op ResNet-50 is minutes per step); ``torch.compile`` and ``to_static`` compile each model once per group,
-which takes minutes for four ResNet-50s on a small machine (``--modes`` narrows it).
+Each backend's driver (``benchmarks.frameworks``) builds the timed call. Weights are each framework's own
+initialisation (timing does not depend on them). Flax runs compiled (``jax.jit``) only (op-by-op ResNet-50 is
+minutes per step); ``torch.compile`` and ``to_static`` compile each model once per group, which takes minutes for
+four ResNet-50s on a small machine (``--modes`` narrows it).
 """
 
 from __future__ import annotations
@@ -36,97 +37,6 @@ def model_data(quick: bool, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     n, size = (2, 64) if quick else (8, 224)
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 3, size, size), dtype=np.float32), rng.integers(0, 1000, n).astype(np.int64)
-
-
-# ------------------------------------------------------------------------------------------------- torch
-def _torch(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
-           pass_: str) -> Candidate:
-    import torch
-    import torch.nn.functional as F
-
-    model = create(name)
-    fn = torch.compile(model, dynamic=False) if mode == "compile" else model
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    if pass_ == "inference":
-        model.eval()
-
-        def infer() -> Any:
-            with torch.no_grad():
-                return fn(x)
-        return Candidate(name, "", infer, compiles=mode == "compile")
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-
-    def step() -> Any:
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(fn(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return Candidate(name, "", step, compiles=mode == "compile")
-
-
-# ------------------------------------------------------------------------------------------------ Paddle
-def _paddle(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
-            pass_: str) -> Candidate:
-    import paddle
-    import paddle.nn.functional as F
-
-    model = create(name)
-    if pass_ == "inference":
-        model.eval()
-    else:
-        model.train()
-    fn = paddle.jit.to_static(model, full_graph=True) if mode == "to_static" else model
-    x, y = paddle.to_tensor(x_np), paddle.to_tensor(y_np)
-    if pass_ == "inference":
-        def infer() -> Any:
-            with paddle.no_grad():
-                return fn(x)
-        return Candidate(name, "", infer, compiles=mode == "to_static")
-    opt = paddle.optimizer.Momentum(learning_rate=LR, momentum=MOMENTUM, parameters=model.parameters())
-
-    def step() -> Any:
-        loss = F.cross_entropy(fn(x), y)
-        loss.backward()
-        opt.step()
-        opt.clear_grad(set_to_zero=False)
-        return loss
-    return Candidate(name, "", step, compiles=mode == "to_static")
-
-
-# -------------------------------------------------------------------------------------------------- Flax
-def _flax(create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
-          pass_: str) -> Candidate:
-    import jax
-    import jax.numpy as jnp
-
-    model = create(name)
-    x, y = jnp.asarray(np.ascontiguousarray(x_np.transpose(0, 2, 3, 1))), jnp.asarray(y_np)
-    variables = jax.jit(model.init)(jax.random.key(0), x)
-    params, stats = variables["params"], variables.get("batch_stats", {})
-    if pass_ == "inference":
-        infer = jax.jit(lambda v, x: model.apply(v, x))
-        return Candidate(name, "", lambda: infer(variables, x).block_until_ready(), compiles=True)
-
-    def loss_fn(p: Any, stats: Any) -> tuple[jax.Array, Any]:
-        logits, updates = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1)), updates["batch_stats"]
-
-    @jax.jit
-    def step(p: Any, stats: Any, velocity: Any) -> tuple[Any, Any, Any, jax.Array]:
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, stats)
-        velocity = jax.tree_util.tree_map(lambda v, g: MOMENTUM * v + g, velocity, grads)
-        p = jax.tree_util.tree_map(lambda w, v: w - LR * v, p, velocity)
-        return p, stats, velocity, loss
-
-    state = [params, stats, jax.tree_util.tree_map(jnp.zeros_like, params)]
-
-    def run() -> Any:
-        state[0], state[1], state[2], loss = step(*state)
-        return jax.block_until_ready(loss)
-    return Candidate(name, "", run, compiles=True)
 
 
 def attention_parts(name: str, n: int, size: int) -> list[tuple[str, Any, tuple[int, int, int, int], int]]:
@@ -166,11 +76,6 @@ def _part_record(name: str, parts: list[tuple[str, Any, Any, int]], cands: list[
     return out
 
 
-BUILDERS: dict[str, Callable[..., Candidate]] = {"torch": _torch, "paddle": _paddle, "flax": _flax}
-#: backend -> the modes whole models run in, where not all of the backend's
-MODEL_MODES: dict[str, tuple[str, ...]] = {"flax": ("jit",)}
-
-
 def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Any,
                record: Callable[..., Any]) -> Iterator[tuple[str, list[Any]]]:
     """Yield ``(group key, records)`` per mode and pass of ``driver``'s backend; ``record(...)`` builds a record
@@ -188,7 +93,7 @@ def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Any,
         yield "models/none", [record(c, None, shape, job["modes"][0], "inference")]
         return
     repeats = int(job.get("model_repeats") or max(1, min(5, job["repeats"])))
-    for mode in [m for m in job["modes"] if m in MODEL_MODES.get(backend, (m,))]:
+    for mode in [m for m in job["modes"] if m in driver.model_modes]:
         for pass_ in PASSES:
             key = f"models/{mode}/{pass_}"
             if key in skip:
@@ -203,7 +108,7 @@ def run_models(driver: Any, job: dict[str, Any], skip: set[str], mark: Any,
                     continue
                 mark(name)
                 try:
-                    c = BUILDERS[backend](create, name, x, y, mode, pass_)
+                    c = driver.model(create, name, x, y, mode, pass_)
                 except Exception as err:  # noqa: BLE001 - a model that cannot be built is a row
                     c = Candidate(name, "", None, error=describe_error(err))
                 c.kind = "baseline" if i == 0 else "project"

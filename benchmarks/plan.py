@@ -15,24 +15,43 @@ from typing import Any, Mapping
 import numpy as np
 
 from attn_core import CBAM_PRESETS, AttentionConfig, ConfigError, create_config
+from attn_core.frameworks import FRAMEWORK_INFO, FRAMEWORKS
+from attn_core.frameworks import MODES as FRAMEWORK_MODES
+from attn_core.registry import CONFIGS
 
-BACKENDS: tuple[str, ...] = ("torch", "paddle", "flax")
-MODULES: tuple[str, ...] = ("se", "eca", "ca", "sa", "cbam", "simam")
+BACKENDS: tuple[str, ...] = FRAMEWORKS
+MODULES: tuple[str, ...] = tuple(CONFIGS)
 PASSES: tuple[str, ...] = ("forward", "forward+backward")
 DEFAULT_SHAPES: tuple[tuple[int, int, int, int], ...] = ((32, 256, 56, 56), (8, 64, 56, 56))
 QUICK_SHAPES: tuple[tuple[int, int, int, int], ...] = ((2, 32, 16, 16), (2, 8, 9, 7))
 
-#: backend -> its modes (CLI name -> label), the first being the framework's ordinary one
-MODES: Mapping[str, Mapping[str, str]] = MappingProxyType({
-    "torch": MappingProxyType({"eager": "torch eager", "compile": "torch.compile"}),
-    "paddle": MappingProxyType({"dygraph": "Paddle dygraph", "to_static": "paddle.jit.to_static"}),
-    "flax": MappingProxyType({"jit": "jax.jit", "eager": "jax eager"}),
-})
 #: the mode a user gets without asking for anything (the "default path")
-DEFAULT_MODE: Mapping[str, str] = MappingProxyType({"torch": "eager", "paddle": "dygraph", "flax": "jit"})
+DEFAULT_MODE: Mapping[str, str] = MappingProxyType({b: FRAMEWORK_INFO[b].default_mode for b in BACKENDS})
+#: backend -> its modes (attn_core.frameworks.MODES), the framework's ordinary one first
+MODES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    b: (DEFAULT_MODE[b], *(m for m in FRAMEWORK_MODES if m != DEFAULT_MODE[b])) for b in BACKENDS})
+#: the benchmarks' mode names before the one vocabulary -> (backend, mode): read in old JSON, refused on the command
+#: line with the new name
+LEGACY_MODES: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "compile": ("torch", "compiled"), "dygraph": ("paddle", "eager"), "to_static": ("paddle", "compiled"),
+    "jit": ("flax", "compiled")})
+
+
+def mode_label(backend: str, mode: str) -> str:
+    """How the tables name ``mode`` of ``backend`` (``'torch.compile'``, ``'Paddle dygraph'``, ``'jax.jit'``...)."""
+    return FRAMEWORK_INFO[backend].mode_titles[mode]
+
+
+def current_mode(mode: str) -> str:
+    """``mode`` in the one vocabulary: a record written before it (``'jit'``, ``'dygraph'``...) is read as its
+    new name."""
+    return LEGACY_MODES[mode][1] if mode in LEGACY_MODES else mode
+
 
 #: the ratio targets of the performance issue, forward, in the best mode
 TARGETS: Mapping[str, float] = MappingProxyType({"se": 1.5, "eca": 1.5, "cbam": 3.0, "simam": 2.0})
+#: the performance issue's model targets, as ratios to the plain ResNet-50 of the same backend, mode and pass
+MODEL_TARGETS: Mapping[str, float] = MappingProxyType({"seresnet50": 1.15, "ecaresnet50": 1.15})
 
 #: the operations the modules are made of, timed alone (forward, each framework's default mode) beside the same
 #: baseline, so that a module's ratio can be read as the sum of its parts: key -> label
@@ -55,8 +74,7 @@ MODULE_SUBOPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 #: registry name -> the class name every backend uses
-CLASS_NAMES: Mapping[str, str] = MappingProxyType({"se": "SEModule", "eca": "ECAModule", "ca": "ChannelAttention",
-                                                   "sa": "SpatialAttention", "cbam": "CBAM", "simam": "SimAM"})
+CLASS_NAMES: Mapping[str, str] = MappingProxyType({name: config.module_name for name, config in CONFIGS.items()})
 
 #: registry name -> form key -> (label, attn_core options)
 FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyType({

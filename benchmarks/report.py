@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
-from .plan import DEFAULT_MODE, MODES, MODULE_SUBOPS, SUBOPS, TARGETS
+from .plan import DEFAULT_MODE, MODEL_TARGETS, MODES, MODULE_SUBOPS, SUBOPS, TARGETS, mode_label
 from .timing import MAX_CALLS, SPREAD_LIMIT
 
 Record = Mapping[str, Any]
@@ -31,10 +31,6 @@ def _diff(r: Record) -> str:
     return f"{r['diff']:.1e} ({r['diff_what']})"
 
 
-def mode_label(backend: str, mode: str) -> str:
-    return MODES[backend][mode]
-
-
 def _project_default(records: Iterable[Record]) -> dict[tuple[str, str, str, str, str], Record]:
     """(shape, module, backend, mode, pass) -> the record of the project's default form."""
     return {(r["shape"], r["module"], r["backend"], r["mode"], r["pass_"]): r
@@ -45,6 +41,14 @@ def is_unreliable(r: Record | None) -> bool:
     """The record's ratio stayed too spread to compare (``benchmarks.timing.unreliable``); records of runs before
     the re-run rule have no such flag and count as reliable."""
     return r is not None and bool(r.get("unreliable", False))
+
+
+def targets_text() -> str:
+    """The module targets (``benchmarks.plan.TARGETS``) in words, lowest first: ``se and eca ≤ 1.5×, ...``."""
+    by: dict[float, list[str]] = {}
+    for module, target in TARGETS.items():
+        by.setdefault(target, []).append(module)
+    return ", ".join(f"{' and '.join(modules)} ≤ {target:g}×" for target, modules in sorted(by.items()))
 
 
 def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
@@ -268,8 +272,9 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
             "- **Forward**: eval mode, no autograd (`torch.no_grad`, `paddle.no_grad`, plain `apply`). "
             "**Forward+backward**: train mode, the gradient of a fixed random cotangent with respect to the input "
             "and every parameter.",
-            "- **Modes**: torch eager and `torch.compile` (inductor, `dynamic=False`); Paddle dygraph and "
-            "`paddle.jit.to_static(full_graph=True)`; Flax under `jax.jit` and op by op (eager, for reference). "
+            "- **Modes** (`--modes eager,compiled`): torch eager and `torch.compile` (inductor, `dynamic=False`); "
+            "Paddle dygraph and `paddle.jit.to_static(full_graph=True)`; Flax under `jax.jit` and op by op (eager, "
+            "for reference). "
             "Peers run in the same mode as the project's module of their group.",
             "- **Peers** (bold rows are the project's): the seed articles' code (`benchmarks/peers/`), timm's "
             "modules, and transcriptions of the seeds into Paddle and jax.numpy. Each is compared with the "
@@ -278,7 +283,7 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
             "(forward) or of the input gradient dx (forward+backward) on the same input.",
             "- **Summary**: the project's default form. *Default path*: the framework's ordinary mode, beside the "
             "fastest peer in that mode (✓ when the project is at least as fast); *best mode*: the fastest of its "
-            "modes, against the issue's targets (SE and ECA ≤ 1.5×, SimAM ≤ 2×, CBAM ≤ 3×); *(f+b) / forward*: "
+            f"modes, against the issue's targets ({targets_text()}); *(f+b) / forward*: "
             "the forward+backward ratio over the forward ratio in the best mode (✓ when ≤ 2). The marks are "
             "information, not a verdict.",
             f"- timm: {h['timm']}.",
@@ -293,10 +298,6 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
         out += ["", "## Details"] + details_markdown(records)
     out += [""]
     return "\n".join(out)
-
-
-#: the performance issue's model targets, as ratios to the plain ResNet-50 of the same backend, mode and pass
-MODEL_TARGETS: Mapping[str, float] = {"seresnet50": 1.15, "ecaresnet50": 1.15}
 
 
 def models_markdown(records: Sequence[Record]) -> list[str]:

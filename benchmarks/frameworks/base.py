@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-from ..plan import SUBOPS, Data, FormData, Peer
+import numpy as np
+
+from ..plan import MODES, SUBOPS, Data, FormData, Peer
 from ..timing import Candidate, describe_error
 
 BASELINE_LABEL = "x * s (baseline)"
@@ -15,7 +17,16 @@ class BaseDriver:
     :class:`Candidate`; building errors become rows (``Candidate.error``) rather than exceptions."""
 
     name = ""
-    modes: tuple[str, ...] = ()
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The backend's modes (``benchmarks.plan.MODES``), its default first."""
+        return MODES[self.name]
+
+    @property
+    def model_modes(self) -> tuple[str, ...]:
+        """The modes whole models (``--models``) run in."""
+        return self.modes
 
     def versions(self) -> dict[str, str]:
         raise NotImplementedError
@@ -67,6 +78,17 @@ class BaseDriver:
         raise NotImplementedError
 
     def _subop(self, key: str, data: Data) -> Candidate:
+        raise NotImplementedError
+
+    def model(self, create: Callable[..., Any], name: str, x: np.ndarray, y: np.ndarray, mode: str,
+              pass_: str) -> Candidate:
+        """Model ``name`` (``create(name)``) in ``mode``: one inference of the NCHW batch ``x``, or one training
+        step (cross-entropy on labels ``y``, backward, SGD with momentum; see :mod:`benchmarks.models`)."""
+        raise NotImplementedError
+
+    def densenet_memory(self, model: str, efficient: bool, batch: int, size: int) -> dict[str, Any]:
+        """The peak memory of one training step of SE-DenseNet ``model`` (see :mod:`benchmarks.densenet_memory`):
+        ``{peak_mib, rss_mib, step_s, how}``."""
         raise NotImplementedError
 
 

@@ -1,10 +1,11 @@
-"""Flax driver (NHWC): ``jax.jit`` and eager (op by op, for reference). The input is the NCHW data transposed once;
-compared outputs are transposed back. Forward is ``module.apply(variables, x)`` (eval); forward+backward is
-``jax.vjp`` with respect to the parameters and the input (train mode, BatchNorm statistics as a mutable
-collection), every result waited for with ``jax.block_until_ready``."""
+"""Flax driver (NHWC): compiled, ``jax.jit`` (its users' default), and eager (op by op, for reference). The input
+is the NCHW data transposed once; compared outputs are transposed back. Forward is ``module.apply(variables, x)``
+(eval); forward+backward is ``jax.vjp`` with respect to the parameters and the input (train mode, BatchNorm
+statistics as a mutable collection), every result waited for with ``jax.block_until_ready``."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import flax
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import backends.flax as bf
-from backends.flax.cbam import spatial_conv
+from backends.flax._ops import spatial_conv
 
 from ..peers import jax_numpy
 from ..plan import Data, FormData, Peer
@@ -29,7 +30,10 @@ def _nchw(a: Any) -> np.ndarray:
 
 class Driver(BaseDriver):
     name = "flax"
-    modes = ("jit", "eager")
+
+    @property
+    def model_modes(self) -> tuple[str, ...]:
+        return ("compiled",)  # op-by-op ResNet-50 is minutes per step
 
     def versions(self) -> dict[str, str]:
         return {"jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
@@ -48,7 +52,7 @@ class Driver(BaseDriver):
 
     @staticmethod
     def _compile(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
-        return jax.jit(fn) if mode == "jit" else fn
+        return jax.jit(fn) if mode == "compiled" else fn
 
     def _baseline(self, data: Data, pass_: str) -> Candidate:
         x, s, g = self._arrays(data)
@@ -113,3 +117,76 @@ class Driver(BaseDriver):
                "sigmoid": lambda x, m, p, k: jax.nn.sigmoid(x)}
         f = jax.jit(fns[key])  # every array an argument: nothing for XLA to fold at compile time
         return Candidate("", "", lambda: f(*args).block_until_ready(), compiles=True)
+
+    # ------------------------------------------------------------------------------------------- models
+    def model(self, create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
+              pass_: str) -> Candidate:
+        from ..models import LR, MOMENTUM
+
+        model = create(name)
+        x, y = jnp.asarray(np.ascontiguousarray(x_np.transpose(0, 2, 3, 1))), jnp.asarray(y_np)
+        variables = jax.jit(model.init)(jax.random.key(0), x)
+        params, stats = variables["params"], variables.get("batch_stats", {})
+        if pass_ == "inference":
+            infer = jax.jit(lambda v, x: model.apply(v, x))
+            return Candidate(name, "", lambda: infer(variables, x).block_until_ready(), compiles=True)
+
+        def loss_fn(p: Any, stats: Any) -> tuple[jax.Array, Any]:
+            logits, updates = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                          mutable=["batch_stats"])
+            logp = jax.nn.log_softmax(logits)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1)), updates["batch_stats"]
+
+        @jax.jit
+        def step(p: Any, stats: Any, velocity: Any) -> tuple[Any, Any, Any, jax.Array]:
+            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, stats)
+            velocity = jax.tree_util.tree_map(lambda v, g: MOMENTUM * v + g, velocity, grads)
+            p = jax.tree_util.tree_map(lambda w, v: w - LR * v, p, velocity)
+            return p, stats, velocity, loss
+
+        state = [params, stats, jax.tree_util.tree_map(jnp.zeros_like, params)]
+
+        def run() -> Any:
+            state[0], state[1], state[2], loss = step(*state)
+            return jax.block_until_ready(loss)
+        return Candidate(name, "", run, compiles=True)
+
+    def densenet_memory(self, model: str, efficient: bool, batch: int, size: int) -> dict[str, Any]:
+        from ..densenet_memory import MIB, inputs, max_rss_mib
+
+        net = bf.create_model(model, efficient=efficient)
+        x_np, ct_np = inputs(batch, size, net.config.num_classes)
+        x, ct = jnp.asarray(np.transpose(x_np, (0, 2, 3, 1))), jnp.asarray(ct_np)
+        variables = net.init(jax.random.key(0), x[:2])
+
+        def step(v: dict[str, Any], xb: jax.Array, cb: jax.Array) -> Any:
+            rest = {k: a for k, a in v.items() if k != "params"}
+
+            def loss(p: Any) -> tuple[jax.Array, Any]:
+                y, updates = net.apply({**rest, "params": p}, xb, train=True, mutable=["batch_stats"])
+                return (y * cb).sum(), updates
+
+            return jax.grad(loss, has_aux=True)(v["params"])
+
+        def residuals(params: Any, xb: jax.Array, cb: jax.Array) -> list[jax.Array]:
+            """What JAX keeps from the forward for the backward pass (the leaves of the VJP closure), before XLA."""
+            rest = {k: a for k, a in variables.items() if k != "params"}
+
+            def fwd(p: Any) -> jax.Array:
+                return (net.apply({**rest, "params": p}, xb, train=True, mutable=["batch_stats"])[0] * cb).sum()
+            return jax.tree_util.tree_leaves(jax.vjp(fwd, params)[1])
+
+        saved = jax.eval_shape(residuals, variables["params"], x, ct)
+        saved_mib = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in saved) / MIB
+        jax.block_until_ready(jax.jit(step)(variables, x[:2], ct[:2]))
+        compiled = jax.jit(step).lower(variables, x, ct).compile()
+        stats = compiled.memory_analysis()
+        rss0 = max_rss_mib()
+        jax.block_until_ready(compiled(variables, x, ct))
+        rss = max_rss_mib() - rss0
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(variables, x, ct))
+        return {"peak_mib": stats.temp_size_in_bytes / MIB, "rss_mib": rss, "step_s": time.perf_counter() - t,
+                "how": f"XLA temp buffers (memory_analysis; arguments {stats.argument_size_in_bytes / MIB:.1f} "
+                       f"MiB, outputs {stats.output_size_in_bytes / MIB:.1f} MiB apart); before XLA, JAX keeps "
+                       f"{saved_mib:.1f} MiB of residuals"}

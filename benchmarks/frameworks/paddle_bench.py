@@ -1,11 +1,15 @@
-"""Paddle driver: dygraph and ``paddle.jit.to_static(full_graph=True)`` (the whole forward one static program, or
-an error rather than a silent dygraph fallback). Forward under ``paddle.no_grad()`` in eval mode (to_static then
-builds an inference program); forward+backward in train mode, gradients for the input and every parameter."""
+"""Paddle driver: eager (dygraph) and compiled, ``paddle.jit.to_static(full_graph=True)`` (the whole forward one
+static program, or an error rather than a silent dygraph fallback). Forward under ``paddle.no_grad()`` in eval mode
+(to_static then builds an inference program); forward+backward in train mode, gradients for the input and every
+parameter."""
 
 from __future__ import annotations
 
+import time
 import warnings
+from typing import Any, Callable
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -20,7 +24,6 @@ from .base import BaseDriver
 
 class Driver(BaseDriver):
     name = "paddle"
-    modes = ("dygraph", "to_static")
 
     def __init__(self) -> None:
         paddle.disable_static()
@@ -65,12 +68,12 @@ class Driver(BaseDriver):
             layer.eval()
         else:
             layer.train()
-        fn = paddle.jit.to_static(layer, full_graph=True) if mode == "to_static" else layer
+        fn = paddle.jit.to_static(layer, full_graph=True) if mode == "compiled" else layer
         if pass_ == "forward":
             def run() -> paddle.Tensor:
                 with paddle.no_grad():
                     return fn(x)
-            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "to_static")
+            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "compiled")
         xl = x.detach()
         xl.stop_gradient = False
 
@@ -82,7 +85,7 @@ class Driver(BaseDriver):
             xl.clear_gradient(False)
             layer.clear_gradients(False)
         return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy(),
-                         compiles=mode == "to_static")
+                         compiles=mode == "compiled")
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
         layer = bp.load_weights(bp.ATTN_LAYERS[module].from_config(fd.config), fd.weights)
@@ -125,3 +128,56 @@ class Driver(BaseDriver):
             with paddle.no_grad():
                 return fn()
         return Candidate("", "", run)
+
+    # ------------------------------------------------------------------------------------------- models
+    def model(self, create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
+              pass_: str) -> Candidate:
+        from ..models import LR, MOMENTUM
+
+        model = create(name)
+        if pass_ == "inference":
+            model.eval()
+        else:
+            model.train()
+        fn = paddle.jit.to_static(model, full_graph=True) if mode == "compiled" else model
+        x, y = paddle.to_tensor(x_np), paddle.to_tensor(y_np)
+        if pass_ == "inference":
+            def infer() -> Any:
+                with paddle.no_grad():
+                    return fn(x)
+            return Candidate(name, "", infer, compiles=mode == "compiled")
+        opt = paddle.optimizer.Momentum(learning_rate=LR, momentum=MOMENTUM, parameters=model.parameters())
+
+        def step() -> Any:
+            loss = F.cross_entropy(fn(x), y)
+            loss.backward()
+            opt.step()
+            opt.clear_grad(set_to_zero=False)
+            return loss
+        return Candidate(name, "", step, compiles=mode == "compiled")
+
+    def densenet_memory(self, model: str, efficient: bool, batch: int, size: int) -> dict[str, Any]:
+        from paddle.base import core
+
+        from ..densenet_memory import MIB, inputs, max_rss_mib
+
+        net = bp.create_model(model, efficient=efficient)
+        net.train()
+        x_np, ct_np = inputs(batch, size, net.config.num_classes)
+        x, ct = paddle.to_tensor(x_np), paddle.to_tensor(ct_np)
+
+        def step(xb: paddle.Tensor, cb: paddle.Tensor) -> None:
+            net.clear_gradients(set_to_zero=False)
+            (net(xb) * cb).sum().backward()
+
+        step(x[:2], ct[:2])
+        rss0 = max_rss_mib()
+        core.host_memory_stat_reset_peak_value("Allocated", 0)
+        start = core.host_memory_stat_current_value("Allocated", 0)
+        step(x, ct)
+        peak = core.host_memory_stat_peak_value("Allocated", 0) - start
+        rss = max_rss_mib() - rss0
+        t = time.perf_counter()
+        step(x, ct)
+        return {"peak_mib": peak / MIB, "rss_mib": rss, "step_s": time.perf_counter() - t,
+                "how": "host allocator peak (core.host_memory_stat)"}

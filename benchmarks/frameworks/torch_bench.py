@@ -1,11 +1,16 @@
-"""torch driver: eager and ``torch.compile`` (inductor, ``dynamic=False``), forward under ``no_grad`` in eval mode,
-forward+backward in train mode with gradients for the input and every parameter."""
+"""torch driver: eager and compiled, ``torch.compile`` (inductor, ``dynamic=False``); forward under ``no_grad`` in
+eval mode, forward+backward in train mode with gradients for the input and every parameter."""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +27,6 @@ from .base import BaseDriver, PeerUnavailable
 
 class Driver(BaseDriver):
     name = "torch"
-    modes = ("eager", "compile")
 
     def __init__(self) -> None:
         self._timm: Any = None
@@ -43,7 +47,7 @@ class Driver(BaseDriver):
         return f"torch.set_num_threads({n}); torch.get_num_threads() = {torch.get_num_threads()}"
 
     def begin_group(self, mode: str) -> None:
-        if mode == "compile":
+        if mode == "compiled":
             torch._dynamo.reset()  # each group compiles its own graphs: no recompile limit, no automatic dynamic
 
     # ------------------------------------------------------------------------------------------- tensors
@@ -73,14 +77,14 @@ class Driver(BaseDriver):
 
     def _wrap(self, module: nn.Module, data: Data, mode: str, pass_: str) -> Candidate:
         x, _, g = self._tensors(data)
-        fn = torch.compile(module, dynamic=False) if mode == "compile" else module
+        fn = torch.compile(module, dynamic=False) if mode == "compiled" else module
         if pass_ == "forward":
             module.eval()
 
             def run() -> torch.Tensor:
                 with torch.no_grad():
                     return fn(x)
-            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "compile")
+            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "compiled")
         module.train()
         xl = x.detach().requires_grad_(True)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -94,7 +98,7 @@ class Driver(BaseDriver):
             for p in params:
                 p.grad = None
         return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy(),
-                         compiles=mode == "compile")
+                         compiles=mode == "compiled")
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
         m = bt.load_weights(bt.ATTN_LAYERS[module].from_config(fd.config), fd.weights)
@@ -143,3 +147,58 @@ class Driver(BaseDriver):
             with torch.no_grad():
                 return fn()
         return Candidate("", "", run)
+
+    # ------------------------------------------------------------------------------------------- models
+    def model(self, create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
+              pass_: str) -> Candidate:
+        from ..models import LR, MOMENTUM
+
+        model = create(name)
+        fn = torch.compile(model, dynamic=False) if mode == "compiled" else model
+        x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        if pass_ == "inference":
+            model.eval()
+
+            def infer() -> Any:
+                with torch.no_grad():
+                    return fn(x)
+            return Candidate(name, "", infer, compiles=mode == "compiled")
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+        def step() -> Any:
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(fn(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return Candidate(name, "", step, compiles=mode == "compiled")
+
+    def densenet_memory(self, model: str, efficient: bool, batch: int, size: int) -> dict[str, Any]:
+        from ..densenet_memory import MIB, inputs, max_rss_mib
+
+        net = bt.create_model(model, efficient=efficient).train()
+        x_np, ct_np = inputs(batch, size, net.config.num_classes)
+        x, ct = torch.from_numpy(x_np), torch.from_numpy(ct_np)
+
+        def step(xb: torch.Tensor, cb: torch.Tensor) -> None:
+            net.zero_grad(set_to_none=True)
+            (net(xb) * cb).sum().backward()
+
+        step(x[:2], ct[:2])
+        rss0 = max_rss_mib()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            step(x, ct)
+        rss = max_rss_mib() - rss0
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(path)
+            with open(path, encoding="utf-8") as f:
+                events = [e["args"] for e in json.load(f)["traceEvents"] if e.get("name") == "[memory]"
+                          and e.get("args", {}).get("Device Type", 0) == 0]
+        start = events[0]["Total Allocated"] - events[0]["Bytes"]
+        peak = max(e["Total Allocated"] for e in events) - start
+        t = time.perf_counter()
+        step(x, ct)
+        return {"peak_mib": peak / MIB, "rss_mib": rss, "step_s": time.perf_counter() - t,
+                "how": "allocator peak (torch.profiler)"}

@@ -5,7 +5,6 @@ No timing is asserted (the numbers of a test machine mean nothing); the benchmar
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -14,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from attn_core.frameworks import installed_frameworks
+
 ROOT = Path(__file__).resolve().parents[2]
-BACKENDS = [b for b, mods in {"torch": ("torch",), "paddle": ("paddle",), "flax": ("jax", "flax")}.items()
-            if all(importlib.util.find_spec(m) is not None for m in mods)]
-# one module (SE: seeds, timm, transcriptions, and the seeds' zero hidden width at C = 8) in one mode per backend,
-# plus Paddle's to_static; torch.compile and jax eager are left out (compilation alone would take most of a minute)
-MODES = "torch:eager,paddle:dygraph,paddle:to_static,flax:jit"
+BACKENDS = list(installed_frameworks())
+# one module (SE: seeds, timm, transcriptions, and the seeds' zero hidden width at C = 8) in each backend's default
+# mode, plus Paddle's to_static; torch.compile and jax eager are left out (compilation alone would take most of a
+# minute)
+MODES = "torch:eager,paddle:eager,paddle:compiled,flax:compiled"
 
 
 def _table_rows(markdown: str, section: str) -> list[list[str]]:
@@ -146,6 +147,49 @@ def test_bad_arguments_are_usage_errors() -> None:
     assert main(["--modules", "nope"]) == 2
     assert main(["--shapes", "8x64x56"]) == 2
     assert main(["--modes", "warp"]) == 2
+    assert main(["--modes", "eager,cuda:compiled"]) == 2
+
+
+@pytest.mark.parametrize("item,advice", [
+    ("compile", "'compile' is not a mode; use 'compiled' (torch.compile)"),
+    ("paddle:dygraph", "'paddle:dygraph' is not a mode; use 'paddle:eager' (Paddle dygraph)"),
+    ("to_static", "'to_static' is not a mode; use 'compiled' (paddle.jit.to_static)"),
+    ("flax:jit", "'flax:jit' is not a mode; use 'flax:compiled' (jax.jit)"),
+])
+def test_an_old_mode_name_is_a_usage_error_naming_the_new_one(item: str, advice: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmarks speak the suite's two modes, eager and compiled; the names they used before are refused with
+    the one to use (exit 2), not silently mapped."""
+    from benchmarks.cli import main
+
+    assert main(["--modes", f"eager,{item}"]) == 2
+    assert f"python -m benchmarks: --modes: {advice}" in capsys.readouterr().err
+
+
+def test_modes_resolve_per_backend_in_the_one_vocabulary() -> None:
+    """A bare mode applies to every selected backend, backend:mode to one; each backend's default mode comes first
+    when none is asked for (Flax's is jax.jit, attn_core.frameworks)."""
+    from benchmarks.cli import SUMMARY_ARGS, parser, resolve
+
+    def modes(*argv: str) -> dict[str, list[str]]:
+        return resolve(parser().parse_args(["--backends", "torch,paddle,flax", *argv]))["modes"]
+
+    assert modes() == {"torch": ["eager", "compiled"], "paddle": ["eager", "compiled"], "flax": ["compiled", "eager"]}
+    assert modes("--modes", "compiled") == {"torch": ["compiled"], "paddle": ["compiled"], "flax": ["compiled"]}
+    assert modes("--modes", "torch:eager,flax:compiled") == {"torch": ["eager"], "paddle": [], "flax": ["compiled"]}
+    assert modes(*SUMMARY_ARGS) == {"torch": ["eager", "compiled"], "paddle": ["eager", "compiled"],
+                                    "flax": ["compiled"]}
+
+
+def test_nothing_outside_the_drivers_dispatches_on_a_framework_name() -> None:
+    """The frameworks' differences live in benchmarks/frameworks (one driver each); the rest reads
+    attn_core.frameworks and never tests or keys on a framework's name."""
+    dispatch = re.compile(r"""(==|!=|\bin)\s*\(?\s*["'](torch|paddle|flax|jax)["']|["'](torch|paddle|flax)["']\s*:\s""")
+    for path in (ROOT / "benchmarks").rglob("*.py"):
+        if path.parent.name in ("frameworks", "peers"):
+            continue
+        found = [line for line in path.read_text().splitlines() if dispatch.search(line)]
+        assert not found, (path.name, found)
 
 
 def test_the_library_never_imports_the_benchmarks() -> None:
@@ -286,9 +330,9 @@ def _torch_se(eager: float = 1.2, compile_: float = 1.1, fb: float = 1.3, peer: 
             _rec("torch", "eager", "forward", "SEModule default", "project", eager, "eager" in shaky),
             _rec("torch", "eager", "forward", "seeds' SE", "peer", 0.29, True),  # the 0.29x no SE can be
             _rec("torch", "eager", "forward", "timm SEModule", "peer", peer, "peer" in shaky),
-            _rec("torch", "compile", "forward", "SEModule default", "project", compile_, "compile" in shaky),
+            _rec("torch", "compiled", "forward", "SEModule default", "project", compile_, "compile" in shaky),
             _rec("torch", "eager", "forward+backward", "SEModule default", "project", fb, "fb" in shaky),
-            _rec("torch", "compile", "forward+backward", "SEModule default", "project", fb, "fb" in shaky)]
+            _rec("torch", "compiled", "forward+backward", "SEModule default", "project", fb, "fb" in shaky)]
 
 
 def test_an_unreliable_peer_is_never_the_fastest_and_an_unreliable_mode_never_the_best() -> None:
@@ -332,6 +376,39 @@ def test_compare_agrees_within_ten_percent_and_names_every_summary_ratio(tmp_pat
     assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 1
     assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
+
+
+def test_records_saved_with_the_old_mode_names_still_compare_and_render(tmp_path: Path) -> None:
+    """JSON written before the one mode vocabulary says 'compile' (torch), 'dygraph' and 'to_static' (Paddle),
+    'jit' (Flax); --compare and --render-json read them as eager and compiled."""
+    from benchmarks.cli import main
+
+    new = _torch_se(eager=1.20, compile_=1.10)
+    old = [dict(r, mode="compile" if r["mode"] == "compiled" else r["mode"]) for r in new]
+    (tmp_path / "new.json").write_text(json.dumps({"records": new}))
+    (tmp_path / "old.json").write_text(json.dumps({"records": old}))
+    assert main(["--compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+    flax = [_rec("flax", "jit", "forward", "x * s (baseline)", "baseline", 1.0),
+            _rec("flax", "jit", "forward", "SEModule default", "project", 1.3),
+            _rec("flax", "eager", "forward", "SEModule default", "project", 9.0),
+            _rec("paddle", "dygraph", "forward", "x * s (baseline)", "baseline", 1.0),
+            _rec("paddle", "dygraph", "forward", "SEModule default", "project", 2.0),
+            _rec("paddle", "to_static", "forward", "SEModule default", "project", 1.6)]
+    header = {"command": "python -m benchmarks --modes flax:jit,flax:eager,paddle:dygraph,paddle:to_static",
+              "date": "2026-01-01 00:00 UTC", "minutes": 1.0, "cpu": "cpu", "cpus": 2, "load_start": 0.1,
+              "load_end": 0.2, "noisy": "", "python": "3.11", "numpy": "2", "threads": 2, "repeats": 3,
+              "warmup": 1, "timm": "not run", "max_call": 5.0, "call_timeout": 60.0}
+    (tmp_path / "old_run.json").write_text(json.dumps({"header": header, "infos": [], "failures": {},
+                                                       "records": old + flax, "model_records": []}))
+    out = tmp_path / "old_run.md"
+    assert main(["--render-json", str(tmp_path / "old_run.json"), "--out", str(out)]) == 0
+    summary = {(r[1], r[2]): r for r in _table_rows(out.read_text(), "Summary")}
+    # the default path in each framework's label, the best mode the fastest: 1.10 compiled, 1.3 jit, 1.6 to_static
+    assert (summary[("se", "torch")][3], summary[("se", "torch")][6]) == ("1.20× (torch eager)",
+                                                                          "1.10× (torch.compile)")
+    assert (summary[("se", "flax")][3], summary[("se", "flax")][6]) == ("1.30× (jax.jit)", "1.30× (jax.jit)")
+    assert (summary[("se", "paddle")][3], summary[("se", "paddle")][6]) == ("2.00× (Paddle dygraph)",
+                                                                            "1.60× (paddle.jit.to_static)")
 
 
 def test_every_worker_asks_for_huge_pages_unless_told_otherwise() -> None:
