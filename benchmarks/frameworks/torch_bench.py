@@ -19,7 +19,7 @@ import backends.torch as bt
 
 from ..peers import seed_torch
 from ..peers.timm_peers import build as build_timm
-from ..peers.timm_peers import import_timm
+from ..peers.timm_peers import load_timm
 from ..plan import Data, FormData, Peer
 from ..timing import Candidate
 from .base import BaseDriver, PeerUnavailable
@@ -35,7 +35,7 @@ class Driver(BaseDriver):
     @property
     def timm(self) -> tuple[Any, str]:
         if not self._timm_status:
-            self._timm, self._timm_status = import_timm()
+            self._timm, self._timm_status = load_timm()
         return self._timm, self._timm_status
 
     def versions(self) -> dict[str, str]:

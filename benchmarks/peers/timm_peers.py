@@ -1,59 +1,26 @@
 """PEER CODE (not the project's): timm's attention modules, and how canonical weights map onto them.
 
-``import timm`` imports torchvision. Where the torchvision wheel's compiled ops do not match the installed CPU torch,
-its Python side fails in ``torch.library.register_fake("torchvision::nms")`` with ``RuntimeError: operator
-torchvision::nms does not exist``. timm's attention layers use none of those ops, so :func:`import_timm` swallows
-exactly that error (a ``torchvision::`` op that "does not exist"), only while importing timm, only here in benchmark
-code; any other failure is reported as the reason timm's rows are missing.
+timm is imported through :mod:`._timm` (which tolerates a torchvision whose compiled ops do not match torch); any
+other failure to import it is reported as the reason timm's rows are missing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-
-@contextlib.contextmanager
-def _tolerate_torchvision_fake_registration() -> Iterator[None]:
-    import torch.library
-
-    original = torch.library.register_fake
-
-    def register_fake(op: Any, *args: Any, **kwargs: Any) -> Any:
-        registered = original(op, *args, **kwargs)
-        if not (isinstance(op, str) and op.startswith("torchvision::")):
-            return registered
-        if registered is not None and callable(registered) and not args and "func" not in kwargs:
-            def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:  # register_fake("torchvision::nms")(fn)
-                try:
-                    return registered(fn)
-                except RuntimeError as err:
-                    if "does not exist" not in str(err):
-                        raise
-                    return fn
-            return decorate
-        return registered
-
-    torch.library.register_fake = register_fake
-    try:
-        yield
-    finally:
-        torch.library.register_fake = original
+from ._timm import INSTALL_HINT, import_timm, timm_installed
 
 
-def import_timm() -> tuple[Any | None, str]:
+def load_timm() -> tuple[Any | None, str]:
     """``(timm, version)`` or ``(None, why not)``."""
-    if importlib.util.find_spec("timm") is None:
-        return None, "timm is not installed (pip install timm torch==2.13.0)"
+    if not timm_installed():
+        return None, f"timm is not installed ({INSTALL_HINT})"
     try:
-        with _tolerate_torchvision_fake_registration():
-            import timm
-            import timm.layers.cbam  # noqa: F401
+        timm = import_timm()
     except (ImportError, RuntimeError, AttributeError, OSError) as err:
         return None, f"import timm failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return timm, str(timm.__version__)
@@ -105,12 +72,3 @@ def build(timm: Any, module: str, config: Any, weights: Mapping[str, np.ndarray]
         return _copy(m, values)
     raise KeyError(f"timm has no peer for {module!r}")
 
-
-#: registry name -> (timm class name, the project's config options of the same math)
-FORMS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
-    "se": ("SEModule", {}),                                   # the project's default is timm's form
-    "eca": ("EcaModule", {}),
-    "ca": ("ChannelAttn", {}),
-    "sa": ("SpatialAttn", {"norm": True}),                    # timm: BatchNorm after the spatial convolution
-    "cbam": ("CbamModule", {"spatial_norm": True}),
-}
