@@ -18,9 +18,13 @@ from .frameworks import FRAMEWORKS
 from .spec import ParamSpec
 
 __all__ = ["FRAMEWORKS", "Framework", "native_location", "native_key", "to_native", "from_native",
-           "bn_momentum_for", "LayoutTransform", "LAYOUT_TRANSFORMS", "layout_transform"]
+           "bn_momentum_for", "LayoutTransform", "LAYOUT_TRANSFORMS", "layout_transform", "NCHW_TO_NHWC",
+           "NHWC_TO_NCHW"]
 
 Framework = Literal["torch", "paddle", "flax"]
+#: the axis permutations between the two activation layouts
+NCHW_TO_NHWC: tuple[int, ...] = (0, 2, 3, 1)
+NHWC_TO_NCHW: tuple[int, ...] = (0, 3, 1, 2)
 
 _PADDLE_LEAF = {"bn_mean": "_mean", "bn_var": "_variance"}
 _FLAX_LEAF = {

@@ -37,6 +37,7 @@ import numpy as np
 
 from attn_core import AttentionConfig, create_config
 from attn_core.autodiff import Node
+from attn_core.layout import NHWC_TO_NCHW
 
 from .cases import Case, cases_for, registry_name
 from .precision import is_low_precision
@@ -66,7 +67,6 @@ TAP_STAGES: Mapping[str, str] = MappingProxyType({
 #: gate tap -> the tensor it produces by multiplying its input ('output': the module's output)
 _GATED: Mapping[str, str] = MappingProxyType({"gate": "output", "channel_gate": "channel_out",
                                               "spatial_gate": "output"})
-_TO_NCHW = (0, 3, 1, 2)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -356,7 +356,7 @@ def _compare_tap(name: str, sub: str, got: np.ndarray, refs: Mapping[str, np.nda
                  dtype: str) -> Comparison | str:
     """The tap's comparison by shape (the map, or the input times the map), or why it cannot be compared."""
     if layout == "NHWC" and got.ndim == 4:
-        got = np.transpose(got, _TO_NCHW)
+        got = np.transpose(got, NHWC_TO_NCHW)
     candidates = [("the map" if name in _GATED else "the tensor", name)]
     if name in _GATED:
         candidates.append((f"x * map, i.e. '{_GATED[name]}'", _GATED[name]))

@@ -29,6 +29,7 @@ import numpy as np
 from attn_core import AttentionConfig
 from attn_core.checkpoint import CheckpointError
 from attn_core.frameworks import FRAMEWORK_INFO, MODES
+from attn_core.layout import NCHW_TO_NHWC, NHWC_TO_NCHW
 
 from .handle import Binding, Handle, ParamMap, ParamMapError, bind
 
@@ -36,7 +37,6 @@ __all__ = ["RunResult", "Runner", "Handle", "Binding", "ParamMapError", "MODES",
            "NativeRun", "unwrap_state_dict"]
 
 LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
-_TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
 @dataclass
@@ -226,16 +226,16 @@ class Runner:
         if bad:
             raise ValueError(f"more_batches must be shaped like x {x.shape}, got {bad}")
         if handle.layout == "NHWC":
-            x = np.ascontiguousarray(np.transpose(x, _TO_NHWC))
-            ct = None if ct is None else _layout(ct, _TO_NHWC)
-            more = [np.ascontiguousarray(np.transpose(b, _TO_NHWC)) for b in more]
+            x = np.ascontiguousarray(np.transpose(x, NCHW_TO_NHWC))
+            ct = None if ct is None else _layout(ct, NCHW_TO_NHWC)
+            more = [np.ascontiguousarray(np.transpose(b, NCHW_TO_NHWC)) for b in more]
         start = time.perf_counter()
         out = self._execute(handle, native, x, ct, dtype, training, mode, more)
         seconds = time.perf_counter() - start
         y, dx = out.y, out.dx
         if handle.layout == "NHWC":
-            y = _layout(y, _TO_NCHW)
-            dx = None if dx is None else np.transpose(dx, _TO_NCHW)
+            y = _layout(y, NHWC_TO_NCHW)
+            dx = None if dx is None else np.transpose(dx, NHWC_TO_NCHW)
         result = RunResult(y=np.ascontiguousarray(y, dtype=np.float64), seconds=seconds, note=out.note)
         if ct is not None:
             result.dx = None if dx is None else np.ascontiguousarray(dx, dtype=np.float64)
@@ -264,7 +264,7 @@ class Runner:
 
     def nchw_to_native(self, array: np.ndarray) -> np.ndarray:
         """An NCHW array in the layout the framework's modules take (no copy for NCHW)."""
-        return np.transpose(array, _TO_NHWC) if self.default_layout == "NHWC" else array
+        return np.transpose(array, NCHW_TO_NHWC) if self.default_layout == "NHWC" else array
 
     def init_variables(self, module: Any, shape: tuple[int, ...], layout: str) -> Any:
         """The variables a module that keeps them apart (Flax) is initialised with for an NCHW ``shape`` given in

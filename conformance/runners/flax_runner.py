@@ -28,6 +28,7 @@ import numpy as np
 
 from attn_core import AttentionConfig
 from attn_core.checkpoint import CheckpointError
+from attn_core.layout import NHWC_TO_NCHW
 from attn_core.native_state import flatten_variables as _flatten
 
 from .base import Handle, NativeRun, Runner, _layout
@@ -122,7 +123,7 @@ class FlaxRunner(Runner):
 
         kwargs = {"train": False} if self._options(module)["train_arg"] else {}
         y = module.apply(variables, jnp.asarray(self.nchw_to_native(x)), **kwargs)
-        return _layout(np.asarray(y, dtype=np.float64), (0, 3, 1, 2))
+        return _layout(np.asarray(y, dtype=np.float64), NHWC_TO_NCHW)
 
     def capture(self, handle: Handle, subs: Sequence[str], weights: Mapping[str, np.ndarray], x: np.ndarray,
                 dtype: str, training: bool) -> dict[str, list[Any]]:
