@@ -158,7 +158,7 @@ class SimAMTorch(nn.Module):
 
 
 # ------------------------------------------------------------------------------- canonical weights -> peers
-def _copy(module: nn.Module, values: Mapping[str, np.ndarray]) -> nn.Module:
+def copy_into(module: nn.Module, values: Mapping[str, np.ndarray]) -> nn.Module:
     """Copy ``{state_dict key: array}`` into ``module``; every key must exist with the same shape."""
     state = module.state_dict()
     with torch.no_grad():
@@ -174,17 +174,17 @@ def _copy(module: nn.Module, values: Mapping[str, np.ndarray]) -> nn.Module:
 def load_seed_se(module: nn.Module, w: Mapping[str, np.ndarray]) -> nn.Module:
     """Seed SE (001 ``SEModule`` / 002 ``SELayer``): ``fc.0.weight`` = ``fc1.weight[:, :, 0, 0]``, ``fc.2.weight``
     = ``fc2.weight[:, :, 0, 0]`` (the project's SE with ``rd_divisor=None, bias=False``)."""
-    return _copy(module, {"fc.0.weight": w["fc1.weight"][:, :, 0, 0], "fc.2.weight": w["fc2.weight"][:, :, 0, 0]})
+    return copy_into(module, {"fc.0.weight": w["fc1.weight"][:, :, 0, 0], "fc.2.weight": w["fc2.weight"][:, :, 0, 0]})
 
 
 def load_seed_channel(module: nn.Module, w: Mapping[str, np.ndarray], prefix: str = "") -> nn.Module:
     """Seed 002 ``ChannelAttention``: ``fc1.weight`` and ``fc2.weight`` are 1x1 convolutions, as canonical."""
-    return _copy(module, {"fc1.weight": w[prefix + "fc1.weight"], "fc2.weight": w[prefix + "fc2.weight"]})
+    return copy_into(module, {"fc1.weight": w[prefix + "fc1.weight"], "fc2.weight": w[prefix + "fc2.weight"]})
 
 
 def load_seed_spatial(module: nn.Module, w: Mapping[str, np.ndarray], prefix: str = "") -> nn.Module:
     """Seed 002 ``SpatialAttention``: ``conv1.weight`` = ``conv.weight`` (mean map first, as canonical)."""
-    return _copy(module, {"conv1.weight": w[prefix + "conv.weight"]})
+    return copy_into(module, {"conv1.weight": w[prefix + "conv.weight"]})
 
 
 def load_seed_cbam(module: nn.Module, w: Mapping[str, np.ndarray]) -> nn.Module:
@@ -196,4 +196,4 @@ def load_seed_cbam(module: nn.Module, w: Mapping[str, np.ndarray]) -> nn.Module:
 
 def load_seed_eca(module: nn.Module, w: Mapping[str, np.ndarray]) -> nn.Module:
     """Seed 004 ``eca_layer``: ``conv.weight`` (1, 1, k) = ``conv.weight``."""
-    return _copy(module, {"conv.weight": w["conv.weight"]})
+    return copy_into(module, {"conv.weight": w["conv.weight"]})

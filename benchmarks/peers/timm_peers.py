@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 from torch import nn
 
 from ._timm import INSTALL_HINT, import_timm, timm_installed
+from .seed_torch import copy_into
 
 
 def load_timm() -> tuple[Any | None, str]:
@@ -24,18 +24,6 @@ def load_timm() -> tuple[Any | None, str]:
     except (ImportError, RuntimeError, AttributeError, OSError) as err:
         return None, f"import timm failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return timm, str(timm.__version__)
-
-
-def _copy(module: nn.Module, values: Mapping[str, np.ndarray]) -> nn.Module:
-    state = module.state_dict()
-    with torch.no_grad():
-        for key, value in values.items():
-            target = state[key]
-            if tuple(target.shape) != tuple(value.shape):
-                raise ValueError(f"{type(module).__name__}.{key}: shape {tuple(target.shape)}, canonical value "
-                                 f"{tuple(value.shape)}")
-            target.copy_(torch.from_numpy(np.ascontiguousarray(value)))
-    return module
 
 
 def _spatial_names(prefix: str, w: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -55,20 +43,20 @@ def build(timm: Any, module: str, config: Any, weights: Mapping[str, np.ndarray]
 
     if module == "se":
         m = SEModule(config.channels, rd_channels=config.hidden)
-        return _copy(m, {k: weights[k] for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")})
+        return copy_into(m, {k: weights[k] for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")})
     if module == "eca":
-        return _copy(EcaModule(None, kernel_size=config.k), {"conv.weight": weights["conv.weight"]})
+        return copy_into(EcaModule(None, kernel_size=config.k), {"conv.weight": weights["conv.weight"]})
     if module == "ca":
         m = ChannelAttn(config.channels, rd_channels=config.hidden)
-        return _copy(m, {"fc1.weight": weights["fc1.weight"], "fc2.weight": weights["fc2.weight"]})
+        return copy_into(m, {"fc1.weight": weights["fc1.weight"], "fc2.weight": weights["fc2.weight"]})
     if module == "sa":
-        return _copy(SpatialAttn(config.kernel_size), _spatial_names("", weights))
+        return copy_into(SpatialAttn(config.kernel_size), _spatial_names("", weights))
     if module == "cbam":
         m = CbamModule(config.channels, rd_channels=config.channel.hidden,
                        spatial_kernel_size=config.spatial_kernel_size)
         values = {"channel.fc1.weight": weights["channel.fc1.weight"],
                   "channel.fc2.weight": weights["channel.fc2.weight"]}
         values.update({"spatial." + k: v for k, v in _spatial_names("spatial.", weights).items()})
-        return _copy(m, values)
+        return copy_into(m, values)
     raise KeyError(f"timm has no peer for {module!r}")
 
