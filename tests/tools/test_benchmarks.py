@@ -192,6 +192,16 @@ def test_nothing_outside_the_drivers_dispatches_on_a_framework_name() -> None:
         assert not found, (path.name, found)
 
 
+def test_every_framework_of_the_table_has_its_driver() -> None:
+    """load_driver finds a backend's driver by its name in attn_core.frameworks: a framework added there needs its
+    benchmarks/frameworks/<name>_bench.py, whose Driver says that name."""
+    from attn_core.frameworks import FRAMEWORKS
+
+    for name in FRAMEWORKS:
+        source = (ROOT / "benchmarks" / "frameworks" / f"{name}_bench.py").read_text()
+        assert re.search(rf'^    name = "{name}"$', source, re.M), name
+
+
 def test_the_library_never_imports_the_benchmarks() -> None:
     for package in ("attn_core", "backends", "conformance"):
         for path in (ROOT / package).rglob("*.py"):
