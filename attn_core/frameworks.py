@@ -30,6 +30,7 @@ class FrameworkInfo:
     default_mode: str                   # the mode its users get without asking
     mode_labels: Mapping[str, str]      # mode -> short label (conformance reports)
     mode_titles: Mapping[str, str]      # mode -> long label (benchmark tables)
+    checkpoint_extensions: tuple[str, ...] = ()  # file extensions of its own checkpoints, the first its usual one
 
     @property
     def extra(self) -> str:
@@ -50,14 +51,15 @@ class FrameworkInfo:
 FRAMEWORK_INFO: Mapping[str, FrameworkInfo] = MappingProxyType({
     "torch": FrameworkInfo("torch", "PyTorch", ("torch",), "NCHW", "eager",
                            MappingProxyType({"eager": "eager", "compiled": "torch.compile"}),
-                           MappingProxyType({"eager": "torch eager", "compiled": "torch.compile"})),
+                           MappingProxyType({"eager": "torch eager", "compiled": "torch.compile"}), (".pt", ".pth")),
     "paddle": FrameworkInfo("paddle", "PaddlePaddle", ("paddle",), "NCHW", "eager",
                             MappingProxyType({"eager": "eager", "compiled": "to_static"}),
-                            MappingProxyType({"eager": "Paddle dygraph", "compiled": "paddle.jit.to_static"})),
+                            MappingProxyType({"eager": "Paddle dygraph", "compiled": "paddle.jit.to_static"}),
+                            (".pdparams",)),
     # Flax users run under jax.jit; op-by-op execution (jax.disable_jit) is the comparison row
     "flax": FrameworkInfo("flax", "JAX/Flax", ("jax", "flax"), "NHWC", "compiled",
                           MappingProxyType({"eager": "eager", "compiled": "jax.jit"}),
-                          MappingProxyType({"eager": "jax eager", "compiled": "jax.jit"})),
+                          MappingProxyType({"eager": "jax eager", "compiled": "jax.jit"}), (".msgpack",)),
 })
 
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from attn_core.checkpoint import load_canonical, save_canonical
-from attn_core.frameworks import FRAMEWORKS
+from attn_core.frameworks import FRAMEWORK_INFO, FRAMEWORKS
 
 from ..runners import get_runner
 
@@ -32,8 +32,9 @@ __all__ = ["FORMATS", "EXTENSIONS", "Contents", "format_of", "read", "write"]
 
 #: a framework's own checkpoint (read and written by its runner), or the canonical safetensors file
 FORMATS: tuple[str, ...] = (*FRAMEWORKS, "safetensors")
-EXTENSIONS: Mapping[str, str] = MappingProxyType({".pt": "torch", ".pth": "torch", ".pdparams": "paddle",
-                                                  ".msgpack": "flax", ".safetensors": "safetensors"})
+EXTENSIONS: Mapping[str, str] = MappingProxyType({**{ext: fw for fw in FRAMEWORKS
+                                                     for ext in FRAMEWORK_INFO[fw].checkpoint_extensions},
+                                                  ".safetensors": "safetensors"})
 _FLAX_COLLECTIONS = ("params", "batch_stats")
 
 
