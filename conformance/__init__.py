@@ -1,8 +1,8 @@
 """The conformance suite: every backend against the float64 reference of attn_core, forward and backward.
 
 Run it with ``python -m conformance`` (``--models`` adds the registered models, :mod:`conformance.model_cases`) or
-from pytest (``tests/conformance/test_conformance.py``, ``tests/models/test_model_conformance.py``); check a module you wrote
-with ``conformance.check(module, spec, param_map=...)`` (:mod:`conformance.check`).
+from pytest (``tests/conformance/test_conformance.py``, ``tests/models/test_model_conformance.py``); check a module
+you wrote with ``conformance.check(module, spec, param_map=...)`` (:mod:`conformance.check`).
 """
 
 from .cases import CASES, MODULES, Case, cases_for, select_cases
