@@ -124,7 +124,7 @@ def test_python_m_benchmarks_is_quiet_unless_verbose(tmp_path: Path) -> None:
     """Paddle's OMP_NUM_THREADS advice (the benchmark sets that variable on purpose) and its ccache warning come from
     the worker process; neither reaches the terminal without --verbose."""
     args = ("-m", "benchmarks", "--quick", "--repeats", "1", "--modules", "se", "--shapes", "2x8x9x7",
-            "--backends", "paddle", "--modes", "paddle:dygraph", "--passes", "forward", "--no-breakdown",
+            "--backends", "paddle", "--modes", "paddle:eager", "--passes", "forward", "--no-breakdown",
             "--out", str(tmp_path / "r.md"))
     quiet, verbose = _quiet_and_verbose(*args)
     assert "omp" in verbose  # printed by `import paddle` whenever OMP_NUM_THREADS > 1, as the worker sets it
