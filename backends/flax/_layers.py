@@ -17,7 +17,7 @@ from ._base import AttentionModule
 from ._norm import BatchNorm as _BatchNorm
 from ._ops import spatial_conv
 
-__all__ = ["build_layer", "build_attention", "pointwise", "SpatialConv"]
+__all__ = ["build_layer", "build_attention", "Sequential", "pointwise", "SpatialConv"]
 
 _REGISTRY_KEY = {cls: key for key, cls in CONFIGS.items()}  # config class -> attention registry name
 
@@ -45,6 +45,44 @@ def build_attention(config: AttentionConfig, name: str) -> AttentionModule:
     from .registry import ATTN_LAYERS  # imported here: the registry's modules import this file's convolutions
 
     return ATTN_LAYERS[_REGISTRY_KEY[type(config)]].from_config(config, name=name)
+
+
+_ACTIVATIONS = {"relu": jax.nn.relu, "relu6": jax.nn.relu6}  # the parameter-free items of the models' layer lists
+
+
+class Sequential(nn.Module):
+    """Named items applied in order, as torch's nested ``nn.Sequential``: ``items`` are ``(dotted name relative to
+    this module, spec)``; items sharing a first name segment form a nested container of that name (``'0.0'``,
+    ``'0.1'`` -> ``'0'`` holding ``'0'``, ``'1'``). Layer specs and attention configs are built with
+    :func:`build_layer` and :func:`build_attention`, ``'relu'`` and ``'relu6'`` applied; a model's own specs are
+    built by a subclass's :meth:`item`. ``bn_eps`` and ``bn_momentum`` are the model's, for the blocks it builds."""
+
+    items: tuple[tuple[str, Any], ...]
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        groups: dict[str, list[tuple[str, Any]]] = {}
+        for name, spec in self.items:
+            head, _, rest = name.partition(".")
+            groups.setdefault(head, []).append((rest, spec))
+        for head, group in groups.items():
+            if len(group) == 1 and group[0][0] == "":
+                x = self.item(group[0][1], head, x, train)
+            else:
+                x = type(self)(tuple(group), self.bn_eps, self.bn_momentum, name=head)(x, train)
+        return x
+
+    def item(self, spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:
+        """``x`` through the item ``spec``, as submodule ``name`` where it has variables."""
+        if isinstance(spec, (Conv, BatchNorm, Linear)):
+            return build_layer(spec, name, train)(x)
+        if isinstance(spec, AttentionConfig):
+            return build_attention(spec, name)(x, train)
+        if isinstance(spec, str) and spec in _ACTIVATIONS:
+            return _ACTIVATIONS[spec](x)
+        raise TypeError(f"{type(self).__name__}: no Flax layer for {spec!r} ({name!r})")
 
 
 def pointwise(features: int, bias: bool, name: str, dtype: Any = None) -> nn.Conv:

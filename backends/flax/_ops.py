@@ -39,8 +39,8 @@ def max_with_shared_ties(x: jax.Array, axis: int | tuple[int, ...]) -> jax.Array
     maximum, found by a min reduction over the positions; where no position equals it (``x`` recomputed with other
     rounding), the position of ``argmax(x)`` computed from the same ``x`` it compares. Ties share the gradient as in
     the reference, and the maximum always receives it. Where both happen at once (ties, and ``x`` recomputed with
-    other rounding) the first maximum receives all of it. argmax, a variadic reduction, is slow on XLA CPU (about 17
-    passes of ``x * 2`` at 8 x 56 x 56 x 64), so it runs only in that case (``lax.cond``).
+    other rounding) the first maximum receives all of it. argmax, a variadic reduction, is slow on XLA CPU, so it runs only
+    in that case (``lax.cond``).
     """
     return jnp.max(x, axis=axis, keepdims=True)
 
@@ -111,9 +111,7 @@ def spatial_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
 @jax.custom_vjp
 def _unrolled_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
     """:func:`spatial_conv` as k * k * C_in shifted multiply-adds that XLA fuses into one loop: XLA CPU's convolution
-    with one output channel is slow (7.6 to 10 passes of ``x * s`` over an 8 x 56 x 56 x 64 map for 2 -> 1 channels
-    at k = 7, measured by ``python -m benchmarks`` before this function), the fused sum about one
-    (benchmarks/RESULTS.md).
+    with one output channel is several times slower than the fused sum (benchmarks/RESULTS.md).
     The gradient of ``z`` is the same sum over the padded output gradient with the kernel flipped; that of the
     kernel is XLA's weight-gradient convolution (fast there).
     """

@@ -26,11 +26,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import AttentionConfig
-from attn_core.models import BatchNorm, Conv, ECAMobileNetV2Config, InvertedResidualSpec, Linear
+from attn_core.models import ECAMobileNetV2Config, InvertedResidualSpec, Linear
 
 from ._base import AttentionModule
-from ._layers import build_attention, build_layer
+from ._layers import Sequential, build_layer
 
 __all__ = ["ECAMobileNetV2", "InvertedResidual", "Layers", "Classifier"]
 
@@ -40,38 +39,14 @@ def _conv_bn_relu6(layers: dict[str, Any], conv: str, bn: str) -> list[tuple[str
     return [(conv, layers[conv]), (bn, layers[bn]), (conv.rpartition(".")[0] + ".2", "relu6")]
 
 
-class Layers(nn.Module):
-    """Named layers applied in order, as torch's nested ``nn.Sequential``: ``items`` are ``(dotted name relative to
-    this module, spec)``; items sharing a first name segment form a nested ``Layers`` of that name. A spec is a
-    ``Conv``, ``BatchNorm``, an attention config (ECA), an ``InvertedResidualSpec`` or ``'relu6'``; ``bn_eps`` and
-    ``bn_momentum`` are the model's, for the BatchNorms inside inverted residuals."""
+class Layers(Sequential):
+    """Named layers applied in order, as torch's nested ``nn.Sequential`` (:class:`backends.flax._layers.Sequential`),
+    with ``InvertedResidualSpec`` items built as :class:`InvertedResidual`."""
 
-    items: tuple[tuple[str, Any], ...]
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.1
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        groups: dict[str, list[tuple[str, Any]]] = {}
-        for name, spec in self.items:
-            head, _, rest = name.partition(".")
-            groups.setdefault(head, []).append((rest, spec))
-        for head, group in groups.items():
-            if len(group) == 1 and group[0][0] == "":
-                spec = group[0][1]
-                if isinstance(spec, (Conv, BatchNorm)):
-                    x = build_layer(spec, head, train)(x)
-                elif isinstance(spec, AttentionConfig):
-                    x = build_attention(spec, head)(x, train)
-                elif isinstance(spec, InvertedResidualSpec):
-                    x = InvertedResidual(spec, self.bn_eps, self.bn_momentum, name=head)(x, train)
-                elif spec == "relu6":
-                    x = jax.nn.relu6(x)
-                else:
-                    raise TypeError(f"ECAMobileNetV2: no Flax layer for {spec!r} ({head!r})")
-            else:
-                x = Layers(tuple(group), self.bn_eps, self.bn_momentum, name=head)(x, train)
-        return x
+    def item(self, spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:
+        if isinstance(spec, InvertedResidualSpec):
+            return InvertedResidual(spec, self.bn_eps, self.bn_momentum, name=name)(x, train)
+        return super().item(spec, name, x, train)
 
 
 class InvertedResidual(nn.Module):

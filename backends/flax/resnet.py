@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from attn_core import ConfigError
-from attn_core.models import BatchNorm, BlockSpec, Conv, ResNetConfig
+from attn_core.models import BlockSpec, ResNetConfig
 
+from . import _layers
 from ._base import AttentionModule
 from ._layers import build_attention, build_layer
 
@@ -39,28 +40,15 @@ __all__ = ["ResNet", "BasicBlock", "Bottleneck", "Sequential", "BLOCKS"]
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
 
 
-class Sequential(nn.Module):
+class Sequential(_layers.Sequential):
     """Named layers applied in order, as torch's ``nn.Sequential``: a stage (``layer1``: blocks ``'0'``,
-    ``'1'``, ...) or a shortcut (``downsample``: ``'0'`` convolution, ``'1'`` BatchNorm).
+    ``'1'``, ...) or a shortcut (``downsample``: ``'0'`` convolution, ``'1'`` BatchNorm); the blocks are
+    ``BlockSpec`` items."""
 
-    ``items`` are ``(name, spec)`` pairs, a spec being an ``attn_core.models`` ``Conv``, ``BatchNorm`` or
-    ``BlockSpec``; ``bn_eps`` and ``bn_momentum`` are the model's, for the BatchNorms inside blocks.
-    """
-
-    items: tuple[tuple[str, Any], ...]
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.1
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        for name, spec in self.items:
-            if isinstance(spec, (Conv, BatchNorm)):
-                x = build_layer(spec, name, train)(x)
-            elif isinstance(spec, BlockSpec):
-                x = BLOCKS[spec.block](spec, self.bn_eps, self.bn_momentum, name=name)(x, train)
-            else:
-                raise TypeError(f"Sequential: no Flax layer for {type(spec).__name__} ({name!r})")
-        return x
+    def item(self, spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:
+        if isinstance(spec, BlockSpec):
+            return BLOCKS[spec.block](spec, self.bn_eps, self.bn_momentum, name=name)(x, train)
+        return super().item(spec, name, x, train)
 
 
 class _Block(nn.Module):

@@ -23,11 +23,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import AttentionConfig
-from attn_core.models import BatchNorm, Conv, InceptionSpec, TowerNetConfig
+from attn_core.models import InceptionSpec, TowerNetConfig
 
 from ._base import AttentionModule
-from ._layers import build_attention, build_layer
+from ._layers import Sequential, build_layer
 
 __all__ = ["TowerNet", "Inception", "Stage"]
 
@@ -57,42 +56,17 @@ class Inception(nn.Module):
         return jnp.concatenate([r1, r2, r3, r4], axis=-1)
 
 
-class Stage(nn.Module):
-    """Items of ``TowerNetConfig.stages()`` applied in order, as torch's nested ``nn.Sequential``: ``items`` are
-    ``(dotted name relative to this module, spec)``; items sharing a first name segment form a nested ``Stage`` of
-    that name (``'0.0'``, ``'0.1'``, ``'0.2'`` -> ``Stage '0'`` with ``'0'``, ``'1'``, ``'2'``). A spec is a
-    ``Conv``, ``BatchNorm``, ``InceptionSpec``, an attention config (``config.simam``), ``'relu'`` or ``'pool'``."""
+class Stage(Sequential):
+    """Items of ``TowerNetConfig.stages()`` applied in order, as torch's nested ``nn.Sequential``
+    (:class:`backends.flax._layers.Sequential`): ``InceptionSpec`` items and ``'pool'`` besides the layer specs,
+    ``config.simam`` and ``'relu'``."""
 
-    items: tuple[tuple[str, Any], ...]
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        groups: dict[str, list[tuple[str, Any]]] = {}
-        for name, spec in self.items:
-            head, _, rest = name.partition(".")
-            groups.setdefault(head, []).append((rest, spec))
-        for head, group in groups.items():
-            if len(group) == 1 and group[0][0] == "":
-                x = _stage_item(group[0][1], head, x, train)
-            else:
-                x = Stage(tuple(group), name=head)(x, train)
-        return x
-
-
-def _stage_item(spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:
-    """One item of ``TowerNetConfig.stages()``, as submodule ``name`` of the calling module where it has
-    variables."""
-    if isinstance(spec, (Conv, BatchNorm)):
-        return build_layer(spec, name, train)(x)
-    if isinstance(spec, InceptionSpec):
-        return Inception(spec, name=name)(x, train)
-    if isinstance(spec, AttentionConfig):
-        return build_attention(spec, name)(x, train)
-    if spec == "relu":
-        return jax.nn.relu(x)
-    if spec == "pool":
-        return _max_pool(x, 2, 2, 0)  # ops.max_pool2d(x, 2, 2) of the reference
-    raise TypeError(f"TowerNet: no Flax layer for the stage item {spec!r} ({name!r})")
+    def item(self, spec: Any, name: str, x: jax.Array, train: bool) -> jax.Array:
+        if isinstance(spec, InceptionSpec):
+            return Inception(spec, name=name)(x, train)
+        if spec == "pool":
+            return _max_pool(x, 2, 2, 0)  # ops.max_pool2d(x, 2, 2) of the reference
+        return super().item(spec, name, x, train)
 
 
 class TowerNet(AttentionModule):

@@ -44,7 +44,7 @@ def _hard_sigmoid(x: paddle.Tensor) -> paddle.Tensor:
 def _relu(x: paddle.Tensor) -> paddle.Tensor:
     """max(x, 0) that keeps NaN (the project's NaN policy, torch's ReLU): ``F.relu`` maps NaN to 0 and so hid a NaN
     input of SE or channel attention; ``hardtanh(x, 0, inf)`` keeps it at the cost of ``F.relu`` (``maximum`` with a
-    zero tensor costs 5x more on the pooled rows)."""
+    zero tensor is slower on the pooled rows)."""
     return F.hardtanh(x, 0.0, math.inf)
 
 
@@ -58,8 +58,8 @@ ACTIVATIONS: dict[str, Callable[[paddle.Tensor], paddle.Tensor]] = {
 
 def mean_hw(x: paddle.Tensor) -> paddle.Tensor:
     """The mean of ``x`` (N, C, H, W) over H, W, kept as (N, C, 1, 1): ``adaptive_avg_pool2d``, whose backward on CPU
-    is 5x faster than ``mean``'s (8 x 64 x 56 x 56), except in float64, where the pool misses the float64
-    conformance tolerance (rtol 1e-7) and ``mean`` is used."""
+    is faster than ``mean``'s, except in float64, where the pool misses the float64 conformance tolerance (rtol 1e-7)
+    and ``mean`` is used."""
     if x.dtype == paddle.float64:
         return x.mean(axis=[2, 3], keepdim=True)
     return F.adaptive_avg_pool2d(x, 1)
@@ -107,7 +107,7 @@ class _SharedMax(PyLayer):
 
 def amax(x: paddle.Tensor, axis: list[int]) -> paddle.Tensor:
     """``x.amax(axis, keepdim=True)``: through :class:`_SharedMax` where a gradient is recorded, plainly where none
-    is (a PyLayer's forward alone costs as much as the rest of CBAM's at 8 x 64 x 56 x 56)."""
+    is (a PyLayer's forward alone costs as much as the rest of CBAM's)."""
     if paddle.is_grad_enabled() and not x.stop_gradient:
         return _SharedMax.apply(x, axis)
     return x.amax(axis=axis, keepdim=True)

@@ -61,7 +61,7 @@ class SpatialAttention(AttentionModule):
         z = conv_as(self.conv, paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1), compute)
         if self.bn is not None:
             z = self.bn(z)  # in z's dtype, whatever its own (BatchNorm2D)
-        # expanded over C first: Paddle's CPU multiply broadcasting (N, 1, H, W) over C is 3.5x x * s, this 2x
+        # expanded over C first: Paddle's CPU multiply is slower broadcasting (N, 1, H, W) over C than both steps
         y = xc * self._gate(z).expand_as(xc)
         return y if compute is None else y.astype(x.dtype)
 
