@@ -101,3 +101,43 @@ def test_parameter_names_are_the_same_everywhere():
         else:
             exported = b.export_weights(m)
         assert {k: tuple(np.shape(v)) for k, v in exported.items()} == want, fw
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_shared_layers_and_ops_have_the_same_names(fw):
+    """Every backend's _layers builds specs under the same names and its _ops has the same activation table."""
+    import importlib
+
+    backend(fw)
+    layers = importlib.import_module(f"backends.{fw}._layers")
+    ops = importlib.import_module(f"backends.{fw}._ops")
+    assert {"build_layer", "build_attention"} <= set(layers.__all__)
+    assert set(ops.ACTIVATIONS) == {"relu", "silu", "sigmoid", "hard_sigmoid"}
+    with pytest.raises(TypeError, match="no .* layer for the layer spec str"):
+        layers.build_layer("relu", "x") if fw == "flax" else layers.build_layer("relu")
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("dtype,computed", [("float16", "float32"), ("bfloat16", "float32"), ("float32", "float32")])
+def test_compute_dtype_is_attn_cores(fw, dtype, computed):
+    """Half inputs compute in float32, others in their own dtype (attn_core.precision), in every backend."""
+    import importlib
+
+    from attn_core.precision import compute_dtype
+
+    assert compute_dtype(dtype) == computed
+    backend(fw)
+    ops = importlib.import_module(f"backends.{fw}._ops")
+    x = np.zeros((1, 2), np.float32)
+    if fw == "torch":
+        import torch
+        got = ops.compute_dtype_of(torch.from_numpy(x).to(getattr(torch, dtype)))
+        want = None if computed == dtype else getattr(torch, computed)
+    elif fw == "paddle":
+        import paddle
+        got = ops.compute_dtype_of(paddle.to_tensor(x).astype(dtype))
+        want = None if computed == dtype else getattr(paddle, computed)
+    else:
+        import jax.numpy as jnp
+        got, want = ops.compute_dtype_of(jnp.asarray(x, dtype)), jnp.dtype(computed)
+    assert got == want

@@ -134,3 +134,27 @@ def test_max_pool_gradient_goes_to_the_first_maximum():
     y = ops.max_pool2d(x, 2, 2)
     (g,) = backward(y, np.ones((1, 1, 1, 1)), [x])
     np.testing.assert_array_equal(g, [[[[0.0, 1.0], [0.0, 0.0]]]])   # torch's choice: first in row-major order
+
+
+def test_build_model_and_factories_follow_the_backend_class_table():
+    """The framework-free part of every backend's create_model: a config class the table lacks is refused naming the
+    backend and what it builds; the factories cover exactly the registered names whose config class it has."""
+    from attn_core.models import build_model, model_factories
+
+    class Built:
+        @classmethod
+        def from_config(cls, config):
+            return ("built", config)
+
+    table = {TowerNetConfig: Built}
+    config = TowerNetConfig(num_classes=3)
+    assert build_model(config, table, "Test") == ("built", config)
+    with pytest.raises(ConfigError, match="the Test backend has no model for ResNetConfig; it builds TowerNetConfig$"):
+        build_model(create_model_config("resnet18"), table, "Test")
+    factories = model_factories(lambda name, **kw: (name, kw), table)
+    assert list(factories) == ["towernet"]
+    assert factories["towernet"](num_classes=3) == ("towernet", {"num_classes": 3})
+    assert factories["towernet"].__name__ == "towernet"
+    every = model_factories(lambda name, **kw: name, {ResNetConfig: Built, SEDenseNetConfig: Built,
+                                                      TowerNetConfig: Built, ECAMobileNetV2Config: Built})
+    assert set(every) == set(MODEL_CONFIGS)
