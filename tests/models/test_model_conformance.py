@@ -1,6 +1,9 @@
 """Model conformance (conformance.model_cases): every registered model has eval and training cases in all three
 backends, the suite passes ports that follow the specs and fails a broken one on the right quantity, and the k-step
-running statistics of the reference are those of k steps worked out by hand."""
+running statistics of the reference are those of k steps worked out by hand.
+
+The models' numbers are tested here and only here: a slice of the model cases in float64, through the suite's
+``run_case`` and its tolerance table, in every backend (the model test files test structure and API)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ import pytest
 
 from attn_core.models import MODEL_CONFIGS
 from conformance.__main__ import main
-from conformance.model_cases import MODEL_NAMES, TRAIN_STEPS, model_config, select_model_cases
+from conformance.model_cases import MODEL_NAMES, TRAIN_STEPS, ModelCase, select_model_cases
 from conformance.runners import get_runner
-from conformance.suite import reference_state_for, run_case, run_suite, training_batches
+from conformance.suite import reference_for, reference_state_for, run_case, run_suite, training_batches
 from tests._fw import FRAMEWORKS, backend
 
 
@@ -90,22 +93,97 @@ def test_k_step_reference_is_k_steps_by_hand():
         assert not np.allclose(value, weights[name]), f"{name} did not move"
 
 
-# ------------------------------------------------------------------------------------- the suite passes
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_eca_mobilenetv2_passes_in_float64_with_every_gradient_and_statistic(fw):
-    """Eval and training (3 steps) of one model: the output, the gradient of the input and of every parameter, and
-    in training every running statistic, all compared and all within tolerance."""
+# --------------------------------------------------------------------------- float64 numerics, in tiers
+def _model_case(name: str, case_id: str) -> ModelCase:
+    return next(c for c in select_model_cases([name]) if c.case_id == case_id)
+
+
+_TRAIN = "n2-40x40-train"
+_CBAM_TRAIN = _model_case("cbamresnet18", _TRAIN)
+_MOBILE_TRAIN = _model_case("eca_mobilenetv2", _TRAIN)
+
+
+def _tiny_densenet(name: str, shape: tuple[int, int, int, int], training: bool, **changes: object) -> ModelCase:
+    """SE-DenseNet's layers at a tiny growth and depth (the registered ones compile for minutes in Flax): the model
+    case of ``name`` (its stem) on ``shape``."""
+    base = next(c for c in select_model_cases([name]) if c.training == training)
+    spec = base.config().replace(growth_rate=4, block_config=(2, 2) if base.config().small_inputs else (2, 1),
+                                 num_init_features=8, **changes)
+    size = f"n{shape[0]}-{shape[2]}x{shape[3]}-tiny" + ("-train" if training else "")
+    return dataclasses.replace(base, case_id=size, shape=shape, spec=spec)
+
+
+#: a slice of the model cases, one per kind of layer and mode, and the frameworks each runs on; `python -m
+#: conformance --models --dtypes float64` runs every registered model's cases
+NUMERICS: tuple[tuple[ModelCase, tuple[str, ...]], ...] = (
+    (_model_case("resnet18", "n2-33x29"), FRAMEWORKS),
+    *((_model_case(f"{a}resnet18", _TRAIN), FRAMEWORKS) for a in ("", "se", "eca", "simam")),
+    (_model_case("cbamresnet18", "n2-33x29"), FRAMEWORKS),  # timm's CbamModule: BatchNorm on running statistics
+    (_CBAM_TRAIN, ("torch", "paddle")),
+    # batch 1: under jax.jit, CBAM's max once lost its gradient where XLA recomputed its operand (jax-ml/jax 3602)
+    (dataclasses.replace(_CBAM_TRAIN, case_id=f"{_TRAIN}-b1", shape=(1, 3, 33, 47)), ("flax",)),
+    (_model_case("seresnet50", "n2-33x29"), FRAMEWORKS),
+    (_tiny_densenet("sedensenet_bc40_k12", (2, 3, 9, 7), False), FRAMEWORKS),
+    (_tiny_densenet("sedensenet_bc40_k12", (2, 3, 9, 7), True), FRAMEWORKS),
+    # the efficient mode (checkpointed bottlenecks) is the same model: the same case, data and reference
+    (_tiny_densenet("sedensenet_bc40_k12", (2, 3, 9, 7), True, efficient=True), FRAMEWORKS),
+    (_tiny_densenet("sedensenet121", (1, 3, 21, 19), True), FRAMEWORKS),  # the ImageNet stem and its max pooling
+    (_model_case("eca_mobilenetv2", "n2-33x29"), FRAMEWORKS),
+    (_MOBILE_TRAIN, FRAMEWORKS),
+    # 1x1 maps: the last BatchNorms train on 2 values, where Paddle's float32 epsilon attribute once showed
+    (dataclasses.replace(_MOBILE_TRAIN, case_id="n2-32x32-train", shape=(2, 3, 32, 32)), ("torch", "paddle")),
+    (_model_case("towernet", "n2-255x255"), FRAMEWORKS),
+)
+#: the cases of the fast tier (``-m "not slow"``) in torch and Paddle; every Flax row compiles a whole network
+FAST: frozenset[str] = frozenset({"resnet18/n2-40x40-train", "cbamresnet18/n2-40x40-train",
+                                  "sedensenet_bc40_k12/n2-9x7-tiny-train", "sedensenet121/n1-21x19-tiny-train",
+                                  "eca_mobilenetv2/n2-40x40-train", "eca_mobilenetv2/n2-32x32-train"})
+
+
+def _label(case: ModelCase) -> str:
+    return case.name + ("-efficient" if getattr(case.config(), "efficient", False) else "")
+
+
+def _numerics_params() -> list[object]:
+    out = []
+    for case, fws in NUMERICS:
+        for fw in fws:
+            slow = fw == "flax" or case.name not in FAST
+            out.append(pytest.param(case, fw, id=f"{_label(case)}-{fw}", marks=[pytest.mark.slow] if slow else []))
+    return out
+
+
+_REFERENCES: dict[str, tuple[tuple, dict[str, np.ndarray] | None]] = {}
+
+
+def _reference(case: ModelCase) -> tuple[tuple, dict[str, np.ndarray] | None]:
+    """The float64 reference of a case and, in training, its running statistics after every step: computed once
+    per case name for every framework and execution mode."""
+    if case.name not in _REFERENCES:
+        reference = reference_for(case, True, "float64")
+        state = None
+        if case.training:
+            state = reference_state_for(case, reference[0], training_batches(case, reference[1]))
+        _REFERENCES[case.name] = reference, state
+    return _REFERENCES[case.name]
+
+
+@pytest.mark.parametrize("case,fw", _numerics_params())
+def test_float64_model_rows_pass_with_every_gradient_and_statistic(case, fw):
+    """The float64 row of the suite, in the framework's default mode: the output, the gradient of the input and of
+    every trainable parameter, and in training every running statistic after the case's steps, each compared with
+    the reference within the suite's float64 tolerance (conformance.tolerances)."""
     backend(fw)
-    cases = [_case("eca_mobilenetv2", training=False), _case("eca_mobilenetv2", training=True)]
     runner = get_runner(fw)
-    config = model_config("eca_mobilenetv2")
-    stats = {f"state:{p.name}" for p in config.param_table() if not p.trainable}
-    grads = {"grad:input"} | {f"grad:{p.name}" for p in config.param_table() if p.trainable}
-    for case in cases:
-        row = run_case(case, runner, "float64", mode=runner.default_mode)
-        assert row.status == "pass", (row.message, [c for c in row.comparisons if not c.passed][:3])
-        want = {"output"} | grads | (stats if case.training else set())
-        assert {c.quantity for c in row.comparisons} == want
+    reference, state = _reference(case)
+    row = run_case(case, runner, "float64", reference=reference, mode=runner.default_mode, state_reference=state)
+    failures = [f"{c.quantity}: {c.worst_ratio:.3g}x tolerance, {c.detail}" for c in row.comparisons if not c.passed]
+    assert row.status == "pass", row.message + "\n" + "\n".join(failures[:5])
+    table = case.config().param_table()
+    want = {"output", "grad:input"} | {f"grad:{p.name}" for p in table if p.trainable}
+    if case.training:
+        want |= {f"state:{p.name}" for p in table if not p.trainable}
+    assert {c.quantity for c in row.comparisons} == want
 
 
 def test_float32_model_rows_compare_outputs_and_statistics_not_gradients():
