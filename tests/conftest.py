@@ -32,3 +32,17 @@ def _torch_compile_config_restored() -> Iterator[None]:
     if before is not None:
         config.load_config(before)
     sys.modules["torch._dynamo"].reset()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A row in a framework's other mode (torch.compile, to_static, Flax op by op) is slow: it compiles or traces
+    what the default mode runs directly, so the fast tier keeps each framework's default mode only."""
+    from attn_core.frameworks import FRAMEWORK_INFO
+
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        fw = next((params[k] for k in ("fw", "backend_name", "backend") if k in params), None)
+        mode = params.get("mode")
+        if isinstance(fw, str) and fw in FRAMEWORK_INFO and mode in FRAMEWORK_INFO[fw].mode_labels \
+                and mode != FRAMEWORK_INFO[fw].default_mode:
+            item.add_marker(pytest.mark.slow)

@@ -113,6 +113,7 @@ def test_flax_switches_to_the_framework_convolution_above_the_limit():
     assert convolutions(UNROLLED_MAX_KERNEL + 2) == 1
 
 
+@pytest.mark.slow  # its eager row runs op by op
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_flax_spatial_attention_at_k33_on_a_small_map_passes_its_conformance_row(dtype):
     """A conformance-like row above the switch: k = 33 on a 9 x 7 map (the kernel larger than the map), with a bias

@@ -82,6 +82,7 @@ def test_unknown_mode_is_an_error_row():
     assert row.status == "error" and "unknown mode 'traced'" in row.message
 
 
+@pytest.mark.slow  # to_static rows
 def test_suite_and_cli_report_each_mode_as_its_own_row(tmp_path, capsys):
     backend("paddle")
     report = run_suite(["paddle"], ["simam"], modes=("eager", "compiled"))
@@ -146,6 +147,7 @@ def test_paddle_bug_only_under_to_static_is_caught(monkeypatch):
     assert compiled.status == "fail" and compiled.mode == "to_static" and "output" in _failing(compiled)
 
 
+@pytest.mark.slow  # a Flax op-by-op row
 def test_flax_modes_are_compared_independently(monkeypatch):
     """JAX has no compile-only code path to break, so both modes of a broken SimAM (n = H*W) must fail, each on
     its own numbers, and pass again when restored."""

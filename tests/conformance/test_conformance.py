@@ -1,4 +1,6 @@
-"""Every conformance case on every backend, float32 and float64, forward and every gradient (the suite in pytest)."""
+"""Every conformance case on every backend, float32 and float64, forward and every gradient (the suite in pytest).
+
+The fast tier runs the first case of each module; the others are slow (``python -m conformance`` runs them all)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,16 @@ import functools
 
 import pytest
 
-from conformance import CASES, reference_for, run_case
+from conformance import CASES, MODULES, reference_for, run_case
 from conformance.runners import RUNNERS, get_runner
+
+
+FIRST_OF_EACH_MODULE = frozenset(next(c.name for c in CASES if c.module == m) for m in MODULES)
+
+
+def _cases() -> list[object]:
+    return [pytest.param(c, id=c.name, marks=[] if c.name in FIRST_OF_EACH_MODULE else [pytest.mark.slow])
+            for c in CASES]
 
 
 @functools.lru_cache(maxsize=None)
@@ -18,7 +28,7 @@ def _reference(case_name: str) -> tuple:
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("backend", list(RUNNERS))
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", _cases())
 def test_backend_matches_reference(case, backend, dtype):
     runner = get_runner(backend)
     ok, why = runner.available()
