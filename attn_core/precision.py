@@ -72,8 +72,9 @@ def dtype_mismatch_message(module: str, input_dtype: str, param_dtypes: Collecti
                           sorted(d for d in param_dtypes if d not in FLOAT_DTYPES))
     text = (f"{module}: its parameters are {params}, so it takes {listing(accepted) or 'no input on this device'}; "
             f"got an input of dtype {input_dtype}")
-    if framework in CONVERSIONS and accepted:
-        to_input, to_module = CONVERSIONS[framework]
+    conversion = CONVERSIONS.get(framework) if framework is not None else None
+    if conversion is not None and accepted:
+        to_input, to_module = conversion
         text += f". Convert the input ({to_input.format(dtype=accepted[-1])})"
         if input_dtype in FLOAT_DTYPES:
             text += f" or the module ({to_module.format(dtype=compute_dtype(input_dtype))})"

@@ -10,6 +10,7 @@ nominal width c (the code says ``<=``: the 96-channel stage gets 1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Mapping
 
 from .. import ops
@@ -46,7 +47,7 @@ class InvertedResidualSpec:
     def layers(self, eps: float, momentum: float) -> dict[str, Any]:
         """Sub-layer name (relative to ``name``) -> layer, in forward order; ReLU6 follows each ``.0`` conv/BN pair
         that is a ConvBNReLU (``conv.0`` and, with expansion, ``conv.1``)."""
-        bn = lambda c: BatchNorm(c, eps, momentum)  # noqa: E731
+        bn = partial(BatchNorm, eps=eps, momentum=momentum)
         out: dict[str, Any] = {}
         i = 0
         if self.expand:
@@ -161,7 +162,8 @@ class ECAMobileNetV2Config(AttentionConfig):
                               f"dropout=0 or evaluation mode")
 
         def conv_bn(pairs: dict[str, Any], conv: str, bn: str, y: Node) -> Node:
-            return pairs[bn](pairs[conv](y, params, conv), params, bn, training)
+            out: Node = pairs[bn](pairs[conv](y, params, conv), params, bn, training)
+            return out
 
         stem = self.stem()
         x = _relu6(conv_bn(stem, "features.0.0", "features.0.1", x))

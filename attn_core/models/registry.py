@@ -59,7 +59,8 @@ def build_model(config: AttentionConfig, classes: Mapping[type[AttentionConfig],
     if cls is None:
         raise ConfigError(f"create_model: the {backend} backend has no model for {type(config).__name__}; it builds "
                           f"{', '.join(c.__name__ for c in classes)}")
-    return cls.from_config(config)  # type: ignore[attr-defined]
+    model: Module = cls.from_config(config)  # type: ignore[attr-defined]
+    return model
 
 
 def _config_class(name: str) -> type:

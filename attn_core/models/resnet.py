@@ -10,6 +10,7 @@ Attention placement: SE / ECA / CBAM after the block's last BatchNorm, before th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Mapping
 
 from .. import ops
@@ -40,7 +41,7 @@ class BlockSpec:
 
     def layers(self, eps: float, momentum: float) -> dict[str, Any]:
         """Sub-layer name -> layer spec, in forward order (without the attention modules)."""
-        bn = lambda c: BatchNorm(c, eps, momentum)  # noqa: E731
+        bn = partial(BatchNorm, eps=eps, momentum=momentum)
         if self.block == "basic":
             out = {"conv1": Conv(self.in_channels, self.planes, 3, self.stride, 1), "bn1": bn(self.planes),
                    "conv2": Conv(self.planes, self.planes, 3, 1, 1), "bn2": bn(self.planes)}

@@ -9,12 +9,13 @@ BatchNorms use epsilon 1e-3.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Collection, Mapping, Sequence
 
 from .. import ops
 from ..autodiff import Node
+from ..precision import FLOAT_DTYPES
 from ..simam import SimAMConfig
-from ..spec import AttentionConfig, InputShapeError, ParamSpec, check_positive_int, is_real, ConfigError
+from ..spec import AttentionConfig, ConfigError, InputShapeError, ParamSpec, check_positive_int, is_real
 from .layers import BatchNorm, Conv, Linear
 
 __all__ = ["TowerNetConfig", "InceptionSpec"]
@@ -111,8 +112,9 @@ class TowerNetConfig(AttentionConfig):
         return Linear(256, self.num_classes)
 
     def check_input(self, shape: Sequence[int | None], dtype: str, is_floating: bool, layout: str = "NCHW",
-                    **kwargs: Any) -> None:
-        super().check_input(shape, dtype, is_floating, layout, **kwargs)
+                    training: bool = False, param_dtypes: Collection[str] = (),
+                    device_dtypes: Sequence[str] = FLOAT_DTYPES, framework: str | None = None) -> None:
+        super().check_input(shape, dtype, is_floating, layout, training, param_dtypes, device_dtypes, framework)
         hw = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
         for s in hw:
             # the stride-2 stem gives (s - 1) // 2 + 1, which seven halvings must bring to 1: 128..255, so s in 255..510
