@@ -369,6 +369,7 @@ def test_simam_n_equals_hw():
     assert check(_simam(lambda h, w: max(w * h - 1, 1)), spec, taps={"gate": "activaton"}).passed
 
 
+@pytest.mark.slow  # torch.compile rows
 def test_simam_compile_only_branch():
     """A port whose compiled path is not its eager path: a "compile-friendly" branch under
     ``torch.compiler.is_compiling()`` that takes the variance with ``unbiased=False`` (n = H * W). torchvision's

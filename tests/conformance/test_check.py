@@ -90,7 +90,9 @@ def test_spec_for_is_the_registry_config():
 
 
 # ---------------------------------------------------------------------------------------- project modules
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+# Flax's row compiles eight programs and diagnoses each: the slow tier
+@pytest.mark.parametrize("framework", [pytest.param(f, marks=[pytest.mark.slow] if f == "flax" else [])
+                                       for f in FRAMEWORKS])
 def test_project_modules_pass_with_the_framework_inferred(framework):
     bk = backend(framework)
     spec = CBAMConfig(24, **CBAM_PRESETS["timm"])
@@ -279,7 +281,8 @@ FLAX_CBAM_MAP = {"channel.fc1.weight": "params/ca/fc1/kernel", "channel.fc2.weig
                  "spatial.conv.weight": "params/sa/conv/kernel"}
 
 
-@pytest.mark.parametrize("bug", [None, "no_sigmoid"])
+# the passing module runs every case (slow); the broken one stops at its first difference
+@pytest.mark.parametrize("bug", [pytest.param(None, marks=pytest.mark.slow), "no_sigmoid"])
 def test_flax_taps_are_intercepted_and_transposed(bug):
     backend("flax")
     report = check(_flax_cbam(bug), CBAMConfig(32, **CBAM_PRESETS["article"]), param_map=FLAX_CBAM_MAP,
