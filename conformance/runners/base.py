@@ -255,8 +255,7 @@ class Runner:
     def build_model(self, config: AttentionConfig, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
         """``(module, variables)`` of the model ``config`` (a registered model's config) holding the canonical
         ``weights`` through the backend's ``load_weights``; ``variables`` is None where the module holds them."""
-        return self.load(importlib.import_module(f"{self.backend_package}.models").model_from_config(config),
-                         weights)
+        return self.load(self._models().model_from_config(config), weights)
 
     def load(self, module: Any, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
         """The backend's ``load_weights`` of canonical ``weights`` into ``module``: ``(module, variables)``."""
@@ -332,13 +331,17 @@ class Runner:
         """Save ``module``'s state (Flax: ``variables``) as the framework saves a checkpoint."""
         raise NotImplementedError
 
-    # --------------------------------------------------------------------------------------- to implement
+    # ------------------------------------------------------------------------------------------ internals
+    def _models(self) -> Any:
+        """The backend's ``models`` module (``model_from_config``)."""
+        return importlib.import_module(f"{self.backend_package}.models")
+
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         """``(module, variables template or None)`` of the project's module ``name`` built from ``config``: a
         model (``name`` in ``attn_core.models.MODEL_CONFIGS``) through the backend's ``model_from_config``, an
         attention module through its ``ATTN_LAYERS`` entry."""
         if name in model_names():
-            return importlib.import_module(f"{self.backend_package}.models").model_from_config(config), None
+            return self._models().model_from_config(config), None
         return self.backend().ATTN_LAYERS[name].from_config(config), None
 
     def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
@@ -361,6 +364,11 @@ class Runner:
         the same module after ``x``)."""
         raise NotImplementedError
 
+
+#: the keys under which a saved ``state_dict`` is commonly wrapped
+_WRAPPERS = ("state_dict", "model")
+
+
 def unwrap_state_dict(obj: Any, path: os.PathLike, fmt: str) -> dict[str, Any]:
     """A loaded ``state_dict``: unwrapped from ``{'state_dict': ...}`` or ``{'model': ...}``, and without the
     ``module.`` prefix (DataParallel) when every key has it; a CheckpointError for anything else."""
@@ -378,9 +386,6 @@ def unwrap_state_dict(obj: Any, path: os.PathLike, fmt: str) -> dict[str, Any]:
     if all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
-
-
-_WRAPPERS = ("state_dict", "model")
 
 
 def _layout(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
