@@ -3,7 +3,7 @@
 Paper: Lingxiao Yang, Ru-Yuan Zhang, Lida Li, Xiaohua Xie. "SimAM: A Simple, Parameter-Free Attention Module for
 Convolutional Neural Networks", ICML 2021, PMLR 139:11863-11874.
 
-Half precision, decided here once for every backend (:func:`simam_compute_dtype`). Written as the spec is,
+Half precision is computed in float32, by the rule of every module (:func:`attn_core.precision.compute_dtype`). Written as the spec is,
 ``d = (x - mean)^2``, ``v = sum(d) / n``, ``d / (4 (v + lambda))``, the formula breaks in float16 in three places:
 
 - ``d`` overflows float16's 65504 once ``|x - mean| > 255.9``: inf, then inf / inf = NaN in the gate;
@@ -58,21 +58,9 @@ import numpy as np
 
 from . import ops
 from .autodiff import Node
-from .precision import COMPUTE_DTYPES
 from .spec import AttentionConfig, ConfigError, ParamSpec, check_positive_int
 
-__all__ = ["SimAMConfig", "simam_denominator_count", "simam_compute_dtype", "simam_deviation_scale",
-           "simam_mean_prescale", "SIMAM_COMPUTE_DTYPES"]
-
-#: input dtype -> the dtype SimAM computes in (see the module docstring); any dtype not listed computes in its own.
-SIMAM_COMPUTE_DTYPES: Mapping[str, str] = COMPUTE_DTYPES  # the rule of every module (attn_core.precision)
-
-
-def simam_compute_dtype(dtype: str) -> str:
-    """The dtype in which SimAM computes for an input of ``dtype`` (a name such as ``'float16'``): float32 for
-    float16 and bfloat16, whose range and precision the statistics exceed; ``dtype`` itself otherwise. The result
-    is cast back to ``dtype`` once, at the end."""
-    return SIMAM_COMPUTE_DTYPES.get(dtype, dtype)
+__all__ = ["SimAMConfig", "simam_denominator_count", "simam_deviation_scale", "simam_mean_prescale"]
 
 
 def simam_denominator_count(h: int, w: int) -> int:
@@ -105,7 +93,7 @@ class SimAMConfig(AttentionConfig):
     ``y = x * sigmoid(d / (4 * (v + e_lambda)) + 0.5)``, computed scale-free so that it does not overflow (see
     :func:`simam_deviation_scale`). At H*W = 1 the gate is sigmoid(0.5) (see :func:`simam_denominator_count`).
     float16 and bfloat16 inputs are computed in float32 and the result rounded once, since ``d`` and its sum
-    overflow float16 for ordinary activations (see :func:`simam_compute_dtype`).
+    overflow float16 for ordinary activations (see :func:`attn_core.precision.compute_dtype`).
 
     Args:
         channels: expected C, checked on input; ``None`` accepts any channel count (the math has no parameters).

@@ -82,7 +82,7 @@ def test_flax_spatial_conv_matches_the_float64_convolution_either_side_of_the_sw
     import jax
     import jax.numpy as jnp
 
-    from backends.flax.cbam import UNROLLED_MAX_KERNEL, spatial_conv
+    from backends.flax._ops import UNROLLED_MAX_KERNEL, spatial_conv
     k = {"limit": UNROLLED_MAX_KERNEL, "above": UNROLLED_MAX_KERNEL + 2}.get(k, k)
     rng = np.random.default_rng(k)
     z = rng.standard_normal((2, 9, 7, 2)) * 2.0 + 0.5  # a map smaller than the larger kernels
@@ -103,7 +103,7 @@ def test_flax_switches_to_the_framework_convolution_above_the_limit():
     import jax
     import jax.numpy as jnp
 
-    from backends.flax.cbam import UNROLLED_MAX_KERNEL, spatial_conv
+    from backends.flax._ops import UNROLLED_MAX_KERNEL, spatial_conv
 
     def convolutions(k: int) -> int:
         z, w = jnp.zeros((1, 5, 5, 2), jnp.float32), jnp.zeros((k, k, 2, 1), jnp.float32)

@@ -107,7 +107,7 @@ def test_torch_bug_only_under_torch_compile_is_caught(monkeypatch):
     backend("torch")
     import torch
     from backends.torch import SEModule
-    from backends.torch._base import ACTIVATIONS
+    from backends.torch._ops import ACTIVATIONS
 
     original = SEModule.forward
 
