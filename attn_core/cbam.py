@@ -14,8 +14,17 @@ from typing import Any, ClassVar, Mapping
 from . import ops
 from .autodiff import Node
 from .se import GATE_LAYERS, SqueezeMLPConfig
-from .spec import (AttentionConfig, ConfigError, ParamSpec, check_choice, check_odd_kernel, check_positive_int,
-                   is_real)
+from .spec import (
+    AttentionConfig,
+    ConfigError,
+    ParamSpec,
+    check_choice,
+    check_odd_kernel,
+    check_positive_int,
+    is_real,
+    prefixed,
+    subtree,
+)
 
 __all__ = ["ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "CBAM_PRESETS", "SPATIAL_ORDERS"]
 
@@ -49,15 +58,6 @@ def check_spatial_kernel_memory(module: str, kernel_size: int) -> None:
     raise ConfigError(f"{module}: kernel_size {kernel_size} needs {need:,} bytes for its 2 x {kernel_size} x "
                       f"{kernel_size} float64 weights, more than this machine's {memory:,} bytes of memory; "
                       f"accepted: odd kernel sizes up to {k_max}")
-
-
-def _children(prefix: str, table: tuple[ParamSpec, ...]) -> tuple[ParamSpec, ...]:
-    return tuple(ParamSpec(f"{prefix}.{p.name}", p.shape, p.role) for p in table)
-
-
-def _sub(prefix: str, params: Mapping[str, Node]) -> dict[str, Node]:
-    head = prefix + "."
-    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
 
 
 def _check_bn(module: str, eps: float, momentum: float) -> None:
@@ -259,16 +259,16 @@ class CBAMConfig(AttentionConfig):
         return self.channel.hidden
 
     def param_table(self) -> tuple[ParamSpec, ...]:
-        return _children("channel", self.channel.param_table()) + _children("spatial", self.spatial.param_table())
+        return prefixed("channel", self.channel.param_table()) + prefixed("spatial", self.spatial.param_table())
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
         sub_taps: dict[str, Node] = {}
-        x1 = self.channel.reference_forward(x, _sub("channel", params), training, sub_taps)
+        x1 = self.channel.reference_forward(x, subtree(params, "channel"), training, sub_taps)
         if taps is not None:
             taps["channel_gate"] = sub_taps["gate"]
             taps["channel_out"] = x1
-        y = self.spatial.reference_forward(x1, _sub("spatial", params), training, sub_taps)
+        y = self.spatial.reference_forward(x1, subtree(params, "spatial"), training, sub_taps)
         if taps is not None:
             taps["spatial_gate"] = sub_taps["gate"]
         return y

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .checkpoint import CheckpointError
-from .layout import from_native, native_location, to_native
+from .layout import from_native, native_key, to_native
 from .spec import AttentionConfig, ParamSpec, WeightLoadError
 
 __all__ = ["native_keys", "flatten_variables", "canonical_from_native"]
@@ -22,14 +22,9 @@ __all__ = ["native_keys", "flatten_variables", "canonical_from_native"]
 _TORCH_COUNTER = ".num_batches_tracked"
 
 
-def _native_key(framework: str, spec: ParamSpec) -> str:
-    collection, path = native_location(framework, spec)
-    return "/".join((collection,) + path) if framework == "flax" else ".".join(path)
-
-
 def native_keys(framework: str, config: AttentionConfig) -> dict[str, ParamSpec]:
     """The framework's key of every canonical parameter of ``config`` (Flax: ``'collection/path/leaf'``)."""
-    return {_native_key(framework, spec): spec for spec in config.param_table()}
+    return {native_key(framework, spec): spec for spec in config.param_table()}
 
 
 def flatten_variables(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

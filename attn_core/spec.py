@@ -21,7 +21,7 @@ from .precision import FLOAT_DTYPES, accepted_input_dtypes, dtype_mismatch_messa
 
 __all__ = [
     "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
-    "ParamSpec", "AttentionConfig", "make_divisible", "reduced_channels",
+    "ParamSpec", "AttentionConfig", "make_divisible", "reduced_channels", "prefixed", "subtree",
     "check_positive_int", "check_choice", "check_batch_norm_input", "as_int", "as_real", "coerce_numbers",
 ]
 
@@ -168,6 +168,17 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, rou
     if new_v < round_limit * v:
         new_v += divisor
     return new_v
+
+
+def prefixed(prefix: str, table: Iterable[ParamSpec]) -> tuple[ParamSpec, ...]:
+    """A submodule's parameter table as its parent names it: every name under ``prefix.``."""
+    return tuple(ParamSpec(f"{prefix}.{p.name}", p.shape, p.role) for p in table)
+
+
+def subtree(params: Mapping[str, Node], prefix: str) -> dict[str, Node]:
+    """The entries of ``params`` under ``prefix.``, with the prefix removed (the inverse of :func:`prefixed`)."""
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
 
 
 def reduced_channels(module: str, channels: int, rd_ratio: float, rd_channels: int | None,

@@ -11,15 +11,9 @@ from typing import Mapping
 
 from .. import ops
 from ..autodiff import Node
-from ..spec import ParamSpec
+from ..spec import ParamSpec, subtree
 
 __all__ = ["Conv", "BatchNorm", "Linear", "subtree"]
-
-
-def subtree(params: Mapping[str, Node], prefix: str) -> dict[str, Node]:
-    """The entries of ``params`` under ``prefix.``, with the prefix removed."""
-    head = prefix + "."
-    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
 
 
 @dataclass(frozen=True)
