@@ -38,7 +38,8 @@ SUMMARY_OUT = Path(__file__).resolve().parent / "SUMMARY.md"
 #: what --summary stands for: the README's modules run less what the summary table does not show
 SUMMARY_ARGS = ("--modules", "se,eca,cbam,simam", "--modes",
                 "torch:eager,torch:compiled,paddle:eager,paddle:compiled,flax:compiled", "--threads", "2",
-                "--repeats", "9", "--warmup", "1", "--call-timeout", "60", "--max-call", "5", "--no-breakdown")
+                "--repeats", "9", "--warmup", "1", "--call-timeout", "60", "--max-call", "5", "--no-breakdown",
+                "--processes", "3")
 _PASS_NAMES = {"forward": "forward", "fwd": "forward", "forward+backward": "forward+backward",
                "fwdbwd": "forward+backward", "backward": "forward+backward", "train": "forward+backward"}
 
@@ -112,6 +113,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"seconds: each timed sample is the mean of enough back-to-back calls to last this long (at "
                         f"most {MAX_CALLS} calls), so that a call of a fraction of a millisecond is not timed alone "
                         f"(default {MIN_SAMPLE:g}; --quick 0: one call per sample)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="time every group in this many fresh worker processes per backend, one after another, and "
+                        "keep each row of the process with the median ratio: a worker's speed differs from the "
+                        "next one's by more than its rounds differ among themselves (default 1)")
     p.add_argument("--no-huge-pages", action="store_true",
                    help="leave glibc's malloc as the environment has it, rather than asking for transparent huge "
                         "pages in every worker (to see the page faults per call that this setting avoids)")
@@ -170,6 +175,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     min_sample = args.min_sample if args.min_sample is not None else (0.0 if args.quick else MIN_SAMPLE)
     if not min_sample >= 0:
         raise UsageError(f"--min-sample must be at least 0; got {args.min_sample}")
+    if args.processes < 1:
+        raise UsageError(f"--processes must be at least 1; got {args.processes}")
     if args.reruns < 0:
         raise UsageError(f"--reruns must be at least 0; got {args.reruns}")
     if not (args.max_call > 0 and args.call_timeout > 0):
@@ -186,7 +193,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             "model_repeats": args.model_repeats, "max_call": args.max_call, "call_timeout": args.call_timeout,
             "breakdown": not args.no_breakdown and bool(args.modules), "reruns": args.reruns,
             "summary_only": args.summary, "verbose": args.verbose, "huge_pages": not args.no_huge_pages,
-            "min_sample": min_sample}
+            "min_sample": min_sample, "processes": args.processes}
 
 
 def _check_mode(item: str, backend: str, mode: str) -> None:
@@ -346,6 +353,30 @@ def run_backend(job: dict[str, Any], call_timeout: float = 60.0, max_restarts: i
     return info, records, model_records, f"the {backend} worker died more than {max_restarts} times"
 
 
+def median_process(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One record per row from the records of several worker processes: the record of the process whose ratio is
+    the median (the lower of the middle two for an even count; the baseline by its time), with every process's
+    ratio in ``process_ratios``. Rows in the first process's order; a row missing from a process is judged on the
+    processes that have it."""
+    by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for run in runs:
+        for r in run:
+            key = (r["backend"], r["shape"], r["module"], r["mode"], r["pass_"], r["label"])
+            by_key.setdefault(key, []).append(r)
+    out = []
+    for rows in by_key.values():
+        timed = [r for r in rows if r.get("ratio") is not None and r.get("median_ms") is not None]
+        if not timed:
+            out.append(dict(rows[0]))
+            continue
+        by = "median_ms" if rows[0]["kind"] == "baseline" else "ratio"
+        ranked = sorted(timed, key=lambda r: r[by])
+        chosen = dict(ranked[(len(ranked) - 1) // 2])
+        chosen["process_ratios"] = [r["ratio"] for r in timed]
+        out.append(chosen)
+    return out
+
+
 def _compare(a: Path, b: Path) -> int:
     """``--compare A B``: 0 every summary ratio within :data:`COMPARE_LIMIT`, 1 not, 2 a file is unreadable."""
     runs = []
@@ -385,26 +416,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m benchmarks: no backend to run (none installed, or none left by --modes)", file=sys.stderr)
         return 2
     started, load_start = time.time(), _load()
-    records: list[dict[str, Any]] = []
     model_records: list[dict[str, Any]] = []
     infos: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
-    for backend in plan["backends"]:
-        job = {"backend": backend, "threads": plan["threads"], "pin": plan["pin"],
-               "shapes": [list(s) for s in plan["shapes"]], "modules": plan["modules"],
-               "modes": plan["modes"][backend], "passes": plan["passes"], "repeats": plan["repeats"],
-               "warmup": plan["warmup"], "models": plan["models"], "quick": plan["quick"],
-               "model_repeats": plan["model_repeats"], "max_call": plan["max_call"],
-               "breakdown": plan["breakdown"], "reruns": plan["reruns"], "summary_only": plan["summary_only"],
-               "verbose": plan["verbose"], "huge_pages": plan["huge_pages"], "min_sample": plan["min_sample"]}
-        print(f"== {backend}: {', '.join(plan['modes'][backend])}", file=sys.stderr, flush=True)
-        info, recs, model_recs, why = run_backend(job, plan["call_timeout"])
-        if info is not None:
-            infos.append(info)
-        if why:
-            failures[backend] = why
-        records += recs
-        model_records += model_recs
+    runs: list[list[dict[str, Any]]] = []
+    for process in range(plan["processes"]):
+        records = []
+        for backend in plan["backends"]:  # backends alternate, so that a slow spell of the machine spreads over them
+            job = {"backend": backend, "threads": plan["threads"], "pin": plan["pin"],
+                   "shapes": [list(s) for s in plan["shapes"]], "modules": plan["modules"],
+                   "modes": plan["modes"][backend], "passes": plan["passes"], "repeats": plan["repeats"],
+                   "warmup": plan["warmup"], "models": plan["models"] if process == 0 else None,
+                   "quick": plan["quick"], "model_repeats": plan["model_repeats"], "max_call": plan["max_call"],
+                   "breakdown": plan["breakdown"], "reruns": plan["reruns"], "summary_only": plan["summary_only"],
+                   "verbose": plan["verbose"], "huge_pages": plan["huge_pages"], "min_sample": plan["min_sample"]}
+            count = f" (worker process {process + 1} of {plan['processes']})" if plan["processes"] > 1 else ""
+            print(f"== {backend}: {', '.join(plan['modes'][backend])}{count}", file=sys.stderr, flush=True)
+            info, recs, model_recs, why = run_backend(job, plan["call_timeout"])
+            if info is not None and process == 0:
+                infos.append(info)
+            if why:
+                failures.setdefault(backend, why)
+            records += recs
+            model_records += model_recs
+        runs.append(records)
+    records = median_process(runs)
     order = {fmt_shape(tuple(s)): i for i, s in enumerate(plan["shapes"])}
     records.sort(key=lambda r: order.get(r["shape"], len(order)))  # stable: the user's order of shapes
     timm = next((i["versions"]["timm"] for i in infos if "timm" in i["versions"]), "not run (torch not benchmarked)")
@@ -421,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "numpy": np.__version__, "threads": plan["threads"], "repeats": plan["repeats"],
               "warmup": plan["warmup"], "timm": timm, "max_call": plan["max_call"],
               "call_timeout": plan["call_timeout"], "spread_limit": SPREAD_LIMIT, "reruns": plan["reruns"],
-              "huge_pages": plan["huge_pages"], "summary_only": plan["summary_only"], "min_sample": plan["min_sample"]}
+              "huge_pages": plan["huge_pages"], "summary_only": plan["summary_only"], "min_sample": plan["min_sample"],
+              "processes": plan["processes"]}
     text = render(records, infos, header, failures, model_records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -245,6 +245,11 @@ def render(records: Sequence[Record], infos: Sequence[Mapping[str, Any]], header
             f"implementation; spread = interquartile range / median. A warm call over {h['max_call']:g} s ends an "
             f"implementation's timing with the calls it has; a call over {h['call_timeout']:g} s (3× for a "
             f"compiling first call) is stopped and the implementation left out there and at larger shapes."]
+    if h.get("processes", 1) > 1:
+        out.append(f"- Processes: every group was timed in {h['processes']} fresh worker processes per backend, one "
+                   f"after another with the backends alternating; each row is that of the process with the median "
+                   f"ratio (the baseline's: the median time), because one worker's speed differs from the next "
+                   f"one's by more than its own rounds differ (the JSON keeps every process's ratio).")
     if h.get("min_sample"):
         out.append(f"- Samples: each of an implementation's samples is the mean of enough back-to-back calls to last "
                    f"{1000 * h['min_sample']:g} ms (one untimed call after the warm-up sets the count; at most "

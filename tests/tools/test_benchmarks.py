@@ -446,3 +446,32 @@ def test_min_sample_averages_back_to_back_calls_into_one_sample() -> None:
     instant = Candidate("noop", "peer", script.runner([0.0] * (2 + MAX_CALLS)))
     measure([instant], repeats=1, warmup=1, clock=script.clock, min_sample=0.02)
     assert instant.calls == MAX_CALLS  # a call the clock cannot see is bounded, not infinite
+
+
+def _proc_rec(label: str, kind: str, ratio: float | None, ms: float | None, module: str = "se") -> dict:
+    return {"backend": "torch", "shape": "8x64x56x56", "module": module, "mode": "eager", "pass_": "forward",
+            "label": label, "kind": kind, "ratio": ratio, "median_ms": ms}
+
+
+def test_median_process_keeps_each_rows_median_process() -> None:
+    from benchmarks.cli import median_process
+
+    runs = [[_proc_rec("x * s", "baseline", 1.0, 0.09), _proc_rec("SEModule", "project", 2.6, 0.23),
+             _proc_rec("peer", "peer", None, None)],
+            [_proc_rec("x * s", "baseline", 1.0, 0.08), _proc_rec("SEModule", "project", 2.0, 0.16),
+             _proc_rec("peer", "peer", 3.0, 0.24)],
+            [_proc_rec("x * s", "baseline", 1.0, 0.10), _proc_rec("SEModule", "project", 2.4, 0.24)]]
+    base, se, peer = median_process(runs)
+    assert base["median_ms"] == 0.09  # the baseline by its time: 0.08, 0.09, 0.10
+    assert (se["ratio"], se["median_ms"]) == (2.4, 0.24)  # the whole record of the median process
+    assert se["process_ratios"] == [2.6, 2.0, 2.4]
+    assert peer["ratio"] == 3.0 and peer["process_ratios"] == [3.0]  # judged on the one process that timed it
+    two = median_process(runs[:2])[1]
+    assert two["ratio"] == 2.0  # an even count keeps the lower of the middle two
+    assert median_process([[_proc_rec("p", "peer", None, None)]])[0]["ratio"] is None
+
+
+def test_processes_must_be_positive() -> None:
+    from benchmarks.cli import main
+
+    assert main(["--processes", "0", "--quick"]) == 2
