@@ -281,8 +281,12 @@ def test_cli_require_all_runs_paddle_half_rows_of_the_attention_modules(capsys):
 
 
 # ------------------------------------------------------------------------------------- the precision rows
+# Flax's rows over every case compile each case's program: the slow tier
+SLOW_FLAX = pytest.param("flax", marks=pytest.mark.slow)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
+@pytest.mark.parametrize("fw", ["torch", "paddle", SLOW_FLAX])
 def test_simam_half_rows_pass_forward_and_backward(fw, dtype):
     backend(fw)
     for case in (c for c in CASES if c.module == "simam"):
@@ -293,7 +297,7 @@ def test_simam_half_rows_pass_forward_and_backward(fw, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("fw", ["torch", "flax"])
+@pytest.mark.parametrize("fw", ["torch", SLOW_FLAX])
 def test_every_module_forward_is_within_half_tolerance(fw, dtype):
     """The outputs of every case pass in float16 and bfloat16 (worst 0.77x the tolerance).
 

@@ -253,8 +253,10 @@ def test_efficient_eval_runs_each_bottleneck_once(fw, case):
     assert calls[0] == len(config.dense_layers)
 
 
-# Flax's ImageNet row is left out: each mode costs an XLA compilation, and its layers are the small row's
-@pytest.mark.parametrize(("fw", "case"), [(fw, c) for c in CASES for fw in FWS if (fw, c) != ("flax", "imagenet")])
+# Flax's ImageNet row is left out: each mode costs an XLA compilation, and its layers are the small row's; its
+# small row compiles two networks (the slow tier)
+@pytest.mark.parametrize(("fw", "case"), [pytest.param(fw, c, marks=[pytest.mark.slow] if fw == "flax" else [])
+                                          for c in CASES for fw in FWS if (fw, c) != ("flax", "imagenet")])
 def test_efficient_mode_is_the_plain_mode(fw, case):
     """One float64 training step in each mode: the same output, gradients and running statistics, and the
     recomputation does not update norm1's running statistics a second time."""

@@ -41,7 +41,12 @@ def _forward(fw, model, variables, x):
     return to_numpy(fw, model(tensor(fw, x)))
 
 
-@pytest.mark.parametrize("name", list(MODEL_CONFIGS))
+# the smallest of each family in the fast tier; the full-size checkpoints in the slow one
+SMALL = ("resnet18", "seresnet18", "eca_mobilenetv2", "sedensenet_bc40_k12", "towernet")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in SMALL else [pytest.mark.slow])
+                                  for n in MODEL_CONFIGS])
 def test_every_model_round_trips_from_torch_to_every_backend(tmp_path, name):
     """Seeded canonical weights -> torch -> file -> Paddle and Flax: the very same canonical arrays come back."""
     config = create_model_config(name)
@@ -62,7 +67,8 @@ CASES = [("resnet18", {"num_classes": 10}, 32), ("eca_mobilenetv2", {"num_classe
          ("sedensenet_bc40_k12", {}, 16)]
 
 
-@pytest.mark.parametrize("name,kwargs,size", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,kwargs,size", [pytest.param(*c, id=c[0], marks=[] if c[0] == "resnet18"
+                                                            else [pytest.mark.slow]) for c in CASES])
 def test_every_pair_of_backends_gives_the_reference_logits(tmp_path, name, kwargs, size):
     config = create_model_config(name, **kwargs)
     weights = config.init_weights(np.random.default_rng(2), np.float32)

@@ -320,6 +320,7 @@ def test_mobilenet_dropout_acts_in_training_only(fw):
     assert not np.allclose(a, run())
 
 
+@pytest.mark.slow  # to_static compiles a whole network
 @pytest.mark.parametrize("name", ("towernet", "eca_mobilenetv2"))
 def test_paddle_to_static_gives_the_dygraph_output(name):
     """``paddle.jit.to_static`` (a dynamic batch, and dynamic H and W for the MobileNet): the input check runs on

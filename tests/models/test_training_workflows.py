@@ -129,6 +129,7 @@ def test_torch_training_loop_on_our_seresnet18():
 
 
 # -------------------------------------------------------------------------------------------------- Flax
+@pytest.mark.slow  # compiles a whole network's training step
 def test_flax_train_state_with_batch_stats_on_our_seresnet18():
     b = backend("flax")
     optax = pytest.importorskip("optax")

@@ -94,6 +94,7 @@ def test_a_user_program_importing_the_paddle_backend_still_gets_paddles_warnings
     assert "ccache" in _found(stderr), stderr[-2000:]
 
 
+@pytest.mark.slow  # runs the command twice in a subprocess
 @pytest.mark.skipif(not (HAS["paddle"] or HAS["jax"]), reason="neither paddle nor jax is installed")
 def test_python_m_conformance_is_quiet_unless_verbose() -> None:
     backends = ",".join(b for b, ok in (("paddle", HAS["paddle"]), ("flax", HAS["jax"] and HAS["flax"])) if ok)
@@ -103,6 +104,7 @@ def test_python_m_conformance_is_quiet_unless_verbose() -> None:
     assert not quiet, f"framework lines left in the quiet run: {quiet}"
 
 
+@pytest.mark.slow  # runs the command twice in a subprocess
 @pytest.mark.skipif(not (HAS["torch"] and HAS["paddle"]), reason="the conversion needs torch and paddle")
 def test_python_m_conformance_convert_is_quiet_unless_verbose(tmp_path: Path) -> None:
     from attn_core.checkpoint import save_canonical
