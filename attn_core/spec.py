@@ -8,6 +8,7 @@ validators here, so that every framework accepts and rejects exactly the same th
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass
 from fractions import Fraction
@@ -129,7 +130,7 @@ def check_positive_int(module: str, name: str, value: Any, allow_none: bool = Fa
 
 def is_real(value: Any) -> bool:
     """A finite real number (Python or NumPy), not a bool."""
-    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and bool(np.isfinite(value))
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def check_odd_kernel(module: str, name: str, value: Any, why: str) -> None:
@@ -232,9 +233,13 @@ class AttentionConfig:
             coerce_numbers(self)
             own(self)
 
-        __post_init__._coerces_numbers = True  # type: ignore[attr-defined]
-        __post_init__.__doc__ = own.__doc__
-        cls.__post_init__ = __post_init__  # type: ignore[method-assign]
+        # typed Any: the marker attribute and the method are set at run time, where mypy's view of a function and of
+        # the class cannot follow
+        wrapper: Any = __post_init__
+        wrapper._coerces_numbers = True
+        wrapper.__doc__ = own.__doc__
+        target: Any = cls
+        target.__post_init__ = wrapper
 
     # ---- to implement
     def param_table(self) -> tuple[ParamSpec, ...]:
