@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import math
@@ -304,9 +305,12 @@ class Runner:
         module = copy.deepcopy(handle.module)  # hooks travel with the runner's own copy of it
         named = self.submodules(module) or {}
         for s in subs:
-            self._hook(named[s], lambda out, s=s: records[s].append(self.output_array(out)))
+            self._hook(named[s], functools.partial(self._record, records[s]))
         self.execute(dataclasses.replace(handle, module=module), weights, x, None, dtype, training, "eager")
         return records
+
+    def _record(self, into: list[Any], output: Any) -> None:
+        into.append(self.output_array(output))
 
     def output_array(self, value: Any) -> np.ndarray | None:
         """A submodule's output as float64 NumPy; None for anything that is not one array."""
@@ -322,12 +326,12 @@ class Runner:
         raise NotImplementedError
 
     # -------------------------------------------------------------------------------- checkpoint files
-    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+    def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         """The framework's checkpoint file as ``{native key: array}`` (Flax: '/'-joined variable paths); a
         CheckpointError naming the file for an unreadable, truncated or foreign one."""
         raise NotImplementedError
 
-    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+    def write_checkpoint(self, path: str | os.PathLike[str], module: Any, variables: Any) -> None:
         """Save ``module``'s state (Flax: ``variables``) as the framework saves a checkpoint."""
         raise NotImplementedError
 
@@ -369,7 +373,7 @@ class Runner:
 _WRAPPERS = ("state_dict", "model")
 
 
-def unwrap_state_dict(obj: Any, path: os.PathLike, fmt: str) -> dict[str, Any]:
+def unwrap_state_dict(obj: Any, path: str | os.PathLike[str], fmt: str) -> dict[str, Any]:
     """A loaded ``state_dict``: unwrapped from ``{'state_dict': ...}`` or ``{'model': ...}``, and without the
     ``module.`` prefix (DataParallel) when every key has it; a CheckpointError for anything else."""
     if isinstance(obj, Mapping):

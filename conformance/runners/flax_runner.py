@@ -152,7 +152,7 @@ class FlaxRunner(Runner):
                               f"(called: {', '.join(dict.fromkeys(p for p in called if p))})"]
         return records
 
-    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+    def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         from flax import serialization
 
         try:
@@ -166,7 +166,7 @@ class FlaxRunner(Runner):
                                                               if isinstance(tree, Mapping) else ""))
         return {k: np.array(v) for k, v in _flatten(tree).items()}
 
-    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+    def write_checkpoint(self, path: str | os.PathLike[str], module: Any, variables: Any) -> None:
         from flax import serialization
 
         Path(path).write_bytes(serialization.to_bytes(variables))

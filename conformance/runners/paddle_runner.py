@@ -47,7 +47,7 @@ def _shell(inner: Any) -> Any:
     """A Layer in train mode whose forward is ``inner``'s (see the module docstring)."""
     from paddle import nn
 
-    class _TrainShell(nn.Layer):
+    class _TrainShell(nn.Layer):  # type: ignore[misc]  # Paddle is typed Any here, so mypy sees an Any base class
         def __init__(self, layer: nn.Layer) -> None:
             super().__init__()
             self.inner = layer
@@ -100,7 +100,8 @@ class PaddleRunner(Runner):
 
         module.eval()
         with paddle.no_grad():
-            return module(paddle.to_tensor(x)).astype("float64").numpy()
+            y: np.ndarray = module(paddle.to_tensor(x)).astype("float64").numpy()
+        return y
 
     def submodules(self, module: Any) -> dict[str, Any] | None:
         return dict(module.named_sublayers())
@@ -108,7 +109,7 @@ class PaddleRunner(Runner):
     def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
         layer.register_forward_post_hook(lambda _layer, _inputs, output: record(output))
 
-    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+    def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         import paddle
 
         try:
@@ -123,7 +124,7 @@ class PaddleRunner(Runner):
             out[str(k)] = v
         return out
 
-    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+    def write_checkpoint(self, path: str | os.PathLike[str], module: Any, variables: Any) -> None:
         import paddle
 
         paddle.save(module.state_dict(), str(path))

@@ -36,7 +36,8 @@ class TorchRunner(Runner):
         import torch
 
         value = value.detach().cpu()
-        return (value if dtype is None else value.to(getattr(torch, dtype))).numpy()
+        array: np.ndarray = (value if dtype is None else value.to(getattr(torch, dtype))).numpy()
+        return array
 
     def owns(self, module: Any) -> bool:
         torch = sys.modules.get("torch")
@@ -47,7 +48,8 @@ class TorchRunner(Runner):
 
         module.eval()
         with torch.no_grad():
-            return module(torch.from_numpy(x)).double().numpy()
+            y: np.ndarray = module(torch.from_numpy(x)).double().numpy()
+        return y
 
     def submodules(self, module: Any) -> dict[str, Any] | None:
         return {k: v for k, v in module.named_modules() if k}
@@ -55,7 +57,7 @@ class TorchRunner(Runner):
     def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
         layer.register_forward_hook(lambda _layer, _inputs, output: record(output))
 
-    def read_checkpoint(self, path: os.PathLike) -> dict[str, np.ndarray]:
+    def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         import torch
 
         try:
@@ -71,7 +73,7 @@ class TorchRunner(Runner):
             out[str(k)] = (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()
         return out
 
-    def write_checkpoint(self, path: os.PathLike, module: Any, variables: Any) -> None:
+    def write_checkpoint(self, path: str | os.PathLike[str], module: Any, variables: Any) -> None:
         import torch
 
         torch.save(module.state_dict(), path)
@@ -102,11 +104,13 @@ class TorchRunner(Runner):
                 state[name].copy_(torch.from_numpy(value))  # copy_ casts to the parameter's dtype
         module.train(training)
         xt = torch.tensor(x, dtype=torch.float64).to(tdtype).requires_grad_(cotangent is not None)
-        fn, guard, counters = module, contextlib.nullcontext(), None
+        fn, guard = module, contextlib.nullcontext()
+        counters: Any = None  # dynamo's compile statistics, in compiled mode only
         if mode == "compiled":
             import torch._dynamo
-            from torch._dynamo.utils import counters
+            import torch._dynamo.utils
 
+            counters = torch._dynamo.utils.counters
             torch._dynamo.reset()
             counters.clear()
             guard = torch._dynamo.config.patch(suppress_errors=False)  # a failed compile raises, never falls back
