@@ -43,7 +43,7 @@ from .cases import Case, cases_for, registry_name
 from .precision import is_low_precision
 from .runners import Handle, framework_of, get_runner
 from .runners.handle import ParamMap
-from .suite import Comparison, Report, Row, compare, reference_for, run_case
+from .suite import CaseReference, Comparison, Report, Row, compare, reference_for, run_case
 from .tolerances import TOLERANCES, tolerance_for
 
 __all__ = ["check", "CheckReport", "Diagnosis", "spec_for", "infer_framework", "default_taps", "reference_taps",
@@ -314,7 +314,7 @@ def check(module: Any, spec: AttentionConfig, framework: str | None = None, para
     rows: list[Row] = []
     diagnoses: list[Diagnosis] = []
     for case in cases:
-        references: dict[str, tuple] = {}
+        references: dict[str, CaseReference] = {}
         for dtype in dtypes:
             key = dtype if is_low_precision(dtype) else "float64"
             if key not in references:
@@ -371,13 +371,12 @@ def _compare_tap(name: str, sub: str, got: np.ndarray, refs: Mapping[str, np.nda
     if not found:
         fits = " nor ".join(f"{how.split(',')[0]} {refs[t].shape}" for how, t in candidates)
         return f"{name} <- {sub!r}: its output's shape {got.shape} (NCHW) fits neither {fits}"
-    best = None
+    compared = []
     for how, g, ref in found:
         c = compare(f"tap:{name}", g, ref, tol)
         c.detail = f"from submodule {sub!r}, compared as {how}" + (f"; {c.detail}" if c.detail else "")
-        if best is None or c.worst_ratio < best.worst_ratio:
-            best = c
-    return best
+        compared.append(c)
+    return min(compared, key=lambda c: c.worst_ratio)  # of equally close fits, the first candidate
 
 
 def _stage(quantity: str) -> str:
@@ -397,11 +396,11 @@ def _numbers(c: Comparison) -> str:
             + (f"; {c.detail}" if c.detail else ""))
 
 
-def _diagnose(row: Row, case: Case, handle: Handle, taps: Mapping[str, str], reference: tuple,
+def _diagnose(row: Row, case: Case, handle: Handle, taps: Mapping[str, str], reference: CaseReference,
               dtype: str) -> Diagnosis:
     if row.status == "error":
-        first = row.message.splitlines()[0] if row.message else "the module raised"
-        return Diagnosis(row.case, row.dtype, row.mode, "error", "", None, False, f"the module raised: {first}")
+        raised = row.message.splitlines()[0] if row.message else "the module raised"
+        return Diagnosis(row.case, row.dtype, row.mode, "error", "", None, False, f"the module raised: {raised}")
     weights, x = reference[0], reference[1]
     tap_cmps: list[Comparison] = []
     problems: list[str] = []
@@ -428,7 +427,7 @@ def _diagnose(row: Row, case: Case, handle: Handle, taps: Mapping[str, str], ref
                     if len(got) > 1:
                         result.detail += f" (called {len(got)} times: the last call compared)"
                     tap_cmps.append(result)
-    by_kind = {"output": [], "state": [], "input": [], "param": []}
+    by_kind: dict[str, list[Comparison]] = {"output": [], "state": [], "input": [], "param": []}
     for c in row.comparisons:
         kind = ("output" if c.quantity == "output" else "state" if c.quantity.startswith("state:")
                 else "input" if c.quantity == "grad:input" else "param")

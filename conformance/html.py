@@ -49,7 +49,7 @@ def render_html(report: Report, title: str = "attn-modules conformance", command
     """The whole report as one HTML page."""
     columns = sorted({(r.backend, r.mode, r.dtype) for r in report.rows})
     modules = list(dict.fromkeys(r.module for r in report.rows))
-    by_cell: dict[tuple, list[Row]] = defaultdict(list)
+    by_cell: dict[tuple[str, str, str, str], list[Row]] = defaultdict(list)
     for r in report.rows:
         by_cell[(r.module, r.backend, r.mode, r.dtype)].append(r)
 

@@ -6,7 +6,7 @@ import json
 import math
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypedDict
 
 import numpy as np
 
@@ -16,10 +16,29 @@ from .precision import is_low_precision, quantize
 from .runners import RUNNERS, Handle, Runner, get_runner
 from .tolerances import Tolerance, on_scale
 
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only mypy reads it, so 3.10 still imports this module
+
 __all__ = ["Comparison", "Row", "Report", "compare", "reference_for", "reference_state_for", "run_case",
            "run_suite", "training_batches"]
 
 Reference = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+#: a case's data and its reference, as :func:`reference_for` returns them: (weights, x, cotangent, reference)
+CaseReference = tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Reference]
+
+
+class JsonOptions(TypedDict, total=False):
+    """The keyword options of ``json.dumps`` that :meth:`Report.to_json` passes on."""
+
+    skipkeys: bool
+    ensure_ascii: bool
+    check_circular: bool
+    allow_nan: bool
+    cls: type[json.JSONEncoder] | None
+    indent: int | str | None
+    separators: tuple[str, str] | None
+    default: Callable[[Any], Any] | None
+    sort_keys: bool
 
 
 @dataclass
@@ -109,7 +128,7 @@ class Row:
 
 
 def reference_for(case: Case, grads: bool = True, dtype: str = "float64"
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Reference]:
+                  ) -> CaseReference:
     """The case's data and the float64 reference: (weights, x, cotangent, (y, dx, dparams)).
 
     For a low-precision ``dtype`` (float16, bfloat16) the weights, input and cotangent are first rounded to it
@@ -152,7 +171,7 @@ def reference_state_for(case: Case, weights: dict[str, np.ndarray], batches: Seq
 
 
 def run_case(case: Case, target: Handle | Runner, dtype: str = "float32", grads: bool = True,
-             reference: tuple | None = None, mode: str = "eager",
+             reference: CaseReference | None = None, mode: str = "eager",
              state_reference: dict[str, np.ndarray] | None = None) -> Row:
     """Run one case in one mode ('eager' or 'compiled') and compare every output and gradient with the float64
     reference. ``target`` is a built :class:`~conformance.runners.Handle` (a wrapped module, run as it is) or a
@@ -262,7 +281,7 @@ class Report:
         return "\n".join(f"N/A {backend} {dtype}: {', '.join(dict.fromkeys(r.module for r in rows))} "
                          f"({len(rows)} rows): {why}" for (backend, dtype, why), rows in groups.items())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         def clean(v: object) -> object:
             return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -278,7 +297,7 @@ class Report:
                             "n/a": len(self.not_applicable)},
                 "tolerances": {k: asdict(v) for k, v in TOLERANCES.items()}, "rows": rows}
 
-    def to_json(self, **kwargs: object) -> str:
+    def to_json(self, **kwargs: Unpack[JsonOptions]) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
     def table(self) -> str:
@@ -323,7 +342,7 @@ def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | No
     runners = [get_runner(b) for b in backends]
     rows = []
     for case in [*select_cases(modules), *select_model_cases(models)]:
-        references: dict[str, tuple] = {}
+        references: dict[str, CaseReference] = {}
         states: dict[str, dict[str, np.ndarray]] = {}
         for runner in runners:
             for dtype in dtypes:

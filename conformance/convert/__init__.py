@@ -135,7 +135,7 @@ def _check_finite(weights: Mapping[str, np.ndarray], src: Path) -> None:
                          "converts it anyway)")
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, src_format: str | None = None,
             dst_format: str | None = None, model: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
             verify_outputs: bool = True, verify_with: str = "torch", input_size: int | None = None,
             overwrite: bool = False, allow_nonfinite: bool = False) -> ConvertResult:

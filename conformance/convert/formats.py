@@ -51,7 +51,7 @@ class Contents:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def format_of(path: str | os.PathLike, given: str | None = None) -> str:
+def format_of(path: str | os.PathLike[str], given: str | None = None) -> str:
     """``given`` if set, else the format of the path's extension; a ConvertError for an unknown one."""
     if given is not None:
         if given not in FORMATS:
@@ -72,7 +72,7 @@ def _read_safetensors(path: Path) -> Contents:
     return Contents(None, weights, metadata)
 
 
-def read(path: str | os.PathLike, fmt: str) -> Contents:
+def read(path: str | os.PathLike[str], fmt: str) -> Contents:
     """The contents of a checkpoint file of format ``fmt``."""
     path = Path(path)
     if path.is_dir():
@@ -84,7 +84,7 @@ def read(path: str | os.PathLike, fmt: str) -> Contents:
     return Contents(fmt, get_runner(fmt).read_checkpoint(path))
 
 
-def write(path: str | os.PathLike, fmt: str, module: Any, variables: Any, weights: Mapping[str, np.ndarray],
+def write(path: str | os.PathLike[str], fmt: str, module: Any, variables: Any, weights: Mapping[str, np.ndarray],
           metadata: Mapping[str, str]) -> None:
     """Write a checkpoint of format ``fmt`` at ``path`` (the caller's temporary file): the target module's own
     state for torch / Paddle / Flax, the canonical ``weights`` with ``metadata`` for safetensors."""
