@@ -20,7 +20,7 @@ behind these choices, and what the cases cost: benchmarks/NOTES.md, "The suite's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol, cast
 
 from attn_core import AttentionConfig
 from attn_core.models import MODEL_CONFIGS, create_model_config
@@ -53,6 +53,12 @@ _TRAIN_SHAPES = {"sedensenet121": (2, 3, 64, 64), "sedensenet_bc100_k12": SMALL,
                  "towernet": TOWER}
 
 
+class _Classifier(Protocol):
+    """What every registered model's config has: the width of its classifier."""
+
+    num_classes: int
+
+
 @dataclass(frozen=True)
 class ModelCase(Case):
     """A case of a registered model: ``module`` is the model's name, the output is ``(N, num_classes)``. Its
@@ -63,7 +69,7 @@ class ModelCase(Case):
     grad_note = "conformance.model_cases: rounding moves a max pool's argmax or a ReLU's kink; float64 compares them"
 
     def output_shape(self, config: AttentionConfig) -> tuple[int, ...]:
-        return (self.shape[0], int(getattr(config, "num_classes")))
+        return (self.shape[0], int(cast(_Classifier, config).num_classes))
 
     def compares_grads(self, dtype: str) -> bool:
         return dtype == "float64"
