@@ -101,6 +101,7 @@ def test_suite_and_cli_report_each_mode_as_its_own_row(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- broken only when compiled
+@pytest.mark.slow  # torch.compile rows
 def test_torch_bug_only_under_torch_compile_is_caught(monkeypatch):
     """A forward with a compile-only path (``torch.compiler.is_compiling()``) that gates with a hard sigmoid:
     eager is right, the compiled row fails on its own comparisons."""
