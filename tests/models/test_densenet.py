@@ -22,6 +22,7 @@ from attn_core import ConfigError, from_native, native_location
 from attn_core.models import MODEL_CONFIGS, SEDenseNetConfig, create_model_config
 
 from .._fw import backend, tensor
+from ._structure import assert_state_dict_is_the_table, native_key
 
 FWS = ("torch", "paddle", "flax")
 NUM_CLASSES = 5
@@ -56,10 +57,6 @@ def _close(got: np.ndarray, want: np.ndarray, what: str, rtol: float) -> None:
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(float(np.abs(want).max()), 1e-300),
                                err_msg=what)
-
-
-def _native_key(fw: str, spec: Any) -> str:
-    return ".".join(native_location(fw, spec)[1])
 
 
 def _build(fw: str, config: SEDenseNetConfig, dtype: str) -> Any:
@@ -122,7 +119,7 @@ def _train_step(fw: str, config: SEDenseNetConfig, weights: dict[str, np.ndarray
         (y * torch.tensor(cotangent, dtype=y.dtype)).sum().backward()
         params = dict(model.named_parameters())
         y_np, dx = y.detach().numpy(), xt.grad.numpy()
-        grads = {p.name: params[_native_key(fw, p)].grad.numpy() for p in trainable}
+        grads = {p.name: params[native_key(fw, p)].grad.numpy() for p in trainable}
     else:
         import paddle
         paddle.seed(seed)
@@ -131,7 +128,7 @@ def _train_step(fw: str, config: SEDenseNetConfig, weights: dict[str, np.ndarray
         (y * paddle.to_tensor(cotangent, dtype=dtype)).sum().backward()
         params = dict(model.named_parameters())
         y_np, dx = y.numpy(), xt.grad.numpy()
-        grads = {p.name: from_native(fw, p, params[_native_key(fw, p)].grad.numpy()) for p in trainable}
+        grads = {p.name: from_native(fw, p, params[native_key(fw, p)].grad.numpy()) for p in trainable}
     state = {k: v for k, v in b.export_weights(model).items() if k not in grads}
     return Step(y_np, dx, grads, state, calls[0])
 
@@ -177,7 +174,6 @@ def _flax_train_step(config: SEDenseNetConfig, weights: dict[str, np.ndarray], x
 @pytest.mark.parametrize("efficient", (False, True), ids=("plain", "efficient"))
 def test_parameter_names_are_the_canonical_table_in_both_modes(fw, efficient):
     config = CASES["imagenet"][0].replace(efficient=efficient)
-    table = config.param_table()
     if fw == "flax":
         import jax
         import jax.numpy as jnp
@@ -195,16 +191,7 @@ def test_parameter_names_are_the_canonical_table_in_both_modes(fw, efficient):
         assert sorted(layer) == ["conv1", "conv2", "norm1", "norm2", "se"]
         assert layer["conv1"]["kernel"].shape == (1, 1, 12, 16)  # HWIO: 8 + 4 channels in, bn_size * 4 out
         return
-    model = _build(fw, config, "float32")
-    want = [_native_key(fw, p) for p in table]
-    if fw == "torch":  # torch adds one num_batches_tracked buffer after each BatchNorm's running_var
-        want = [k for p in table for k in ([_native_key(fw, p)] + (
-            [p.module_path + ".num_batches_tracked"] if p.role == "bn_var" else []))]
-    assert list(model.state_dict()) == want
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for p in table:
-        native = tuple(p.shape[::-1]) if (fw == "paddle" and p.role == "linear_weight") else p.shape
-        assert shapes[_native_key(fw, p)] == native, p.name
+    assert_state_dict_is_the_table(fw, _build(fw, config, "float32"), config)
 
 
 @pytest.mark.parametrize("fw", FWS)

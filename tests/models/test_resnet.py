@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attn_core import ConfigError, InputDtypeError, InputShapeError, WeightLoadError, native_location
+from attn_core import ConfigError, InputDtypeError, InputShapeError, WeightLoadError
 from attn_core.models import MODEL_CONFIGS, ResNetConfig, create_model_config
 
 from .._fw import FRAMEWORKS, backend, tensor
 from .._timm import import_timm
+from ._structure import assert_state_dict_is_the_table
 
 STATEFUL = ("torch", "paddle")  # modules that hold their weights (Flax's are variables beside the module)
 NUM_CLASSES = 10
@@ -36,10 +37,6 @@ def _config(name: str) -> ResNetConfig:
     return create_model_config(name, num_classes=NUM_CLASSES)
 
 
-def _native_key(fw: str, spec: Any) -> str:
-    return ".".join(native_location(fw, spec)[1])
-
-
 def _model(fw: str, name: str, **kwargs: Any) -> Any:
     kwargs.setdefault("num_classes", NUM_CLASSES)
     return backend(fw).create_model(name, **kwargs)
@@ -49,18 +46,7 @@ def _model(fw: str, name: str, **kwargs: Any) -> Any:
 @pytest.mark.parametrize("fw", STATEFUL)
 @pytest.mark.parametrize("name", ("resnet18", "cbamresnet18", "simamresnet18", "seresnet50", "ecaresnet50"))
 def test_state_dict_keys_are_the_canonical_table(fw, name):
-    config = _config(name)
-    model = _model(fw, name)
-    table = config.param_table()
-    want = [_native_key(fw, p) for p in table]
-    if fw == "torch":  # torch adds one num_batches_tracked buffer after each BatchNorm's running_var
-        want = [k for p in table for k in ([_native_key(fw, p)] + (
-            [p.module_path + ".num_batches_tracked"] if p.role == "bn_var" else []))]
-    assert list(model.state_dict()) == want
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for p in table:
-        native = tuple(p.shape[::-1]) if (fw == "paddle" and p.role == "linear_weight") else p.shape
-        assert shapes[_native_key(fw, p)] == native, p.name
+    assert_state_dict_is_the_table(fw, _model(fw, name), _config(name))
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attn_core import ConfigError, InputShapeError, native_location
+from attn_core import ConfigError, InputShapeError
 from attn_core.models import ECAMobileNetV2Config, TowerNetConfig, create_model_config
 
 from .._fw import FRAMEWORKS, backend
+from ._structure import assert_state_dict_is_the_table
 
 TOWER_SHAPE = (1, 3, 256, 256)  # the article's input size (the reference takes about a second)
 MOBILE_CLASSES = 10
@@ -52,10 +53,6 @@ def _close(got: np.ndarray, want: np.ndarray, what: str, rtol: float = 1e-9) -> 
                                err_msg=what)
 
 
-def _native_key(fw: str, spec: Any) -> str:
-    return ".".join(native_location(fw, spec)[1])
-
-
 def _nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
 
@@ -64,18 +61,8 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("fw", ("torch", "paddle"))
 @pytest.mark.parametrize("name", ("towernet", "eca_mobilenetv2"))
 def test_state_dict_keys_are_the_canonical_table(fw, name):
-    config = create_model_config(name, **_kwargs(name))
-    model = backend(fw).create_model(name, **_kwargs(name))
-    table = config.param_table()
-    want = [_native_key(fw, p) for p in table]
-    if fw == "torch":  # torch adds one num_batches_tracked buffer after each BatchNorm's running_var
-        want = [k for p in table for k in ([_native_key(fw, p)] + (
-            [p.module_path + ".num_batches_tracked"] if p.role == "bn_var" else []))]
-    assert list(model.state_dict()) == want
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for p in table:
-        native = tuple(p.shape[::-1]) if (fw == "paddle" and p.role == "linear_weight") else p.shape
-        assert shapes[_native_key(fw, p)] == native, p.name
+    assert_state_dict_is_the_table(fw, backend(fw).create_model(name, **_kwargs(name)),
+                                   create_model_config(name, **_kwargs(name)))
 
 
 @pytest.mark.parametrize("name", ("towernet", "eca_mobilenetv2"))
