@@ -33,5 +33,12 @@ def test_the_fast_loop_leaves_out_a_registered_marker(pytestconfig):
     assert marker in [m.split(":")[0].strip() for m in pytestconfig.getini("markers")]
 
 
+def test_the_fast_loop_needs_only_the_test_extra():
+    """Its ``-n`` comes from pytest-xdist, which the install line's test extra must therefore bring."""
+    fast = next(c for c in COMMANDS if "pytest -m" in c)
+    test_extra = re.search(r"^test = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), flags=re.M).group(1)
+    assert " -n " not in fast or '"pytest-xdist' in test_extra
+
+
 def test_front_page_is_short():
     assert len(README.splitlines()) <= 250
