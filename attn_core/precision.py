@@ -2,10 +2,10 @@
 
 float16 and bfloat16 inputs are computed in float32 (the pooled statistics, the gate and the final product) and
 the output is rounded to the input's dtype once, at the end; parameters stay in their own dtype and are cast on
-use, so their gradients are rounded once too. Measured reason (conformance, float16/bfloat16 rows): rounding every
-intermediate of a 10-20 op chain to half misses the onnxruntime half tolerances on parameter gradients by up to 6x
-even with exactly rounded ops, JAX's backward of a broadcast product accumulates in half (up to 36x), and SimAM's
-squared deviations overflow float16 for ordinary activations. float32 and float64 inputs compute in their own dtype.
+use, so their gradients are rounded once too: rounding every intermediate of a 10-20 op chain to half misses the
+half tolerances on parameter gradients even with exactly rounded ops, JAX's backward of a broadcast product
+accumulates in half, and SimAM's squared deviations overflow float16 for ordinary activations (the figures:
+benchmarks/NOTES.md, "Half precision, measured"). float32 and float64 inputs compute in their own dtype.
 
 The dtype policy, one rule for every backend (:func:`accepted_input_dtypes`): an attention module takes an input whose
 compute dtype is its parameters' compute dtype (float32 parameters: float16, bfloat16 and float32 inputs; float16

@@ -3,17 +3,16 @@
 Paper: Lingxiao Yang, Ru-Yuan Zhang, Lida Li, Xiaohua Xie. "SimAM: A Simple, Parameter-Free Attention Module for
 Convolutional Neural Networks", ICML 2021, PMLR 139:11863-11874.
 
-Half precision is computed in float32, by the rule of every module (:func:`attn_core.precision.compute_dtype`). Written as the spec is,
-``d = (x - mean)^2``, ``v = sum(d) / n``, ``d / (4 (v + lambda))``, the formula breaks in float16 in three places:
+Half precision is computed in float32, by the rule of every module (:func:`attn_core.precision.compute_dtype`).
+Written as the spec is, ``d = (x - mean)^2``, ``v = sum(d) / n``, ``d / (4 (v + lambda))``, the formula breaks in float16 in three places:
 
 - ``d`` overflows float16's 65504 once ``|x - mean| > 255.9``: inf, then inf / inf = NaN in the gate;
 - the sum behind ``v`` overflows much sooner, once the channel's mean square deviation passes 65504 / (H*W), i.e.
   an ordinary standard deviation of 4.6 on a 56 x 56 map: ``v = inf`` makes every gate sigmoid(0.5), finite and
-  silently wrong (measured on a standard deviation of 10 at 56 x 56: 348 times the float16 tolerance, in torch
-  and Flax alike);
+  silently wrong;
 - the gradient of the division with respect to its denominator ``b = 4 (v + lambda)`` is ``-d * b^-2``, and where
   ``v = 0`` (H*W = 1, a constant channel) ``b^-2 = 6.25e6`` with the default lambda: inf in float16, times
-  ``d = 0`` gives NaN (Flax's input gradient at 1 x 1, measured).
+  ``d = 0`` gives NaN.
 
 Every backend therefore computes SimAM of a float16 or bfloat16 input in float32, the statistics, the gate and the
 product ``x * gate`` alike, and rounds the result to the input's dtype once; autodiff then forms the whole backward

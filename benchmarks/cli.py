@@ -35,7 +35,7 @@ from .timing import MAX_CALLS, MAX_RERUNS, MIN_SAMPLE, SPREAD_LIMIT
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 SUMMARY_OUT = Path(__file__).resolve().parent / "SUMMARY.md"
-#: what --summary stands for: the README's modules run less what the summary table does not show
+#: what --summary stands for: docs/performance.md's module run less what the summary table does not show
 SUMMARY_ARGS = ("--modules", "se,eca,cbam,simam", "--modes",
                 "torch:eager,torch:compiled,paddle:eager,paddle:compiled,flax:compiled", "--threads", "2",
                 "--repeats", "9", "--warmup", "1", "--call-timeout", "60", "--max-call", "5", "--no-breakdown",
@@ -269,7 +269,7 @@ def run_backend(job: dict[str, Any], call_timeout: float = 60.0, max_restarts: i
     - one call runs longer than ``call_timeout`` seconds (3 times that for a first call that compiles): the
       worker is killed, and that implementation is left out of the group and of the same module, mode and pass at
       the larger shapes (the worker runs the smallest shape first). Paddle's ``amax`` backward over (H, W), for one,
-      is quadratic in H * W: minutes per call at 8 x 64 x 56 x 56.
+      is quadratic in H * W.
     """
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, **threads.thread_env(job["threads"]))

@@ -88,8 +88,8 @@ def static_shape(x: paddle.Tensor) -> tuple[int, ...]:
 
 class _SharedMax(PyLayer):
     """``x.amax(axis, keepdim=True)`` with the same gradient (shared equally among tied maxima, attn_core's rule),
-    computed as a mask of the maxima over their count. Paddle's own ``amax`` backward on CPU is quadratic in the
-    reduced size (seconds per call at 8 x 64 x 56 x 56, over the channels or over H x W)."""
+    computed as a mask of the maxima over their count, because Paddle's own ``amax`` backward on CPU is quadratic in
+    the reduced size."""
 
     @staticmethod
     def forward(ctx: object, x: paddle.Tensor, axis: list[int]) -> paddle.Tensor:
