@@ -10,8 +10,16 @@ from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, t
 from .registry import CONFIGS, create_config, resolve_name
 from .se import SEConfig
 from .simam import SimAMConfig, simam_denominator_count
-from .spec import (AttentionConfig, ConfigError, InputDtypeError, InputShapeError, ParamSpec, WeightLoadError,
-                   make_divisible, reduced_channels)
+from .spec import (
+                   AttentionConfig,
+                   ConfigError,
+                   InputDtypeError,
+                   InputShapeError,
+                   ParamSpec,
+                   WeightLoadError,
+                   make_divisible,
+                   reduced_channels,
+)
 
 __all__ = [
     "AttentionConfig", "ParamSpec", "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",

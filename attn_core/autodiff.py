@@ -13,7 +13,7 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class Node:
 
     __slots__ = ("value", "parents", "vjp")
 
-    def __init__(self, value: np.ndarray, parents: Sequence["Node"] = (), vjp: VJP | None = None) -> None:
+    def __init__(self, value: np.ndarray, parents: Sequence[Node] = (), vjp: VJP | None = None) -> None:
         self.value = np.asarray(value, dtype=np.float64)
         self.parents = tuple(parents)
         self.vjp = vjp
@@ -72,7 +72,7 @@ def backward(out: Node, cotangent: np.ndarray, wrt: Sequence[Node]) -> list[np.n
         g = grads.get(id(node))
         if g is None or node.vjp is None:
             continue
-        for parent, pg in zip(node.parents, node.vjp(g)):
+        for parent, pg in zip(node.parents, node.vjp(g), strict=True):
             if pg is None:
                 continue
             key = id(parent)

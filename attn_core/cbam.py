@@ -7,9 +7,10 @@ ECCV 2018, arXiv:1807.06521.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node

@@ -7,8 +7,9 @@ Attention for Deep Convolutional Neural Networks", CVPR 2020, arXiv:1910.03151.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
 from . import ops
 from .autodiff import Node

@@ -8,9 +8,9 @@ Nothing is imported: whether a framework is installed is asked of ``importlib`` 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = ["FRAMEWORKS", "MODES", "FrameworkInfo", "FRAMEWORK_INFO", "framework_info", "installed_frameworks"]
 

@@ -9,7 +9,8 @@ torch's ``num_batches_tracked`` counters have no canonical entry (no forward pas
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -18,11 +18,11 @@ framework's own layers, which compute in the parameters' dtype: a model takes it
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
-from typing import Collection, Mapping, Sequence
 
-__all__ = ["COMPUTE_DTYPES", "FLOAT_DTYPES", "LOW_PRECISION", "compute_dtype", "accepted_input_dtypes", "dtype_mismatch_message",
-           "CONVERSIONS"]
+__all__ = ["COMPUTE_DTYPES", "FLOAT_DTYPES", "LOW_PRECISION", "compute_dtype", "accepted_input_dtypes",
+           "dtype_mismatch_message", "CONVERSIONS"]
 
 #: the floating-point dtypes a module can be handed, in the order error messages list them
 FLOAT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")

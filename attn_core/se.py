@@ -5,8 +5,9 @@ Paper: Jie Hu, Li Shen, Gang Sun. "Squeeze-and-Excitation Networks", CVPR 2018, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 from . import ops
 from .autodiff import Node

@@ -4,7 +4,8 @@ Paper: Lingxiao Yang, Ru-Yuan Zhang, Lida Li, Xiaohua Xie. "SimAM: A Simple, Par
 Convolutional Neural Networks", ICML 2021, PMLR 139:11863-11874.
 
 Half precision is computed in float32, by the rule of every module (:func:`attn_core.precision.compute_dtype`).
-Written as the spec is, ``d = (x - mean)^2``, ``v = sum(d) / n``, ``d / (4 (v + lambda))``, the formula breaks in float16 in three places:
+Written as the spec is, ``d = (x - mean)^2``, ``v = sum(d) / n``, ``d / (4 (v + lambda))``, the formula breaks
+in float16 in three places:
 
 - ``d`` overflows float16's 65504 once ``|x - mean| > 255.9``: inf, then inf / inf = NaN in the gate;
 - the sum behind ``v`` overflows much sooner, once the channel's mean square deviation passes 65504 / (H*W), i.e.
@@ -49,9 +50,9 @@ behind the mean.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
 import numpy as np
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar, Collection, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -229,7 +230,7 @@ class AttentionConfig:
         if own is None or getattr(own, "_coerces_numbers", False):
             return
 
-        def __post_init__(self: "AttentionConfig") -> None:
+        def __post_init__(self: AttentionConfig) -> None:
             coerce_numbers(self)
             own(self)
 
@@ -255,7 +256,7 @@ class AttentionConfig:
     def channels_required(self) -> int | None:
         return getattr(self, "channels", None)
 
-    def replace(self, **changes: Any) -> "AttentionConfig":
+    def replace(self, **changes: Any) -> AttentionConfig:
         return dataclasses.replace(self, **changes)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -407,7 +408,7 @@ class AttentionConfig:
         y = self.reference_forward(xn, params, training=training)
         names = [p.name for p in self.param_table() if p.trainable]
         grads = backward(y, cotangent, [xn] + [params[k] for k in names])
-        return y.value, grads[0], dict(zip(names, grads[1:]))
+        return y.value, grads[0], dict(zip(names, grads[1:], strict=True))
 
 
 def _fmt_shape(shape: Sequence[int | None]) -> str:

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,19 @@ from conformance._quiet import quiet
 
 from . import threads
 from .models import DEFAULT_MODELS
-from .plan import (BACKENDS, DEFAULT_SHAPES, LEGACY_MODES, MODES, MODULES, PASSES, QUICK_SHAPES, current_mode,
-                   fmt_shape, mode_label, parse_shape)
+from .plan import (
+    BACKENDS,
+    DEFAULT_SHAPES,
+    LEGACY_MODES,
+    MODES,
+    MODULES,
+    PASSES,
+    QUICK_SHAPES,
+    current_mode,
+    fmt_shape,
+    mode_label,
+    parse_shape,
+)
 from .report import COMPARE_LIMIT, compare_runs, console_summary, render
 from .timing import MAX_CALLS, MAX_RERUNS, MIN_SAMPLE, SPREAD_LIMIT
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def attention_parts(name: str, n: int, size: int) -> list[tuple[str, Any, tuple[
 def _part_record(name: str, parts: list[tuple[str, Any, Any, int]], cands: list[Candidate]) -> Candidate:
     """One row per model: the sum over its attention modules of count x median, the shapes in the note."""
     total, notes, errors = 0.0, [], []
-    for (kind, _, shape, count), c in zip(parts, cands):
+    for (_kind, _, shape, count), c in zip(parts, cands, strict=True):
         if c.median is None:
             errors.append(f"{'x'.join(map(str, shape))}: {c.error}")
             continue

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .plan import DEFAULT_MODE, MODEL_TARGETS, MODES, MODULE_SUBOPS, SUBOPS, TARGETS, mode_label
 from .timing import MAX_CALLS, SPREAD_LIMIT
@@ -391,7 +392,7 @@ def compare_runs(a: Sequence[Record], b: Sequence[Record], names: tuple[str, str
             d = relative_difference(va, vb)
             if d > worst[0]:
                 worst = (d, where.strip())
-            shaky = [n for n, r in zip(names, (ra, rb)) if column in flags and r[flags[column]]]
+            shaky = [n for n, r in zip(names, (ra, rb), strict=True) if column in flags and r[flags[column]]]
             note = "  over" if d > limit else ""
             note += f"  (unreliable in {', '.join(shaky)})" if shaky else ""
             if d > limit:

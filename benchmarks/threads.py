@@ -22,7 +22,7 @@ framework's own setter. The report prints, per backend, the busy threads seen wh
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 

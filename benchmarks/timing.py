@@ -21,8 +21,9 @@ import resource
 import statistics
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -235,6 +236,6 @@ def measure_group(candidates: list[Candidate], repeats: int, warmup: int, max_ca
         attempts.append([(list(c.samples), list(c.faults)) for c in again])
         fixed = [c.samples for c in candidates if c not in again]
         best = best_attempt([[s for s, _ in a] + fixed for a in attempts])
-        for c, (samples, faults) in zip(again, attempts[best]):
+        for c, (samples, faults) in zip(again, attempts[best], strict=True):
             c.samples, c.faults = list(samples), list(faults)
     return len(attempts)

@@ -18,17 +18,29 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from conformance._quiet import drop_stderr_lines, quiet
 
 from . import threads
-from .plan import (CLASS_NAMES, DEFAULT_MODE, FORMS, MODES, Data, FormData, fmt_shape, form_data, forms_for,
-                   make_data, peers_for)
 from .frameworks.base import BASELINE_LABEL
+from .plan import (
+    CLASS_NAMES,
+    DEFAULT_MODE,
+    FORMS,
+    MODES,
+    Data,
+    FormData,
+    fmt_shape,
+    form_data,
+    forms_for,
+    make_data,
+    peers_for,
+)
 from .timing import SPREAD_LIMIT, Candidate, measure_group, unreliable
 
 

@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 #: (message prefix, category) of each framework warning silenced
 WARNINGS: tuple[tuple[str, type[Warning]], ...] = (

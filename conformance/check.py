@@ -29,9 +29,10 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -196,11 +197,12 @@ class CheckReport:
                          r.dtype, r.mode, w.quantity if w else "-",
                          f"{r.max_abs:.2e}" if r.comparisons else "-", f"{r.max_rel:.2e}" if r.comparisons else "-",
                          f"{w.worst_ratio:.3g}" if w else "-", r.status.upper()))
-        widths = [max(len(str(v)) for v in col) for col in zip(head, *body)]
+        widths = [max(len(str(v)) for v in col) for col in zip(head, *body, strict=True)]
         lines = [f"conformance.check: {self.module} against {self.spec!r}",
                  "parameters: " + (", ".join(f"{c} -> {n} ({t})" for c, n, t in self.bindings) or "none"),
                  "taps: " + (", ".join(f"{k} <- {v!r}" for k, v in self.taps.items()) or "none"), ""]
-        table = ["  ".join(str(v).ljust(n) for v, n in zip(line, widths)).rstrip() for line in [head, *body]]
+        table = ["  ".join(str(v).ljust(n) for v, n in zip(line, widths, strict=True)).rstrip()
+                 for line in [head, *body]]
         table.insert(1, "  ".join("-" * n for n in widths))
         lines += table
         for r in self.rows:

@@ -19,8 +19,9 @@ behind these choices, and what the cases cost: benchmarks/NOTES.md, "The suite's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, cast
+from typing import Any, Protocol, cast
 
 from attn_core import AttentionConfig
 from attn_core.models import MODEL_CONFIGS, create_model_config

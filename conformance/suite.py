@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -310,8 +311,9 @@ class Report:
                          "-" if not r.comparisons else f"{r.max_rel:.2e}",
                          w.quantity if w else "-", "-" if math.isnan(r.seconds) else f"{r.seconds:.2f}s",
                          r.status.upper()))
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-        lines = ["  ".join(str(v).ljust(n) for v, n in zip(line, widths)).rstrip() for line in [head, *body]]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+        lines = ["  ".join(str(v).ljust(n) for v, n in zip(line, widths, strict=True)).rstrip()
+                 for line in [head, *body]]
         lines.insert(1, "  ".join("-" * n for n in widths))
         return "\n".join(lines)
 

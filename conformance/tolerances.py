@@ -7,9 +7,9 @@ logits) are judged on their scale instead: :func:`on_scale`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "on_scale"]
 

@@ -9,8 +9,9 @@ defines canonically (see the porting notes).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from .. import ops
 from ..autodiff import Node

@@ -6,8 +6,8 @@ names are its torch ``state_dict`` keys (without ``num_batches_tracked``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .. import ops
 from ..autodiff import Node

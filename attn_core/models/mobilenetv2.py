@@ -9,9 +9,10 @@ nominal width c (the code says ``<=``: the 96-channel stage gets 1).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from .. import ops
 from ..autodiff import Node

@@ -3,9 +3,10 @@ naming its own module classes (:func:`build_model`, :func:`model_factories`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from ..cbam import CBAM_PRESETS
 from ..spec import AttentionConfig, ConfigError

@@ -9,9 +9,10 @@ Attention placement: SE / ECA / CBAM after the block's last BatchNorm, before th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from .. import ops
 from ..autodiff import Node
@@ -107,7 +108,7 @@ class ResNetConfig(AttentionConfig):
         expansion = _EXPANSION[self.block]
         blocks = []
         in_ch = 64
-        for stage, (count, width) in enumerate(zip(layers, STAGE_WIDTHS)):
+        for stage, (count, width) in enumerate(zip(layers, STAGE_WIDTHS, strict=True)):
             for i in range(count):
                 stride = 2 if stage > 0 and i == 0 else 1
                 out_ch = width * expansion

@@ -8,8 +8,9 @@ BatchNorms use epsilon 1e-3.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Collection, Mapping, Sequence
+from typing import Any, ClassVar
 
 from .. import ops
 from ..autodiff import Node

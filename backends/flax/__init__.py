@@ -15,8 +15,8 @@ from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .checkpoint import load_checkpoint, save_checkpoint
 from .densenet import SEDenseNet
 from .eca import ECAModule
-from .models import MODELS, create_model
 from .mobilenetv2 import ECAMobileNetV2
+from .models import MODELS, create_model
 from .registry import ATTN_LAYERS, create_attn
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule

@@ -33,7 +33,7 @@ class AttentionModule(nn.Module):
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls) if f.init})
 
     @classmethod
-    def from_config(cls, config: AttentionConfig, **kwargs: Any) -> "AttentionModule":
+    def from_config(cls, config: AttentionConfig, **kwargs: Any) -> AttentionModule:
         """The module of ``config``; ``kwargs`` are Flax's own (``name``, ``parent``)."""
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}, **kwargs)
 

@@ -3,8 +3,9 @@ gradient survives recomputation under jit, and SpatialAttention's convolution as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +40,8 @@ def max_with_shared_ties(x: jax.Array, axis: int | tuple[int, ...]) -> jax.Array
     maximum, found by a min reduction over the positions; where no position equals it (``x`` recomputed with other
     rounding), the position of ``argmax(x)`` computed from the same ``x`` it compares. Ties share the gradient as in
     the reference, and the maximum always receives it. Where both happen at once (ties, and ``x`` recomputed with
-    other rounding) the first maximum receives all of it. argmax, a variadic reduction, is slow on XLA CPU, so it runs only
-    in that case (``lax.cond``).
+    other rounding) the first maximum receives all of it. argmax, a variadic reduction, is slow on XLA CPU, so it runs
+    only in that case (``lax.cond``).
     """
     return jnp.max(x, axis=axis, keepdims=True)
 

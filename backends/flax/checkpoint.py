@@ -8,10 +8,11 @@ the variables and loading returns them.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-import jax.numpy as jnp
 import flax.linen as nn
+import jax.numpy as jnp
 
 from attn_core.checkpoint import check_checkpoint, checkpoint_metadata, load_canonical, save_canonical
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 
 from attn_core import AttentionConfig
-from attn_core.models import (ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig, build_model,
-                               create_model_config, model_factories)
+from attn_core.models import (
+    ECAMobileNetV2Config,
+    ResNetConfig,
+    SEDenseNetConfig,
+    TowerNetConfig,
+    build_model,
+    create_model_config,
+    model_factories,
+)
 
 from .densenet import SEDenseNet
 from .mobilenetv2 import ECAMobileNetV2

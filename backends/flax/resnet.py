@@ -19,8 +19,9 @@ deep in the network fails sooner than at the input: (1, 32, 32, 3) leaves layer4
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax

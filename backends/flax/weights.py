@@ -6,7 +6,8 @@ Flax modules hold no state, so both functions take the module (for its config) a
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np

@@ -40,7 +40,7 @@ class AttentionModule(nn.Layer):
     config: AttentionConfig
 
     @classmethod
-    def from_config(cls, config: AttentionConfig) -> "AttentionModule":
+    def from_config(cls, config: AttentionConfig) -> AttentionModule:
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init})
 
     # Run as is under paddle.jit.to_static (SOT cannot trace methods of the frozen config); there x is a static

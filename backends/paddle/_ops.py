@@ -4,7 +4,8 @@ activation table, casts on use, the pooled mean and the shared-maximum gradient.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import paddle
 import paddle.nn.functional as F

@@ -12,14 +12,15 @@ bottleneck in ``paddle.distributed.fleet.utils.recompute`` (dygraph, whenever an
 GPU): the forward runs it without keeping its activations, the backward pass runs it again and back-propagates
 through that. The recomputation leaves ``norm1``'s running statistics alone, so that a training step updates them
 once, as the plain mode does: outputs, gradients and running statistics are the same in both modes
-(``tests/models/test_densenet.py``). Under ``paddle.jit.to_static`` the plain bottleneck runs (the dygraph recompute does
-not apply to a static graph).
+(``tests/models/test_densenet.py``). Under ``paddle.jit.to_static`` the plain bottleneck runs (the dygraph recompute
+does not apply to a static graph).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import paddle
 import paddle.nn.functional as F
@@ -58,7 +59,7 @@ class _Bottleneck:
     """The function ``recompute`` runs for one forward of a dense layer: the bottleneck on the first call, the same
     bottleneck with ``norm1``'s running statistics frozen on the recomputation in the backward pass."""
 
-    def __init__(self, layer: "DenseLayer") -> None:
+    def __init__(self, layer: DenseLayer) -> None:
         self.layer = layer
         self.calls = 0
 

@@ -9,7 +9,8 @@ the ``state_dict`` keys are the canonical names with Paddle's BatchNorm state na
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import paddle
 import paddle.nn.functional as F

@@ -28,7 +28,7 @@ class AttentionModule(nn.Module):
     config: AttentionConfig
 
     @classmethod
-    def from_config(cls, config: AttentionConfig) -> "AttentionModule":
+    def from_config(cls, config: AttentionConfig) -> AttentionModule:
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init})
 
     def _param_tensors(self) -> tuple[torch.Tensor, ...]:
@@ -39,7 +39,7 @@ class AttentionModule(nn.Module):
             params = self.__dict__["_params"] = tuple(p for p in self.parameters() if p.is_floating_point())
         return params
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "AttentionModule":
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> AttentionModule:
         self.__dict__.pop("_params", None)  # a conversion that swaps the parameter objects: list them again
         return super()._apply(fn, *args, **kwargs)
 

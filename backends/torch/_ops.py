@@ -3,7 +3,8 @@ backward, the 1x1 and 1-D convolutions as matrix products, and the activation ta
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

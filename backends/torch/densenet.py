@@ -8,16 +8,18 @@ are the canonical parameter names (plus torch's ``num_batches_tracked``).
 
 ``efficient=True`` (Pleiss et al., arXiv:1707.06990) wraps each dense layer's concat -> norm1 -> ReLU -> conv1
 bottleneck in ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`` whenever an input requires a
-gradient (and autograd records), as the article does: the concatenation and the bottleneck activations are not kept for the backward
-pass but recomputed there. Unlike the article (and torchvision's old efficient DenseNet), the recomputation leaves
-``norm1``'s running statistics alone, so that a training step updates them once, exactly as the plain mode does:
-outputs, gradients and running statistics are the same in both modes (``tests/models/test_densenet.py``).
+gradient (and autograd records), as the article does: the concatenation and the bottleneck activations are not kept
+for the backward pass but recomputed there. Unlike the article (and torchvision's old efficient DenseNet), the
+recomputation leaves ``norm1``'s running statistics alone, so that a training step updates them once, exactly as
+the plain mode does: outputs, gradients and running statistics are the same in both modes
+(``tests/models/test_densenet.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +62,7 @@ class _Bottleneck:
     """The function ``checkpoint`` runs for one forward of a dense layer: the bottleneck on the first call, the same
     bottleneck with ``norm1``'s running statistics frozen on the recomputation(s) in the backward pass."""
 
-    def __init__(self, layer: "DenseLayer") -> None:
+    def __init__(self, layer: DenseLayer) -> None:
         self.layer = layer
         self.calls = 0
 

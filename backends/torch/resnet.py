@@ -9,7 +9,8 @@ keys are the canonical parameter names (plus torch's ``num_batches_tracked``) an
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,8 @@ statistics as a mutable collection), every result waited for with ``jax.block_un
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 #: how to install timm beside the CPU torch this project pins
 INSTALL_HINT = "pip install timm torch==2.13.0: a plain 'pip install timm' pulls another torch and the CUDA packages"

@@ -9,7 +9,8 @@ parameters from the project's canonical weights (torch layout).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,8 @@ other failure to import it is reported as the reason timm's rows are missing.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from torch import nn

@@ -21,20 +21,20 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from attn_core import AttentionConfig, WeightLoadError
-from attn_core.checkpoint import (CheckpointError, check_checkpoint, checkpoint_metadata, config_from_metadata,
-                                  readable)
+from attn_core.checkpoint import CheckpointError, check_checkpoint, checkpoint_metadata, config_from_metadata, readable
 from attn_core.models import MODEL_CONFIGS, create_model_config
 from attn_core.native_state import canonical_from_native
 
 from . import formats, verify
-from .formats import FORMATS, ConvertError, Contents
+from .formats import FORMATS, Contents, ConvertError
 
 __all__ = ["convert", "ConvertResult", "ConvertError", "NonFiniteError", "VerificationError", "CheckpointError",
            "WeightLoadError", "FORMATS"]

@@ -16,8 +16,9 @@ the source's bit for bit (a NaN matching any NaN: a framework may quiet a NaN's 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -10,8 +10,8 @@ modes are ``attn_core.frameworks``' table; a runner module is ``conformance.runn
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from attn_core.frameworks import FRAMEWORKS, MODES
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,9 +29,9 @@ __all__ = ["Handle", "Binding", "ParamMapError", "ParamMap", "Transform", "bind"
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 #: a transform: the name of one in ``attn_core.layout.LAYOUT_TRANSFORMS`` or ``(to_native, from_native)``
-Transform = Union[str, tuple[ArrayFn, ArrayFn]]
+Transform = str | tuple[ArrayFn, ArrayFn]
 #: canonical name -> native name (default layout for its role) or ``(native name, transform)``
-ParamMap = Mapping[str, Union[str, tuple[str, Transform]]]
+ParamMap = Mapping[str, str | tuple[str, Transform]]
 
 
 class ParamMapError(WeightLoadError):

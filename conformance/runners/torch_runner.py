@@ -14,7 +14,8 @@ import copy
 import os
 import pickle
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
