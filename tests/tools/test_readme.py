@@ -42,3 +42,13 @@ def test_the_fast_loop_needs_only_the_test_extra():
 
 def test_front_page_is_short():
     assert len(README.splitlines()) <= 250
+
+
+def test_ci_lints_and_type_checks_before_the_tests():
+    """ruff and mypy come from the test extra (through lint), so the README's install line brings them."""
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci.index("ruff check .") < ci.index("python -m pytest") and ci.index("mypy") < ci.index("python -m pytest")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert "lint]" in re.search(r"^test = \[(.*)\]$", pyproject, flags=re.M).group(1)
+    lint = re.search(r"^lint = \[(.*)\]$", pyproject, flags=re.M).group(1)
+    assert '"ruff' in lint and '"mypy' in lint
