@@ -94,7 +94,7 @@ def test_flax_spatial_conv_matches_the_float64_convolution_either_side_of_the_sw
         dz, dk = vjp(jnp.asarray(g, dtype))
         got = [np.asarray(a, np.float64) for a in (y, dz, dk)]
     rtol, atol = (1e-5, 1e-5) if dtype == "float32" else (1e-12, 1e-12)
-    for name, a, ref in zip(("y", "dz", "dkernel"), got, (y_ref, dz_ref, dk_ref)):
+    for name, a, ref in zip(("y", "dz", "dkernel"), got, (y_ref, dz_ref, dk_ref), strict=True):
         np.testing.assert_allclose(a, ref, rtol=rtol, atol=atol * max(1.0, float(np.abs(ref).max())), err_msg=name)
 
 

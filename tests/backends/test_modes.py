@@ -107,6 +107,7 @@ def test_torch_bug_only_under_torch_compile_is_caught(monkeypatch):
     eager is right, the compiled row fails on its own comparisons."""
     backend("torch")
     import torch
+
     from backends.torch import SEModule
     from backends.torch._ops import ACTIVATIONS
 
@@ -130,6 +131,7 @@ def test_paddle_bug_only_under_to_static_is_caught(monkeypatch):
     """A forward whose static-graph branch (``not paddle.in_dynamic_mode()``) drops SimAM's + 0.5."""
     backend("paddle")
     import paddle
+
     from backends.paddle import SimAM
 
     original = SimAM.forward

@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attn_core import create_config
+from attn_core import create_config, ops
 from attn_core.autodiff import Node
-from attn_core import ops
 from conformance.runners import get_runner
 from conformance.runners.base import RunResult
 

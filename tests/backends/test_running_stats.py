@@ -268,7 +268,10 @@ def _train_call(fw: str, module: Any, x: np.ndarray, mode: str = "eager") -> Any
 
     xj = jnp.asarray(x.transpose(0, 2, 3, 1))
     variables = module.init(jax.random.key(0), xj)  # init does not train
-    fn = (lambda v, a: module.apply(v, a, train=True, mutable=["batch_stats"]))
+
+    def fn(v: Any, a: Any) -> Any:
+        return module.apply(v, a, train=True, mutable=["batch_stats"])
+
     return (jax.jit(fn) if mode == "compiled" else fn)(variables, xj)
 
 

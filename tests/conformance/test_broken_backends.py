@@ -79,6 +79,7 @@ def test_flax_kernel_reshaped_instead_of_transposed(monkeypatch):
 def test_torch_spatial_concat_order_swapped(monkeypatch):
     backend("torch")
     import torch
+
     from backends.torch import SpatialAttention
 
     def swapped(self, x):
@@ -96,6 +97,7 @@ def test_torch_spatial_concat_order_swapped(monkeypatch):
 def test_paddle_cbam_spatial_sigmoid_missing(monkeypatch):
     backend("paddle")
     import paddle
+
     from backends.paddle import SpatialAttention
 
     def no_sigmoid(self, x):

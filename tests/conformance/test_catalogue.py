@@ -10,13 +10,22 @@ section lists them in a table.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
-from attn_core import (CBAM_PRESETS, CBAMConfig, ConfigError, ECAConfig, SEConfig, SimAMConfig,
-                       SpatialAttentionConfig, WeightLoadError)
+from attn_core import (
+    CBAM_PRESETS,
+    CBAMConfig,
+    ConfigError,
+    ECAConfig,
+    SEConfig,
+    SimAMConfig,
+    SpatialAttentionConfig,
+    WeightLoadError,
+)
 from conformance import check
 from conformance.runners import ParamMapError
 
@@ -46,7 +55,7 @@ def _seed_cbam(ca_forward: Callable[..., Any] | None = None, sa_forward: Callabl
 
     class ChannelAttention(nn.Module):
         def __init__(self, in_planes, ratio=16):
-            super(ChannelAttention, self).__init__()
+            super(ChannelAttention, self).__init__()  # noqa: UP008 - as published
             self.avg_pool = nn.AdaptiveAvgPool2d(1)
             self.max_pool = nn.AdaptiveMaxPool2d(1)
             self.fc1 = nn.Conv2d(in_planes, in_planes // ratio, 1, bias=False)
@@ -62,7 +71,7 @@ def _seed_cbam(ca_forward: Callable[..., Any] | None = None, sa_forward: Callabl
 
     class SpatialAttention(nn.Module):
         def __init__(self, kernel_size=7):
-            super(SpatialAttention, self).__init__()
+            super(SpatialAttention, self).__init__()  # noqa: UP008 - as published
             padding = 3 if kernel_size == 7 else 1
             self.conv1 = nn.Conv2d(2, 1, kernel_size, padding=padding, bias=False)
             self.sigmoid = nn.Sigmoid()
@@ -81,7 +90,7 @@ def _seed_cbam(ca_forward: Callable[..., Any] | None = None, sa_forward: Callabl
 
     class CBAM(nn.Module):
         def __init__(self, in_planes, ratio=16, kernel_size=7):
-            super(CBAM, self).__init__()
+            super(CBAM, self).__init__()  # noqa: UP008 - as published
             self.ca = ChannelAttention(in_planes, ratio)
             self.sa = SpatialAttention(kernel_size)
 
@@ -290,7 +299,7 @@ def _eca_layer(k_size: int, padding: int, crop: bool = False) -> Any:
 
     class eca_layer(nn.Module):  # noqa: N801 - the upstream name
         def __init__(self, channel, k_size=3):
-            super(eca_layer, self).__init__()
+            super(eca_layer, self).__init__()  # noqa: UP008 - as published
             self.avg_pool = nn.AdaptiveAvgPool2d(1)
             self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=padding, bias=False)
             self.sigmoid = nn.Sigmoid()
@@ -340,7 +349,7 @@ def _simam(n_of: Callable[[int, int], int]) -> Any:
 
     class simam_module(torch.nn.Module):  # noqa: N801 - the upstream name
         def __init__(self, channels=None, e_lambda=1e-4):
-            super(simam_module, self).__init__()
+            super(simam_module, self).__init__()  # noqa: UP008 - as published
             self.activaton = nn.Sigmoid()
             self.e_lambda = e_lambda
 

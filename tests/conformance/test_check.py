@@ -22,8 +22,15 @@ import numpy as np
 import pytest
 
 import conformance
-from attn_core import (CBAM_PRESETS, CBAMConfig, ECAConfig, SEConfig, SimAMConfig, SpatialAttentionConfig,
-                       WeightLoadError)
+from attn_core import (
+    CBAM_PRESETS,
+    CBAMConfig,
+    ECAConfig,
+    SEConfig,
+    SimAMConfig,
+    SpatialAttentionConfig,
+    WeightLoadError,
+)
 from conformance import CheckReport, cases_for, check, spec_for
 from conformance.check import TAP_MEANINGS, default_taps, infer_framework, reference_taps
 from conformance.runners import ParamMapError

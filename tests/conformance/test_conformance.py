@@ -11,7 +11,6 @@ import pytest
 from conformance import CASES, MODULES, reference_for, run_case
 from conformance.runners import RUNNERS, get_runner
 
-
 FIRST_OF_EACH_MODULE = frozenset(next(c.name for c in CASES if c.module == m) for m in MODULES)
 
 
@@ -20,7 +19,7 @@ def _cases() -> list[object]:
             for c in CASES]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(case_name: str) -> tuple:
     case = next(c for c in CASES if c.name == case_name)
     return reference_for(case)

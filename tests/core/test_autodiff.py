@@ -53,7 +53,7 @@ def assert_vjp_matches_fd(build, arrays, seed=0):
     got = analytic_vjp(build, arrays, cot)
     want = numeric_vjp(build, arrays, cot)
     assert len(got) == len(want)
-    for k, (g, w) in enumerate(zip(got, want)):
+    for k, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g.shape == np.shape(arrays[k]), f"input {k}: gradient shape {g.shape} != {np.shape(arrays[k])}"
         scale = max(1.0, float(np.abs(w).max()))
         np.testing.assert_allclose(g, w, rtol=RTOL, atol=1e-7 * scale, err_msg=f"input {k}")

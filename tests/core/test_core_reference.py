@@ -12,8 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from attn_core import (CBAMConfig, ChannelAttentionConfig, ECAConfig, SEConfig, SimAMConfig,
-                       SpatialAttentionConfig)
+from attn_core import CBAMConfig, ChannelAttentionConfig, ECAConfig, SEConfig, SimAMConfig, SpatialAttentionConfig
 
 
 def sig(t: float) -> float:
@@ -59,7 +58,8 @@ def test_se_relu_zeroes_negative_hidden():
 
 def test_se_without_bias_by_hand():
     cfg = SEConfig(2, rd_channels=1, bias=False)
-    w = {"fc1.weight": np.array([1.0, 0.5]).reshape(1, 2, 1, 1), "fc2.weight": np.array([2.0, -4.0]).reshape(2, 1, 1, 1)}
+    w = {"fc1.weight": np.array([1.0, 0.5]).reshape(1, 2, 1, 1),
+         "fc2.weight": np.array([2.0, -4.0]).reshape(2, 1, 1, 1)}
     x = x_of([1.0, 3.0], [-2.0, 4.0])
     # hidden relu(2 + 0.5) = 2.5; z = [5, -10]
     g = [sig(5.0), sig(-10.0)]

@@ -15,10 +15,26 @@ import numpy as np
 import pytest
 
 import attn_core
-from attn_core import (CBAM_PRESETS, CONFIGS, CBAMConfig, ChannelAttentionConfig, ConfigError, ECAConfig,
-                       InputDtypeError, InputShapeError, ParamSpec, SEConfig, SimAMConfig, SpatialAttentionConfig,
-                       WeightLoadError, create_config, eca_kernel_size, make_divisible, resolve_name,
-                       simam_denominator_count)
+from attn_core import (
+    CBAM_PRESETS,
+    CONFIGS,
+    CBAMConfig,
+    ChannelAttentionConfig,
+    ConfigError,
+    ECAConfig,
+    InputDtypeError,
+    InputShapeError,
+    ParamSpec,
+    SEConfig,
+    SimAMConfig,
+    SpatialAttentionConfig,
+    WeightLoadError,
+    create_config,
+    eca_kernel_size,
+    make_divisible,
+    resolve_name,
+    simam_denominator_count,
+)
 
 
 # -------------------------------------------------------------------------------------------- make_divisible

@@ -15,8 +15,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attn_core import (FRAMEWORKS, CBAMConfig, ParamSpec, SEConfig, SpatialAttentionConfig, bn_momentum_for,
-                       from_native, native_location, to_native)
+from attn_core import (
+    FRAMEWORKS,
+    CBAMConfig,
+    ParamSpec,
+    SEConfig,
+    SpatialAttentionConfig,
+    bn_momentum_for,
+    from_native,
+    native_location,
+    to_native,
+)
 
 SPECS = [
     ParamSpec("conv.weight", (4, 3, 2, 5), "conv_weight"),
@@ -151,7 +160,8 @@ def test_native_location_top_level_name():
 def test_native_location_linear_roles():
     assert native_location("flax", ParamSpec("fc.weight", (2, 3), "linear_weight")) == ("params", ("fc", "kernel"))
     assert native_location("flax", ParamSpec("fc.bias", (2,), "linear_bias")) == ("params", ("fc", "bias"))
-    assert native_location("paddle", ParamSpec("fc.weight", (2, 3), "linear_weight")) == ("state_dict", ("fc", "weight"))
+    fc = ParamSpec("fc.weight", (2, 3), "linear_weight")
+    assert native_location("paddle", fc) == ("state_dict", ("fc", "weight"))
 
 
 # ------------------------------------------------------------------------------------------------- momentum

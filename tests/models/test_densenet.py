@@ -40,7 +40,7 @@ def _seed(*parts: Any) -> int:
     return sum((i + 1) * sum(map(ord, str(p))) for i, p in enumerate(parts))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _data(case: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Canonical float64 weights, an NCHW input whose mean is not 0, and an output cotangent, seeded by case."""
     config, shape = CASES[case]
@@ -205,7 +205,7 @@ def test_constructor_mirrors_the_config_and_create_model(fw):
     else:
         params = list(inspect.signature(b.SEDenseNet.__init__).parameters.values())[1:]
         assert [p.name for p in params] == [f.name for f in fields]
-        for p, f in zip(params, fields):
+        for p, f in zip(params, fields, strict=True):
             assert p.default == (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default), p.name
     assert b.SEDenseNet.__doc__ == SEDenseNetConfig.__doc__
     model = b.SEDenseNet(6, [1, 2], num_init_features=4, compression=0.75, efficient=True,
@@ -318,7 +318,7 @@ def test_flax_gradient_recomputes_every_bottleneck():
         model = bf.SEDenseNet.from_config(config.replace(efficient=eff))
         variables = bf.load_weights(model, weights)
 
-        def grad(params: Any, xx: jax.Array) -> Any:
+        def grad(params: Any, xx: jax.Array, model: Any = model, variables: Any = variables) -> Any:
             def loss(p: Any) -> jax.Array:
                 y, _ = model.apply({**variables, "params": p}, xx, train=True, mutable=["batch_stats"])
                 return y.sum()

@@ -8,12 +8,19 @@ import numpy as np
 import pytest
 
 from attn_core import WeightLoadError
-from attn_core.checkpoint import (FORMAT, CheckpointError, check_checkpoint, checkpoint_metadata, describe_model,
-                                  load_canonical, save_canonical)
+from attn_core.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    check_checkpoint,
+    checkpoint_metadata,
+    describe_model,
+    load_canonical,
+    save_canonical,
+)
 from attn_core.models import MODEL_CONFIGS, create_model_config
 from conformance.tolerances import tolerance_for
 
-from .._fw import FRAMEWORKS, backend, nchw_to_native, to_numpy, tensor
+from .._fw import FRAMEWORKS, backend, nchw_to_native, tensor, to_numpy
 
 
 def _save(fw, path, model, weights):

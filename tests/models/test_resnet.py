@@ -32,7 +32,7 @@ def _seed(*parts: Any) -> int:
     return sum((i + 1) * sum(map(ord, str(p))) for i, p in enumerate(parts))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config(name: str) -> ResNetConfig:
     return create_model_config(name, num_classes=NUM_CLASSES)
 
@@ -278,7 +278,7 @@ def test_strict_load_lists_every_problem_and_loads_nothing(fw):
 
 
 # ------------------------------------------------------------------------------------------ timm parity
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _timm_model(name: str, num_classes: int) -> Any:
     """timm's model in eval mode, built once; tests that load weights into it restore timm's own afterwards."""
     timm = import_timm()

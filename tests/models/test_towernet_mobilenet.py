@@ -338,13 +338,13 @@ def _article_towernet() -> Any:
 
     class simam_module(nn.Layer):  # noqa: N801 - the article's name
         def __init__(self, channels, e_lambda=1e-4):
-            super(simam_module, self).__init__()
+            super(simam_module, self).__init__()  # noqa: UP008 - as published
             self.activaton = nn.Sigmoid()
             self.e_lambda = e_lambda
 
         def __repr__(self):
             s = self.__class__.__name__ + '('
-            s += ('lambda=%f)' % self.e_lambda)
+            s += ('lambda=%f)' % self.e_lambda)  # noqa: UP031 - as published
             return s
 
         @staticmethod
@@ -361,7 +361,7 @@ def _article_towernet() -> Any:
     # 构建模型(Inception层)
     class Inception(paddle.nn.Layer):
         def __init__(self, in_channels, c1, c2, c3, c4):
-            super(Inception, self).__init__()
+            super(Inception, self).__init__()  # noqa: UP008 - as published
             # 路线1,卷积核1x1
             self.route1x1_1 = paddle.nn.Conv2D(in_channels, c1, kernel_size=1)
             # 路线2,卷积层1x1、卷积层3x3
@@ -393,7 +393,7 @@ def _article_towernet() -> Any:
     # 搭建网络
     class TowerNet(paddle.nn.Layer):
         def __init__(self, in_channel, num_classes):
-            super(TowerNet, self).__init__()
+            super(TowerNet, self).__init__()  # noqa: UP008 - as published
             self.b1 = paddle.nn.Sequential(
                 BasicConv2d(in_channel, out_channels=64, kernel=3, stride=2, padding=1),
                 paddle.nn.MaxPool2D(2, 2))
@@ -446,7 +446,7 @@ def test_seed_article_towernet_gives_our_logits():
     ours = bp.create_model("towernet")
     assert config == ours.config == TowerNetConfig()  # the article's in_channel 3, class_dim 16, eps 1e-3
     assert list(article.state_dict()) == list(ours.state_dict())
-    for (k, a), (_, o) in zip(article.state_dict().items(), ours.state_dict().items()):
+    for (k, a), (_, o) in zip(article.state_dict().items(), ours.state_dict().items(), strict=True):
         assert tuple(a.shape) == tuple(o.shape), k
     rename = {"running_mean": "_mean", "running_var": "_variance"}
     state = {}
