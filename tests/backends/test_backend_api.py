@@ -47,7 +47,7 @@ def test_arguments_mirror_the_config(fw, key):
     got = _arguments(fw, b.ATTN_LAYERS[key])
     want = _config_arguments(CONFIGS[key])
     assert [n for n, _ in got] == [n for n, _ in want]
-    for (n, d_got), (_, d_want) in zip(got, want):
+    for (n, d_got), (_, d_want) in zip(got, want, strict=True):
         if d_want is inspect.Parameter.empty:
             assert d_got in (inspect.Parameter.empty, dataclasses.MISSING), n
         else:

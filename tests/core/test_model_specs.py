@@ -8,8 +8,14 @@ import pytest
 
 from attn_core import ConfigError, InputShapeError
 from attn_core.autodiff import Node
-from attn_core.models import (MODEL_CONFIGS, ECAMobileNetV2Config, ResNetConfig, SEDenseNetConfig, TowerNetConfig,
-                              create_model_config)
+from attn_core.models import (
+    MODEL_CONFIGS,
+    ECAMobileNetV2Config,
+    ResNetConfig,
+    SEDenseNetConfig,
+    TowerNetConfig,
+    create_model_config,
+)
 
 
 def _count(config, skip: str = "") -> int:
@@ -98,7 +104,7 @@ def _directional_check(config, x_shape, training, seed=0, directions=2):
         vp = {k: rng.standard_normal(weights[k].shape) for k in trainable}
         h = 1e-8  # train-mode BatchNorm on small batches curves sharply: 1e-6 is off by 2e-4 relative
 
-        def loss(sign):
+        def loss(sign, h=h, vp=vp, vx=vx):
             w = dict(weights)
             for k in trainable:
                 w[k] = weights[k] + sign * h * vp[k]
