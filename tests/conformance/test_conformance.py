@@ -33,8 +33,8 @@ def test_backend_matches_reference(case, backend, dtype):
     ok, why = runner.available()
     if not ok:
         pytest.skip(why)
-    # Flax under jax.jit, as this test always ran it: its eager mode (jax.disable_jit, op by op) takes ~5x as long
-    # and is covered case by case in tests/backends/test_modes.py; torch and Paddle eager.
+    # Flax under jax.jit, its users' mode: op by op (jax.disable_jit) is much slower and is covered case by case in
+    # tests/backends/test_modes.py; torch and Paddle eager.
     mode = "compiled" if backend == "flax" else "eager"
     row = run_case(case, runner, dtype, reference=_reference(case.name), mode=mode)
     failures = [f"{c.quantity}: {c.worst_ratio:.3g}x tolerance, {c.detail}" for c in row.comparisons if not c.passed]

@@ -203,7 +203,7 @@ def test_simam_half_is_finite_and_within_tolerance_at_large_activations(fw, kind
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
 def test_simam_half_keeps_the_one_by_one_rule(fw, dtype):
-    """H*W = 1: gate sigmoid(0.5), no NaN in the output or the input gradient (Flax's float16 gradient was NaN)."""
+    """H*W = 1: gate sigmoid(0.5), no NaN in the output or the input gradient, in every backend."""
     x = quantize(np.array([[[[3.0]], [[-35000.0]], [[0.0]]], [[[1e-3]], [[250.0]], [[-7.5]]]]), dtype)
     cotangent = quantize(np.full(x.shape, 1.5), dtype)
     y, dx = _simam_vjp(fw, x, cotangent, dtype)
@@ -299,13 +299,9 @@ def test_simam_half_rows_pass_forward_and_backward(fw, dtype):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("fw", ["torch", SLOW_FLAX])
 def test_every_module_forward_is_within_half_tolerance(fw, dtype):
-    """The outputs of every case pass in float16 and bfloat16 (worst 0.77x the tolerance).
-
-    The gradients of SE, ECA and CBAM's attentions do not all pass, and are not tested here. Those modules compute op
-    by op in the half dtype: even the exact result of every op rounded to the dtype misses the tolerance of a
-    parameter gradient that sums many rounded products (up to 3.9x in float16, 6.6x in bfloat16, measured by
-    emulation), and JAX's backward of the broadcast ``x * gate`` accumulates in float16 besides (up to 36x in Flax).
-    Computing inside the module in float32, as SimAM does, passes every row (worst 0.39x, measured)."""
+    """The outputs of every case pass in float16 and bfloat16; the half-precision gradients are the suite's rows
+    (``python -m conformance --dtypes float16,bfloat16``), computed in float32 inside every module
+    (attn_core.precision)."""
     backend(fw)
     for case in (c for c in CASES if c.module != "simam"):
         row = run_case(case, get_runner(fw), dtype, grads=False, reference=reference_for(case, False, dtype))
