@@ -31,6 +31,9 @@ class FrameworkInfo:
     mode_labels: Mapping[str, str]      # mode -> short label (conformance reports)
     mode_titles: Mapping[str, str]      # mode -> long label (benchmark tables)
     checkpoint_extensions: tuple[str, ...] = ()  # file extensions of its own checkpoints, the first its usual one
+    #: the leaf of a BatchNorm buffer it keeps beside the running statistics, which no forward pass reads and the
+    #: canonical weights therefore leave out
+    bn_counter: str | None = None
 
     @property
     def extra(self) -> str:
@@ -51,7 +54,8 @@ class FrameworkInfo:
 FRAMEWORK_INFO: Mapping[str, FrameworkInfo] = MappingProxyType({
     "torch": FrameworkInfo("torch", "PyTorch", ("torch",), "NCHW", "eager",
                            MappingProxyType({"eager": "eager", "compiled": "torch.compile"}),
-                           MappingProxyType({"eager": "torch eager", "compiled": "torch.compile"}), (".pt", ".pth")),
+                           MappingProxyType({"eager": "torch eager", "compiled": "torch.compile"}), (".pt", ".pth"),
+                           "num_batches_tracked"),
     "paddle": FrameworkInfo("paddle", "PaddlePaddle", ("paddle",), "NCHW", "eager",
                             MappingProxyType({"eager": "eager", "compiled": "to_static"}),
                             MappingProxyType({"eager": "Paddle dygraph", "compiled": "paddle.jit.to_static"}),

@@ -4,7 +4,8 @@ A torch or Paddle ``state_dict`` is a flat ``{dotted key: array}``; Flax variabl
 ``{'params': ..., 'batch_stats': ...}``, flattened here to ``'params/conv1/kernel'`` keys. Where each canonical
 parameter lives and how its layout converts is :mod:`attn_core.layout`'s table; this module only applies it to a
 whole file and lists everything that does not fit, in the file's own names, before anything is converted.
-torch's ``num_batches_tracked`` counters have no canonical entry (no forward pass reads them) and are dropped.
+A framework's BatchNorm counters (torch's ``num_batches_tracked``, ``FrameworkInfo.bn_counter``) have no
+canonical entry (no forward pass reads them) and are dropped.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import CheckpointError
+from .frameworks import framework_info
 from .layout import from_native, native_key, to_native
 from .spec import AttentionConfig, ParamSpec, WeightLoadError
 
 __all__ = ["native_keys", "flatten_variables", "canonical_from_native"]
 
-_TORCH_COUNTER = ".num_batches_tracked"
 
 
 def native_keys(framework: str, config: AttentionConfig) -> dict[str, ParamSpec]:
@@ -61,10 +62,11 @@ def canonical_from_native(framework: str, config: AttentionConfig, state: Mappin
     """
     keys = native_keys(framework, config)
     arrays = {k: np.asarray(v) for k, v in state.items()}
-    if framework == "torch":
+    counter = framework_info(framework).bn_counter
+    if counter is not None:
+        suffix = "." + counter
         owners = {k[: -len(spec.name.rpartition(".")[2]) - 1] for k, spec in keys.items() if spec.role == "bn_mean"}
-        arrays = {k: v for k, v in arrays.items()
-                  if not (k.endswith(_TORCH_COUNTER) and k[: -len(_TORCH_COUNTER)] in owners)}
+        arrays = {k: v for k, v in arrays.items() if not (k.endswith(suffix) and k[: -len(suffix)] in owners)}
     missing = [k for k in keys if k not in arrays]
     unexpected = sorted(k for k in arrays if k not in keys)
     mismatched, bad_dtype = [], []
