@@ -3,6 +3,7 @@ conformance runners (the project's one adapter per framework)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -38,3 +39,10 @@ def call(fw: str, module: Any, x: Any, variables: Any = None) -> Any:
 
 def to_numpy(fw: str, y: Any) -> np.ndarray:
     return get_runner(fw).to_numpy(y)
+
+
+def clear_flax_programs() -> None:
+    """The Flax runner caches jitted programs per module; a test that patches a module must have it traced anew."""
+    mod = sys.modules.get("conformance.runners.flax_runner")
+    if mod is not None:
+        mod._programs.cache_clear()

@@ -34,6 +34,16 @@ def _torch_compile_config_restored() -> Iterator[None]:
     sys.modules["torch._dynamo"].reset()
 
 
+@pytest.fixture
+def fresh_flax_programs() -> Iterator[None]:
+    """No jitted Flax program outlives the test (for tests that patch a module the Flax runner has traced)."""
+    from tests._fw import clear_flax_programs
+
+    clear_flax_programs()
+    yield
+    clear_flax_programs()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A row in a framework's other mode (torch.compile, to_static, Flax op by op) is slow: it compiles or traces
     what the default mode runs directly, so the fast tier keeps each framework's default mode only."""

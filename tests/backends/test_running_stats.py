@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from attn_core.spec import check_batch_norm_input
 from conformance import CASES, compare, reference_for, run_case, tolerance_for
 from conformance.runners import MODES, get_runner
 
-from .._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend, clear_flax_programs
 
 SA_TRAIN, CBAM_TRAIN = "sa/k7-bn-train", "cbam/c24-timm-train"
 
@@ -36,18 +35,7 @@ def _failing(row) -> set[str]:
     return {c.quantity for c in row.comparisons if not c.passed}
 
 
-def _clear_flax_programs() -> None:
-    """The Flax runner caches jitted programs per module; a patched module must be traced anew."""
-    mod = sys.modules.get("conformance.runners.flax_runner")
-    if mod is not None:
-        mod._programs.cache_clear()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_flax_programs():
-    _clear_flax_programs()
-    yield
-    _clear_flax_programs()
+pytestmark = pytest.mark.usefixtures("fresh_flax_programs")
 
 
 # ------------------------------------------------------------------------------------------ the reference
@@ -322,7 +310,7 @@ def _broken_then_whole(monkeypatch, fw: str, case_name: str) -> set[str]:
     broken = run_case(case, runner, "float32")
     assert broken.status == "fail", f"the suite missed the broken {fw} BatchNorm on {case_name}"
     monkeypatch.undo()
-    _clear_flax_programs()
+    clear_flax_programs()
     whole = run_case(case, runner, "float32")
     assert whole.status == "pass", whole.message
     return _failing(broken)

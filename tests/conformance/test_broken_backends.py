@@ -7,29 +7,15 @@ same case passes.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 from conformance import CASES, run_case
 from conformance.runners import get_runner
 
-from .._fw import backend
+from .._fw import backend, clear_flax_programs
 
-
-def _clear_flax_programs() -> None:
-    """The Flax runner caches compiled programs per config; a patched module must be traced anew."""
-    mod = sys.modules.get("conformance.runners.flax_runner")
-    if mod is not None:
-        mod._programs.cache_clear()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_flax_programs():
-    _clear_flax_programs()
-    yield
-    _clear_flax_programs()
+pytestmark = pytest.mark.usefixtures("fresh_flax_programs")
 
 
 def _case(name: str):
@@ -46,7 +32,7 @@ def _broken_then_whole(monkeypatch, framework: str, case_name: str) -> set[str]:
     broken = run_case(case, runner, "float32")
     assert broken.status == "fail", f"the suite missed the broken {framework} port on {case_name}"
     monkeypatch.undo()
-    _clear_flax_programs()
+    clear_flax_programs()
     whole = run_case(case, runner, "float32")
     assert whole.status == "pass", whole.message
     return _failing(broken)
