@@ -48,58 +48,18 @@ def _stages(report: Any) -> set[str]:
 
 # ------------------------------------------------------------------------------------------ seed CBAM
 def _seed_cbam(ca_forward: Callable[..., Any] | None = None, sa_forward: Callable[..., Any] | None = None) -> Any:
-    """The seed article's CBAM (ChannelAttention with 1x1 convolutions, SpatialAttention with conv1), verbatim,
-    with optionally one forward replaced the way a copy-paste goes wrong."""
-    import torch
-    from torch import nn
+    """The seed article's CBAM (benchmarks/peers/seed_torch.py: ChannelAttention with 1x1 convolutions,
+    SpatialAttention with conv1), with optionally one forward replaced the way a copy-paste goes wrong."""
+    import types
 
-    class ChannelAttention(nn.Module):
-        def __init__(self, in_planes, ratio=16):
-            super(ChannelAttention, self).__init__()  # noqa: UP008 - as published
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.max_pool = nn.AdaptiveMaxPool2d(1)
-            self.fc1 = nn.Conv2d(in_planes, in_planes // ratio, 1, bias=False)
-            self.relu1 = nn.ReLU()
-            self.fc2 = nn.Conv2d(in_planes // ratio, in_planes, 1, bias=False)
-            self.sigmoid = nn.Sigmoid()
+    from benchmarks.peers.seed_torch import CBAM
 
-        def forward(self, x):
-            avg_out = self.fc2(self.relu1(self.fc1(self.avg_pool(x))))
-            max_out = self.fc2(self.relu1(self.fc1(self.max_pool(x))))
-            out = avg_out + max_out
-            return self.sigmoid(out)
-
-    class SpatialAttention(nn.Module):
-        def __init__(self, kernel_size=7):
-            super(SpatialAttention, self).__init__()  # noqa: UP008 - as published
-            padding = 3 if kernel_size == 7 else 1
-            self.conv1 = nn.Conv2d(2, 1, kernel_size, padding=padding, bias=False)
-            self.sigmoid = nn.Sigmoid()
-
-        def forward(self, x):
-            avg_out = torch.mean(x, dim=1, keepdim=True)
-            max_out, _ = torch.max(x, dim=1, keepdim=True)
-            x = torch.cat([avg_out, max_out], dim=1)
-            x = self.conv1(x)
-            return self.sigmoid(x)
-
+    cbam = CBAM(32, 16, 7)
     if ca_forward is not None:
-        ChannelAttention.forward = ca_forward
+        cbam.ca.forward = types.MethodType(ca_forward, cbam.ca)
     if sa_forward is not None:
-        SpatialAttention.forward = sa_forward
-
-    class CBAM(nn.Module):
-        def __init__(self, in_planes, ratio=16, kernel_size=7):
-            super(CBAM, self).__init__()  # noqa: UP008 - as published
-            self.ca = ChannelAttention(in_planes, ratio)
-            self.sa = SpatialAttention(kernel_size)
-
-        def forward(self, x):
-            out = x * self.ca(x)
-            result = out * self.sa(out)
-            return result
-
-    return CBAM(32, 16, 7)
+        cbam.sa.forward = types.MethodType(sa_forward, cbam.sa)
+    return cbam
 
 
 def test_cbam_avg_plus_avg():

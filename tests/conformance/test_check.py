@@ -43,18 +43,14 @@ ARTICLE_SE = SEConfig(32, rd_divisor=None, bias=False)  # hidden exactly 32 // 1
 
 
 def _seed_se(channel: int, reduction: int = 16, *, detach_squeeze: bool = False, frozen_fc1: bool = False) -> Any:
-    """The seed article's SELayer (Linear without bias, keys fc.0 / fc.2), optionally with a backward-only bug."""
+    """Seed 002's SELayer (benchmarks/peers/seed_torch.py: Linear without bias, keys fc.0 / fc.2), optionally with a
+    backward-only bug in its forward."""
     import torch.nn.functional as F
-    from torch import nn
 
-    class SELayer(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Sequential(nn.Linear(channel, channel // reduction, bias=False), nn.ReLU(inplace=True),
-                                    nn.Linear(channel // reduction, channel, bias=False), nn.Sigmoid())
+    from benchmarks.peers.seed_torch import SELayer
 
-        def forward(self, x):
+    class Broken(SELayer):
+        def forward(self, x: Any) -> Any:
             b, c, _, _ = x.size()
             y = self.avg_pool(x.detach() if detach_squeeze else x).view(b, c)
             if frozen_fc1:
@@ -63,7 +59,7 @@ def _seed_se(channel: int, reduction: int = 16, *, detach_squeeze: bool = False,
                 y = self.fc(y)
             return x * y.view(b, c, 1, 1).expand_as(x)
 
-    return SELayer()
+    return (Broken if detach_squeeze or frozen_fc1 else SELayer)(channel, reduction)
 
 
 # ------------------------------------------------------------------------------------------------ cases
