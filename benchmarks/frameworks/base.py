@@ -7,6 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from attn_core.frameworks import FRAMEWORK_INFO
+from attn_core.layout import NHWC_TO_NCHW
+from conformance.runners import get_runner
+
 from ..plan import MODES, SUBOPS, Data, FormData, Peer
 from ..timing import Candidate, describe_error
 
@@ -37,6 +41,21 @@ class BaseDriver:
 
     def begin_group(self, mode: str) -> None:
         """Called before each timing group (torch: a fresh dynamo cache)."""
+
+    def inputs(self, data: Data) -> tuple[Any, Any, Any]:
+        """The group's input, gate and output cotangent as framework tensors in the backend's layout, made once per
+        group by the framework's runner (the project's one adapter)."""
+        if self.name not in data.cache:
+            runner = get_runner(self.name)
+            data.cache[self.name] = tuple(runner.tensor(np.ascontiguousarray(runner.nchw_to_native(a)))
+                                          for a in (data.x, data.s, data.g))
+        arrays: tuple[Any, Any, Any] = data.cache[self.name]
+        return arrays
+
+    def output(self, value: Any) -> np.ndarray:
+        """A result of the backend as an NCHW NumPy array, for comparing candidates."""
+        array = get_runner(self.name).to_numpy(value)
+        return array.transpose(NHWC_TO_NCHW) if FRAMEWORK_INFO[self.name].layout == "NHWC" else array
 
     def baseline(self, data: Data, mode: str, pass_: str) -> Candidate:
         return self._guard(lambda: self._baseline(data, pass_), BASELINE_LABEL, "baseline")

@@ -22,12 +22,6 @@ from ..plan import Data, FormData, Peer
 from ..timing import Candidate
 from .base import BaseDriver
 
-_TO_NCHW = (0, 3, 1, 2)
-
-
-def _nchw(a: Any) -> np.ndarray:
-    return np.asarray(a).transpose(_TO_NCHW)
-
 
 class Driver(BaseDriver):
     name = "flax"
@@ -45,18 +39,11 @@ class Driver(BaseDriver):
                 f"device(s)")
 
     @staticmethod
-    def _arrays(data: Data) -> tuple[jax.Array, jax.Array, jax.Array]:
-        if "flax" not in data.cache:
-            data.cache["flax"] = tuple(jnp.asarray(np.ascontiguousarray(a.transpose(0, 2, 3, 1)))
-                                       for a in (data.x, data.s, data.g))
-        return data.cache["flax"]
-
-    @staticmethod
     def _compile(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
         return jax.jit(fn) if mode == "compiled" else fn
 
     def _baseline(self, data: Data, pass_: str) -> Candidate:
-        x, s, g = self._arrays(data)
+        x, s, g = self.inputs(data)
 
         def mul(x: jax.Array, s: jax.Array) -> jax.Array:
             return x * s
@@ -74,10 +61,10 @@ class Driver(BaseDriver):
                     ) -> Candidate:
         """Time ``apply(params, x)``; with ``apply_train`` (BatchNorm: returns the output and the new statistics)
         the backward goes through that instead."""
-        x, _, g = self._arrays(data)
+        x, _, g = self.inputs(data)
         if pass_ == "forward":
             f = self._compile(apply, mode)
-            return Candidate("", "", lambda: f(params, x).block_until_ready(), output=_nchw, compiles=True)
+            return Candidate("", "", lambda: f(params, x).block_until_ready(), output=self.output, compiles=True)
 
         def fb(p: Any, x: jax.Array, g: jax.Array) -> Any:
             if apply_train is None:
@@ -86,7 +73,7 @@ class Driver(BaseDriver):
                 _, vjp, _ = jax.vjp(apply_train, p, x, has_aux=True)
             return vjp(g)
         f2 = self._compile(fb, mode)
-        return Candidate("", "", lambda: jax.block_until_ready(f2(params, x, g)), output=lambda r: _nchw(r[1]),
+        return Candidate("", "", lambda: jax.block_until_ready(f2(params, x, g)), output=lambda r: self.output(r[1]),
                          compiles=True)  # eager too: XLA compiles each operation on its first call
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
@@ -107,7 +94,7 @@ class Driver(BaseDriver):
         return self._functional(fn, params, data, mode, pass_)
 
     def _subop(self, key: str, data: Data) -> Candidate:
-        x, _, g = self._arrays(data)  # NHWC
+        x, _, g = self.inputs(data)  # NHWC
         args = (x, jax.nn.sigmoid(g[..., :1]), g[..., :2], jnp.full((7, 7, 2, 1), 0.02, jnp.float32))
         fns = {"mean_hw": lambda x, m, p, k: jnp.mean(x, axis=(1, 2)),
                "max_hw": lambda x, m, p, k: jnp.max(x, axis=(1, 2)),

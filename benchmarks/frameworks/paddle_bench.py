@@ -38,14 +38,8 @@ class Driver(BaseDriver):
         return (f"paddle.base.core.set_num_threads({n}) (BLAS/oneDNN); elementwise and reduction kernels run on "
                 f"one thread")
 
-    @staticmethod
-    def _tensors(data: Data) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
-        if "paddle" not in data.cache:
-            data.cache["paddle"] = tuple(paddle.to_tensor(a) for a in (data.x, data.s, data.g))
-        return data.cache["paddle"]
-
     def _baseline(self, data: Data, pass_: str) -> Candidate:
-        x, s, g = self._tensors(data)
+        x, s, g = self.inputs(data)
         if pass_ == "forward":
             def run() -> paddle.Tensor:
                 with paddle.no_grad():
@@ -64,7 +58,7 @@ class Driver(BaseDriver):
         return Candidate("", "", run_fb, prepare=prepare)
 
     def _wrap(self, layer: nn.Layer, data: Data, mode: str, pass_: str) -> Candidate:
-        x, _, g = self._tensors(data)
+        x, _, g = self.inputs(data)
         if pass_ == "forward":
             layer.eval()
         else:
@@ -74,7 +68,7 @@ class Driver(BaseDriver):
             def run() -> paddle.Tensor:
                 with paddle.no_grad():
                     return fn(x)
-            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "compiled")
+            return Candidate("", "", run, output=self.output, compiles=mode == "compiled")
         xl = x.detach()
         xl.stop_gradient = False
 
@@ -85,7 +79,7 @@ class Driver(BaseDriver):
         def prepare() -> None:
             xl.clear_gradient(False)
             layer.clear_gradients(False)
-        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy(),
+        return Candidate("", "", run_fb, prepare=prepare, output=self.output,
                          compiles=mode == "compiled")
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
@@ -114,7 +108,7 @@ class Driver(BaseDriver):
         return self._wrap(layer, data, mode, pass_)
 
     def _subop(self, key: str, data: Data) -> Candidate:
-        x, _, _ = self._tensors(data)
+        x, _, _ = self.inputs(data)
         m = F.sigmoid(paddle.to_tensor(data.g[:, :1].copy()))
         pooled = paddle.to_tensor(data.g[:, :2].copy())
         kernel = paddle.full([1, 2, 7, 7], 0.02)

@@ -51,16 +51,9 @@ class Driver(BaseDriver):
         if mode == "compiled":
             torch._dynamo.reset()  # each group compiles its own graphs: no recompile limit, no automatic dynamic
 
-    # ------------------------------------------------------------------------------------------- tensors
-    @staticmethod
-    def _tensors(data: Data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if "torch" not in data.cache:
-            data.cache["torch"] = tuple(torch.from_numpy(a) for a in (data.x, data.s, data.g))
-        return data.cache["torch"]
-
     # ------------------------------------------------------------------------------------------- builders
     def _baseline(self, data: Data, pass_: str) -> Candidate:
-        x, s, g = self._tensors(data)
+        x, s, g = self.inputs(data)
         if pass_ == "forward":
             def run() -> torch.Tensor:
                 with torch.no_grad():
@@ -77,7 +70,7 @@ class Driver(BaseDriver):
         return Candidate("", "", run_fb, prepare=prepare)
 
     def _wrap(self, module: nn.Module, data: Data, mode: str, pass_: str) -> Candidate:
-        x, _, g = self._tensors(data)
+        x, _, g = self.inputs(data)
         fn = torch.compile(module, dynamic=False) if mode == "compiled" else module
         if pass_ == "forward":
             module.eval()
@@ -85,7 +78,7 @@ class Driver(BaseDriver):
             def run() -> torch.Tensor:
                 with torch.no_grad():
                     return fn(x)
-            return Candidate("", "", run, output=lambda y: y.numpy(), compiles=mode == "compiled")
+            return Candidate("", "", run, output=self.output, compiles=mode == "compiled")
         module.train()
         xl = x.detach().requires_grad_(True)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -98,7 +91,7 @@ class Driver(BaseDriver):
             xl.grad = None
             for p in params:
                 p.grad = None
-        return Candidate("", "", run_fb, prepare=prepare, output=lambda dx: dx.numpy(),
+        return Candidate("", "", run_fb, prepare=prepare, output=self.output,
                          compiles=mode == "compiled")
 
     def _project(self, module: str, fd: FormData, data: Data, mode: str, pass_: str) -> Candidate:
@@ -133,7 +126,7 @@ class Driver(BaseDriver):
         return self._wrap(m, data, mode, pass_)
 
     def _subop(self, key: str, data: Data) -> Candidate:
-        x, _, _ = self._tensors(data)
+        x, _, _ = self.inputs(data)
         n, _, h, w = x.shape
         m = torch.sigmoid(torch.from_numpy(data.g[:, :1].copy()))
         pooled = torch.from_numpy(data.g[:, :2].copy())
