@@ -17,10 +17,10 @@ from .autodiff import Node
 
 __all__ = [
     "constant", "add", "sub", "mul", "div", "scale", "add_scalar", "square", "sqrt",
-    "relu", "sigmoid", "silu", "hard_sigmoid", "activation",
-    "mean", "sum", "amax", "concat", "reshape",
-    "conv2d", "max_pool2d", "avg_pool2d", "linear", "batch_norm", "BatchStats", "record_batch_stats",
-    "running_stats_update",
+    "relu", "sigmoid", "silu", "hard_sigmoid", "hard_swish", "exp", "tanh", "activation",
+    "mean", "sum", "amax", "softmax", "concat", "reshape", "transpose", "take", "split", "repeat_nearest",
+    "pad", "conv2d", "max_pool2d", "avg_pool2d", "linear", "matmul",
+    "batch_norm", "BatchStats", "record_batch_stats", "running_stats_update", "normalize", "group_norm",
 ]
 
 
@@ -108,7 +108,23 @@ def hard_sigmoid(a: Node) -> Node:
     return Node(np.clip(av / 6.0 + 0.5, 0.0, 1.0), (a,), lambda g: (np.where(inside, g / 6.0, 0.0),))
 
 
-_ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "silu": silu, "hard_sigmoid": hard_sigmoid}
+def hard_swish(a: Node) -> Node:
+    """x * relu6(x + 3) / 6 (torch's Hardswish; timm's ``hard_swish``)."""
+    return mul(a, hard_sigmoid(a))
+
+
+def exp(a: Node) -> Node:
+    e = np.exp(a.value)
+    return Node(e, (a,), lambda g: (g * e,))
+
+
+def tanh(a: Node) -> Node:
+    t = np.tanh(a.value)
+    return Node(t, (a,), lambda g: (g * (1.0 - t * t),))
+
+
+_ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "silu": silu, "hard_sigmoid": hard_sigmoid,
+                "hard_swish": hard_swish, "tanh": tanh}
 
 
 def activation(name: str, a: Node) -> Node:
@@ -155,6 +171,13 @@ def amax(a: Node, axis: int | Sequence[int], keepdims: bool = True) -> Node:
     return Node(out_k if keepdims else np.squeeze(out_k, axes), (a,), vjp)
 
 
+def softmax(a: Node, axis: int) -> Node:
+    """exp(a - max) / sum(exp(a - max)) over ``axis``; the shift is a constant, which softmax does not see."""
+    shifted = sub(a, constant(a.value.max(axis=axis, keepdims=True)))
+    e = exp(shifted)
+    return div(e, sum(e, axis))
+
+
 # ------------------------------------------------------------------------------------------------ structure
 def concat(nodes: Sequence[Node], axis: int) -> Node:
     values = [n.value for n in nodes]
@@ -165,6 +188,78 @@ def concat(nodes: Sequence[Node], axis: int) -> Node:
 def reshape(a: Node, shape: Sequence[int]) -> Node:
     old = a.shape
     return Node(a.value.reshape(shape), (a,), lambda g: (g.reshape(old),))
+
+
+def transpose(a: Node, axes: Sequence[int]) -> Node:
+    axes = tuple(axes)
+    inverse = tuple(int(i) for i in np.argsort(axes))
+    return Node(np.transpose(a.value, axes), (a,), lambda g: (np.transpose(g, inverse),))
+
+
+def take(a: Node, axis: int, start: int, stop: int) -> Node:
+    """``a[..., start:stop, ...]`` along ``axis`` (a contiguous slice)."""
+    axis %= a.value.ndim
+    index = (slice(None),) * axis + (slice(start, stop),)
+    shape = a.shape
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+        out = np.zeros(shape)
+        out[index] = g
+        return (out,)
+
+    return Node(a.value[index], (a,), vjp)
+
+
+def split(a: Node, sections: int, axis: int) -> list[Node]:
+    """``a`` cut into ``sections`` equal slices along ``axis`` (as torch.split / chunk with equal sizes)."""
+    size = a.shape[axis]
+    if size % sections:
+        raise ValueError(f"split: {size} along axis {axis} is not divisible into {sections} sections")
+    step = size // sections
+    return [take(a, axis, i * step, (i + 1) * step) for i in range(sections)]
+
+
+def repeat_nearest(a: Node, size: tuple[int, int]) -> Node:
+    """Nearest-neighbour resize of the last two axes to ``size``, as torch's ``F.interpolate(mode='nearest')``:
+    output index i reads input index floor(i * in / out)."""
+    h, w = a.shape[-2:]
+    rows = (np.arange(size[0]) * h) // size[0]
+    cols = (np.arange(size[1]) * w) // size[1]
+    shape = a.shape
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+        out = np.zeros(shape[:-2] + (h * w,))
+        flat = (rows[:, None] * w + cols[None, :]).reshape(-1)  # each output's source, as a flat H*W index
+        np.add.at(out, (Ellipsis, flat), g.reshape(g.shape[:-2] + (-1,)))  # type: ignore[arg-type]
+        return (out.reshape(shape),)
+
+    return Node(a.value[..., rows[:, None], cols[None, :]], (a,), vjp)
+
+
+def pad(a: Node, widths: Sequence[tuple[int, int]], mode: str = "constant") -> Node:
+    """Pad every axis by ``widths`` (before, after): ``'constant'`` with zeros or ``'circular'`` (wrapping, as
+    torch's ``padding_mode='circular'``; each width at most the axis' size)."""
+    widths = tuple((int(lo), int(hi)) for lo, hi in widths)
+    if mode not in ("constant", "circular"):
+        raise ValueError(f"pad: mode must be 'constant' or 'circular', got {mode!r}")
+    shape = a.shape
+    if mode == "constant":
+        out = np.pad(a.value, widths)
+        index = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, shape, strict=True))
+        return Node(out, (a,), lambda g: (g[index],))
+    for (lo, hi), n in zip(widths, shape, strict=True):
+        if lo > n or hi > n:
+            raise ValueError(f"pad: circular padding ({lo}, {hi}) is wider than the axis ({n})")
+    # the source index of every padded position, per axis
+    sources = [np.arange(-lo, n + hi) % n for (lo, hi), n in zip(widths, shape, strict=True)]
+    grid = np.ix_(*sources)
+
+    def vjp(g: np.ndarray) -> tuple[np.ndarray]:
+        out = np.zeros(shape)
+        np.add.at(out, grid, g)
+        return (out,)
+
+    return Node(a.value[grid], (a,), vjp)
 
 
 # ----------------------------------------------------------------------------------------------- convolution
@@ -179,10 +274,12 @@ def conv2d(
     stride: int | Sequence[int] = 1,
     padding: int | Sequence[int] = 0,
     groups: int = 1,
+    dilation: int | Sequence[int] = 1,
 ) -> Node:
     """Cross-correlation as torch.nn.functional.conv2d: x NCHW, w OIHW (I = C / groups), zero padding."""
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
+    dh, dw_ = _pair(dilation)
     xv, wv = x.value, w.value
     n, c, h, wd = xv.shape
     o, ci, kh, kw = wv.shape
@@ -190,9 +287,11 @@ def conv2d(
         raise ValueError(f"conv2d: input channels {c} and weight {wv.shape} do not fit groups={groups}")
     xp = np.pad(xv, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     hp, wp = xp.shape[2], xp.shape[3]
-    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    eh, ew = dh * (kh - 1) + 1, dw_ * (kw - 1) + 1  # the dilated kernel's extent
+    ho, wo = (hp - eh) // sh + 1, (wp - ew) // sw + 1
     # windows: (N, C, Ho, Wo, kh, kw)
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :ho, :wo]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :ho, :wo]
+    win = win[..., ::dh, ::dw_]
     win_g = win.reshape(n, groups, ci, ho, wo, kh, kw)
     w_g = wv.reshape(groups, o // groups, ci, kh, kw)
     out = np.einsum("ngcijhw,gochw->ngoij", win_g, w_g, optimize=True).reshape(n, o, ho, wo)
@@ -206,7 +305,8 @@ def conv2d(
         for a in range(kh):
             for bb in range(kw):
                 contrib = np.einsum("ngoij,goc->ngcij", g_g, w_g[:, :, :, a, bb], optimize=True)
-                dxp[:, :, :, a:a + sh * (ho - 1) + 1:sh, bb:bb + sw * (wo - 1) + 1:sw] += contrib
+                r, q = a * dh, bb * dw_
+                dxp[:, :, :, r:r + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw] += contrib
         dx = dxp.reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + wd]
         grads: list[np.ndarray] = [dx, dw]
         if b is not None:
@@ -282,7 +382,34 @@ def linear(x: Node, w: Node, b: Node | None = None) -> Node:
     return Node(out, (x, w) if b is None else (x, w, b), vjp)
 
 
+def matmul(a: Node, b: Node) -> Node:
+    """Batched matrix product over the last two axes (leading axes equal, as torch.bmm / ``@``)."""
+    av, bv = a.value, b.value
+    return Node(av @ bv, (a, b), lambda g: (g @ np.swapaxes(bv, -1, -2), np.swapaxes(av, -1, -2) @ g))
+
+
 # --------------------------------------------------------------------------------------------- normalisation
+def normalize(x: Node, axes: Sequence[int], eps: float) -> Node:
+    """(x - mean) / sqrt(biased var + eps) over ``axes``: the core of LayerNorm and GroupNorm."""
+    centred = sub(x, mean(x, axes))
+    return div(centred, sqrt(add_scalar(mean(square(centred), axes), eps)))
+
+
+def group_norm(x: Node, groups: int, weight: Node | None, bias: Node | None, eps: float) -> Node:
+    """torch's GroupNorm of an NCHW input: statistics over each group's channels and H, W; per-channel affine.
+    One group normalises over (C, H, W), which is timm's LayerNorm2d only when the statistics run over C alone,
+    so that one is :func:`normalize` over axis 1 instead."""
+    n, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"group_norm: {c} channels do not divide into {groups} groups")
+    y = reshape(normalize(reshape(x, (n, groups, c // groups, h, w)), (2, 3, 4), eps), (n, c, h, w))
+    if weight is not None:
+        y = mul(y, reshape(weight, (1, c, 1, 1)))
+    if bias is not None:
+        y = add(y, reshape(bias, (1, c, 1, 1)))
+    return y
+
+
 @dataclass(frozen=True)
 class BatchStats:
     """What one BatchNorm saw in a training forward: its running-statistics nodes (by identity, so that a caller

@@ -77,16 +77,17 @@ def distinct(rng, shape):
     return v.reshape(shape)
 
 
-def naive_conv2d(x, w, b=None, stride=1, padding=0, groups=1):
-    """Cross-correlation by plain loops, torch's conv2d semantics (zero padding, grouped channels)."""
+def naive_conv2d(x, w, b=None, stride=1, padding=0, groups=1, dilation=1):
+    """Cross-correlation by plain loops, torch's conv2d semantics (zero padding, grouped channels, dilation)."""
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
     n, c, h, wd = x.shape
     o, ci, kh, kw = w.shape
     xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
     xp[:, :, ph:ph + h, pw:pw + wd] = x
-    ho = (h + 2 * ph - kh) // sh + 1
-    wo = (wd + 2 * pw - kw) // sw + 1
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     out_per_group = o // groups
     out = np.zeros((n, o, ho, wo))
     for nn in range(n):
@@ -98,7 +99,7 @@ def naive_conv2d(x, w, b=None, stride=1, padding=0, groups=1):
                     for cc in range(ci):
                         for a in range(kh):
                             for bb in range(kw):
-                                acc += xp[nn, g * ci + cc, i * sh + a, j * sw + bb] * w[oo, cc, a, bb]
+                                acc += xp[nn, g * ci + cc, i * sh + a * dh, j * sw + bb * dw] * w[oo, cc, a, bb]
                     out[nn, oo, i, j] = acc
     return out
 
@@ -349,9 +350,14 @@ def test_reshape():
 
 # ------------------------------------------------------------------------------------------- convolution
 CONV_CASES = [
-    dict(stride=s, padding=p, groups=g, bias=b)
+    dict(stride=s, padding=p, groups=g, bias=b, dilation=1)
     for s in (1, 2) for p in (0, 1, (0, 2)) for g in (1, 2) for b in (True, False)
-]
+] + [dict(stride=s, padding=p, groups=g, bias=False, dilation=d)  # dilated, as selective kernel's branches
+     for s in (1, 2) for p in (2, (1, 3)) for g in (1, 2) for d in (2, (2, 1))]
+
+
+def CONV_ID(c):  # noqa: N802 - used as a constant in the parametrisations
+    return "s{stride}-p{padding}-g{groups}-b{bias}-d{dilation}".format(**c)
 
 
 def _conv_case(case, seed):
@@ -362,20 +368,20 @@ def _conv_case(case, seed):
     return x, w, b
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "s{stride}-p{padding}-g{groups}-b{bias}".format(**c))
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_ID)
 def test_conv2d_forward_matches_loops(case):
     x, w, b = _conv_case(case, 16)
     got = ops.conv2d(Node(x), Node(w), None if b is None else Node(b), stride=case["stride"],
-                     padding=case["padding"], groups=case["groups"]).value
-    want = naive_conv2d(x, w, b, case["stride"], case["padding"], case["groups"])
+                     padding=case["padding"], groups=case["groups"], dilation=case["dilation"]).value
+    want = naive_conv2d(x, w, b, case["stride"], case["padding"], case["groups"], case["dilation"])
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "s{stride}-p{padding}-g{groups}-b{bias}".format(**c))
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_ID)
 def test_conv2d_vjp(case):
     x, w, b = _conv_case(case, 17)
-    kw = dict(stride=case["stride"], padding=case["padding"], groups=case["groups"])
+    kw = dict(stride=case["stride"], padding=case["padding"], groups=case["groups"], dilation=case["dilation"])
     if b is None:
         assert_vjp_matches_fd(lambda xn, wn: ops.conv2d(xn, wn, None, **kw), [x, w])
     else:
@@ -426,6 +432,109 @@ def test_conv2d_rejects_channels_that_do_not_fit_groups():
         ops.conv2d(Node(np.zeros((1, 4, 3, 3))), Node(np.zeros((2, 3, 1, 1))))
     with pytest.raises(ValueError):
         ops.conv2d(Node(np.zeros((1, 4, 3, 3))), Node(np.zeros((3, 2, 1, 1))), groups=2)  # 3 % 2 != 0
+
+
+def test_dilated_conv2d_by_hand():
+    # a 2x2 kernel of ones at dilation 2 on a 3x3 map sums the four corners: 1 + 3 + 7 + 9
+    x = Node(np.arange(1.0, 10.0).reshape(1, 1, 3, 3))
+    out = ops.conv2d(x, Node(np.ones((1, 1, 2, 2))), dilation=2)
+    np.testing.assert_array_equal(out.value, [[[[20.0]]]])
+    (dx,) = backward(out, np.ones((1, 1, 1, 1)), [x])
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0, 1], [0, 0, 0], [1, 0, 1]])
+
+
+# ------------------------------------------------------------------------------------- new elementwise
+def test_exp_tanh_hard_swish_forward_and_vjp():
+    rng = np.random.default_rng(30)
+    a = away_from(rng, (3, 4), -5, 5, kinks=(-3.0, 3.0))
+    np.testing.assert_allclose(ops.exp(Node(a)).value, np.vectorize(math.exp)(a), rtol=1e-15)
+    np.testing.assert_allclose(ops.tanh(Node(a)).value, np.vectorize(math.tanh)(a), rtol=1e-15)
+    # hard swish: x * min(max(x + 3, 0), 6) / 6; at -1: -1 * 2 / 6, at 4: 4, at -4: 0
+    np.testing.assert_allclose(ops.hard_swish(Node(np.array([-4.0, -1.0, 4.0]))).value, [0.0, -1 / 3, 4.0])
+    for op in (ops.exp, ops.tanh, ops.hard_swish):
+        assert_vjp_matches_fd(op, [a])
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_softmax(axis):
+    rng = np.random.default_rng(31)
+    a = rng.standard_normal((3, 4, 5)) * 3
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    np.testing.assert_allclose(ops.softmax(Node(a), axis).value, e / e.sum(axis=axis, keepdims=True), rtol=1e-14)
+    assert_vjp_matches_fd(lambda x: ops.softmax(x, axis), [a])
+
+
+def test_softmax_of_huge_logits_is_finite_and_exact():
+    # exp(1000) overflows; the shifted form gives softmax([1000, 999]) = [1, e^-1] / (1 + e^-1)
+    got = ops.softmax(Node(np.array([[1000.0, 999.0]])), 1).value
+    np.testing.assert_allclose(got, [[1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))]], rtol=1e-15)
+
+
+def test_transpose_take_split():
+    rng = np.random.default_rng(32)
+    a = rng.standard_normal((2, 3, 4))
+    np.testing.assert_array_equal(ops.transpose(Node(a), (2, 0, 1)).value, a.transpose(2, 0, 1))
+    np.testing.assert_array_equal(ops.take(Node(a), 2, 1, 3).value, a[:, :, 1:3])
+    parts = ops.split(Node(a), 2, 2)
+    np.testing.assert_array_equal(np.concatenate([p.value for p in parts], axis=2), a)
+    assert_vjp_matches_fd(lambda x: ops.transpose(x, (2, 0, 1)), [a])
+    assert_vjp_matches_fd(lambda x: ops.take(x, 1, 1, 2), [a])
+    assert_vjp_matches_fd(lambda x: ops.mul(ops.split(x, 3, 1)[0], ops.split(x, 3, 1)[2]), [a])
+    with pytest.raises(ValueError, match="not divisible"):
+        ops.split(Node(a), 3, 2)
+
+
+def test_repeat_nearest_by_hand():
+    # 2 -> 5 rows: floor(i * 2 / 5) = 0, 0, 0, 1, 1 (torch's 'nearest'); 3 -> 3 columns unchanged
+    a = np.array([[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]]])
+    out = ops.repeat_nearest(Node(a), (5, 3))
+    np.testing.assert_array_equal(out.value[0, 0], [[1, 2, 3], [1, 2, 3], [1, 2, 3], [4, 5, 6], [4, 5, 6]])
+    (da,) = backward(out, np.ones((1, 1, 5, 3)), [out.parents[0]])
+    np.testing.assert_array_equal(da[0, 0], [[3, 3, 3], [2, 2, 2]])
+    small = np.random.default_rng(33).standard_normal((2, 1, 3, 2))
+    assert_vjp_matches_fd(lambda x: ops.repeat_nearest(x, (7, 4)), [small])
+
+
+def test_pad_constant_and_circular():
+    a = np.arange(1.0, 5.0).reshape(1, 4)
+    np.testing.assert_array_equal(ops.pad(Node(a), ((0, 0), (1, 2))).value, [[0, 1, 2, 3, 4, 0, 0]])
+    # circular: wraps around, as torch's padding_mode='circular'
+    np.testing.assert_array_equal(ops.pad(Node(a), ((0, 0), (1, 2)), "circular").value, [[4, 1, 2, 3, 4, 1, 2]])
+    rng = np.random.default_rng(34)
+    b = rng.standard_normal((2, 3, 4))
+    for mode in ("constant", "circular"):
+        assert_vjp_matches_fd(lambda x, mode=mode: ops.pad(x, ((0, 0), (2, 1), (1, 3)), mode), [b])
+    with pytest.raises(ValueError, match="wider than the axis"):
+        ops.pad(Node(a), ((0, 0), (5, 0)), "circular")
+    with pytest.raises(ValueError, match="mode"):
+        ops.pad(Node(a), ((0, 0), (1, 1)), "reflect")
+
+
+def test_matmul():
+    rng = np.random.default_rng(35)
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 5))
+    want = np.stack([[[sum(a[n, i, k] * b[n, k, j] for k in range(4)) for j in range(5)] for i in range(3)]
+                     for n in range(2)])
+    np.testing.assert_allclose(ops.matmul(Node(a), Node(b)).value, want, rtol=1e-13)
+    assert_vjp_matches_fd(ops.matmul, [a, b])
+
+
+def test_normalize_and_group_norm():
+    rng = np.random.default_rng(36)
+    x = rng.standard_normal((2, 6, 3, 4)) * 2 + 1
+    w, b = rng.uniform(0.5, 1.5, 6), rng.uniform(-0.5, 0.5, 6)
+    # two groups of three channels: statistics over each group's (3, H, W) block, biased variance
+    blocks = x.reshape(2, 2, 3 * 3 * 4)
+    mu, var = blocks.mean(-1, keepdims=True), blocks.var(-1, keepdims=True)
+    want = ((blocks - mu) / np.sqrt(var + 1e-5)).reshape(x.shape) * w[None, :, None, None] + b[None, :, None, None]
+    np.testing.assert_allclose(ops.group_norm(Node(x), 2, Node(w), Node(b), 1e-5).value, want, rtol=1e-12)
+    assert_vjp_matches_fd(lambda xn, wn, bn: ops.group_norm(xn, 2, wn, bn, 1e-5), [x, w, b])
+    # normalize over the channel axis alone (timm's LayerNorm2d without its affine)
+    c_mu, c_var = x.mean(1, keepdims=True), x.var(1, keepdims=True)
+    np.testing.assert_allclose(ops.normalize(Node(x), (1,), 1e-6).value, (x - c_mu) / np.sqrt(c_var + 1e-6),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="groups"):
+        ops.group_norm(Node(x), 4, None, None, 1e-5)
 
 
 # ----------------------------------------------------------------------------------------- normalisation
