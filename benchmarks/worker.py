@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -152,6 +153,18 @@ def _measure(cands: list[Candidate], job: dict[str, Any], mark: Marker) -> int:
                          min_sample=job.get("min_sample", 0.0))
 
 
+def paired_ratio(samples: list[float], base: list[float]) -> float | None:
+    """The median over rounds of a row's sample over the baseline's sample of the same round, when both finished
+    every round (the rounds interleave them, so the pair shares the machine's speed of that moment); else the ratio
+    of the medians. None without samples or with a zero baseline."""
+    if not samples or not base:
+        return None
+    if len(samples) == len(base) and all(b > 0 for b in base):
+        return float(statistics.median(s / b for s, b in zip(samples, base, strict=True)))
+    median_base = statistics.median(base)
+    return statistics.median(samples) / median_base if median_base > 0 else None
+
+
 def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode: str, pass_: str,
              attempts: int = 1, limit: float = SPREAD_LIMIT) -> list[Record]:
     base = cands[0].median
@@ -174,7 +187,7 @@ def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode
                                          f"{attempts} attempt(s)", note) if t)
         out.append(Record(backend, shape, module, mode, pass_, c.label, c.kind, c.form, c.source,
                           None if med is None else med * 1e3, c.spread, len(c.samples),
-                          None if (med is None or not base) else med / base, diff,
+                          None if (med is None or not base) else paired_ratio(c.samples, cands[0].samples), diff,
                           "dx" if pass_ != "forward" else "y", note, c.faults_per_call, attempts, shaky))
     for c in cands:
         c.first = None

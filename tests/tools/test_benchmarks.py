@@ -475,3 +475,20 @@ def test_processes_must_be_positive() -> None:
     from benchmarks.cli import main
 
     assert main(["--processes", "0", "--quick"]) == 2
+
+
+def test_a_ratio_is_the_median_of_its_rounds_paired_with_the_baseline() -> None:
+    """The machine slows down by 3x from round 4 on, halfway through the row's rounds and after the baseline's
+    fourth: the ratio of medians would say 6 (6 ms over 1 ms), the per-round pairs say 2 in every round but one."""
+    from benchmarks.timing import Candidate
+    from benchmarks.worker import _records, paired_ratio
+
+    base = [1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0]
+    row = [2.0, 2.0, 2.0, 6.0, 6.0, 6.0, 6.0]
+    assert paired_ratio(row, base) == 2.0
+    assert paired_ratio(row[3:], base) == 6.0  # a row that missed rounds: the ratio of the medians, 6 / 1
+    assert paired_ratio([], base) is None and paired_ratio(row, []) is None
+    cands = [Candidate("x * s (baseline)", "baseline", None, samples=[v / 1000 for v in base]),
+             Candidate("module", "project", None, form="default", samples=[v / 1000 for v in row])]
+    recs = _records(cands, "torch", "2x8x9x7", "se", "eager", "forward")
+    assert [r.ratio for r in recs] == [1.0, 2.0]
