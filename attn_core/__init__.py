@@ -7,6 +7,7 @@ parameter table) and a NumPy float64 reference forward with exact vector-Jacobia
 from .cbam import CBAM_PRESETS, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 from .eca import ECAConfig, eca_kernel_size
 from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, to_native
+from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .registry import CONFIGS, create_config, resolve_name
 from .se import SEConfig
 from .simam import SimAMConfig, simam_denominator_count
@@ -24,6 +25,7 @@ from .spec import (
 __all__ = [
     "AttentionConfig", "ParamSpec", "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
     "SEConfig", "ECAConfig", "ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "SimAMConfig",
+    "NonLocalAttnConfig", "BatNonLocalAttnConfig",
     "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",
     "FRAMEWORKS", "native_location", "to_native", "from_native", "bn_momentum_for",

@@ -8,6 +8,7 @@ from typing import Any
 
 from .cbam import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 from .eca import ECAConfig
+from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .se import SEConfig
 from .simam import SimAMConfig
 from .spec import AttentionConfig, ConfigError
@@ -21,6 +22,8 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "sa": SpatialAttentionConfig,
     "cbam": CBAMConfig,
     "simam": SimAMConfig,
+    "nl": NonLocalAttnConfig,
+    "bat": BatNonLocalAttnConfig,
 })
 
 _ALIASES = MappingProxyType({"channel": "ca", "spatial": "sa", "channel_attention": "ca",
