@@ -5,12 +5,21 @@ parameter table) and a NumPy float64 reference forward with exact vector-Jacobia
 """
 
 from .cbam import CBAM_PRESETS, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
+from .coord_attn import (
+    COORD_PRESETS,
+    CoordAttnConfig,
+    EfficientLocalAttnConfig,
+    SimpleCoordAttnConfig,
+    StripAttnConfig,
+)
 from .eca import ECAConfig, eca_kernel_size
 from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, to_native
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .registry import CONFIGS, create_config, resolve_name
 from .se import SEConfig
+from .selective_kernel import SelectiveKernelConfig
 from .simam import SimAMConfig, simam_denominator_count
+from .split_attn import SplitAttnConfig
 from .spec import (
                    AttentionConfig,
                    ConfigError,
@@ -26,6 +35,8 @@ __all__ = [
     "AttentionConfig", "ParamSpec", "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
     "SEConfig", "ECAConfig", "ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "SimAMConfig",
     "NonLocalAttnConfig", "BatNonLocalAttnConfig",
+    "CoordAttnConfig", "SimpleCoordAttnConfig", "EfficientLocalAttnConfig", "StripAttnConfig", "COORD_PRESETS",
+    "SelectiveKernelConfig", "SplitAttnConfig",
     "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",
     "FRAMEWORKS", "native_location", "to_native", "from_native", "bn_momentum_for",
