@@ -10,7 +10,9 @@ from .cbam import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 from .eca import ECAConfig
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .se import SEConfig
+from .selective_kernel import SelectiveKernelConfig
 from .simam import SimAMConfig
+from .split_attn import SplitAttnConfig
 from .spec import AttentionConfig, ConfigError
 
 __all__ = ["CONFIGS", "create_config", "resolve_name"]
@@ -22,6 +24,8 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "sa": SpatialAttentionConfig,
     "cbam": CBAMConfig,
     "simam": SimAMConfig,
+    "sk": SelectiveKernelConfig,
+    "splat": SplitAttnConfig,
     "nl": NonLocalAttnConfig,
     "bat": BatNonLocalAttnConfig,
 })
