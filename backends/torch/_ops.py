@@ -13,7 +13,7 @@ from torch import nn
 from attn_core.precision import FLOAT_DTYPES, compute_dtype
 
 __all__ = ["ACTIVATIONS", "compute_dtype_of", "conv_as", "pointwise_as", "conv1d_as", "batch_norm_as", "mean_hw",
-           "mean_c"]
+           "mean_c", "linear_as", "group_norm_as"]
 
 # input dtype -> compute dtype, for the dtypes attn_core.precision computes in another (half in float32)
 _COMPUTE: dict[torch.dtype, torch.dtype] = {getattr(torch, d): getattr(torch, compute_dtype(d)) for d in FLOAT_DTYPES
@@ -113,11 +113,30 @@ def batch_norm_as(bn: nn.BatchNorm2d, x: torch.Tensor, dtype: torch.dtype | None
             bn.num_batches_tracked.add_(1)
     return y
 
+
+def linear_as(layer: nn.Linear, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``layer(x)`` (an ``nn.Linear`` on the last axis) with its weight and bias cast to ``dtype`` (as
+    :func:`conv_as`)."""
+    dtype = dtype or (x.dtype if layer.weight.dtype != x.dtype else None)
+    if dtype is None:
+        return layer(x)
+    return F.linear(x, layer.weight.to(dtype), None if layer.bias is None else layer.bias.to(dtype))
+
+
+def group_norm_as(norm: nn.GroupNorm, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``norm(x)`` with its affine cast to ``dtype`` (as :func:`conv_as`)."""
+    dtype = dtype or (x.dtype if norm.weight.dtype != x.dtype else None)
+    if dtype is None:
+        return norm(x)
+    return F.group_norm(x, norm.num_groups, norm.weight.to(dtype), norm.bias.to(dtype), norm.eps)
+
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "silu": F.silu,
     "sigmoid": torch.sigmoid,
     "hard_sigmoid": lambda x: F.relu6(x + 3.0) / 6.0,
+    "hard_swish": F.hardswish,
 }
 # hard_sigmoid is written out because F.hardsigmoid's backward multiplies by a float32 1/6 even in float64
 # (a relative gradient error of 3e-8 that the float64 conformance rows catch).
