@@ -14,7 +14,8 @@ from paddle.autograd import PyLayer
 
 from attn_core.precision import FLOAT_DTYPES, compute_dtype
 
-__all__ = ["ACTIVATIONS", "compute_dtype_of", "scalar", "static_shape", "mean_hw", "conv_as", "amax"]
+__all__ = ["ACTIVATIONS", "compute_dtype_of", "scalar", "static_shape", "mean_hw", "conv_as", "amax",
+           "linear_as", "group_norm_as"]
 
 # input dtype -> compute dtype, for the dtypes attn_core.precision computes in another (half in float32), which also
 # makes them run on CPU, whose build has kernels only to cast half tensors
@@ -54,6 +55,7 @@ ACTIVATIONS: dict[str, Callable[[paddle.Tensor], paddle.Tensor]] = {
     "silu": F.silu,
     "sigmoid": F.sigmoid,
     "hard_sigmoid": _hard_sigmoid,
+    "hard_swish": F.hardswish,
 }
 
 
@@ -78,6 +80,23 @@ def conv_as(layer: nn.Layer, x: paddle.Tensor, dtype: Any = None) -> paddle.Tens
     conv = F.conv1d if layer._data_format == "NCL" else F.conv2d
     return conv(x, layer.weight.astype(dtype), bias, layer._stride, layer._padding, layer._dilation, layer._groups,
                 data_format=layer._data_format)
+
+
+def linear_as(layer: nn.Linear, x: paddle.Tensor, dtype: Any = None) -> paddle.Tensor:
+    """``layer(x)`` (an ``nn.Linear`` on the last axis) with its weight and bias cast to ``dtype`` (as
+    :func:`conv_as`)."""
+    dtype = dtype or (x.dtype if layer.weight.dtype != x.dtype else None)
+    if dtype is None:
+        return layer(x)
+    return F.linear(x, layer.weight.astype(dtype), None if layer.bias is None else layer.bias.astype(dtype))
+
+
+def group_norm_as(norm: nn.GroupNorm, x: paddle.Tensor, dtype: Any = None) -> paddle.Tensor:
+    """``norm(x)`` (NCHW) with its affine cast to ``dtype`` (as :func:`conv_as`)."""
+    dtype = dtype or (x.dtype if norm.weight.dtype != x.dtype else None)
+    if dtype is None:
+        return norm(x)
+    return F.group_norm(x, norm._num_groups, norm._epsilon, norm.weight.astype(dtype), norm.bias.astype(dtype))
 
 
 @paddle.jit.not_to_static
