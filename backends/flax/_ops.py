@@ -19,6 +19,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,
     "sigmoid": jax.nn.sigmoid,
     "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6, slope exactly 1/6
+    "hard_swish": jax.nn.hard_swish,  # x * relu6(x + 3) / 6
 }
 
 
