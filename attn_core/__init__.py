@@ -4,7 +4,16 @@ One frozen config per module (validated hyperparameters, derived widths and kern
 parameter table) and a NumPy float64 reference forward with exact vector-Jacobian products. Imports NumPy only.
 """
 
-from .cbam import CBAM_PRESETS, CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
+from .cbam import (
+    CBAM_PRESETS,
+    CBAM_TIMM_KEYS,
+    CBAMConfig,
+    ChannelAttentionConfig,
+    SpatialAttentionConfig,
+    cbam_keys_from_timm,
+    cbam_keys_to_timm,
+)
+from .cbam_variants import LightCBAMConfig
 from .coord_attn import (
     COORD_PRESETS,
     CoordAttnConfig,
@@ -13,23 +22,25 @@ from .coord_attn import (
     StripAttnConfig,
 )
 from .eca import ECAConfig, eca_kernel_size
+from .eca_variants import CECAConfig, ECAMConfig
 from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, to_native
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .registry import CONFIGS, create_config, resolve_name
 from .se import SEConfig
+from .se_variants import EffectiveSEConfig
 from .selective_kernel import SelectiveKernelConfig
 from .simam import SimAMConfig, simam_denominator_count
-from .split_attn import SplitAttnConfig
 from .spec import (
-                   AttentionConfig,
-                   ConfigError,
-                   InputDtypeError,
-                   InputShapeError,
-                   ParamSpec,
-                   WeightLoadError,
-                   make_divisible,
-                   reduced_channels,
+    AttentionConfig,
+    ConfigError,
+    InputDtypeError,
+    InputShapeError,
+    ParamSpec,
+    WeightLoadError,
+    make_divisible,
+    reduced_channels,
 )
+from .split_attn import SplitAttnConfig
 
 __all__ = [
     "AttentionConfig", "ParamSpec", "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
@@ -37,6 +48,8 @@ __all__ = [
     "NonLocalAttnConfig", "BatNonLocalAttnConfig",
     "CoordAttnConfig", "SimpleCoordAttnConfig", "EfficientLocalAttnConfig", "StripAttnConfig", "COORD_PRESETS",
     "SelectiveKernelConfig", "SplitAttnConfig",
+    "EffectiveSEConfig", "ECAMConfig", "CECAConfig", "LightCBAMConfig",
+    "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
     "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",
     "FRAMEWORKS", "native_location", "to_native", "from_native", "bn_momentum_for",

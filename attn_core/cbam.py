@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from . import ops
 from .autodiff import Node
@@ -19,6 +19,7 @@ from .spec import (
     AttentionConfig,
     ConfigError,
     ParamSpec,
+    WeightLoadError,
     check_choice,
     check_odd_kernel,
     check_positive_int,
@@ -27,7 +28,8 @@ from .spec import (
     subtree,
 )
 
-__all__ = ["ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "CBAM_PRESETS", "SPATIAL_ORDERS"]
+__all__ = ["ChannelAttentionConfig", "SpatialAttentionConfig", "CBAMConfig", "CBAM_PRESETS", "SPATIAL_ORDERS",
+           "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm"]
 
 # Which pooled map comes first in the 2-channel input of the spatial convolution. Input channel 0 of
 # ``conv.weight`` multiplies the first one. The seed articles and timm: mean first; the authors' code: max first.
@@ -46,19 +48,19 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def check_spatial_kernel_memory(module: str, kernel_size: int) -> None:
-    """Refuse a spatial kernel whose ``2 * k * k`` float64 weights exceed physical memory, before anything allocates
-    them: such a module could never be built (k = 100001 asked for 80 GB before failing). A kernel larger than the
-    map stays allowed, as any that fits."""
+def check_spatial_kernel_memory(module: str, kernel_size: int, in_channels: int = 2) -> None:
+    """Refuse a spatial kernel whose ``in_channels * k * k`` float64 weights (2 pooled maps in CBAM) exceed physical
+    memory, before anything allocates them: such a module could never be built (k = 100001 asked for 80 GB before
+    failing). A kernel larger than the map stays allowed, as any that fits."""
     memory = physical_memory_bytes()
-    need = 2 * kernel_size * kernel_size * _WEIGHT_BYTES
+    need = in_channels * kernel_size * kernel_size * _WEIGHT_BYTES
     if memory is None or need <= memory:
         return
-    k_max = int((memory // (2 * _WEIGHT_BYTES)) ** 0.5)
+    k_max = int((memory // (in_channels * _WEIGHT_BYTES)) ** 0.5)
     k_max -= 1 - k_max % 2  # the largest odd k whose weights fit
-    raise ConfigError(f"{module}: kernel_size {kernel_size} needs {need:,} bytes for its 2 x {kernel_size} x "
-                      f"{kernel_size} float64 weights, more than this machine's {memory:,} bytes of memory; "
-                      f"accepted: odd kernel sizes up to {k_max}")
+    raise ConfigError(f"{module}: kernel_size {kernel_size} needs {need:,} bytes for its {in_channels} x "
+                      f"{kernel_size} x {kernel_size} float64 weights, more than this machine's {memory:,} bytes "
+                      f"of memory; accepted: odd kernel sizes up to {k_max}")
 
 
 def _check_bn(module: str, eps: float, momentum: float) -> None:
@@ -202,6 +204,61 @@ CBAM_PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     # the authors' code (Jongchan/attention-module): Linear with bias, cat([max, mean]), conv + BatchNorm
     "original": MappingProxyType(dict(rd_divisor=None, mlp_bias=True, spatial_order="max_mean", spatial_norm=True)),
 })
+
+
+#: CBAM's spatial parameters (with ``spatial_norm``, as in the 'timm' preset) -> the name timm's ``CbamModule`` gives
+#: them in its ``state_dict``: timm's spatial half keeps its convolution and BatchNorm in one ``ConvNormAct``
+#: (``spatial.conv``), the project's side by side, which its checkpoints and models already use. torch's BatchNorm
+#: counter is included, as both ``state_dict`` hold it.
+CBAM_TIMM_KEYS: Mapping[str, str] = MappingProxyType({
+    "spatial.conv.weight": "spatial.conv.conv.weight",
+    "spatial.bn.weight": "spatial.conv.bn.weight",
+    "spatial.bn.bias": "spatial.conv.bn.bias",
+    "spatial.bn.running_mean": "spatial.conv.bn.running_mean",
+    "spatial.bn.running_var": "spatial.conv.bn.running_var",
+    "spatial.bn.num_batches_tracked": "spatial.conv.bn.num_batches_tracked",
+})
+
+_V = TypeVar("_V")
+
+
+def _rename(state_dict: Mapping[str, _V], mapping: Mapping[str, str], other: Mapping[str, str],
+            direction: str) -> dict[str, _V]:
+    """``state_dict`` with every key that is, or ends in ``.`` + , a key of ``mapping`` renamed to its value (so
+    that a CBAM inside a model is renamed under its prefix); a key already named as ``mapping``'s values (the
+    other convention) is refused with every such key listed, as is a rename onto a key that is already there."""
+    out: dict[str, _V] = {}
+    wrong: list[str] = []
+    for key, value in state_dict.items():
+        new = key
+        for src, dst in mapping.items():
+            if key == src or key.endswith("." + src):
+                new = key[:len(key) - len(src)] + dst
+                break
+        else:
+            if any(key == o or key.endswith("." + o) for o in other):
+                wrong.append(key)
+        if new in out:
+            wrong.append(key)
+        out[new] = value
+    if wrong:
+        # listed as unexpected: already named the other way, or a second key onto one name
+        raise WeightLoadError(f"CBAM (key map {direction})", [], wrong, [])
+    return out
+
+
+def cbam_keys_from_timm(state_dict: Mapping[str, _V]) -> dict[str, _V]:
+    """A ``state_dict`` (or canonical weights) of timm's ``CbamModule``, or of a model holding it, with the project's
+    names: ``spatial.conv.conv.*`` -> ``spatial.conv.*``, ``spatial.conv.bn.*`` -> ``spatial.bn.*``
+    (:data:`CBAM_TIMM_KEYS`); every other key is kept. The result loads strictly into the project's
+    ``CBAM(C, **CBAM_PRESETS['timm'])``; a key already in the project's spatial names is a :class:`WeightLoadError`
+    listing it."""
+    return _rename(state_dict, {v: k for k, v in CBAM_TIMM_KEYS.items()}, CBAM_TIMM_KEYS, "from timm")
+
+
+def cbam_keys_to_timm(state_dict: Mapping[str, _V]) -> dict[str, _V]:
+    """The inverse of :func:`cbam_keys_from_timm`: the project's CBAM names -> timm's ``CbamModule`` names."""
+    return _rename(state_dict, CBAM_TIMM_KEYS, {v: k for k, v in CBAM_TIMM_KEYS.items()}, "to timm")
 
 
 @dataclass(frozen=True)

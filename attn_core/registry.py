@@ -7,13 +7,16 @@ from types import MappingProxyType
 from typing import Any
 
 from .cbam import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
+from .cbam_variants import LightCBAMConfig
 from .eca import ECAConfig
+from .eca_variants import CECAConfig, ECAMConfig
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .se import SEConfig
+from .se_variants import EffectiveSEConfig
 from .selective_kernel import SelectiveKernelConfig
 from .simam import SimAMConfig
-from .split_attn import SplitAttnConfig
 from .spec import AttentionConfig, ConfigError
+from .split_attn import SplitAttnConfig
 
 __all__ = ["CONFIGS", "create_config", "resolve_name"]
 
@@ -24,6 +27,10 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "sa": SpatialAttentionConfig,
     "cbam": CBAMConfig,
     "simam": SimAMConfig,
+    "ese": EffectiveSEConfig,
+    "ecam": ECAMConfig,
+    "ceca": CECAConfig,
+    "lcbam": LightCBAMConfig,
     "sk": SelectiveKernelConfig,
     "splat": SplitAttnConfig,
     "nl": NonLocalAttnConfig,
