@@ -8,6 +8,7 @@ from typing import Any
 
 from .cbam import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 from .cbam_variants import LightCBAMConfig
+from .coord_attn import CoordAttnConfig, EfficientLocalAttnConfig, SimpleCoordAttnConfig, StripAttnConfig
 from .eca import ECAConfig
 from .eca_variants import CECAConfig, ECAMConfig
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
@@ -27,6 +28,10 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "sa": SpatialAttentionConfig,
     "cbam": CBAMConfig,
     "simam": SimAMConfig,
+    "coord": CoordAttnConfig,
+    "scoord": SimpleCoordAttnConfig,
+    "ela": EfficientLocalAttnConfig,
+    "strip": StripAttnConfig,
     "ese": EffectiveSEConfig,
     "ecam": ECAMConfig,
     "ceca": CECAConfig,

@@ -13,6 +13,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .checkpoint import load_checkpoint, save_checkpoint
+from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .densenet import SEDenseNet
 from .eca import ECAModule
 from .mobilenetv2 import ECAMobileNetV2
@@ -27,6 +28,7 @@ from .weights import export_weights, load_weights
 FRAMEWORK = "flax"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
+           "CoordAttn", "SimpleCoordAttn", "EfficientLocalAttn", "StripAttn",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

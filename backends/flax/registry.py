@@ -10,12 +10,14 @@ from attn_core import resolve_name
 
 from ._base import AttentionModule
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .eca import ECAModule
 from .se import SEModule
 from .simam import SimAM
 
 ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "se": SEModule, "eca": ECAModule, "ca": ChannelAttention, "sa": SpatialAttention, "cbam": CBAM,
+    "coord": CoordAttn, "scoord": SimpleCoordAttn, "ela": EfficientLocalAttn, "strip": StripAttn,
     "simam": SimAM,
 })
 
