@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from attn_core import CBAM_PRESETS, CONFIGS, AttentionConfig, create_config
+from attn_core import CBAM_PRESETS, CONFIGS, COORD_PRESETS, AttentionConfig, create_config
 
 from .tolerances import Tolerance, tolerance_for
 
@@ -98,6 +98,7 @@ def _c(module: str, case_id: str, shape: tuple[int, int, int, int], note: str = 
 _ARTICLE = dict(CBAM_PRESETS["article"])
 _TIMM = dict(CBAM_PRESETS["timm"])
 _ORIGINAL = dict(CBAM_PRESETS["original"])
+_COORD_PAPER = dict(COORD_PRESETS["paper"])
 
 CASES: tuple[Case, ...] = (
     # SE
@@ -133,6 +134,32 @@ CASES: tuple[Case, ...] = (
     _c("simam", "1x1", (2, 4, 1, 1), "H*W = 1: gate sigmoid(0.5), no NaN"),
     _c("simam", "1x6-b1", (1, 3, 1, 6), "a single row"),
     _c("simam", "lambda0.1", (2, 5, 4, 4), "the authors' ImageNet lambda", e_lambda=0.1),
+    # timm's CoordAttn
+    _c("coord", "c64-timm", (2, 64, 7, 5), "timm defaults: rd 8, no conv bias, BatchNorm on running statistics"),
+    _c("coord", "c48-train", (3, 48, 6, 5), "BatchNorm on batch statistics over N * (H + W)", training=True),
+    _c("coord", "c40-paper-b1", (1, 40, 5, 8), "the authors' code: max(8, C // 32) = 8, conv biases",
+       **_COORD_PAPER),
+    _c("coord", "c24-1x1-train", (1, 24, 1, 1), "batch 1 at 1x1 trains: the BatchNorm sees N * (H + W) = 2 values",
+       training=True),
+    _c("coord", "c16-skip", (2, 16, 4, 9), "no norm, silu, hard sigmoid, skip", norm_layer=None, act_layer="silu",
+       gate_layer="hard_sigmoid", has_skip=True),
+    # timm's SimpleCoordAttn
+    _c("scoord", "c32-timm", (2, 32, 7, 5), "timm defaults: Linear with bias, rd 8, silu"),
+    _c("scoord", "c12-b1", (1, 12, 3, 8), "batch 1, H != W: the H and W heads cannot be swapped"),
+    _c("scoord", "c8-1x1-skip", (2, 8, 1, 1), "1x1, no bias, hard swish, hard sigmoid, skip", bias=False,
+       act_layer="hard_swish", gate_layer="hard_sigmoid", has_skip=True),
+    # timm's EfficientLocalAttn
+    _c("ela", "c16-k7-3x5", (2, 16, 3, 5), "timm defaults; the 7-tap kernel is longer than both strips"),
+    _c("ela", "c32-g16-b1", (1, 32, 6, 9), "the paper's GroupNorm(16, C) and no activation", norm_groups=16,
+       act_layer=None),
+    _c("ela", "c8-k3-bias-1x1", (2, 8, 1, 1), "1x1: one-value strips, conv bias", kernel_size=3, bias=True),
+    _c("ela", "c12-nonorm-skip", (2, 12, 5, 4), "no norm, hard swish, skip", norm_layer=None,
+       act_layer="hard_swish", has_skip=True),
+    # timm's StripAttn
+    _c("strip", "c8-k3", (2, 8, 7, 5), "timm defaults"),
+    _c("strip", "c6-k5-bias-b1", (1, 6, 3, 4), "kernel longer than the H strip, conv bias", kernel_size=5, bias=True),
+    _c("strip", "c4-noconv-1x1", (2, 4, 1, 1), "use_conv=False: no parameters, 1x1", use_conv=False),
+    _c("strip", "c5-hsig-skip", (2, 5, 4, 6), "hard sigmoid, skip", gate_layer="hard_sigmoid", has_skip=True),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))

@@ -61,10 +61,13 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
     "channel_out": "CBAM: x * channel_gate, the input of the spatial attention, (N, C, H, W)",
     "spatial_gate": "CBAM: the spatial attention map gate(conv(cat(mean_c, max_c))) of channel_out, (N, 1, H, W); a "
                     "submodule returning channel_out * map is compared with the output",
+    "gate_h": "CoordAttn, EfficientLocalAttn: the height gate, a function of the strip pooled over W, (N, C, H, 1)",
+    "gate_w": "CoordAttn, EfficientLocalAttn: the width gate, a function of the strip pooled over H, (N, C, 1, W)",
 })
 #: how a tap is named in a diagnosis
 TAP_STAGES: Mapping[str, str] = MappingProxyType({
-    "gate": "gate", "channel_gate": "channel map", "channel_out": "channel output", "spatial_gate": "spatial map"})
+    "gate": "gate", "channel_gate": "channel map", "channel_out": "channel output", "spatial_gate": "spatial map",
+    "gate_h": "height gate", "gate_w": "width gate"})
 #: gate tap -> the tensor it produces by multiplying its input ('output': the module's output)
 _GATED: Mapping[str, str] = MappingProxyType({"gate": "output", "channel_gate": "channel_out",
                                               "spatial_gate": "output"})

@@ -25,6 +25,7 @@ import conformance
 from attn_core import (
     CBAM_PRESETS,
     CBAMConfig,
+    CoordAttnConfig,
     ECAConfig,
     SEConfig,
     SimAMConfig,
@@ -370,7 +371,8 @@ def test_user_errors_raise_before_running():
 
 def test_tap_meanings_cover_every_reference_tap():
     names = set()
-    for spec in (SEConfig(16), ECAConfig(16), CBAMConfig(16), SimAMConfig(), SpatialAttentionConfig()):
+    for spec in (SEConfig(16), ECAConfig(16), CBAMConfig(16), SimAMConfig(), SpatialAttentionConfig(),
+                 CoordAttnConfig(16)):
         case = cases_for(spec)[0]
         w, x, _ = case.data()
         names |= set(reference_taps(spec, w, x)) - {"output"}
