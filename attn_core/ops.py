@@ -18,8 +18,8 @@ from .autodiff import Node
 __all__ = [
     "constant", "add", "sub", "mul", "div", "scale", "add_scalar", "square", "sqrt",
     "relu", "sigmoid", "silu", "hard_sigmoid", "hard_swish", "exp", "tanh", "activation",
-    "mean", "sum", "amax", "softmax", "concat", "reshape", "transpose", "take", "split", "repeat_nearest",
-    "pad", "conv2d", "max_pool2d", "avg_pool2d", "linear", "matmul",
+    "mean", "sum", "amax", "softmax", "concat", "reshape", "transpose", "take", "split",
+    "nearest_indices", "repeat_nearest", "pad", "conv2d", "max_pool2d", "avg_pool2d", "linear", "matmul",
     "batch_norm", "BatchStats", "record_batch_stats", "running_stats_update", "normalize", "group_norm",
 ]
 
@@ -219,12 +219,27 @@ def split(a: Node, sections: int, axis: int) -> list[Node]:
     return [take(a, axis, i * step, (i + 1) * step) for i in range(sections)]
 
 
+def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
+    """The input index each of ``size_out`` outputs reads in torch's ``F.interpolate(mode='nearest')``: itself when
+    the sizes are equal, ``i >> 1`` at twice the size, else ``min(floor(i * s), in - 1)`` with ``s = in / out`` and
+    the product both in float32, as torch computes float32 and half inputs. That is floor(i * in / out) except where
+    float32 rounds an exact integer down: in = 26, out = 44 gives output 22 input 12, not 13. (torch's float64
+    kernel rounds differently for some outputs over 128 long, e.g. 50 -> 198: there its index can differ by one.)"""
+    i = np.arange(size_out)
+    if size_out == size_in:
+        return i
+    if size_out == 2 * size_in:
+        return i >> 1
+    scale = np.float32(size_in) / np.float32(size_out)
+    return np.minimum(np.floor(i.astype(np.float32) * scale).astype(np.int64), size_in - 1)
+
+
 def repeat_nearest(a: Node, size: tuple[int, int]) -> Node:
     """Nearest-neighbour resize of the last two axes to ``size``, as torch's ``F.interpolate(mode='nearest')``:
-    output index i reads input index floor(i * in / out)."""
+    output index i reads input index :func:`nearest_indices` (floor(i * in / out) up to torch's float32 rounding)."""
     h, w = a.shape[-2:]
-    rows = (np.arange(size[0]) * h) // size[0]
-    cols = (np.arange(size[1]) * w) // size[1]
+    rows = nearest_indices(h, size[0])
+    cols = nearest_indices(w, size[1])
     shape = a.shape
 
     def vjp(g: np.ndarray) -> tuple[np.ndarray]:

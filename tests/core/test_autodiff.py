@@ -495,6 +495,16 @@ def test_repeat_nearest_by_hand():
     assert_vjp_matches_fd(lambda x: ops.repeat_nearest(x, (7, 4)), [small])
 
 
+def test_nearest_indices_round_as_torch_in_float32():
+    # exact floor(i * in / out) except where float32 rounds it down: 22 * (26 / 44) = 13 exactly, 12.999999 in float32
+    np.testing.assert_array_equal(ops.nearest_indices(3, 7), [0, 0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(ops.nearest_indices(4, 8), np.arange(8) >> 1)
+    got = ops.nearest_indices(26, 44)
+    assert got[22] == 12 and (22 * 26) // 44 == 13
+    exact = (np.arange(44) * 26) // 44
+    assert [i for i in range(44) if got[i] != exact[i]] == [22]
+
+
 def test_pad_constant_and_circular():
     a = np.arange(1.0, 5.0).reshape(1, 4)
     np.testing.assert_array_equal(ops.pad(Node(a), ((0, 0), (1, 2))).value, [[0, 1, 2, 3, 4, 0, 0]])
