@@ -231,7 +231,7 @@ def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
     if size_out == 2 * size_in:
         return np.asarray(i // 2)
     scale = np.float32(size_in) / np.float32(size_out)
-    return np.minimum(np.floor(i.astype(np.float32) * scale).astype(np.int64), size_in - 1)
+    return np.asarray(np.minimum(np.floor(i.astype(np.float32) * scale).astype(np.int64), size_in - 1))
 
 
 def repeat_nearest(a: Node, size: tuple[int, int]) -> Node:
