@@ -11,6 +11,8 @@ from .cbam_variants import LightCBAMConfig
 from .coord_attn import CoordAttnConfig, EfficientLocalAttnConfig, SimpleCoordAttnConfig, StripAttnConfig
 from .eca import ECAConfig
 from .eca_variants import CECAConfig, ECAMConfig
+from .gather_excite import GatherExciteConfig
+from .global_context import GlobalContextAddConfig, GlobalContextConfig
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .se import SEConfig
 from .se_variants import EffectiveSEConfig
@@ -40,6 +42,9 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "splat": SplitAttnConfig,
     "nl": NonLocalAttnConfig,
     "bat": BatNonLocalAttnConfig,
+    "ge": GatherExciteConfig,
+    "gc": GlobalContextConfig,
+    "gca": GlobalContextAddConfig,
 })
 
 _ALIASES = MappingProxyType({"channel": "ca", "spatial": "sa", "channel_attention": "ca",
