@@ -13,12 +13,14 @@ from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .eca import ECAModule
 from .se import SEModule
+from .selective_kernel import SelectiveKernel
 from .simam import SimAM
+from .split_attn import SplitAttn
 
 ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "se": SEModule, "eca": ECAModule, "ca": ChannelAttention, "sa": SpatialAttention, "cbam": CBAM,
     "coord": CoordAttn, "scoord": SimpleCoordAttn, "ela": EfficientLocalAttn, "strip": StripAttn,
-    "simam": SimAM,
+    "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
 })
 
 

@@ -16,13 +16,16 @@ from .models import MODELS, create_model
 from .registry import ATTN_LAYERS, create_attn
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule
+from .selective_kernel import SelectiveKernel
 from .simam import SimAM
+from .split_attn import SplitAttn
 from .towernet import TowerNet
 from .weights import export_weights, load_weights
 
 FRAMEWORK = "paddle"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
+           "SelectiveKernel", "SplitAttn",
            "CoordAttn", "SimpleCoordAttn", "EfficientLocalAttn", "StripAttn",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK",
