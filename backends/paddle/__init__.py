@@ -13,6 +13,7 @@ from .densenet import SEDenseNet
 from .eca import ECAModule
 from .mobilenetv2 import ECAMobileNetV2
 from .models import MODELS, create_model
+from .non_local import BatNonLocalAttn, NonLocalAttn
 from .registry import ATTN_LAYERS, create_attn
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule
@@ -28,5 +29,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "SelectiveKernel", "SplitAttn",
            "CoordAttn", "SimpleCoordAttn", "EfficientLocalAttn", "StripAttn",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
-           "FRAMEWORK",
+           "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

@@ -12,6 +12,7 @@ from ._base import AttentionModule
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .eca import ECAModule
+from .non_local import BatNonLocalAttn, NonLocalAttn
 from .se import SEModule
 from .selective_kernel import SelectiveKernel
 from .simam import SimAM
@@ -21,6 +22,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "se": SEModule, "eca": ECAModule, "ca": ChannelAttention, "sa": SpatialAttention, "cbam": CBAM,
     "coord": CoordAttn, "scoord": SimpleCoordAttn, "ela": EfficientLocalAttn, "strip": StripAttn,
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
+    "nl": NonLocalAttn, "bat": BatNonLocalAttn,
 })
 
 
