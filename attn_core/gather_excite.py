@@ -254,19 +254,22 @@ class GatherExciteConfig(AttentionConfig):
                 g = ops.add(ops.scale(g, 0.5), ops.scale(ops.amax(x, (2, 3)), 0.5))
             return g
         k, s, p = self.pool_geometry
-        g = ops.div(ops.scale(ops.avg_pool2d(x, k, s, p), float(k * k)), ops.constant(self._counts(x.shape, k, s, p)))
+        counts = ops.constant(self.pool_counts(x.shape[2], x.shape[3]))
+        g = ops.div(ops.scale(ops.avg_pool2d(x, k, s, p), float(k * k)), counts)
         if self.add_maxpool:
             g = ops.add(ops.scale(g, 0.5), ops.scale(ops.max_pool2d(x, k, s, p), 0.5))
         return g
 
-    @staticmethod
-    def _counts(shape: tuple[int, ...], k: int, s: int, p: int) -> np.ndarray:
-        """The number of input (not padding) positions in each pooling window: (1, 1, h, w)."""
+    def pool_counts(self, h: int, w: int) -> np.ndarray:
+        """The number of input (not padding) positions in each window of the parameter-free gather with extent e on
+        an h x w map: (1, 1, ceil(h / e), ceil(w / e)), the divisors of ``count_include_pad=False``."""
+        k, s, p = self.pool_geometry
+
         def axis(n: int) -> np.ndarray:
             starts = np.arange((n + 2 * p - k) // s + 1) * s - p
             return np.asarray(np.minimum(starts + k, n) - np.maximum(starts, 0))
 
-        return np.asarray(np.outer(axis(shape[2]), axis(shape[3])), dtype=np.float64)[None, None]
+        return np.asarray(np.outer(axis(h), axis(w)), dtype=np.float64)[None, None]
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:

@@ -11,6 +11,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .densenet import SEDenseNet
 from .eca import ECAModule
+from .gather_excite import GatherExcite
+from .global_context import GlobalContext, GlobalContextAdd
 from .mobilenetv2 import ECAMobileNetV2
 from .models import MODELS, create_model
 from .non_local import BatNonLocalAttn, NonLocalAttn
@@ -30,4 +32,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "CoordAttn", "SimpleCoordAttn", "EfficientLocalAttn", "StripAttn",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
+           "GatherExcite", "GlobalContext", "GlobalContextAdd",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

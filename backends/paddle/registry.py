@@ -12,6 +12,8 @@ from ._base import AttentionModule
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .eca import ECAModule
+from .gather_excite import GatherExcite
+from .global_context import GlobalContext, GlobalContextAdd
 from .non_local import BatNonLocalAttn, NonLocalAttn
 from .se import SEModule
 from .selective_kernel import SelectiveKernel
@@ -23,6 +25,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "coord": CoordAttn, "scoord": SimpleCoordAttn, "ela": EfficientLocalAttn, "strip": StripAttn,
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,
+    "ge": GatherExcite, "gc": GlobalContext, "gca": GlobalContextAdd,
 })
 
 
