@@ -7,10 +7,12 @@ except ImportError as err:  # pragma: no cover - depends on the environment
                       "pip install 'attn-modules[paddle]'") from err
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .cbam_variants import LightCbamModule
 from .checkpoint import load_checkpoint, save_checkpoint
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .densenet import SEDenseNet
 from .eca import ECAModule
+from .eca_variants import CecaModule, EcaMlpModule
 from .gather_excite import GatherExcite
 from .global_context import GlobalContext, GlobalContextAdd
 from .mobilenetv2 import ECAMobileNetV2
@@ -19,6 +21,7 @@ from .non_local import BatNonLocalAttn, NonLocalAttn
 from .registry import ATTN_LAYERS, create_attn
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule
+from .se_variants import EffectiveSEModule
 from .selective_kernel import SelectiveKernel
 from .simam import SimAM
 from .split_attn import SplitAttn
@@ -28,6 +31,7 @@ from .weights import export_weights, load_weights
 FRAMEWORK = "paddle"
 
 __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
+           "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule",
            "SelectiveKernel", "SplitAttn",
            "CoordAttn", "SimpleCoordAttn", "EfficientLocalAttn", "StripAttn",
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",

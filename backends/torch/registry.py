@@ -10,18 +10,22 @@ from attn_core import resolve_name
 
 from ._base import AttentionModule
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .cbam_variants import LightCbamModule
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .eca import ECAModule
+from .eca_variants import CecaModule, EcaMlpModule
 from .gather_excite import GatherExcite
 from .global_context import GlobalContext, GlobalContextAdd
 from .non_local import BatNonLocalAttn, NonLocalAttn
 from .se import SEModule
+from .se_variants import EffectiveSEModule
 from .selective_kernel import SelectiveKernel
 from .simam import SimAM
 from .split_attn import SplitAttn
 
 ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "se": SEModule, "eca": ECAModule, "ca": ChannelAttention, "sa": SpatialAttention, "cbam": CBAM,
+    "ese": EffectiveSEModule, "ecam": EcaMlpModule, "ceca": CecaModule, "lcbam": LightCbamModule,
     "coord": CoordAttn, "scoord": SimpleCoordAttn, "ela": EfficientLocalAttn, "strip": StripAttn,
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,

@@ -1,0 +1,31 @@
+"""Effective Squeeze-Excitation in Paddle. The math and its documentation: :class:`attn_core.EffectiveSEConfig`."""
+
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+from attn_core import EffectiveSEConfig
+
+from ._base import AttentionModule
+from ._ops import ACTIVATIONS, amax, compute_dtype_of, conv_as, mean_hw
+
+
+class EffectiveSEModule(AttentionModule):
+    __doc__ = EffectiveSEConfig.__doc__
+
+    def __init__(self, channels: int, add_maxpool: bool = False, gate_layer: str = "hard_sigmoid") -> None:
+        super().__init__()
+        self.config = cfg = EffectiveSEConfig(channels, add_maxpool, gate_layer)
+        self.fc = nn.Conv2D(cfg.channels, cfg.channels, 1)
+        self._gate = ACTIVATIONS[cfg.gate_layer]
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        self.check_input(x)
+        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
+        xc = x if compute is None else x.astype(compute)
+        s = mean_hw(xc)
+        if self.config.add_maxpool:
+            s = 0.5 * s + 0.5 * amax(xc, [2, 3])
+        y = xc * self._gate(conv_as(self.fc, s, compute))
+        return y if compute is None else y.astype(x.dtype)
