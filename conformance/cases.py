@@ -134,6 +134,27 @@ CASES: tuple[Case, ...] = (
     _c("simam", "1x1", (2, 4, 1, 1), "H*W = 1: gate sigmoid(0.5), no NaN"),
     _c("simam", "1x6-b1", (1, 3, 1, 6), "a single row"),
     _c("simam", "lambda0.1", (2, 5, 4, 4), "the authors' ImageNet lambda", e_lambda=0.1),
+    # timm's EffectiveSEModule
+    _c("ese", "c16", (2, 16, 7, 5), "timm defaults: C -> C with bias, hard sigmoid"),
+    _c("ese", "c8-maxpool-b1", (1, 8, 4, 7), "add_maxpool: 0.5 mean + 0.5 max", add_maxpool=True),
+    _c("ese", "c6-sigmoid-1x1", (3, 6, 1, 1), "sigmoid gate, 1x1 spatial", gate_layer="sigmoid"),
+    # timm's EcaModule(use_mlp=True)
+    _c("ecam", "c88-rd16", (2, 88, 5, 3), "make_divisible(11, 8) = 16: rounding to 8 loses over 10 %"),
+    _c("ecam", "c128-k5-b1", (1, 128, 3, 4), "Eq. 9 gives t = 4 (even) -> k = 5"),
+    _c("ecam", "c12-k9-silu", (2, 12, 3, 3), "kernel wider than half the channels, silu, hard sigmoid, rd 3",
+       kernel_size=9, act_layer="silu", gate_layer="hard_sigmoid", rd_channels=3),
+    _c("ecam", "c16-1x1", (2, 16, 1, 1), "1x1 spatial"),
+    # timm's CecaModule
+    _c("ceca", "c16-k3", (2, 16, 7, 5), "Eq. 9 gives 3: channels 15 and 0 are neighbours"),
+    _c("ceca", "c128-k5-bias-b1", (1, 128, 4, 3), "act_layer given: a conv bias, no activation", act_layer="relu"),
+    _c("ceca", "c4-k9-wrap", (2, 4, 3, 5), "padding 4 = C: the row wraps around entirely", kernel_size=9),
+    _c("ceca", "c3-hsig-1x1", (2, 3, 1, 1), "hard sigmoid, 1x1 spatial", gate_layer="hard_sigmoid"),
+    # timm's LightCbamModule
+    _c("lcbam", "c32-eval", (2, 32, 7, 5), "timm defaults, BatchNorm on running statistics"),
+    _c("lcbam", "c32-train", (2, 32, 7, 5), "BatchNorm on batch statistics", training=True),
+    _c("lcbam", "c8-bias-k3-b1", (1, 8, 5, 6), "MLP biases, 3x3, batch 1", mlp_bias=True, spatial_kernel_size=3),
+    _c("lcbam", "c24-2x3-train", (3, 24, 2, 3), "7x7 kernel wider than the map, training", training=True),
+    _c("lcbam", "c16-silu-1x1", (2, 16, 1, 1), "silu, 1x1 spatial", act_layer="silu"),
     # timm's CoordAttn
     _c("coord", "c64-timm", (2, 64, 7, 5), "timm defaults: rd 8, no conv bias, BatchNorm on running statistics"),
     _c("coord", "c48-train", (3, 48, 6, 5), "BatchNorm on batch statistics over N * (H + W)", training=True),

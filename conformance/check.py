@@ -56,11 +56,13 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
     "gate": "the gate the module multiplies its input by: (N, C, 1, 1) for SE, ECA and channel attention, "
             "(N, 1, H, W) for spatial attention, (N, C, H, W) for SimAM; a submodule returning x * gate (the "
             "module's output) is compared with the output",
-    "channel_gate": "CBAM: the channel attention map gate(mlp(mean_hw x) + mlp(max_hw x)), (N, C, 1, 1); a "
-                    "submodule returning x * map is compared with 'channel_out'",
-    "channel_out": "CBAM: x * channel_gate, the input of the spatial attention, (N, C, H, W)",
-    "spatial_gate": "CBAM: the spatial attention map gate(conv(cat(mean_c, max_c))) of channel_out, (N, 1, H, W); a "
-                    "submodule returning channel_out * map is compared with the output",
+    "channel_gate": "CBAM: the channel attention map gate(mlp(mean_hw x) + mlp(max_hw x)), (N, C, 1, 1) "
+                    "(LightCbamModule: sigmoid(mlp(0.5 mean_hw x + 0.5 max_hw x))); a submodule returning x * map "
+                    "is compared with 'channel_out'",
+    "channel_out": "CBAM, LightCbamModule: x * channel_gate, the input of the spatial attention, (N, C, H, W)",
+    "spatial_gate": "CBAM: the spatial attention map gate(conv(cat(mean_c, max_c))) of channel_out, (N, 1, H, W) "
+                    "(LightCbamModule: sigmoid(bn(conv(0.5 mean_c + 0.5 max_c)))); a submodule returning "
+                    "channel_out * map is compared with the output",
     "gate_h": "CoordAttn, EfficientLocalAttn: the height gate, a function of the strip pooled over W, (N, C, H, 1)",
     "gate_w": "CoordAttn, EfficientLocalAttn: the width gate, a function of the strip pooled over H, (N, C, 1, W)",
 })
