@@ -34,6 +34,9 @@ class FrameworkInfo:
     #: the leaf of a BatchNorm buffer it keeps beside the running statistics, which no forward pass reads and the
     #: canonical weights therefore leave out
     bn_counter: str | None = None
+    #: its ReLU and hard-sigmoid backward multiply the incoming gradient by their 0/1 mask instead of selecting it,
+    #: so an infinite gradient where the activation is flat becomes NaN (0 * inf) where a selecting one gives 0
+    grad_mask_multiplies: bool = False
 
     @property
     def extra(self) -> str:
@@ -59,7 +62,7 @@ FRAMEWORK_INFO: Mapping[str, FrameworkInfo] = MappingProxyType({
     "paddle": FrameworkInfo("paddle", "PaddlePaddle", ("paddle",), "NCHW", "eager",
                             MappingProxyType({"eager": "eager", "compiled": "to_static"}),
                             MappingProxyType({"eager": "Paddle dygraph", "compiled": "paddle.jit.to_static"}),
-                            (".pdparams",)),
+                            (".pdparams",), grad_mask_multiplies=True),
     # Flax users run under jax.jit; op-by-op execution (jax.disable_jit) is the comparison row
     "flax": FrameworkInfo("flax", "JAX/Flax", ("jax", "flax"), "NHWC", "compiled",
                           MappingProxyType({"eager": "eager", "compiled": "jax.jit"}),

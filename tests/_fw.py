@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from attn_core.frameworks import FRAMEWORK_INFO, FRAMEWORKS
-from conformance.runners import get_runner
+from conformance.runners import Runner, get_runner
 
-__all__ = ["FRAMEWORKS", "backend", "tensor", "nchw_to_native", "call", "to_numpy"]
+__all__ = ["FRAMEWORKS", "backend", "runner", "tensor", "nchw_to_native", "call", "to_numpy"]
 
 
 def backend(fw: str) -> Any:
@@ -21,6 +21,12 @@ def backend(fw: str) -> Any:
     if missing:
         pytest.skip(f"{missing[0]} not installed")
     return get_runner(fw).backend()
+
+
+def runner(fw: str) -> Runner:
+    """The framework's runner (the adapter), or a pytest skip naming what is missing."""
+    backend(fw)
+    return get_runner(fw)
 
 
 def tensor(fw: str, array: np.ndarray, dtype: str | None = None) -> Any:

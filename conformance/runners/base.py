@@ -6,10 +6,12 @@ path, so a project module is simply a wrapped module whose parameter map is empt
 framework's default place and layout).
 
 A runner is also the project's one adapter to its framework beyond the suite: NumPy in and out
-(:meth:`Runner.tensor`, :meth:`Runner.to_numpy`), building and loading the project's models
-(:meth:`Runner.build_model`), an eval forward (:meth:`Runner.forward`), submodule outputs (:meth:`Runner.capture`)
-and checkpoint files (:meth:`Runner.read_checkpoint`, :meth:`Runner.write_checkpoint`). Its name, packages, layout
-and modes are ``attn_core.frameworks``' table.
+(:meth:`Runner.tensor`, :meth:`Runner.to_numpy`), building, loading and exporting the project's models
+(:meth:`Runner.build_model`, :meth:`Runner.load`, :meth:`Runner.export_weights`), an eval forward
+(:meth:`Runner.forward`) and a training one (:meth:`Runner.train_forward`, :meth:`Runner.seed`), submodule outputs
+(:meth:`Runner.capture`), the project's canonical checkpoints (:meth:`Runner.save_checkpoint`,
+:meth:`Runner.load_checkpoint`) and the framework's own checkpoint files (:meth:`Runner.read_checkpoint`,
+:meth:`Runner.write_checkpoint`). Its name, packages, layout and modes are ``attn_core.frameworks``' table.
 """
 
 from __future__ import annotations
@@ -78,9 +80,9 @@ class Runner:
     """Runs modules of one framework on NumPy data, eagerly or compiled: the project's adapter to the framework.
 
     Subclasses set ``framework`` (a name of ``attn_core.frameworks``, whose table gives ``requires``,
-    ``default_layout``, ``default_mode`` and the mode labels) and implement :meth:`_native_entries`,
-    :meth:`_backend_loaded`, :meth:`_execute`, :meth:`load`, :meth:`tensor`, :meth:`to_numpy`, :meth:`owns`,
-    :meth:`forward` and the checkpoint methods.
+    ``default_layout``, ``default_mode`` and the mode labels) and implement :meth:`native_entries`,
+    :meth:`_backend_loaded`, :meth:`_execute`, :meth:`_cast` (or :meth:`load`), :meth:`tensor`, :meth:`to_numpy`,
+    :meth:`owns`, :meth:`forward`, :meth:`train_forward`, :meth:`seed` and the checkpoint methods.
     """
 
     framework: str = ""
@@ -188,7 +190,7 @@ class Runner:
             param_map = {}
         if not isinstance(param_map, Mapping):
             raise TypeError(f"param_map must be a mapping of canonical names, got {type(param_map).__name__}")
-        entries = self._native_entries(module, variables)  # native name -> (shape, natively trainable)
+        entries = self.native_entries(module, variables)  # native name -> (shape, natively trainable)
         label = f"{type(module).__name__} ({self.framework})"
         bindings = bind(self.framework, config, param_map, entries, label)
         return Handle(self.framework, config, module, bindings, self, variables, layout, label,
@@ -259,9 +261,39 @@ class Runner:
         ``weights`` through the backend's ``load_weights``; ``variables`` is None where the module holds them."""
         return self.load(self._models().model_from_config(config), weights)
 
-    def load(self, module: Any, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
-        """The backend's ``load_weights`` of canonical ``weights`` into ``module``: ``(module, variables)``."""
+    def load(self, module: Any, weights: Mapping[str, np.ndarray], dtype: str | None = None) -> tuple[Any, Any]:
+        """The backend's ``load_weights`` of canonical ``weights`` into ``module``: ``(module, variables)``; with
+        ``dtype``, the module (torch, Paddle) or its variables (Flax) are first cast to, or made in, that dtype."""
+        if dtype is not None:
+            module = self._cast(module, dtype)
         return self.backend().load_weights(module, weights), None
+
+    def export_weights(self, module: Any, variables: Any) -> dict[str, np.ndarray]:
+        """The backend's ``export_weights``: the canonical weights ``module`` (Flax: ``variables``) holds."""
+        weights: dict[str, np.ndarray] = self.backend().export_weights(module)
+        return weights
+
+    def save_checkpoint(self, path: str | os.PathLike[str], module: Any, variables: Any) -> None:
+        """The backend's ``save_checkpoint``: the project's canonical checkpoint file (``attn_core.checkpoint``) of
+        ``module`` (Flax: of ``variables``); :meth:`write_checkpoint` writes the framework's own format instead."""
+        self.backend().save_checkpoint(path, module)
+
+    def load_checkpoint(self, path: str | os.PathLike[str], module: Any) -> tuple[Any, Any]:
+        """The backend's ``load_checkpoint`` of a canonical checkpoint file into ``module``, checked strictly:
+        ``(module, variables)`` as :meth:`load` returns them."""
+        return self.backend().load_checkpoint(path, module), None
+
+    def seed(self, seed: int) -> None:
+        """Seed what draws the random numbers of a training forward (dropout): the framework's global generator
+        (torch, Paddle), the key of the 'dropout' rng that :meth:`train_forward` passes (Flax)."""
+        raise NotImplementedError
+
+    def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        """One training-mode forward of ``module`` itself on the NCHW input ``x`` (in its dtype), BatchNorm on batch
+        statistics, in the framework's default mode: ``(output as float64 NumPy (a 4-D output in NCHW),
+        variables)``. The running statistics it updates are the module's buffers (torch, Paddle) or those of the
+        variables returned (Flax)."""
+        raise NotImplementedError
 
     def nchw_to_native(self, array: np.ndarray) -> np.ndarray:
         """An NCHW array in the layout the framework's modules take (no copy for NCHW)."""
@@ -291,6 +323,11 @@ class Runner:
     def forward(self, module: Any, variables: Any, x: np.ndarray) -> np.ndarray:
         """The eval-mode output of ``module`` on the NCHW input ``x`` (in its dtype), as float64 NumPy (a 4-D output
         in NCHW)."""
+        raise NotImplementedError
+
+    def native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
+        """Every named array of ``module`` (Flax: of ``variables``): native name -> (shape, natively trainable,
+        i.e. a parameter that gets a gradient: not a buffer, not stop_gradient, in Flax's 'params')."""
         raise NotImplementedError
 
     # --------------------------------------------------------------------------------- submodule outputs
@@ -349,10 +386,6 @@ class Runner:
             return self._models().model_from_config(config), None
         return self.backend().ATTN_LAYERS[name].from_config(config), None
 
-    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
-        """Every named array of the module: native name -> (shape, natively trainable)."""
-        raise NotImplementedError
-
     def _backend_loaded(self, module: Any, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the backend's own ``load_weights`` makes of canonical ``weights`` (a copy of ``module`` is loaded):
         ``{native name: float64 array}``."""
@@ -360,6 +393,10 @@ class Runner:
 
     def _options(self, module: Any) -> dict[str, Any]:
         return {}
+
+    def _cast(self, module: Any, dtype: str) -> Any:
+        """``module`` with its parameters and buffers in ``dtype`` (for :meth:`load`)."""
+        raise NotImplementedError
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
                  dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()) -> NativeRun:

@@ -83,14 +83,32 @@ def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 class FlaxRunner(Runner):
     framework = "flax"
     dtypes = ("float16", "bfloat16", "float32", "float64")  # every module runs in each on CPU (jax 0.10)
+    #: the key of the 'dropout' rng of :meth:`train_forward` (:meth:`seed`)
+    dropout_seed: int = 0
 
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         module, _ = super()._project_module(name, config)
         # the variables template: every canonical parameter at its default place (zeros; execute loads values)
         return self.load(module, {s.name: np.zeros(s.shape) for s in config.param_table()})
 
-    def load(self, module: Any, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
-        return module, self.backend().load_weights(module, weights)
+    def load(self, module: Any, weights: Mapping[str, np.ndarray], dtype: str | None = None) -> tuple[Any, Any]:
+        if dtype is None:
+            return module, self.backend().load_weights(module, weights)
+        with _x64(dtype):  # float64 variables exist only with JAX's 64-bit mode on
+            return module, self.backend().load_weights(module, weights, dtype=dtype)
+
+    def export_weights(self, module: Any, variables: Any) -> dict[str, np.ndarray]:
+        weights: dict[str, np.ndarray] = self.backend().export_weights(module, variables)
+        return weights
+
+    def save_checkpoint(self, path: str | os.PathLike[str], module: Any, variables: Any) -> None:
+        self.backend().save_checkpoint(path, module, variables)
+
+    def load_checkpoint(self, path: str | os.PathLike[str], module: Any) -> tuple[Any, Any]:
+        return module, self.backend().load_checkpoint(path, module)
+
+    def seed(self, seed: int) -> None:
+        self.dropout_seed = seed
 
     def init_variables(self, module: Any, shape: tuple[int, ...], layout: str) -> Any:
         import jax
@@ -123,8 +141,26 @@ class FlaxRunner(Runner):
         import jax.numpy as jnp
 
         kwargs = {"train": False} if self._options(module)["train_arg"] else {}
-        y = module.apply(variables, jnp.asarray(self.nchw_to_native(x)), **kwargs)
+        with _x64(x.dtype):
+            y = module.apply(variables, jnp.asarray(self.nchw_to_native(x)), **kwargs)
         return _layout(np.asarray(y, dtype=np.float64), NHWC_TO_NCHW)
+
+    def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        import jax
+        import jax.numpy as jnp
+
+        kwargs: dict[str, Any] = {"train": True} if self._options(module)["train_arg"] else {}
+        mutable = [k for k in variables if k != "params"]  # BatchNorm's batch_stats
+
+        def step(v: Any, xx: Any, key: Any) -> tuple[Any, Any]:
+            out = module.apply(v, xx, mutable=mutable or False, rngs={"dropout": key}, **kwargs)
+            return out if mutable else (out, {})
+
+        # under jax.jit, as Flax trains: an input the module refuses fails while tracing, before anything runs
+        with _x64(x.dtype):
+            y, updates = jax.jit(step)(variables, jnp.asarray(self.nchw_to_native(x)),
+                                       jax.random.key(self.dropout_seed))
+        return _layout(np.asarray(y, dtype=np.float64), NHWC_TO_NCHW), {**variables, **updates}
 
     def capture(self, handle: Handle, subs: Sequence[str], weights: Mapping[str, np.ndarray], x: np.ndarray,
                 dtype: str, training: bool) -> dict[str, list[Any]]:
@@ -178,7 +214,7 @@ class FlaxRunner(Runner):
         # float32 holds the probe's small integers exactly
         return {k: np.asarray(v, dtype=np.float64) for k, v in _flatten(load_weights(module, weights)).items()}
 
-    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
+    def native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
         import flax.linen as nn
 
         if not isinstance(module, nn.Module):
@@ -243,6 +279,13 @@ def _state(handle: Handle, updates: Mapping[str, Any], training: bool) -> dict[s
         return {}
     flat = _flatten(updates)
     return {b.native: _np(flat[b.native]) for b in handle.state_bindings if b.native in flat}
+
+
+def _x64(dtype: str | np.dtype[Any]) -> contextlib.AbstractContextManager[Any]:
+    """JAX's 64-bit mode for float64 work (arrays made outside it are float32), nothing for any other dtype."""
+    import jax
+
+    return jax.enable_x64(True) if str(dtype) == "float64" else contextlib.nullcontext()
 
 
 def _np(a: Any) -> np.ndarray:

@@ -104,6 +104,18 @@ class PaddleRunner(Runner):
             y: np.ndarray = module(paddle.to_tensor(x)).astype("float64").numpy()
         return y
 
+    def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        import paddle
+
+        module.train()
+        y: np.ndarray = module(paddle.to_tensor(x)).detach().astype("float64").numpy()
+        return y, variables
+
+    def seed(self, seed: int) -> None:
+        import paddle
+
+        paddle.seed(seed)
+
     def submodules(self, module: Any) -> dict[str, Any] | None:
         return dict(module.named_sublayers())
 
@@ -130,6 +142,10 @@ class PaddleRunner(Runner):
 
         paddle.save(module.state_dict(), str(path))
 
+    def _cast(self, module: Any, dtype: str) -> Any:
+        module.to(dtype=dtype)  # in place, parameters and BatchNorm state alike; returns None
+        return module
+
     def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
         from backends.paddle import load_weights
 
@@ -139,12 +155,13 @@ class PaddleRunner(Runner):
             loaded = load_weights(copied, weights)
             return {k: v.numpy() for k, v in loaded.state_dict().items()}
 
-    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
+    def native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
         import paddle
 
         if not isinstance(module, paddle.nn.Layer):
             raise TypeError(f"paddle: expected a paddle.nn.Layer, got {type(module).__name__}")
-        params = {k for k, _ in module.named_parameters(include_sublayers=True)}
+        # BatchNorm's running statistics are parameters in Paddle too, with stop_gradient set
+        params = {k for k, p in module.named_parameters(include_sublayers=True) if not p.stop_gradient}
         return {k: (tuple(int(s) for s in v.shape), k in params) for k, v in module.state_dict().items()}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,

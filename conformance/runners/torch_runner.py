@@ -52,6 +52,18 @@ class TorchRunner(Runner):
             y: np.ndarray = module(torch.from_numpy(x)).double().numpy()
         return y
 
+    def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        import torch
+
+        module.train()
+        y: np.ndarray = module(torch.from_numpy(x)).detach().double().numpy()
+        return y, variables
+
+    def seed(self, seed: int) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+
     def submodules(self, module: Any) -> dict[str, Any] | None:
         return {k: v for k, v in module.named_modules() if k}
 
@@ -79,18 +91,23 @@ class TorchRunner(Runner):
 
         torch.save(module.state_dict(), path)
 
+    def _cast(self, module: Any, dtype: str) -> Any:
+        import torch
+
+        return module.to(getattr(torch, dtype))
+
     def _backend_loaded(self, module: Any, weights: Any) -> dict[str, np.ndarray]:
         from backends.torch import load_weights
 
         loaded = load_weights(copy.deepcopy(module).double(), weights)
         return {k: v.detach().numpy() for k, v in loaded.state_dict().items()}
 
-    def _native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
+    def native_entries(self, module: Any, variables: Any) -> dict[str, tuple[tuple[int, ...], bool]]:
         import torch
 
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"torch: expected a torch.nn.Module, got {type(module).__name__}")
-        params = {k for k, _ in module.named_parameters(remove_duplicate=False)}
+        params = {k for k, p in module.named_parameters(remove_duplicate=False) if p.requires_grad}
         return {k: (tuple(v.shape), k in params) for k, v in module.state_dict(keep_vars=True).items()}
 
     def _execute(self, handle: Handle, native: dict[str, np.ndarray], x: np.ndarray, cotangent: np.ndarray | None,
