@@ -12,7 +12,8 @@ from attn_core import CONFIGS, ConfigError
 
 from .._fw import FRAMEWORKS, backend
 
-CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM")
+CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
+           "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule")
 
 
 def _arguments(fw, cls):

@@ -19,11 +19,15 @@ from attn_core import (
     CBAM_PRESETS,
     CONFIGS,
     CBAMConfig,
+    CECAConfig,
     ChannelAttentionConfig,
     ConfigError,
     ECAConfig,
+    ECAMConfig,
+    EffectiveSEConfig,
     InputDtypeError,
     InputShapeError,
+    LightCBAMConfig,
     ParamSpec,
     SEConfig,
     SimAMConfig,
@@ -598,8 +602,11 @@ def test_resolve_name_non_string(name):
 
 
 def test_registry_classes():
-    assert dict(CONFIGS) == {"se": SEConfig, "eca": ECAConfig, "ca": ChannelAttentionConfig,
-                             "sa": SpatialAttentionConfig, "cbam": CBAMConfig, "simam": SimAMConfig}
+    # the catalogue grows by timm's keys; these entries are fixed
+    assert dict(CONFIGS).items() >= {"se": SEConfig, "eca": ECAConfig, "ca": ChannelAttentionConfig,
+                                     "sa": SpatialAttentionConfig, "cbam": CBAMConfig, "simam": SimAMConfig,
+                                     "ese": EffectiveSEConfig, "ecam": ECAMConfig, "ceca": CECAConfig,
+                                     "lcbam": LightCBAMConfig}.items()
 
 
 def test_create_config():
