@@ -113,7 +113,7 @@ def test_shared_layers_and_ops_have_the_same_names(fw):
     layers = importlib.import_module(f"backends.{fw}._layers")
     ops = importlib.import_module(f"backends.{fw}._ops")
     assert {"build_layer", "build_attention"} <= set(layers.__all__)
-    assert set(ops.ACTIVATIONS) == {"relu", "silu", "sigmoid", "hard_sigmoid"}
+    assert set(ops.ACTIVATIONS) == {"relu", "silu", "sigmoid", "hard_sigmoid", "hard_swish"}
     with pytest.raises(TypeError, match="no .* layer for the layer spec str"):
         layers.build_layer("relu", "x") if fw == "flax" else layers.build_layer("relu")
 
