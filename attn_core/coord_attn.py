@@ -93,7 +93,7 @@ def _check_bn(module: str, eps: Any, momentum: Any) -> None:
                           f"got {momentum!r}")
 
 
-def strips(x: Node) -> tuple[Node, Node]:
+def _strips(x: Node) -> tuple[Node, Node]:
     """The directional means of ``x`` (N, C, H, W): over W, (N, C, H, 1), and over H, (N, C, 1, W)."""
     return ops.mean(x, 3), ops.mean(x, 2)
 
@@ -195,7 +195,7 @@ class CoordAttnConfig(AttentionConfig):
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
         h = x.shape[2]
-        s_h, s_w = strips(x)
+        s_h, s_w = _strips(x)
         y = ops.conv2d(ops.concat([s_h, ops.transpose(s_w, (0, 1, 3, 2))], 2), params["conv1.weight"],
                        params.get("conv1.bias"))
         if self.norm_layer is not None:
@@ -371,7 +371,7 @@ class EfficientLocalAttnConfig(AttentionConfig):
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
-        s_h, s_w = strips(x)
+        s_h, s_w = _strips(x)
         a_h = self._branch(s_h, params, "h", (self.padding, 0))
         a_w = self._branch(s_w, params, "w", (0, self.padding))
         if taps is not None:
@@ -436,7 +436,7 @@ class StripAttnConfig(AttentionConfig):
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
-        s_h, s_w = strips(x)
+        s_h, s_w = _strips(x)
         if self.use_conv:
             p = self.padding
             s_h = ops.conv2d(s_h, params["conv_h.weight"], params.get("conv_h.bias"), padding=(p, 0),

@@ -62,6 +62,8 @@ class CoordAttn(AttentionModule):
         compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
         xc = x if compute is None else x.astype(compute)
         h = static_shape(x)[2]
+        if h < 0:  # under to_static with a dynamic height, read at run time (-1 would cut the wrong strip)
+            h = paddle.shape(x)[2]
         s_w = xc.mean(axis=2, keepdim=True).transpose([0, 1, 3, 2])
         y = conv_as(self.conv1, paddle.concat([xc.mean(axis=3, keepdim=True), s_w], axis=2), compute)
         if self.bn1 is not None:
