@@ -532,6 +532,23 @@ def test_published_ela_is_the_groups16_form_with_shared_weights():
     assert np.abs(timm_form(x).detach().numpy() - want).max() > 1e-2 * np.abs(want).max()
 
 
+@pytest.mark.slow
+def test_paddle_coord_under_to_static_with_dynamic_sizes():
+    """A static program built for any N, H and W splits the strips at each input's own height (the height is -1
+    while the program is built)."""
+    import paddle
+    from paddle.static import InputSpec
+
+    module = backend("paddle").CoordAttn(16)
+    module.eval()
+    program = paddle.jit.to_static(module, input_spec=[InputSpec([None, 16, None, None], "float32")],
+                                   full_graph=True)
+    rng = np.random.default_rng(8)
+    for shape in ((2, 16, 5, 3), (1, 16, 4, 7)):
+        x = paddle.to_tensor(rng.standard_normal(shape).astype("float32"))
+        np.testing.assert_allclose(program(x).numpy(), module(x).numpy(), rtol=1e-6, atol=1e-7)
+
+
 # --------------------------------------------------------------------------------------------- refusals
 CONFIG_ERRORS = [
     (lambda: CoordAttnConfig(0), "CoordAttn: channels must be a positive integer, got 0"),
