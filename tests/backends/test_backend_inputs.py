@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from attn_core import InputDtypeError, InputShapeError
+from attn_core.frameworks import FRAMEWORK_INFO
 
 from .._fw import FRAMEWORKS, backend, call, nchw_to_native, tensor
 
@@ -67,16 +68,21 @@ def test_any_channel_count_when_not_configured(fw):
             assert tuple(call(fw, module, x).shape) == tuple(x.shape)
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_flax_layout_is_nhwc_and_torch_paddle_nchw(fw):
-    """A (N, C, H, W) array with C = 32, H = 5 is the right input in torch/Paddle and the wrong one in Flax."""
+# A (N, C, H, W) array with C = 32, H = 5 is the right input where modules take NCHW (torch, Paddle) and the wrong
+# one where they take NHWC (Flax): the layout is each framework's entry in attn_core.frameworks
+@pytest.mark.parametrize("fw", [fw for fw in FRAMEWORKS if FRAMEWORK_INFO[fw].layout == "NCHW"])
+def test_an_nchw_array_is_the_input_of_an_nchw_framework(fw):
     module = _build(fw, "se", {}, 32)
     x = tensor(fw, np.ones((2, 32, 5, 6), dtype=np.float32))
-    if fw == "flax":
-        with pytest.raises(InputShapeError, match="NHWC"):
-            call(fw, module, x)
-    else:
-        assert tuple(call(fw, module, x).shape) == (2, 32, 5, 6)
+    assert tuple(call(fw, module, x).shape) == (2, 32, 5, 6)
+
+
+@pytest.mark.parametrize("fw", [fw for fw in FRAMEWORKS if FRAMEWORK_INFO[fw].layout == "NHWC"])
+def test_an_nchw_array_is_refused_by_an_nhwc_framework(fw):
+    module = _build(fw, "se", {}, 32)
+    x = tensor(fw, np.ones((2, 32, 5, 6), dtype=np.float32))
+    with pytest.raises(InputShapeError, match="NHWC"):
+        call(fw, module, x)
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

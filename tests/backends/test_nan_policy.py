@@ -14,6 +14,7 @@ import pytest
 
 from attn_core import create_config, ops
 from attn_core.autodiff import Node
+from attn_core.frameworks import FRAMEWORK_INFO
 from conformance.runners import get_runner
 from conformance.runners.base import RunResult
 
@@ -135,17 +136,18 @@ def test_nan_and_inf_masks_match_the_reference(fw, case_id, value_name):
 @pytest.mark.parametrize("case_id", [c[0] for c in CASES])
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_input_gradient_masks_match_the_reference(fw, case_id, value_name):
-    """The backward pass hides nothing either. For an infinite input, Paddle's ReLU and hard-sigmoid backward
-    multiply the incoming gradient by their 0/1 mask, so an infinite gradient where the activation is flat gives
-    NaN there, where torch, JAX and the reference select 0 (a selecting ReLU would slow Paddle's modules): Paddle's
-    input gradient then has NaN where theirs is finite, more NaN and never fewer; that row is checked as a superset."""
+    """The backward pass hides nothing either. For an infinite input, a framework whose ReLU and hard-sigmoid
+    backward multiply the incoming gradient by their 0/1 mask (``FrameworkInfo.grad_mask_multiplies``: Paddle) gives
+    NaN where the activation is flat and the incoming gradient infinite, where torch, JAX and the reference select 0
+    (a selecting ReLU would slow Paddle's modules): its input gradient then has NaN where theirs is finite, more NaN
+    and never fewer; that row is checked as a superset."""
     weights, x, _ = _data(case_id, value_name)
     _, name, kwargs, training = next(c for c in CASES if c[0] == case_id)
     cotangent = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32).astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         _, dx_ref, _ = create_config(name, C, **kwargs).reference_vjp(weights, x, cotangent, training=training)
     dx = _backend_run(fw, case_id, weights, x, cotangent).dx
-    if fw == "paddle" and value_name != "nan":
+    if FRAMEWORK_INFO[fw].grad_mask_multiplies and value_name != "nan":
         assert np.all(np.isnan(dx)[np.isnan(dx_ref)])
         finite = np.isfinite(dx)
         assert np.array_equal(np.isinf(dx) & finite, np.isinf(dx_ref) & finite)

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attn_core import CBAM_PRESETS, CBAMConfig, InputShapeError, SpatialAttentionConfig, ops
+from attn_core import CBAM_PRESETS, CBAMConfig, InputShapeError, SpatialAttentionConfig, create_config, ops
 from attn_core.autodiff import Node
 from attn_core.spec import check_batch_norm_input
 from conformance import CASES, compare, reference_for, run_case, tolerance_for
 from conformance.runners import MODES, get_runner
 
+from .. import _fw
 from .._fw import FRAMEWORKS, backend, clear_flax_programs
 
 SA_TRAIN, CBAM_TRAIN = "sa/k7-bn-train", "cbam/c24-timm-train"
@@ -127,63 +128,19 @@ class _Trainer:
     """One backend module in float64: load canonical weights, train on NCHW batches, read its state, evaluate."""
 
     def __init__(self, fw: str, name: str, config: Any, weights: dict[str, np.ndarray]) -> None:
-        self.fw, self.bk = fw, backend(fw)
-        self.module = self.bk.ATTN_LAYERS[name].from_config(config)
-        if fw == "torch":
-            self.bk.load_weights(self.module.double(), weights)
-        elif fw == "paddle":
-            self.module.to(dtype="float64")
-            self.bk.load_weights(self.module, weights)
-        else:
-            import jax
-            import jax.numpy as jnp
-
-            self._x64 = jax.enable_x64(True)
-            self._x64.__enter__()
-            self.variables = self.bk.load_weights(self.module, weights, dtype=jnp.float64)
-
-    def close(self) -> None:
-        if self.fw == "flax":
-            self._x64.__exit__(None, None, None)
+        self.runner = _fw.runner(fw)
+        module = self.runner.backend().ATTN_LAYERS[name].from_config(config)
+        self.module, self.variables = self.runner.load(module, weights, "float64")
 
     def step(self, x: np.ndarray) -> None:
-        if self.fw == "torch":
-            import torch
-
-            self.module.train()
-            self.module(torch.from_numpy(x))
-        elif self.fw == "paddle":
-            import paddle
-
-            self.module.train()
-            self.module(paddle.to_tensor(x))
-        else:
-            import jax.numpy as jnp
-
-            _, updates = self.module.apply(self.variables, jnp.asarray(x.transpose(0, 2, 3, 1)), train=True,
-                                           mutable=["batch_stats"])
-            self.variables = {**self.variables, **updates}
+        _, self.variables = self.runner.train_forward(self.module, self.variables, x)
 
     def state(self) -> dict[str, np.ndarray]:
-        w = self.bk.export_weights(self.module, self.variables) if self.fw == "flax" else \
-            self.bk.export_weights(self.module)
+        w = self.runner.export_weights(self.module, self.variables)
         return {k: v for k, v in w.items() if "running" in k}
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
-        if self.fw == "torch":
-            import torch
-
-            self.module.eval()
-            return self.module(torch.from_numpy(x)).detach().numpy()
-        if self.fw == "paddle":
-            import paddle
-
-            self.module.eval()
-            return self.module(paddle.to_tensor(x)).numpy()
-        import jax.numpy as jnp
-
-        y = self.module.apply(self.variables, jnp.asarray(x.transpose(0, 2, 3, 1)), train=False)
-        return np.asarray(y).transpose(0, 3, 1, 2)
+        return self.runner.forward(self.module, self.variables, x)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
@@ -194,23 +151,20 @@ def test_backend_statistics_after_k_steps_and_eval_with_them(which, fw, steps):
     weights = config.init_weights(np.random.default_rng(3))
     channels = config.channels
     trainer = _Trainer(fw, REGISTRY[which], config, weights)
-    try:
-        expected = dict(weights)
-        for x in _batches(channels, steps):
-            trainer.step(x)
-            expected.update(config.reference_state(expected, x))  # the reference update, once per step
-        got = trainer.state()
-        names = sorted(p.name for p in config.param_table() if not p.trainable)
-        assert sorted(got) == names
-        for name in names:
-            np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, err_msg=f"{fw} {name}")
-            assert not np.allclose(expected[name], weights[name]), "the statistics must have moved"
-        # evaluation uses exactly those statistics
-        x_eval = np.random.default_rng(11).standard_normal((2, channels, 4, 5)) - 0.3
-        np.testing.assert_allclose(trainer.evaluate(x_eval), config.reference(expected, x_eval, training=False),
-                                   rtol=1e-10, atol=1e-12)
-    finally:
-        trainer.close()
+    expected = dict(weights)
+    for x in _batches(channels, steps):
+        trainer.step(x)
+        expected.update(config.reference_state(expected, x))  # the reference update, once per step
+    got = trainer.state()
+    names = sorted(p.name for p in config.param_table() if not p.trainable)
+    assert sorted(got) == names
+    for name in names:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, err_msg=f"{fw} {name}")
+        assert not np.allclose(expected[name], weights[name]), "the statistics must have moved"
+    # evaluation uses exactly those statistics
+    x_eval = np.random.default_rng(11).standard_normal((2, channels, 4, 5)) - 0.3
+    np.testing.assert_allclose(trainer.evaluate(x_eval), config.reference(expected, x_eval, training=False),
+                               rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------------- one value per channel
@@ -238,29 +192,11 @@ def test_reference_refuses_one_value_per_channel_in_training_only():
     assert np.isfinite(no_bn.reference({"conv.weight": w["conv.weight"]}, x, training=True)).all()
 
 
-def _train_call(fw: str, module: Any, x: np.ndarray, mode: str = "eager") -> Any:
-    if fw == "torch":
-        import torch
-
-        module.train()
-        fn = torch.compile(module) if mode == "compiled" else module
-        return fn(torch.from_numpy(x))
-    if fw == "paddle":
-        import paddle
-
-        module.train()
-        fn = paddle.jit.to_static(module, full_graph=True) if mode == "compiled" else module
-        return fn(paddle.to_tensor(x))
-    import jax
-    import jax.numpy as jnp
-
-    xj = jnp.asarray(x.transpose(0, 2, 3, 1))
-    variables = module.init(jax.random.key(0), xj)  # init does not train
-
-    def fn(v: Any, a: Any) -> Any:
-        return module.apply(v, a, train=True, mutable=["batch_stats"])
-
-    return (jax.jit(fn) if mode == "compiled" else fn)(variables, xj)
+def _train_call(fw: str, name: str, kwargs: dict[str, Any], x: np.ndarray, mode: str = "eager") -> Any:
+    """A training forward of the module registered as ``name`` for 4 channels on ``x``, in ``mode``."""
+    config = create_config(name, 4, **kwargs)
+    weights = config.init_weights(np.random.default_rng(0))
+    return _fw.runner(fw).run(name, config, weights, x, None, "float32", training=True, mode=mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -268,18 +204,17 @@ def _train_call(fw: str, module: Any, x: np.ndarray, mode: str = "eager") -> Any
 @pytest.mark.parametrize("name,kwargs,cls", [("sa", {"norm": True}, "SpatialAttention"),
                                              ("cbam", dict(CBAM_PRESETS["timm"]), "CBAM")], ids=["sa", "cbam"])
 def test_one_value_per_channel_in_training_is_an_error_everywhere(fw, name, kwargs, cls, mode):
-    bk = backend(fw)
     x = np.random.default_rng(0).standard_normal((1, 4, 1, 1)).astype(np.float32)
-    shape = "(1, 1, 1, 4)" if fw == "flax" else "(1, 4, 1, 1)"
+    shape = tuple(_fw.nchw_to_native(fw, x).shape)  # the message gives the module's own layout
     with pytest.raises(InputShapeError) as exc:
-        _train_call(fw, bk.create_attn(name, 4, **kwargs), x, mode)
+        _train_call(fw, name, kwargs, x, mode)
     # (to_static prefixes Paddle's "In transformed code: ..." to the message, type kept)
     assert f"{cls}: BatchNorm in training needs more than one value per channel, got input shape {shape}" in \
         str(exc.value)
     # more than one value per channel trains; without BatchNorm one value trains too
-    _train_call(fw, bk.create_attn(name, 4, **kwargs), np.concatenate([x, x + 1.0]))
+    _train_call(fw, name, kwargs, np.concatenate([x, x + 1.0]))
     no_bn = {"sa": {}, "cbam": dict(CBAM_PRESETS["article"], rd_divisor=1)}[name]
-    _train_call(fw, bk.create_attn(name, 4, **no_bn), x)
+    _train_call(fw, name, no_bn, x)
 
 
 # ------------------------------------------------------------------------------------------- the suite
@@ -349,27 +284,29 @@ def test_flax_default_momentum_is_caught(monkeypatch):
     assert not {q for q in failing if not q.startswith("state:")}, failing
 
 
-@pytest.mark.parametrize("fw", ["paddle", "flax"])
-def test_native_batch_norm_with_the_right_momentum_stores_the_biased_variance(monkeypatch, fw):
-    """Why Paddle and Flax carry their own layer: their native BatchNorm, momentum converted correctly, differs
-    from the convention in the running variance alone (biased where torch stores the unbiased one)."""
-    backend(fw)
-    if fw == "paddle":
-        import paddle
+# Why Paddle and Flax carry their own layer: their native BatchNorm, momentum converted correctly, differs from the
+# convention in the running variance alone (biased where torch stores the unbiased one).
+def test_paddle_native_batch_norm_with_the_right_momentum_stores_the_biased_variance(monkeypatch):
+    backend("paddle")
+    import paddle
 
-        import backends.paddle.cbam as cbam
+    import backends.paddle.cbam as cbam
 
-        monkeypatch.setattr(cbam, "BatchNorm2D", lambda c, momentum, epsilon: paddle.nn.BatchNorm2D(
-            c, momentum=momentum, epsilon=epsilon))
-    else:
-        import flax.linen as nn
+    monkeypatch.setattr(cbam, "BatchNorm2D", lambda c, momentum, epsilon: paddle.nn.BatchNorm2D(
+        c, momentum=momentum, epsilon=epsilon))
+    assert _broken_then_whole(monkeypatch, "paddle", CBAM_TRAIN) == {"state:spatial.bn.running_var"}
 
-        import backends.flax.cbam as cbam
 
-        monkeypatch.setattr(cbam, "BatchNorm", lambda use_running_average, momentum, epsilon, name: nn.BatchNorm(
-            use_running_average=use_running_average, momentum=momentum, epsilon=epsilon, use_fast_variance=False,
-            name=name))
-    assert _broken_then_whole(monkeypatch, fw, CBAM_TRAIN) == {"state:spatial.bn.running_var"}
+def test_flax_native_batch_norm_with_the_right_momentum_stores_the_biased_variance(monkeypatch):
+    backend("flax")
+    import flax.linen as nn
+
+    import backends.flax.cbam as cbam
+
+    monkeypatch.setattr(cbam, "BatchNorm", lambda use_running_average, momentum, epsilon, name: nn.BatchNorm(
+        use_running_average=use_running_average, momentum=momentum, epsilon=epsilon, use_fast_variance=False,
+        name=name))
+    assert _broken_then_whole(monkeypatch, "flax", CBAM_TRAIN) == {"state:spatial.bn.running_var"}
 
 
 def test_statistics_never_updated_are_reported_as_such(monkeypatch):

@@ -16,7 +16,7 @@ from attn_core.simam import simam_mean_prescale
 from conformance import compare, tolerance_for
 from conformance.precision import quantize
 
-from .._fw import backend
+from .._fw import runner
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -77,42 +77,25 @@ def test_mean_prescale_is_a_power_of_two_that_keeps_the_sum_finite():
         assert np.isfinite(np.sum(np.full(h * w, F32_MAX, np.float32) * np.float32(p), dtype=np.float32))
 
 
+#: test id -> (framework, mode): ``flax`` runs op by op, ``flax-jit`` under ``jax.jit``, where XLA may rewrite the
+#: arithmetic
+RUNS = {"torch": ("torch", "eager"), "paddle": ("paddle", "eager"), "flax": ("flax", "eager"),
+        "flax-jit": ("flax", "compiled")}
+
+
 def _run(fw: str, x: np.ndarray, cot: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """SimAM's output and input gradient in ``fw`` for the NCHW ``x`` (already representable in ``dtype``);
-    ``flax-jit`` is Flax under ``jax.jit``, where XLA may rewrite the arithmetic."""
-    bk = backend(fw.removesuffix("-jit"))
-    if fw == "torch":
-        import torch
-        xt = torch.tensor(x.astype(np.float32)).to(getattr(torch, dtype)).requires_grad_(True)
-        y = bk.SimAM()(xt)
-        y.backward(torch.tensor(cot.astype(np.float32)).to(getattr(torch, dtype)))
-        return y.detach().double().numpy(), xt.grad.double().numpy()
-    if fw == "paddle":
-        import paddle
-        xt = paddle.to_tensor(x.astype(np.float32)).astype(dtype)
-        xt.stop_gradient = False
-        y = bk.SimAM()(xt)
-        (dx,) = paddle.grad(y, xt, paddle.to_tensor(cot.astype(np.float32)).astype(dtype))
-        return y.astype("float64").numpy(), dx.astype("float64").numpy()
-    import jax
-    import jax.numpy as jnp
-    module = bk.SimAM()
-    xj = jnp.asarray(x.astype(np.float32).transpose(0, 2, 3, 1)).astype(dtype)
-    apply = jax.jit(module.apply) if fw == "flax-jit" else module.apply
-    y, vjp = jax.vjp(lambda v: apply({}, v), xj)
-    (dx,) = vjp(jnp.asarray(cot.astype(np.float32).transpose(0, 2, 3, 1)).astype(dtype))
-    nchw = (0, 3, 1, 2)
-    return np.asarray(y, dtype=np.float64).transpose(nchw), np.asarray(dx, dtype=np.float64).transpose(nchw)
+    """SimAM's output and input gradient in ``fw`` for the NCHW ``x`` (already representable in ``dtype``)."""
+    framework, mode = RUNS[fw]
+    r = runner(framework)
+    out = r.execute(r.build_handle("simam", create_config("simam", x.shape[1])), {}, x, cot, dtype, mode=mode)
+    return out.y, out.dx
 
 
 def _no_grad_output(fw: str, x: np.ndarray) -> np.ndarray:
-    """torch's forward without autograd takes another code path (in place); check it too."""
-    if fw != "torch":
-        return None
-    import torch
-    bk = backend(fw)
-    with torch.no_grad():
-        return bk.SimAM()(torch.tensor(x.astype(np.float32))).double().numpy()
+    """The float32 forward without autograd (torch's takes another code path, in place): the runner's eval forward."""
+    r = runner(RUNS[fw][0])
+    handle = r.build_handle("simam", create_config("simam", x.shape[1]))
+    return r.forward(handle.module, handle.variables, x.astype(np.float32))
 
 
 def _scaled(scale: float, dtype: str, seed: int) -> np.ndarray:
@@ -127,9 +110,8 @@ def _check(fw: str, x: np.ndarray, dtype: str, grads: bool = True) -> None:
     y, dx = _run(fw, x, cot, dtype)
     tol = tolerance_for(dtype)
     checks = [("output", y, y_ref)] + ([("grad:input", dx, dx_ref)] if grads else [])
-    plain = _no_grad_output(fw, x) if dtype == "float32" else None
-    if plain is not None:
-        checks.append(("output without autograd", plain, y_ref))
+    if dtype == "float32":
+        checks.append(("output without autograd", _no_grad_output(fw, x), y_ref))
     for name, got, ref in checks:
         c = compare(name, got, ref, tol)
         assert c.nonfinite == 0 and c.passed, f"{fw} {dtype} {name}: {c.worst_ratio:.3g}x tolerance; {c.detail}"
