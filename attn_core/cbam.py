@@ -224,9 +224,9 @@ _V = TypeVar("_V")
 
 def _rename(state_dict: Mapping[str, _V], mapping: Mapping[str, str], other: Mapping[str, str],
             direction: str) -> dict[str, _V]:
-    """``state_dict`` with every key that is, or ends in ``.`` + , a key of ``mapping`` renamed to its value (so
-    that a CBAM inside a model is renamed under its prefix); a key already named as ``mapping``'s values (the
-    other convention) is refused with every such key listed, as is a rename onto a key that is already there."""
+    """``state_dict`` with every key equal to a key of ``mapping``, or ending in ``'.'`` and one, renamed to its value
+    (a CBAM inside a model is renamed under its prefix). Keys named as in ``other`` (the convention being left) and
+    renames onto a key already there are refused, all in one :class:`WeightLoadError`."""
     out: dict[str, _V] = {}
     wrong: list[str] = []
     for key, value in state_dict.items():
