@@ -1,7 +1,10 @@
-"""PEER CODE (not the project's): seed 003's Paddle ``simam_module``, and the torch seeds transcribed to Paddle.
+"""PEER CODE (not the project's): seed 003's Paddle ``simam_module`` and ``TowerNet``, and the torch seeds transcribed
+to Paddle.
 
 ``simam_module`` is seed 003's class as published (``.pow(2)``, ``n = w * h - 1``), minus its unused import
-``from paddle.fluid.layers.nn import transpose``, which Paddle 3 no longer has. The seeds have no Paddle SE, ECA or
+``from paddle.fluid.layers.nn import transpose``, which Paddle 3 no longer has; ``Inception``, ``BasicConv2d`` and
+``TowerNet`` are the article's model around it, as published (the article builds ``TowerNet(3, class_dim)`` with
+``class_dim`` 16). The seeds have no Paddle SE, ECA or
 CBAM; ``SELayer``, ``ChannelAttention``, ``SpatialAttention``, ``CBAM`` and ``eca_layer`` below are seed 002's
 and seed 004's torch code written line for line with Paddle's layers, as a user porting them would (``nn.Linear``
 keeps its weight as [in, out], the one layout difference).
@@ -16,6 +19,7 @@ from typing import Mapping
 import numpy as np
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 
 # ------------------------------------------------------------------------------------------- seed 003
@@ -40,6 +44,80 @@ class simam_module(nn.Layer):
         x_minus_mu_square = (x - x.mean(axis=[2,3], keepdim=True)).pow(2)
         y = x_minus_mu_square / (4 * (x_minus_mu_square.sum(axis=[2,3], keepdim=True) / n + self.e_lambda)) + 0.5
         return x * self.activaton(y)
+
+
+# 构建模型(Inception层)
+class Inception(paddle.nn.Layer):
+    def __init__(self, in_channels, c1, c2, c3, c4):
+        super(Inception, self).__init__()
+        # 路线1,卷积核1x1
+        self.route1x1_1 = paddle.nn.Conv2D(in_channels, c1, kernel_size=1)
+        # 路线2,卷积层1x1、卷积层3x3
+        self.route1x1_2 = paddle.nn.Conv2D(in_channels, c2[0], kernel_size=1)
+        self.route3x3_2 = paddle.nn.Conv2D(c2[0], c2[1], kernel_size=3, padding=1)
+        # 路线3,卷积层1x1、卷积层5x5
+        self.route1x1_3 = paddle.nn.Conv2D(in_channels, c3[0], kernel_size=1)
+        self.route5x5_3 = paddle.nn.Conv2D(c3[0], c3[1], kernel_size=5, padding=2)
+        # 路线4,池化层3x3、卷积层1x1
+        self.route3x3_4 = paddle.nn.MaxPool2D(kernel_size=3, stride=1, padding=1)
+        self.route1x1_4 = paddle.nn.Conv2D(in_channels, c4, kernel_size=1)
+
+    def forward(self, x):
+        route1 = F.relu(self.route1x1_1(x))
+        route2 = F.relu(self.route3x3_2(F.relu(self.route1x1_2(x))))
+        route3 = F.relu(self.route5x5_3(F.relu(self.route1x1_3(x))))
+        route4 = F.relu(self.route1x1_4(self.route3x3_4(x)))
+        out = [route1, route2, route3, route4]
+        return paddle.concat(out, axis=1)  # 在通道维度(axis=1)上进行连接
+
+# 构建 BasicConv2d 层
+def BasicConv2d(in_channels, out_channels, kernel, stride=1, padding=0):
+    layer = paddle.nn.Sequential(
+        paddle.nn.Conv2D(in_channels, out_channels, kernel, stride, padding),
+        paddle.nn.BatchNorm2D(out_channels, epsilon=1e-3),
+        paddle.nn.ReLU())
+    return layer
+
+# 搭建网络
+class TowerNet(paddle.nn.Layer):
+    def __init__(self, in_channel, num_classes):
+        super(TowerNet, self).__init__()
+        self.b1 = paddle.nn.Sequential(
+            BasicConv2d(in_channel, out_channels=64, kernel=3, stride=2, padding=1),
+            paddle.nn.MaxPool2D(2, 2))
+        self.b2 = paddle.nn.Sequential(
+            BasicConv2d(64, 128, kernel=3, padding=1),
+            paddle.nn.MaxPool2D(2, 2))
+        self.b3 = paddle.nn.Sequential(
+            BasicConv2d(128, 256, kernel=3, padding=1),
+            paddle.nn.MaxPool2D(2, 2),
+            simam_module(256))
+        self.b4 = paddle.nn.Sequential(
+            BasicConv2d(256, 256, kernel=3, padding=1),
+            paddle.nn.MaxPool2D(2, 2),
+            simam_module(256))
+        self.b5 = paddle.nn.Sequential(
+            Inception(256, 64, (64, 128), (16, 32), 32),
+            paddle.nn.MaxPool2D(2, 2),
+            simam_module(256),
+            Inception(256, 64, (64, 128), (16, 32), 32),
+            paddle.nn.MaxPool2D(2, 2),
+            simam_module(256),
+            Inception(256, 64, (64, 128), (16, 32), 32))
+        self.AvgPool2D = paddle.nn.AvgPool2D(2)
+        self.flatten = paddle.nn.Flatten()
+        self.b6 = paddle.nn.Linear(256, num_classes)
+
+    def forward(self, x):
+        x = self.b1(x)
+        x = self.b2(x)
+        x = self.b3(x)
+        x = self.b4(x)
+        x = self.b5(x)
+        x = self.AvgPool2D(x)
+        x = self.flatten(x)
+        x = self.b6(x)
+        return x
 
 
 # ------------------------------------------------------------- seeds 002 and 004, transcribed to Paddle

@@ -11,15 +11,15 @@ BatchNorm (conv.1.1) first sees 1 x 1 maps. Evaluation (running statistics) take
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
 from attn_core import InputShapeError
 from attn_core.models import SEDenseNetConfig, create_model_config
 
-FWS = ("torch", "paddle", "flax")
+from .. import _fw
+
+FWS = _fw.FRAMEWORKS
 
 CASES = {
     "resnet18": (lambda: create_model_config("resnet18", num_classes=10), (1, 3, 32, 32), r"ResNet: layer4\.0\.bn1"),
@@ -34,36 +34,17 @@ CASES = {
 
 
 def _run(fw: str, config, x: np.ndarray, train: bool) -> tuple[int, ...]:
-    models = importlib.import_module(f"backends.{fw}.models")
-    model = models.model_from_config(config)
-    if fw == "torch":
-        import torch
-
-        model.train(train)
-        xt = torch.tensor(x, requires_grad=True)
-        return tuple((model(xt) if train else model(xt.detach())).shape)
-    if fw == "paddle":
-        import paddle
-
-        model.train() if train else model.eval()
-        return tuple(model(paddle.to_tensor(x)).shape)
-    import jax
-    import jax.numpy as jnp
-
-    xh = jnp.zeros(np.transpose(x, (0, 2, 3, 1)).shape, jnp.float32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), xh)
-    if train:  # traced only: the check runs on shapes
-        out = jax.eval_shape(lambda v, xi: model.apply(v, xi, train=True, mutable=["batch_stats"],
-                                                       rngs={"dropout": jax.random.key(1)}), variables, xh)[0]
-    else:
-        out = jax.eval_shape(lambda v, xi: model.apply(v, xi, train=False), variables, xh)
-    return tuple(out.shape)
+    """The output shape of a training (one step) or evaluation forward of the model of ``config`` on ``x``."""
+    runner = _fw.runner(fw)
+    model, variables = runner.build_model(config, config.init_weights(np.random.default_rng(1), np.float32))
+    if train:
+        return runner.train_forward(model, variables, x)[0].shape
+    return runner.forward(model, variables, x).shape
 
 
 @pytest.mark.parametrize("fw", FWS)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_one_value_per_channel_in_training_names_model_and_layer(fw, case):
-    pytest.importorskip({"torch": "torch", "paddle": "paddle", "flax": "flax"}[fw])
     make, shape, where = CASES[case]
     config = make()
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

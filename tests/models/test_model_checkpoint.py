@@ -20,32 +20,20 @@ from attn_core.checkpoint import (
 from attn_core.models import MODEL_CONFIGS, create_model_config
 from conformance.tolerances import tolerance_for
 
-from .._fw import FRAMEWORKS, backend, nchw_to_native, tensor, to_numpy
+from .._fw import FRAMEWORKS, backend, runner
 
 
 def _save(fw, path, model, weights):
     """Build ``model`` in ``fw`` holding ``weights`` and write its checkpoint."""
-    b = backend(fw)
-    if fw == "flax":
-        b.save_checkpoint(path, model, b.load_weights(model, weights))
-    else:
-        b.save_checkpoint(path, b.load_weights(model, weights))
+    r = runner(fw)
+    r.save_checkpoint(path, *r.load(model, weights))
 
 
 def _load(fw, path, model):
-    """(canonical weights, variables or None) of ``model`` loaded from the checkpoint at ``path``."""
-    b = backend(fw)
-    if fw == "flax":
-        variables = b.load_checkpoint(path, model)
-        return b.export_weights(model, variables), variables
-    return b.export_weights(b.load_checkpoint(path, model)), None
-
-
-def _forward(fw, model, variables, x):
-    if fw == "flax":
-        return np.asarray(model.apply(variables, tensor(fw, nchw_to_native(fw, x)), train=False))
-    model.eval()
-    return to_numpy(fw, model(tensor(fw, x)))
+    """(canonical weights, module, variables) of ``model`` loaded from the checkpoint at ``path``."""
+    r = runner(fw)
+    module, variables = r.load_checkpoint(path, model)
+    return r.export_weights(module, variables), module, variables
 
 
 # the smallest of each family in the fast tier; the full-size checkpoints in the slow one
@@ -64,7 +52,7 @@ def test_every_model_round_trips_from_torch_to_every_backend(tmp_path, name):
     assert meta["model"] == name and meta["framework"] == "torch" and meta["format"] == FORMAT
     assert json.loads(meta["model_kwargs"]) == {}
     for fw in FRAMEWORKS:
-        got, _ = _load(fw, path, backend(fw).create_model(name))
+        got, _, _ = _load(fw, path, backend(fw).create_model(name))
         assert sorted(got) == sorted(weights), fw
         for k, v in weights.items():
             np.testing.assert_array_equal(got[k], v, err_msg=f"{fw}: {k}")
@@ -86,9 +74,8 @@ def test_every_pair_of_backends_gives_the_reference_logits(tmp_path, name, kwarg
         path = tmp_path / f"from_{src}.safetensors"
         _save(src, path, backend(src).create_model(name, **kwargs), weights)
         for dst in FRAMEWORKS:
-            model = backend(dst).create_model(name, **kwargs)
-            _, variables = _load(dst, path, model)
-            got = _forward(dst, model, variables, x)
+            _, model, variables = _load(dst, path, backend(dst).create_model(name, **kwargs))
+            got = runner(dst).forward(model, variables, x)
             np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol, err_msg=f"{src} -> {dst}")
 
 

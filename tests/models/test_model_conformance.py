@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from attn_core.frameworks import FRAMEWORK_INFO
 from attn_core.models import MODEL_CONFIGS
 from conformance.__main__ import main
 from conformance.model_cases import MODEL_NAMES, TRAIN_STEPS, ModelCase, select_model_cases
@@ -134,7 +135,8 @@ NUMERICS: tuple[tuple[ModelCase, tuple[str, ...]], ...] = (
     (dataclasses.replace(_MOBILE_TRAIN, case_id="n2-32x32-train", shape=(2, 3, 32, 32)), ("torch", "paddle")),
     (_model_case("towernet", "n2-255x255"), FRAMEWORKS),
 )
-#: the cases of the fast tier (``-m "not slow"``) in torch and Paddle; every Flax row compiles a whole network
+#: the cases of the fast tier (``-m "not slow"``) in a framework whose default mode runs eagerly (torch, Paddle);
+#: a row in a framework whose default mode compiles (jax.jit in Flax) compiles a whole network, and is slow
 FAST: frozenset[str] = frozenset({"resnet18/n2-40x40-train", "cbamresnet18/n2-40x40-train",
                                   "sedensenet_bc40_k12/n2-9x7-tiny-train", "sedensenet121/n1-21x19-tiny-train",
                                   "eca_mobilenetv2/n2-40x40-train", "eca_mobilenetv2/n2-32x32-train"})
@@ -148,7 +150,7 @@ def _numerics_params() -> list[object]:
     out = []
     for case, fws in NUMERICS:
         for fw in fws:
-            slow = fw == "flax" or case.name not in FAST
+            slow = FRAMEWORK_INFO[fw].default_mode == "compiled" or case.name not in FAST
             out.append(pytest.param(case, fw, id=f"{_label(case)}-{fw}", marks=[pytest.mark.slow] if slow else []))
     return out
 

@@ -18,7 +18,7 @@ import pytest
 from attn_core import ConfigError, InputDtypeError, InputShapeError, WeightLoadError
 from attn_core.models import MODEL_CONFIGS, ResNetConfig, create_model_config
 
-from .._fw import FRAMEWORKS, backend, tensor
+from .._fw import FRAMEWORKS, backend, runner, tensor
 from .._timm import import_timm
 from ._structure import assert_state_dict_is_the_table
 
@@ -115,25 +115,35 @@ def test_torch_and_paddle_have_the_same_module_tree():
     """The same attribute names and layer kinds in both backends (the Flax port mirrors them too)."""
     def tree(fw: str) -> list[tuple[str, str]]:
         model = _model(fw, "cbamresnet50")
-        items = model.named_modules() if fw == "torch" else model.named_sublayers(include_self=True)
+        items = [("", model), *runner(fw).submodules(model).items()]
         return sorted((n, type(m).__name__.lower()) for n, m in items)  # Conv2d / Conv2D -> conv2d
 
-    backend("torch"), backend("paddle")
     assert tree("torch") == tree("paddle")
 
 
 # ------------------------------------------------------------------------------------------------- the API
+def _config_fields() -> list[tuple[str, Any]]:
+    return [(f.name, f.default) for f in dataclasses.fields(ResNetConfig) if f.init]
+
+
+@pytest.mark.parametrize("fw", STATEFUL)
+def test_constructor_arguments_are_the_configs_fields(fw):
+    params = list(inspect.signature(backend(fw).ResNet.__init__).parameters.values())[1:]
+    got = [(p.name, dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default) for p in params]
+    assert got == _config_fields()
+
+
+def test_flax_dataclass_fields_are_the_configs_fields():
+    """A linen module is a dataclass: its fields are the constructor (``parent`` and ``name`` are linen's own)."""
+    b = backend("flax")
+    got = [(f.name, f.default) for f in dataclasses.fields(b.ResNet) if f.init and f.name not in ("parent", "name")]
+    assert got == _config_fields()
+    assert "train" in inspect.signature(b.ResNet.__call__).parameters
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_constructor_mirrors_the_config(fw):
     b = backend(fw)
-    fields = [f for f in dataclasses.fields(ResNetConfig) if f.init]
-    if fw == "flax":  # a linen module is a dataclass: its fields are the constructor
-        got = [(f.name, f.default) for f in dataclasses.fields(b.ResNet) if f.init and f.name not in ("parent", "name")]
-        assert "train" in inspect.signature(b.ResNet.__call__).parameters
-    else:
-        got = [(p.name, dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default)
-               for p in list(inspect.signature(b.ResNet.__init__).parameters.values())[1:]]
-    assert got == [(f.name, f.default) for f in fields]
     assert b.ResNet.__doc__ == ResNetConfig.__doc__
     model = b.ResNet("basic", [1, 1, 1, 1], num_classes=7, in_chans=1, attn_layer="eca", bn_eps=1e-3,
                      bn_momentum=0.2)
@@ -141,17 +151,26 @@ def test_constructor_mirrors_the_config(fw):
     assert b.ResNet.from_config(model.config).config == model.config
 
 
+def _configured_resnet(fw: str) -> Any:
+    return backend(fw).ResNet("basic", [1, 1, 1, 1], num_classes=7, in_chans=1, attn_layer="eca", bn_eps=1e-3,
+                              bn_momentum=0.2)
+
+
 @pytest.mark.parametrize("fw", STATEFUL)
-def test_constructor_sets_every_batch_norm(fw):
-    b = backend(fw)
-    model = b.ResNet("basic", [1, 1, 1, 1], num_classes=7, in_chans=1, attn_layer="eca", bn_eps=1e-3,
-                     bn_momentum=0.2)
-    assert list(b.ResNet.from_config(model.config).state_dict()) == list(model.state_dict())
-    bn = model.layer2[0].bn1
-    if fw == "torch":
-        assert (bn.eps, bn.momentum) == (1e-3, 0.2)
-    else:  # Paddle's momentum is the weight of the old statistic
-        assert (bn._epsilon, bn._momentum) == (1e-3, pytest.approx(0.8))
+def test_from_config_builds_the_same_state_dict(fw):
+    model = _configured_resnet(fw)
+    assert list(backend(fw).ResNet.from_config(model.config).state_dict()) == list(model.state_dict())
+
+
+def test_torch_constructor_sets_every_batch_norm():
+    bn = _configured_resnet("torch").layer2[0].bn1
+    assert (bn.eps, bn.momentum) == (1e-3, 0.2)
+
+
+def test_paddle_constructor_sets_every_batch_norm():
+    """Paddle's momentum is the weight of the old statistic."""
+    bn = _configured_resnet("paddle").layer2[0].bn1
+    assert (bn._epsilon, bn._momentum) == (1e-3, pytest.approx(0.8))
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

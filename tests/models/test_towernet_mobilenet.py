@@ -3,7 +3,8 @@ constructors, input checks, dropout, ``to_static``, and the port of the article.
 
 The numbers against the float64 reference of ``attn_core.models`` are the model cases'
 (tests/models/test_model_conformance.py). The port of the article is held to seed article 003's own Paddle code
-(``simam_module``, ``Inception``, ``BasicConv2d``, ``TowerNet``), re-typed below as its readers type it.
+(``simam_module``, ``Inception``, ``BasicConv2d``, ``TowerNet``), re-typed as published in
+benchmarks/peers/seed_paddle.py.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
 from attn_core import ConfigError, InputShapeError
+from attn_core.frameworks import FRAMEWORK_INFO
 from attn_core.models import ECAMobileNetV2Config, TowerNetConfig, create_model_config
 
-from .._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend, runner
 from ._structure import assert_state_dict_is_the_table
 
 TOWER_SHAPE = (1, 3, 256, 256)  # the article's input size (the reference takes about a second)
@@ -27,6 +30,7 @@ MOBILE_CLASSES = 10
 MOBILE_TRAIN = dict(num_classes=MOBILE_CLASSES, width_mult=0.25, dropout=0.0)
 CLASS_NAMES = {"towernet": "TowerNet", "eca_mobilenetv2": "ECAMobileNetV2"}
 CONFIG_CLASSES = {"towernet": TowerNetConfig, "eca_mobilenetv2": ECAMobileNetV2Config}
+STATEFUL = ("torch", "paddle")  # modules that hold their weights (Flax's are variables beside the module)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -58,7 +62,7 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ structure and API
-@pytest.mark.parametrize("fw", ("torch", "paddle"))
+@pytest.mark.parametrize("fw", STATEFUL)
 @pytest.mark.parametrize("name", ("towernet", "eca_mobilenetv2"))
 def test_state_dict_keys_are_the_canonical_table(fw, name):
     assert_state_dict_is_the_table(fw, backend(fw).create_model(name, **_kwargs(name)),
@@ -69,7 +73,7 @@ def test_state_dict_keys_are_the_canonical_table(fw, name):
 def test_torch_and_paddle_have_the_same_module_tree(name):
     def tree(fw: str) -> list[tuple[str, str]]:
         model = backend(fw).create_model(name, **_kwargs(name))
-        items = model.named_modules() if fw == "torch" else model.named_sublayers(include_self=True)
+        items = [("", model), *runner(fw).submodules(model).items()]
         return [(n, type(m).__name__.lower()) for n, m in items]  # Conv2d / Conv2D -> conv2d
 
     assert tree("torch") == tree("paddle")
@@ -99,17 +103,31 @@ def test_module_trees_follow_the_specs():
     assert isinstance(mobile.classifier[0], torch.nn.Dropout) and mobile.classifier[0].p == cfg.dropout
 
 
+def _config_fields(name: str) -> list[tuple[str, Any]]:
+    return [(f.name, f.default) for f in dataclasses.fields(CONFIG_CLASSES[name]) if f.init]
+
+
+@pytest.mark.parametrize("fw", STATEFUL)
+@pytest.mark.parametrize("name", ("towernet", "eca_mobilenetv2"))
+def test_constructor_arguments_are_the_configs_fields(fw, name):
+    cls = getattr(backend(fw), CLASS_NAMES[name])
+    got = [(p.name, p.default) for p in list(inspect.signature(cls.__init__).parameters.values())[1:]]
+    assert got == _config_fields(name)
+
+
+@pytest.mark.parametrize("name", ("towernet", "eca_mobilenetv2"))
+def test_flax_dataclass_fields_are_the_configs_fields(name):
+    """A linen module is a dataclass: its fields are the constructor (``parent`` and ``name`` are linen's own)."""
+    cls = getattr(backend("flax"), CLASS_NAMES[name])
+    got = [(f.name, f.default) for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
+    assert got == _config_fields(name)
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("name", ("towernet", "eca_mobilenetv2"))
 def test_constructor_mirrors_the_config(fw, name):
     b = backend(fw)
     cls, config_cls = getattr(b, CLASS_NAMES[name]), CONFIG_CLASSES[name]
-    fields = [f for f in dataclasses.fields(config_cls) if f.init]
-    if fw == "flax":
-        got = [(f.name, f.default) for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
-    else:
-        got = [(p.name, p.default) for p in list(inspect.signature(cls.__init__).parameters.values())[1:]]
-    assert got == [(f.name, f.default) for f in fields]
     assert cls.__doc__ == config_cls.__doc__
     assert importlib.import_module(f"backends.{fw}.models").MODEL_CLASSES[config_cls] is cls
     assert name in b.MODELS
@@ -160,36 +178,36 @@ def test_flax_variables_are_the_canonical_names_split_on_dots():
 
 
 # ----------------------------------------------------------------------------------------------- inputs
+def _eval_forwards(fw: str, name: str, **kwargs: Any) -> Callable[[tuple[int, ...]], np.ndarray]:
+    """The evaluation forward of the registered model ``name`` (seeded weights) on zeros of an NCHW shape (float32)."""
+    r = runner(fw)
+    config = create_model_config(name, **kwargs)
+    model, variables = r.build_model(config, config.init_weights(np.random.default_rng(0), np.float32))
+    return lambda shape: r.forward(model, variables, np.zeros(shape, np.float32))
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_towernet_refuses_sizes_outside_255_to_510_in_its_layout(fw):
-    b = backend(fw)
-    model = b.create_model("towernet")
-    if fw == "flax":
-        import jax
-        import jax.numpy as jnp
-
-        def run(shape: tuple[int, ...]) -> Any:
-            return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
-
-        for hw in (256, 300, 510):  # NHWC accepted (abstract evaluation: nothing is computed), a 1x1 map at b6
-            out = run((1, hw, 400, 3))
-            assert out["params"]["b6"]["kernel"].shape == (256, 16)
-        bad = [(1, 254, 256, 3), (1, 256, 511, 3), (1, 64, 64, 3)]
-        with pytest.raises(InputShapeError, match=r"expected 3 channels \(a NHWC input"):
-            run((1, 3, 256, 256))  # NCHW given to Flax
-    else:
-        model.eval()
-        bad = [(1, 3, 254, 256), (1, 3, 256, 511), (1, 3, 64, 64)]
-
-        def run(shape: tuple[int, ...]) -> Any:
-            if fw == "torch":
-                import torch
-                return model(torch.zeros(shape))
-            import paddle
-            return model(paddle.zeros(shape))
-    for shape in bad:
+    run = _eval_forwards(fw, "towernet")
+    for shape in [(1, 3, 254, 256), (1, 3, 256, 511), (1, 3, 64, 64)]:  # given in the framework's layout
         with pytest.raises(InputShapeError, match=r"TowerNet: expected H and W from 255 to 510"):
             run(shape)
+
+
+def test_flax_towernet_takes_nhwc_sizes_from_255_to_510():
+    import jax
+    import jax.numpy as jnp
+
+    model = backend("flax").create_model("towernet")
+
+    def run(shape: tuple[int, ...]) -> Any:
+        return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
+
+    for hw in (256, 300, 510):  # NHWC accepted (abstract evaluation: nothing is computed), a 1x1 map at b6
+        out = run((1, hw, 400, 3))
+        assert out["params"]["b6"]["kernel"].shape == (256, 16)
+    with pytest.raises(InputShapeError, match=r"expected 3 channels \(a NHWC input"):
+        run((1, 3, 256, 256))  # NCHW given to Flax
 
 
 def _towernet_map_before_b6(size: int) -> int:
@@ -218,24 +236,9 @@ def test_towernet_spec_accepts_255():
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_mobilenet_input_checks(fw):
-    b = backend(fw)
-    model = b.create_model("eca_mobilenetv2", num_classes=3, width_mult=0.25)
-    x = np.zeros((1, 4, 16, 16), np.float32)
-    if fw == "flax":
-        import jax
-        import jax.numpy as jnp
-        with pytest.raises(InputShapeError, match=r"ECAMobileNetV2: expected 3 channels \(a NHWC input"):
-            jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(_nhwc(x)))
-        return
-    model.eval()
-    if fw == "torch":
-        import torch
-        t = torch.tensor(x)
-    else:
-        import paddle
-        t = paddle.to_tensor(x)
-    with pytest.raises(InputShapeError, match=r"ECAMobileNetV2: expected 3 channels \(a NCHW input"):
-        model(t)
+    layout = FRAMEWORK_INFO[fw].layout
+    with pytest.raises(InputShapeError, match=rf"ECAMobileNetV2: expected 3 channels \(a {layout} input"):
+        _eval_forwards(fw, "eca_mobilenetv2", num_classes=3, width_mult=0.25)((1, 4, 16, 16))  # 4 channels
 
 
 def test_flax_mobilenet_one_value_per_channel_is_an_error_naming_the_layer():
@@ -255,56 +258,56 @@ def test_flax_mobilenet_one_value_per_channel_is_an_error_naming_the_layer():
     assert y.shape == (1, MOBILE_CLASSES)  # evaluation takes it
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_mobilenet_dropout_acts_in_training_only(fw):
-    """classifier.0 drops features in training (p = config.dropout) and is the identity in evaluation; Flax then
-    needs a 'dropout' rng."""
+def _dropout_case() -> tuple[ECAMobileNetV2Config, dict[str, np.ndarray], np.ndarray]:
     config = ECAMobileNetV2Config(num_classes=4, width_mult=0.25, dropout=0.5)
     weights = config.init_weights(np.random.default_rng(0), dtype=np.float32)
     x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    return config, weights, x
+
+
+@pytest.mark.parametrize("fw", STATEFUL)
+def test_mobilenet_dropout_acts_in_training_only(fw):
+    """classifier.0 drops features in training (p = config.dropout) and is the identity in evaluation."""
+    config, weights, x = _dropout_case()
     want = config.reference(weights, x)
-    b = backend(fw)
+    r = runner(fw)
+    model, variables = r.build_model(config, weights)
+    _close(r.forward(model, variables, x), want, f"{fw} eval", 1e-4)
+    _close(r.forward(model, variables, x), want, f"{fw} eval, again", 1e-4)
+    r.seed(0)
+    a, variables = r.train_forward(model, variables, x)
+    r.seed(1)
+    assert not np.allclose(a, r.train_forward(model, variables, x)[0])
+
+
+def test_flax_mobilenet_dropout_needs_an_rng_and_acts_in_training_only():
+    """classifier.0 drops features in training (p = config.dropout) and is the identity in evaluation; Flax then
+    needs a 'dropout' rng."""
+    import flax
+    import jax
+    import jax.numpy as jnp
+
+    config, weights, x = _dropout_case()
+    b = backend("flax")
     model = b.ECAMobileNetV2.from_config(config)
-    if fw == "flax":
-        import flax
-        import jax
-        import jax.numpy as jnp
-        bf_mobile = importlib.import_module("backends.flax.mobilenetv2")
-        variables = b.load_weights(model, weights)
-        xx = jnp.asarray(_nhwc(x))
-        # the model's evaluation output is the model cases' (test_model_conformance); compiling its training forward
-        # takes half a minute on CPU, so it is traced here, and the classifier run
-        with pytest.raises(flax.errors.InvalidRngError, match="dropout"):
-            jax.eval_shape(lambda v, xi: model.apply(v, xi, train=True, mutable=["batch_stats"]), variables, xx)
-        y, state = jax.eval_shape(lambda v, xi, k: model.apply(v, xi, train=True, mutable=["batch_stats"],
-                                                               rngs={"dropout": k}), variables, xx, jax.random.key(0))
-        assert y.shape == (2, 4) and set(state) == {"batch_stats"}
-        classifier = bf_mobile.Classifier(config.dropout, config.head())
-        head = {"params": {"1": variables["params"]["classifier"]["1"]}}
-        f = jnp.asarray(np.random.default_rng(2).standard_normal((2, config.last_channels)), jnp.float32)
-        _close(np.asarray(classifier.apply(head, f)), np.asarray(f) @ weights["classifier.1.weight"].T
-               + weights["classifier.1.bias"], "flax classifier in evaluation", 1e-5)
-        a = classifier.apply(head, f, train=True, rngs={"dropout": jax.random.key(1)})
-        c = classifier.apply(head, f, train=True, rngs={"dropout": jax.random.key(2)})
-        assert not np.allclose(np.asarray(a), np.asarray(c))
-        return
-    model = b.load_weights(model, weights)
-    model.eval()
-    if fw == "torch":
-        import torch
-        run = lambda: model(torch.tensor(x)).detach().numpy()  # noqa: E731
-        manual_seed = torch.manual_seed
-    else:
-        import paddle
-        run = lambda: model(paddle.to_tensor(x)).numpy()  # noqa: E731
-        manual_seed = paddle.seed
-    _close(run(), want, f"{fw} eval", 1e-4)
-    _close(run(), want, f"{fw} eval, again", 1e-4)
-    model.train()
-    manual_seed(0)
-    a = run()
-    manual_seed(1)
-    assert not np.allclose(a, run())
+    bf_mobile = importlib.import_module("backends.flax.mobilenetv2")
+    variables = b.load_weights(model, weights)
+    xx = jnp.asarray(_nhwc(x))
+    # the model's evaluation output is the model cases' (test_model_conformance); compiling its training forward
+    # takes half a minute on CPU, so it is traced here, and the classifier run
+    with pytest.raises(flax.errors.InvalidRngError, match="dropout"):
+        jax.eval_shape(lambda v, xi: model.apply(v, xi, train=True, mutable=["batch_stats"]), variables, xx)
+    y, state = jax.eval_shape(lambda v, xi, k: model.apply(v, xi, train=True, mutable=["batch_stats"],
+                                                           rngs={"dropout": k}), variables, xx, jax.random.key(0))
+    assert y.shape == (2, 4) and set(state) == {"batch_stats"}
+    classifier = bf_mobile.Classifier(config.dropout, config.head())
+    head = {"params": {"1": variables["params"]["classifier"]["1"]}}
+    f = jnp.asarray(np.random.default_rng(2).standard_normal((2, config.last_channels)), jnp.float32)
+    _close(np.asarray(classifier.apply(head, f)), np.asarray(f) @ weights["classifier.1.weight"].T
+           + weights["classifier.1.bias"], "flax classifier in evaluation", 1e-5)
+    a = classifier.apply(head, f, train=True, rngs={"dropout": jax.random.key(1)})
+    c = classifier.apply(head, f, train=True, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(np.asarray(a), np.asarray(c))
 
 
 @pytest.mark.slow  # to_static compiles a whole network
@@ -329,111 +332,6 @@ def test_paddle_to_static_gives_the_dygraph_output(name):
 
 
 # ------------------------------------------------------------------------------- seed article 003's own code
-def _article_towernet() -> Any:
-    """Seed article 003's Paddle model, as its readers type it (its unused ``from paddle.fluid.layers.nn import
-    transpose`` left out: Paddle 3 has no ``paddle.fluid``)."""
-    import paddle
-    import paddle.nn as nn
-    import paddle.nn.functional as F
-
-    class simam_module(nn.Layer):  # noqa: N801 - the article's name
-        def __init__(self, channels, e_lambda=1e-4):
-            super(simam_module, self).__init__()  # noqa: UP008 - as published
-            self.activaton = nn.Sigmoid()
-            self.e_lambda = e_lambda
-
-        def __repr__(self):
-            s = self.__class__.__name__ + '('
-            s += ('lambda=%f)' % self.e_lambda)  # noqa: UP031 - as published
-            return s
-
-        @staticmethod
-        def get_module_name():
-            return "simam"
-
-        def forward(self, x):
-            b, c, h, w = x.shape
-            n = w * h - 1
-            x_minus_mu_square = (x - x.mean(axis=[2, 3], keepdim=True)).pow(2)
-            y = x_minus_mu_square / (4 * (x_minus_mu_square.sum(axis=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5
-            return x * self.activaton(y)
-
-    # 构建模型(Inception层)
-    class Inception(paddle.nn.Layer):
-        def __init__(self, in_channels, c1, c2, c3, c4):
-            super(Inception, self).__init__()  # noqa: UP008 - as published
-            # 路线1,卷积核1x1
-            self.route1x1_1 = paddle.nn.Conv2D(in_channels, c1, kernel_size=1)
-            # 路线2,卷积层1x1、卷积层3x3
-            self.route1x1_2 = paddle.nn.Conv2D(in_channels, c2[0], kernel_size=1)
-            self.route3x3_2 = paddle.nn.Conv2D(c2[0], c2[1], kernel_size=3, padding=1)
-            # 路线3,卷积层1x1、卷积层5x5
-            self.route1x1_3 = paddle.nn.Conv2D(in_channels, c3[0], kernel_size=1)
-            self.route5x5_3 = paddle.nn.Conv2D(c3[0], c3[1], kernel_size=5, padding=2)
-            # 路线4,池化层3x3、卷积层1x1
-            self.route3x3_4 = paddle.nn.MaxPool2D(kernel_size=3, stride=1, padding=1)
-            self.route1x1_4 = paddle.nn.Conv2D(in_channels, c4, kernel_size=1)
-
-        def forward(self, x):
-            route1 = F.relu(self.route1x1_1(x))
-            route2 = F.relu(self.route3x3_2(F.relu(self.route1x1_2(x))))
-            route3 = F.relu(self.route5x5_3(F.relu(self.route1x1_3(x))))
-            route4 = F.relu(self.route1x1_4(self.route3x3_4(x)))
-            out = [route1, route2, route3, route4]
-            return paddle.concat(out, axis=1)  # 在通道维度(axis=1)上进行连接
-
-    # 构建 BasicConv2d 层
-    def BasicConv2d(in_channels, out_channels, kernel, stride=1, padding=0):  # noqa: N802 - the article's name
-        layer = paddle.nn.Sequential(
-            paddle.nn.Conv2D(in_channels, out_channels, kernel, stride, padding),
-            paddle.nn.BatchNorm2D(out_channels, epsilon=1e-3),
-            paddle.nn.ReLU())
-        return layer
-
-    # 搭建网络
-    class TowerNet(paddle.nn.Layer):
-        def __init__(self, in_channel, num_classes):
-            super(TowerNet, self).__init__()  # noqa: UP008 - as published
-            self.b1 = paddle.nn.Sequential(
-                BasicConv2d(in_channel, out_channels=64, kernel=3, stride=2, padding=1),
-                paddle.nn.MaxPool2D(2, 2))
-            self.b2 = paddle.nn.Sequential(
-                BasicConv2d(64, 128, kernel=3, padding=1),
-                paddle.nn.MaxPool2D(2, 2))
-            self.b3 = paddle.nn.Sequential(
-                BasicConv2d(128, 256, kernel=3, padding=1),
-                paddle.nn.MaxPool2D(2, 2),
-                simam_module(256))
-            self.b4 = paddle.nn.Sequential(
-                BasicConv2d(256, 256, kernel=3, padding=1),
-                paddle.nn.MaxPool2D(2, 2),
-                simam_module(256))
-            self.b5 = paddle.nn.Sequential(
-                Inception(256, 64, (64, 128), (16, 32), 32),
-                paddle.nn.MaxPool2D(2, 2),
-                simam_module(256),
-                Inception(256, 64, (64, 128), (16, 32), 32),
-                paddle.nn.MaxPool2D(2, 2),
-                simam_module(256),
-                Inception(256, 64, (64, 128), (16, 32), 32))
-            self.AvgPool2D = paddle.nn.AvgPool2D(2)
-            self.flatten = paddle.nn.Flatten()
-            self.b6 = paddle.nn.Linear(256, num_classes)
-
-        def forward(self, x):
-            x = self.b1(x)
-            x = self.b2(x)
-            x = self.b3(x)
-            x = self.b4(x)
-            x = self.b5(x)
-            x = self.AvgPool2D(x)
-            x = self.flatten(x)
-            x = self.b6(x)
-            return x
-
-    return TowerNet(3, 16)  # TowerNet(3, config_parameters['class_dim']) with class_dim 16
-
-
 def test_seed_article_towernet_gives_our_logits():
     """The article's own TowerNet, loaded with the canonical weights by renaming BatchNorm statistics
     (running_mean -> _mean, running_var -> _variance) and transposing the Linear weight to Paddle's [in, out],
@@ -441,8 +339,10 @@ def test_seed_article_towernet_gives_our_logits():
     import paddle
 
     bp = backend("paddle")
+    from benchmarks.peers import seed_paddle
+
     config, weights, x = _case("towernet", TOWER_SHAPE)
-    article = _article_towernet()
+    article = seed_paddle.TowerNet(3, 16)  # TowerNet(3, config_parameters['class_dim']) with class_dim 16
     ours = bp.create_model("towernet")
     assert config == ours.config == TowerNetConfig()  # the article's in_channel 3, class_dim 16, eps 1e-3
     assert list(article.state_dict()) == list(ours.state_dict())
