@@ -215,6 +215,11 @@ class BatNonLocalAttnConfig(AttentionConfig):
         object.__setattr__(self, "hidden", hidden)
 
     @property
+    def spatial_multiple(self) -> int:
+        """What H and W must be multiples of: ``block_size`` (``conformance.cases.cases_for`` sizes its inputs so)."""
+        return int(self.block_size)
+
+    @property
     def drop_scale(self) -> float:
         """What a kept channel of the branch is multiplied by in training: 1 / (1 - p), and 0 for p = 1 (every
         channel dropped, as torch, Paddle and Flax do)."""

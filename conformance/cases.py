@@ -181,6 +181,26 @@ CASES: tuple[Case, ...] = (
     _c("strip", "c6-k5-bias-b1", (1, 6, 3, 4), "kernel longer than the H strip, conv bias", kernel_size=5, bias=True),
     _c("strip", "c4-noconv-1x1", (2, 4, 1, 1), "use_conv=False: no parameters, 1x1", use_conv=False),
     _c("strip", "c5-hsig-skip", (2, 5, 4, 6), "hard sigmoid, skip", gate_layer="hard_sigmoid", has_skip=True),
+    # timm's NonLocalAttn: softmax over the H*W positions, BatchNorm after z, residual
+    _c("nl", "c16-7x5", (2, 16, 7, 5), "timm defaults: rd make_divisible(2, 8) = 8, scale C ** -0.5"),
+    _c("nl", "c16-train", (3, 16, 5, 4), "BatchNorm on batch statistics", training=True),
+    _c("nl", "c12-rd4-b1", (1, 12, 3, 8), "batch 1, rd_channels 4", rd_channels=4),
+    _c("nl", "c8-noscale", (2, 8, 4, 6), "use_scale=False: unscaled logits, the largest weight 0.79 on average",
+       use_scale=False),
+    _c("nl", "c8-1x1-b1", (1, 8, 1, 1), "one position: the softmax is 1"),
+    _c("nl", "c24-1x1-train", (3, 24, 1, 1), "one position per sample, BatchNorm over the batch", training=True,
+       rd_ratio=0.5),
+    # timm's BatNonLocalAttn: H and W multiples of block_size; the training cases drop nothing (drop_rate=0)
+    _c("bat", "c16-b2-eval", (2, 16, 6, 4), "block 2 (t = 3, s = 2), dropout inactive in eval", block_size=2),
+    _c("bat", "c16-b2-train", (3, 16, 4, 6), "BatchNorm on batch statistics, drop_rate 0", training=True,
+       block_size=2, drop_rate=0.0),
+    _c("bat", "c24-b3-g4-b1", (1, 24, 9, 3), "groups 4 of rd 8, W = block (no resize), batch 1", block_size=3,
+       groups=4, rd_channels=8),
+    _c("bat", "c32-b7-timm", (1, 32, 7, 14), "timm's block_size 7, groups 2"),
+    _c("bat", "c8-b1-1x1-train", (2, 8, 1, 1), "block 1 at 1x1: P = Q = 1, BatchNorm over 2 values",
+       training=True, block_size=1, drop_rate=0.0),
+    _c("bat", "c16-silu-train", (2, 16, 6, 9), "silu, groups 4, block 3, training", training=True, block_size=3,
+       groups=4, act_layer="silu", drop_rate=0.0),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))
@@ -235,7 +255,8 @@ def cases_for(config: AttentionConfig) -> tuple[Case, ...]:
       running statistics after the step.
 
     BatchNorm modules run the other cases in eval mode, on the (seeded, non-trivial) running statistics. Weights,
-    input and cotangent are drawn from the seed of the case's name, as for :data:`CASES`.
+    input and cotangent are drawn from the seed of the case's name, as for :data:`CASES`. A config whose H and W
+    must be multiples of its ``spatial_multiple`` m (BatNonLocalAttn: its block_size) gets every H and W times m.
     """
     name = registry_name(config)
     c = config.channels_required or ANY_CHANNELS
@@ -247,4 +268,9 @@ def cases_for(config: AttentionConfig) -> tuple[Case, ...]:
     if config.has_batch_norm:
         cases.append(Case(name, "n3-6x5-train", (3, c, 6, 5), training=True,
                           note="training: BatchNorm on batch statistics", spec=config))
+    m = int(getattr(config, "spatial_multiple", 1))
+    if m > 1:
+        cases = [Case(k.module, k.case_id.replace(f"{k.shape[2]}x{k.shape[3]}", f"{k.shape[2] * m}x{k.shape[3] * m}"),
+                      (k.shape[0], k.shape[1], k.shape[2] * m, k.shape[3] * m), training=k.training,
+                      note=f"{k.note}, sizes times {m}", spec=config) for k in cases]
     return tuple(cases)

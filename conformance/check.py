@@ -65,11 +65,19 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
                     "channel_out * map is compared with the output",
     "gate_h": "CoordAttn, EfficientLocalAttn: the height gate, a function of the strip pooled over W, (N, C, H, 1)",
     "gate_w": "CoordAttn, EfficientLocalAttn: the width gate, a function of the strip pooled over H, (N, C, 1, W)",
+    "nl_attention": "NonLocalAttn: the softmax over the positions, (N, H*W, H*W), row i the weights of position i",
+    "nl_context": "NonLocalAttn: the attention-weighted g embedding, the input of z, (N, rd, H, W)",
+    "bat_p": "BatNonLocalAttn: the row transform P of each group, rows summing to 1, (N, G, b, b)",
+    "bat_q": "BatNonLocalAttn: the column transform Q of each group, columns summing to 1, (N, G, b, b)",
+    "bat_transform": "BatNonLocalAttn: the bilinear transform's output cna(P u Q), (N, rd, H, W) (submodule 'ba')",
+    "bat_branch": "BatNonLocalAttn: conv2's output before the dropout and the residual, (N, C, H, W)",
 })
 #: how a tap is named in a diagnosis
 TAP_STAGES: Mapping[str, str] = MappingProxyType({
     "gate": "gate", "channel_gate": "channel map", "channel_out": "channel output", "spatial_gate": "spatial map",
-    "gate_h": "height gate", "gate_w": "width gate"})
+    "gate_h": "height gate", "gate_w": "width gate",
+    "nl_attention": "non-local attention", "nl_context": "non-local context", "bat_p": "BAT row transform",
+    "bat_q": "BAT column transform", "bat_transform": "bilinear transform", "bat_branch": "BAT branch"})
 #: gate tap -> the tensor it produces by multiplying its input ('output': the module's output)
 _GATED: Mapping[str, str] = MappingProxyType({"gate": "output", "channel_gate": "channel_out",
                                               "spatial_gate": "output"})

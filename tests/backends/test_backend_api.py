@@ -13,7 +13,8 @@ from attn_core import CONFIGS, ConfigError
 from .._fw import FRAMEWORKS, backend
 
 CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
-           "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule")
+           "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule",
+           "NonLocalAttn", "BatNonLocalAttn")
 
 
 def _arguments(fw, cls):

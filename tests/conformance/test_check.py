@@ -24,9 +24,11 @@ import pytest
 import conformance
 from attn_core import (
     CBAM_PRESETS,
+    BatNonLocalAttnConfig,
     CBAMConfig,
     CoordAttnConfig,
     ECAConfig,
+    NonLocalAttnConfig,
     SEConfig,
     SimAMConfig,
     SpatialAttentionConfig,
@@ -372,7 +374,7 @@ def test_user_errors_raise_before_running():
 def test_tap_meanings_cover_every_reference_tap():
     names = set()
     for spec in (SEConfig(16), ECAConfig(16), CBAMConfig(16), SimAMConfig(), SpatialAttentionConfig(),
-                 CoordAttnConfig(16)):
+                 CoordAttnConfig(16), NonLocalAttnConfig(8), BatNonLocalAttnConfig(16, block_size=1)):
         case = cases_for(spec)[0]
         w, x, _ = case.data()
         names |= set(reference_taps(spec, w, x)) - {"output"}

@@ -32,6 +32,9 @@ VALID = {
     "ceca": {"channels": 16, "kernel_size": 5, "gamma": 2.0, "beta": 1.0},
     "lcbam": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 2, "spatial_kernel_size": 3,
               "bn_eps": 0.0009765625, "bn_momentum": 0.125},
+    "nl": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4},
+    "bat": {"channels": 32, "block_size": 2, "groups": 2, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4,
+            "drop_rate": 0.25},
 }
 
 
