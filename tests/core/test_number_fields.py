@@ -26,6 +26,11 @@ VALID = {
     "cbam": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 2, "spatial_kernel_size": 3,
              "bn_eps": 0.0009765625, "bn_momentum": 0.125},
     "simam": {"channels": 8, "e_lambda": 0.0001220703125},  # 2^-13
+    "coord": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4, "se_factor": 0.5, "rd_min": 4,
+              "bn_eps": 0.0009765625, "bn_momentum": 0.125},
+    "scoord": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4, "se_factor": 0.5, "rd_min": 4},
+    "ela": {"channels": 16, "kernel_size": 5, "norm_groups": 4, "norm_eps": 0.0009765625},
+    "strip": {"channels": 8, "kernel_size": 5},
     "ese": {"channels": 8},
     "ecam": {"channels": 64, "kernel_size": 5, "gamma": 2.0, "beta": 1.0, "rd_ratio": 0.25, "rd_channels": 6,
              "rd_divisor": 4},
