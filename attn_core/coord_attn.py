@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
+from .cbam import _check_bn
 from .se import GATE_LAYERS
 from .spec import (
     AttentionConfig,
@@ -85,21 +86,13 @@ def _check_flag(module: str, name: str, value: Any) -> None:
     check_choice(module, name, value, (True, False))
 
 
-def _check_bn(module: str, eps: Any, momentum: Any) -> None:
-    if not (is_real(eps) and eps > 0):
-        raise ConfigError(f"{module}: bn_eps must be a positive finite number, got {eps!r}")
-    if not (is_real(momentum) and 0 <= momentum <= 1):
-        raise ConfigError(f"{module}: bn_momentum (torch convention: weight of the new batch) must be in [0, 1], "
-                          f"got {momentum!r}")
-
-
 def _strips(x: Node) -> tuple[Node, Node]:
     """The directional means of ``x`` (N, C, H, W): over W, (N, C, H, 1), and over H, (N, C, 1, W)."""
     return ops.mean(x, 3), ops.mean(x, 2)
 
 
-def _gated(x: Node, gated: Node, has_skip: bool) -> Node:
-    return ops.add(gated, x) if has_skip else gated
+def _with_skip(x: Node, out: Node, has_skip: bool) -> Node:
+    return ops.add(out, x) if has_skip else out
 
 
 def _act(name: str | None, a: Node) -> Node:
@@ -210,7 +203,7 @@ class CoordAttnConfig(AttentionConfig):
         if taps is not None:
             taps["gate_h"] = a_h
             taps["gate_w"] = a_w
-        return _gated(x, ops.mul(ops.mul(x, a_w), a_h), self.has_skip)
+        return _with_skip(x, ops.mul(ops.mul(x, a_w), a_h), self.has_skip)
 
 
 @dataclass(frozen=True)
@@ -285,7 +278,7 @@ class SimpleCoordAttnConfig(AttentionConfig):
         g = ops.activation(self.gate_layer, ops.add(a_h, a_w))
         if taps is not None:
             taps["gate"] = g
-        return _gated(x, ops.mul(x, g), self.has_skip)
+        return _with_skip(x, ops.mul(x, g), self.has_skip)
 
 
 @dataclass(frozen=True)
@@ -377,7 +370,7 @@ class EfficientLocalAttnConfig(AttentionConfig):
         if taps is not None:
             taps["gate_h"] = a_h
             taps["gate_w"] = a_w
-        return _gated(x, ops.mul(ops.mul(x, a_h), a_w), self.has_skip)
+        return _with_skip(x, ops.mul(ops.mul(x, a_h), a_w), self.has_skip)
 
 
 @dataclass(frozen=True)
@@ -446,4 +439,4 @@ class StripAttnConfig(AttentionConfig):
         g = ops.activation(self.gate_layer, ops.add(s_h, s_w))
         if taps is not None:
             taps["gate"] = g
-        return _gated(x, ops.mul(x, g), self.has_skip)
+        return _with_skip(x, ops.mul(x, g), self.has_skip)
