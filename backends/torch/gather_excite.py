@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from attn_core import GatherExciteConfig, bn_momentum_for
-from attn_core.ops import nearest_indices
 
 from ._base import AttentionModule
 from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as
 
 
-@lru_cache(maxsize=256)
-def _indices(size_in: int, size_out: int) -> tuple[int, ...]:
-    return tuple(int(i) for i in nearest_indices(size_in, size_out))
+def nearest_source(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
+    """:func:`attn_core.ops.nearest_indices` in torch ops (float32, as torch's own kernels), which torch.compile
+    traces into its graph: the input index each of ``size_out`` outputs reads."""
+    i = torch.arange(size_out, device=device)
+    if size_out == size_in:
+        return i
+    if size_out == 2 * size_in:
+        return i // 2
+    scale = torch.tensor(size_in, dtype=torch.float32, device=device) / size_out
+    return (i.to(torch.float32) * scale).floor().long().clamp(max=size_in - 1)
 
 
 def resize_nearest(g: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``g`` (N, C, h, w) resized to ``size`` by torch's nearest rule (:func:`attn_core.ops.nearest_indices`),
-    as explicit indices: ``F.interpolate`` rounds float64 inputs otherwise for some sizes over 128."""
-    rows = torch.tensor(_indices(g.shape[2], size[0]), device=g.device)
-    cols = torch.tensor(_indices(g.shape[3], size[1]), device=g.device)
-    return g.index_select(2, rows).index_select(3, cols)
+    """``g`` (N, C, h, w) resized to ``size`` by torch's nearest rule for float32 inputs, as explicit indices:
+    ``F.interpolate`` rounds float64 inputs otherwise for some sizes over 128."""
+    rows = nearest_source(g.shape[2], size[0], g.device)
+    return g.index_select(2, rows).index_select(3, nearest_source(g.shape[3], size[1], g.device))
 
 
 class ConvMlp(nn.Module):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attn_core import GlobalContextAddConfig, GlobalContextConfig
@@ -29,8 +28,12 @@ class ContextMlp(nn.Module):
     def run(self, v: torch.Tensor, act: Any, dtype: torch.dtype | None) -> torch.Tensor:
         """``fc2(act(norm(fc1(v))))`` of pooled rows ``v`` (N, C), in ``dtype`` (None: ``v``'s)."""
         h = pointwise_as(self.fc1, v, dtype)
-        dt = dtype or h.dtype
-        h = F.layer_norm(h, (h.shape[1],), self.norm.weight.to(dt), self.norm.bias.to(dt), self.norm.eps)
+        # centred first, as the reference and the other backends: F.layer_norm's fused kernel leaves rounding noise
+        # times 1 / sqrt(eps) where the norm sees one channel (rd = 1), whose exact output is 0
+        centred = h - h.mean(1, keepdim=True)
+        h = centred * torch.rsqrt((centred * centred).mean(1, keepdim=True) + self.norm.eps)
+        dt = h.dtype
+        h = h * self.norm.weight.to(dt) + self.norm.bias.to(dt)
         return pointwise_as(self.fc2, act(h), dtype)
 
 

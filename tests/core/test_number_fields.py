@@ -40,6 +40,10 @@ VALID = {
     "nl": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4},
     "bat": {"channels": 32, "block_size": 2, "groups": 2, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4,
             "drop_rate": 0.25},
+    "ge": {"channels": 32, "extent": 4, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4, "bn_eps": 0.0009765625,
+           "bn_momentum": 0.125},
+    "gc": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4},
+    "gca": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4},
 }
 
 
