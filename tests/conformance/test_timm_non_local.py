@@ -504,3 +504,44 @@ def test_backends_refuse_what_the_configs_refuse(fw):
         b.create_attn("bat", 16, groups=3).config  # noqa: B018 - Flax validates on construction too
     with pytest.raises(ConfigError, match="NonLocalAttn: rd_ratio must be a positive finite number"):
         b.create_attn("nl", 16, rd_ratio=-1.0).config  # noqa: B018
+
+
+def test_check_diagnoses_a_port_at_the_bilinear_transform():
+    """A port whose Q is normalised over its rows (as P is) instead of its columns: conformance.check, with the
+    taps mapped to the submodules 'ba' and 'conv2', names the bilinear transform as the first difference; the
+    project's own module passes with the same taps."""
+    bt = backend("torch")
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    from conformance import check
+
+    spec = BatNonLocalAttnConfig(16, block_size=2, drop_rate=0.0)
+    taps = {"bat_transform": "ba", "bat_branch": "conv2"}
+    assert check(bt.BatNonLocalAttn.from_config(spec), spec, taps=taps).passed
+
+    def port(q_dim):
+        def forward(self, x, compute=None):  # timm's forward, resize_mat as torch.kron with the identity
+            n, c, h, w = x.shape
+            b, g = self.block_size, self.groups
+            o = self.conv1(x, compute)
+            p = torch.sigmoid(self.conv_p(F.adaptive_max_pool2d(o, (b, 1))).view(n, g, b, b))
+            q = torch.sigmoid(self.conv_q(F.adaptive_max_pool2d(o, (1, b))).view(n, g, b, b))
+            p, q = p / p.sum(3, keepdim=True), q / q.sum(q_dim, keepdim=True)
+            eye = [torch.eye(k, dtype=x.dtype) for k in (h // b, w // b)]
+            big_p = torch.kron(p.repeat_interleave(c // g, 1), eye[0])
+            big_q = torch.kron(q.repeat_interleave(c // g, 1), eye[1])
+            return self.conv2(big_p @ x @ big_q, compute)
+
+        module = bt.BatNonLocalAttn.from_config(spec)
+        module.ba.forward = types.MethodType(forward, module.ba)
+        return module
+
+    assert check(port(2), spec, taps=taps).passed
+    report = check(port(3), spec, taps=taps)  # the bug: Q normalised over dim 3
+    assert not report.passed
+    d = report.first_difference
+    assert d.stage == "bilinear transform" and d.quantity == "tap:bat_transform"
+    assert [c.quantity for c in d.taps] == ["tap:bat_transform", "tap:bat_branch"]
