@@ -14,7 +14,8 @@ from .._fw import FRAMEWORKS, backend
 
 CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
            "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule",
-           "NonLocalAttn", "BatNonLocalAttn")
+           "NonLocalAttn", "BatNonLocalAttn",
+           "GatherExcite", "GlobalContext", "GlobalContextAdd")
 
 
 def _arguments(fw, cls):
