@@ -36,6 +36,8 @@ class Case:
     #: training steps whose running statistics are compared (the first is the one whose output and gradients are;
     #: the others run on :meth:`batches`)
     steps: int = 1
+    #: a factor on the drawn input (and on the further batches): a large one saturates a softmax over paths or splits
+    input_scale: float = 1.0
 
     #: judge elements near 0 on the scale of their quantity (:func:`conformance.suite.compare`'s ``scaled``)
     scaled = False
@@ -73,12 +75,15 @@ class Case:
         rng = np.random.default_rng(self.seed)
         weights = config.init_weights(rng)
         x = rng.standard_normal(self.shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, self.shape[1], 1, 1))
+        x = x * self.input_scale
         cotangent = rng.standard_normal(self.output_shape(config))
         return weights, x, cotangent
 
     def output_shape(self, config: AttentionConfig) -> tuple[int, ...]:
-        """The shape of the output (and of the cotangent): the input's, for an attention module."""
-        return self.shape
+        """The shape of the output (and of the cotangent): the float64 reference's on an input of the case's shape,
+        since a module that changes channels or stride (sk, splat) does not keep the input's."""
+        probe = config.init_weights(np.random.default_rng(0))
+        return tuple(config.reference(probe, np.ones(self.shape), training=self.training).shape)
 
     def batches(self) -> list[np.ndarray]:
         """The inputs of training steps 2 .. ``steps`` (float64 NCHW, drawn as :meth:`data`'s input, each from
@@ -86,7 +91,8 @@ class Case:
         out = []
         for step in range(2, self.steps + 1):
             rng = np.random.default_rng(zlib.crc32(f"{self.name}/step{step}".encode()))
-            out.append(rng.standard_normal(self.shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, self.shape[1], 1, 1)))
+            out.append((rng.standard_normal(self.shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, self.shape[1], 1, 1)))
+                       * self.input_scale)
         return out
 
 
@@ -201,6 +207,32 @@ CASES: tuple[Case, ...] = (
        training=True, block_size=1, drop_rate=0.0),
     _c("bat", "c16-silu-train", (2, 16, 6, 9), "silu, groups 4, block 3, training", training=True, block_size=3,
        groups=4, act_layer="silu", drop_rate=0.0),
+    # timm's SelectiveKernel: the output has out_channels and the strided map
+    _c("sk", "c8-timm", (2, 8, 7, 5), "timm defaults: 3x3 and dilated 3x3 paths on input halves, BatchNorm eval"),
+    _c("sk", "c8-train", (3, 8, 6, 5), "BatchNorm on batch statistics in the paths and the attention", training=True),
+    _c("sk", "c12-o16-s2-train", (4, 12, 7, 6), "three paths, 12 -> 16 channels, stride 2, training",
+       training=True, kernel_size=(3, 5, 7), out_channels=16, stride=2),
+    _c("sk", "c6-k357-b1", (1, 6, 5, 8), "keep_3x3=False: a 7x7 kernel wider than the map, whole input, groups 2",
+       kernel_size=(3, 5, 7), keep_3x3=False, split_input=False, groups=2),
+    _c("sk", "c8-s2-1x1", (2, 8, 1, 1), "1x1 map, stride 2, dilation 2", stride=2, dilation=2),
+    _c("sk", "c4-dw-silu-rd3", (2, 4, 3, 3), "depthwise paths (groups 4 on the whole input), silu, rd_channels 3",
+       split_input=False, groups=4, act_layer="silu", rd_channels=3),
+    Case("sk", "c8-x4-softmax", (2, 8, 6, 7), note="input x 4: a softmax over the paths from 0.001 to 0.999",
+         input_scale=4.0),
+    # timm's SplitAttn: the output has out_channels and the strided map
+    _c("splat", "c8-timm", (2, 8, 7, 5), "timm defaults: radix 2, no norm, attention width 32"),
+    _c("splat", "c8-r1", (2, 8, 5, 6), "radix 1: a sigmoid gate", radix=1),
+    _c("splat", "c12-g2-bn-train", (6, 12, 3, 2), "ResNeSt form: cardinality 2, BatchNorm on batch statistics",
+       training=True, groups=2, norm_layer="batchnorm"),
+    _c("splat", "c8-o16-s2-bn", (2, 8, 7, 5), "8 -> 16 channels, stride 2, BatchNorm eval", out_channels=16,
+       stride=2, norm_layer="batchnorm"),
+    _c("splat", "c6-r3-g2-b1", (1, 6, 4, 7), "radix 3 in 2 cardinal groups, conv bias, silu, batch 1", radix=3,
+       groups=2, bias=True, act_layer="silu"),
+    _c("splat", "c4-r4-1x1", (2, 4, 1, 1), "radix 4, the 3x3 kernel wider than a 1x1 map", radix=4),
+    _c("splat", "c8-k5-d2-s2-train", (2, 8, 9, 7), "5x5, dilation 2, padding 4, stride 2, radix 1, training",
+       training=True, kernel_size=5, dilation=2, padding=4, stride=2, radix=1, norm_layer="batchnorm"),
+    Case("splat", "c8-g2-x4-softmax", (2, 8, 6, 7), (("groups", 2),),
+         note="input x 4: a radix softmax from 0.001 to 0.999", input_scale=4.0),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))

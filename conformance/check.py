@@ -65,6 +65,11 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
                     "channel_out * map is compared with the output",
     "gate_h": "CoordAttn, EfficientLocalAttn: the height gate, a function of the strip pooled over W, (N, C, H, 1)",
     "gate_w": "CoordAttn, EfficientLocalAttn: the width gate, a function of the strip pooled over H, (N, C, 1, W)",
+    "paths": "SelectiveKernel: the paths act(BN(conv_i(x_i))) stacked on axis 1, (N, P, C_out, H', W')",
+    "path_attn": "SelectiveKernel: the softmax over the paths, (N, P, C_out, 1, 1) (timm's `attn` returns it)",
+    "radix_splits": "SplitAttn: act(norm(conv(x))), the radix splits one after the other, (N, radix * C_out, H', W')",
+    "radix_attn": "SplitAttn: RadixSoftmax's output, split-major like radix_splits, (N, radix * C_out, 1, 1) (timm's "
+                  "`rsoftmax` returns it as (N, radix * C_out))",
     "nl_attention": "NonLocalAttn: the softmax over the positions, (N, H*W, H*W), row i the weights of position i",
     "nl_context": "NonLocalAttn: the attention-weighted g embedding, the input of z, (N, rd, H, W)",
     "bat_p": "BatNonLocalAttn: the row transform P of each group, rows summing to 1, (N, G, b, b)",
@@ -76,6 +81,7 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
 TAP_STAGES: Mapping[str, str] = MappingProxyType({
     "gate": "gate", "channel_gate": "channel map", "channel_out": "channel output", "spatial_gate": "spatial map",
     "gate_h": "height gate", "gate_w": "width gate",
+    "paths": "paths", "path_attn": "path softmax", "radix_splits": "radix splits", "radix_attn": "radix softmax",
     "nl_attention": "non-local attention", "nl_context": "non-local context", "bat_p": "BAT row transform",
     "bat_q": "BAT column transform", "bat_transform": "bilinear transform", "bat_branch": "BAT branch"})
 #: gate tap -> the tensor it produces by multiplying its input ('output': the module's output)
