@@ -65,8 +65,9 @@ class ResNetConfig(AttentionConfig):
         layers: blocks per stage, e.g. (3, 4, 6, 3).
         num_classes: outputs of the classifier ``fc``.
         in_chans: input channels.
-        attn_layer: None, ``'se'``, ``'eca'``, ``'cbam'`` (after the last BatchNorm of each block, attribute
-            ``se``) or ``'simam'`` (after ``conv2``, before ``bn2``, attribute ``simam``).
+        attn_layer: None, a registered attention name (``create_attn``'s, timm's ``get_attn`` keys: ``'se'``,
+            ``'eca'``, ``'cbam'``, ``'gc'``, ...; after the last BatchNorm of each block, attribute ``se``, as timm's
+            ResNet places it) or ``'simam'`` (after ``conv2``, before ``bn2``, attribute ``simam``).
         attn_kwargs: keyword arguments of the attention module (a mapping or pairs), e.g. ``CBAM_PRESETS['timm']``.
         bn_eps, bn_momentum: of every BatchNorm (torch's convention for the momentum).
 
@@ -101,10 +102,10 @@ class ResNetConfig(AttentionConfig):
         check_positive_int(name, "in_chans", self.in_chans)
         kwargs = dict(self.attn_kwargs.items() if isinstance(self.attn_kwargs, Mapping) else self.attn_kwargs)
         object.__setattr__(self, "attn_kwargs", tuple(sorted(kwargs.items())))
-        attn = None if self.attn_layer is None else resolve_name(self.attn_layer)
-        if attn is not None and attn not in ("se", "eca", "cbam", "simam"):
-            raise ConfigError(f"{name}: attn_layer must be None, 'se', 'eca', 'cbam' or 'simam', got "
-                              f"{self.attn_layer!r}")
+        try:
+            attn = None if self.attn_layer is None else resolve_name(self.attn_layer)
+        except ConfigError as err:
+            raise ConfigError(f"{name}: attn_layer: {err}") from None
         expansion = _EXPANSION[self.block]
         blocks = []
         in_ch = 64
@@ -113,10 +114,14 @@ class ResNetConfig(AttentionConfig):
                 stride = 2 if stage > 0 and i == 0 else 1
                 out_ch = width * expansion
                 try:
-                    se = create_config(attn, out_ch, **kwargs) if attn in ("se", "eca", "cbam") else None
+                    se = create_config(attn, out_ch, **kwargs) if attn not in (None, "simam") else None
                     sim = create_config(attn, width, **kwargs) if attn == "simam" else None
                 except ConfigError as err:
                     raise ConfigError(f"{name}: layer{stage + 1}.{i}: {err}") from None
+                if se is not None and (getattr(se, "stride", 1) != 1
+                                       or (getattr(se, "out_channels", None) or out_ch) != out_ch):
+                    raise ConfigError(f"{name}: attn_layer {attn!r} must keep its input's channels and size inside "
+                                      f"a block; attn_kwargs {dict(kwargs)} change them")
                 blocks.append(BlockSpec(f"layer{stage + 1}.{i}", self.block, in_ch, width, out_ch, stride,
                                         stride != 1 or in_ch != out_ch, se, sim))
                 in_ch = out_ch
