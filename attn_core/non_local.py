@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -273,7 +273,7 @@ class BatNonLocalAttnConfig(AttentionConfig):
         return ops.mul(ops.repeat_nearest(m, (size, size)), ops.constant(offset[:, None] == offset[None, :]))
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
-                          taps: dict[str, Node] | None = None, keep: Any = None) -> Node:
+                          taps: dict[str, Node] | None = None, keep: np.ndarray | None = None) -> Node:
         """The float64 forward; ``keep`` (N, C, 1, 1) of 0 and 1 is the channel mask of the dropout, needed in
         training when ``drop_rate > 0`` (see the class docstring) and ignored otherwise."""
         dropping = training and self.drop_rate > 0

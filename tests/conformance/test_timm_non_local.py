@@ -289,6 +289,24 @@ def test_parameter_names_are_timms_state_dict_keys():
         assert create_config(key, channels, **options).param_shapes() == want
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_every_backend_exports_timms_names(fw):
+    """Each backend's module holds exactly the canonical parameters (timm's names), in their canonical shapes."""
+    b = backend(fw)
+    for key, channels, options, shape in TIMM_CASES[:1] + TIMM_CASES[4:5]:
+        config = create_config(key, channels, **options)
+        module = b.ATTN_LAYERS[key].from_config(config)
+        if fw == "flax":
+            import jax
+            import jax.numpy as jnp
+
+            n, c, h, w = shape
+            exported = b.export_weights(module, module.init(jax.random.key(0), jnp.ones((n, h, w, c))))
+        else:
+            exported = b.export_weights(module)
+        assert {k: tuple(np.shape(v)) for k, v in exported.items()} == config.param_shapes(), (fw, key)
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("key,channels,options,shape", TIMM_CASES, ids=TIMM_IDS)
 def test_torch_module_loads_timms_state_dict_and_computes_the_same(key, channels, options, shape, training):
