@@ -76,6 +76,10 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
     "bat_q": "BatNonLocalAttn: the column transform Q of each group, columns summing to 1, (N, G, b, b)",
     "bat_transform": "BatNonLocalAttn: the bilinear transform's output cna(P u Q), (N, rd, H, W) (submodule 'ba')",
     "bat_branch": "BatNonLocalAttn: conv2's output before the dropout and the residual, (N, C, H, W)",
+    "gather": "GatherExcite: the gathered map before the MLP, (N, C, 1, 1) for the global extent, (N, C, ceil(H / e), "
+              "ceil(W / e)) for extent e",
+    "context": "GlobalContext: the softmax-pooled (or mean) context, (N, C, 1, 1)",
+    "add_term": "GlobalContext with fuse_add: mlp_add(context), added to the (scaled) input, (N, C, 1, 1)",
 })
 #: how a tap is named in a diagnosis
 TAP_STAGES: Mapping[str, str] = MappingProxyType({
@@ -83,7 +87,8 @@ TAP_STAGES: Mapping[str, str] = MappingProxyType({
     "gate_h": "height gate", "gate_w": "width gate",
     "paths": "paths", "path_attn": "path softmax", "radix_splits": "radix splits", "radix_attn": "radix softmax",
     "nl_attention": "non-local attention", "nl_context": "non-local context", "bat_p": "BAT row transform",
-    "bat_q": "BAT column transform", "bat_transform": "bilinear transform", "bat_branch": "BAT branch"})
+    "bat_q": "BAT column transform", "bat_transform": "bilinear transform", "bat_branch": "BAT branch",
+    "gather": "gathered map", "context": "context", "add_term": "added term"})
 #: gate tap -> the tensor it produces by multiplying its input ('output': the module's output)
 _GATED: Mapping[str, str] = MappingProxyType({"gate": "output", "channel_gate": "channel_out",
                                               "spatial_gate": "output"})
