@@ -53,7 +53,10 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
         if use_running_average:
-            mean, var = ra_mean.value, ra_var.value
+            # cast on use as in torch and Paddle: a half layer in a float32 computation (attn_core.precision)
+            # normalises in float32, not with a float16 rsqrt
+            wide = jnp.promote_types(x.dtype, ra_var.value.dtype)
+            mean, var = ra_mean.value.astype(wide), ra_var.value.astype(wide)
         else:
             xs = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # as Flax: statistics in at least float32
             mean = xs.mean(axes)
