@@ -6,8 +6,9 @@ path, so a project module is simply a wrapped module whose parameter map is empt
 framework's default place and layout).
 
 A runner is also the project's one adapter to its framework beyond the suite: NumPy in and out
-(:meth:`Runner.tensor`, :meth:`Runner.to_numpy`), building, loading and exporting the project's models
-(:meth:`Runner.build_model`, :meth:`Runner.load`, :meth:`Runner.export_weights`), an eval forward
+(:meth:`Runner.tensor`, :meth:`Runner.to_numpy`), dtypes (:meth:`Runner.dtype_name`, :meth:`Runner.dtype_scope`),
+a module class's arguments (:meth:`Runner.constructor_arguments`), building, loading and exporting the project's
+models (:meth:`Runner.build_model`, :meth:`Runner.load`, :meth:`Runner.export_weights`), an eval forward
 (:meth:`Runner.forward`) and a training one (:meth:`Runner.train_forward`, :meth:`Runner.seed`), submodule outputs
 (:meth:`Runner.capture`), the project's canonical checkpoints (:meth:`Runner.save_checkpoint`,
 :meth:`Runner.load_checkpoint`) and the framework's own checkpoint files (:meth:`Runner.read_checkpoint`,
@@ -16,11 +17,13 @@ A runner is also the project's one adapter to its framework beyond the suite: Nu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 import time
@@ -82,7 +85,7 @@ class Runner:
     Subclasses set ``framework`` (a name of ``attn_core.frameworks``, whose table gives ``requires``,
     ``default_layout``, ``default_mode`` and the mode labels) and implement :meth:`native_entries`,
     :meth:`_backend_loaded`, :meth:`_execute`, :meth:`_cast` (or :meth:`load`), :meth:`tensor`, :meth:`to_numpy`,
-    :meth:`owns`, :meth:`forward`, :meth:`train_forward`, :meth:`seed` and the checkpoint methods.
+    :meth:`dtype_name`, :meth:`owns`, :meth:`forward`, :meth:`train_forward`, :meth:`seed` and the checkpoint methods.
     """
 
     framework: str = ""
@@ -315,6 +318,20 @@ class Runner:
     def to_numpy(self, value: Any, dtype: str | None = None) -> np.ndarray:
         """A framework tensor as a NumPy array, cast to ``dtype`` first when given."""
         raise NotImplementedError
+
+    def dtype_name(self, dtype: Any) -> str:
+        """A framework dtype (a tensor's ``.dtype``) by its NumPy name: 'float32', 'bfloat16', 'int32'."""
+        raise NotImplementedError
+
+    def dtype_scope(self, dtype: str) -> contextlib.AbstractContextManager[Any]:
+        """A context inside which the framework makes and computes arrays of ``dtype`` (JAX's 64-bit mode for
+        float64, outside which JAX makes float32 of it); a context that changes nothing where every dtype exists."""
+        return contextlib.nullcontext()
+
+    def constructor_arguments(self, cls: type) -> list[tuple[str, Any]]:
+        """``(name, default)`` of the arguments that build a module of class ``cls``, in order;
+        ``inspect.Parameter.empty`` for an argument without a default."""
+        return [(p.name, p.default) for p in inspect.signature(cls).parameters.values()]
 
     def owns(self, module: Any) -> bool:
         """Whether ``module`` is a module of this framework, asked only of a framework already imported."""

@@ -17,6 +17,7 @@ taken with respect to ``params``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import os
@@ -132,6 +133,18 @@ class FlaxRunner(Runner):
     def to_numpy(self, value: Any, dtype: str | None = None) -> np.ndarray:
         a = np.asarray(value)
         return a if dtype is None else a.astype(dtype)
+
+    def dtype_name(self, dtype: Any) -> str:
+        name: str = np.dtype(dtype).name
+        return name
+
+    def dtype_scope(self, dtype: str) -> contextlib.AbstractContextManager[Any]:
+        return _x64(dtype)
+
+    def constructor_arguments(self, cls: type) -> list[tuple[str, Any]]:
+        # a linen module is a dataclass whose fields are its arguments, but for linen's own 'parent' and 'name'
+        return [(f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
 
     def owns(self, module: Any) -> bool:
         linen = sys.modules.get("flax.linen")

@@ -92,6 +92,9 @@ class PaddleRunner(Runner):
     def to_numpy(self, value: Any, dtype: str | None = None) -> np.ndarray:
         return np.asarray((value if dtype is None else value.astype(dtype)).numpy())
 
+    def dtype_name(self, dtype: Any) -> str:
+        return str(dtype).removeprefix("paddle.")
+
     def owns(self, module: Any) -> bool:
         paddle = sys.modules.get("paddle")
         return paddle is not None and hasattr(paddle, "nn") and isinstance(module, paddle.nn.Layer)

@@ -40,6 +40,9 @@ class TorchRunner(Runner):
         array: np.ndarray = (value if dtype is None else value.to(getattr(torch, dtype))).numpy()
         return array
 
+    def dtype_name(self, dtype: Any) -> str:
+        return str(dtype).removeprefix("torch.")
+
     def owns(self, module: Any) -> bool:
         torch = sys.modules.get("torch")
         return torch is not None and hasattr(torch, "nn") and isinstance(module, torch.nn.Module)

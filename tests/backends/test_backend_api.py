@@ -10,21 +10,12 @@ import pytest
 
 from attn_core import CONFIGS, ConfigError
 
-from .._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, backend, runner
 
 CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
            "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule",
            "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd")
-
-
-def _arguments(fw, cls):
-    """(name, default) of the constructor arguments: __init__ in torch/Paddle, the dataclass fields in Flax."""
-    if fw == "flax":
-        fields = [f for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
-        return [(f.name, f.default) for f in fields]
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    return [(p.name, p.default) for p in params]
 
 
 def _config_arguments(config_cls):
@@ -46,13 +37,13 @@ def test_registry_matches_the_spec(fw):
 @pytest.mark.parametrize("key", sorted(CONFIGS))
 def test_arguments_mirror_the_config(fw, key):
     """Argument names, order and defaults of every backend class are the config's fields."""
-    b = backend(fw)
-    got = _arguments(fw, b.ATTN_LAYERS[key])
+    r = runner(fw)
+    got = r.constructor_arguments(r.backend().ATTN_LAYERS[key])
     want = _config_arguments(CONFIGS[key])
     assert [n for n, _ in got] == [n for n, _ in want]
     for (n, d_got), (_, d_want) in zip(got, want, strict=True):
         if d_want is inspect.Parameter.empty:
-            assert d_got in (inspect.Parameter.empty, dataclasses.MISSING), n
+            assert d_got is inspect.Parameter.empty, n
         else:
             assert d_got == d_want, n
 
@@ -69,7 +60,8 @@ def test_create_attn(fw):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_impossible_hyperparameters(fw):
-    b = backend(fw)
+    r = runner(fw)
+    b = r.backend()
     cases = [
         (lambda: b.SEModule(8, rd_divisor=None), "SEModule: hidden width is 0"),
         (lambda: b.ECAModule(64, kernel_size=4), "ECAModule: kernel_size must be a positive odd integer"),
@@ -79,11 +71,8 @@ def test_impossible_hyperparameters(fw):
     ]
     for build, message in cases:
         with pytest.raises(ConfigError, match=message):
-            m = build()
-            if fw == "flax":  # linen modules are dataclasses: construction is lazy until bound
-                import jax
-                import jax.numpy as jnp
-                m.init(jax.random.key(0), jnp.ones((1, 4, 4, 8)))
+            # a module whose variables are apart from it (a linen dataclass) checks its arguments when they are made
+            r.init_variables(build(), (1, 8, 4, 4), r.default_layout)
 
 
 def test_parameter_names_are_the_same_everywhere():
@@ -93,16 +82,11 @@ def test_parameter_names_are_the_same_everywhere():
     want = {p.name: p.shape for p in config.param_table()}
     for fw in FRAMEWORKS:
         try:
-            b = backend(fw)
+            r = runner(fw)
         except pytest.skip.Exception:
             continue
-        m = b.CBAM.from_config(config)
-        if fw == "flax":
-            import jax
-            import jax.numpy as jnp
-            exported = b.export_weights(m, m.init(jax.random.key(0), jnp.ones((1, 5, 5, 24))))
-        else:
-            exported = b.export_weights(m)
+        m = r.backend().CBAM.from_config(config)
+        exported = r.export_weights(m, r.init_variables(m, (1, 24, 5, 5), r.default_layout))
         assert {k: tuple(np.shape(v)) for k, v in exported.items()} == want, fw
 
 
@@ -116,8 +100,10 @@ def test_shared_layers_and_ops_have_the_same_names(fw):
     ops = importlib.import_module(f"backends.{fw}._ops")
     assert {"build_layer", "build_attention"} <= set(layers.__all__)
     assert set(ops.ACTIVATIONS) == {"relu", "silu", "sigmoid", "hard_sigmoid", "hard_swish"}
+    # every argument build_layer needs after the spec is a name (in Flax, of the submodule it builds)
+    needed = [p for p in list(inspect.signature(layers.build_layer).parameters.values())[1:] if p.default is p.empty]
     with pytest.raises(TypeError, match="no .* layer for the layer spec str"):
-        layers.build_layer("relu", "x") if fw == "flax" else layers.build_layer("relu")
+        layers.build_layer("relu", *("x" for _ in needed))
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -129,18 +115,8 @@ def test_compute_dtype_is_attn_cores(fw, dtype, computed):
     from attn_core.precision import compute_dtype
 
     assert compute_dtype(dtype) == computed
-    backend(fw)
-    ops = importlib.import_module(f"backends.{fw}._ops")
-    x = np.zeros((1, 2), np.float32)
-    if fw == "torch":
-        import torch
-        got = ops.compute_dtype_of(torch.from_numpy(x).to(getattr(torch, dtype)))
-        want = None if computed == dtype else getattr(torch, computed)
-    elif fw == "paddle":
-        import paddle
-        got = ops.compute_dtype_of(paddle.to_tensor(x).astype(dtype))
-        want = None if computed == dtype else getattr(paddle, computed)
-    else:
-        import jax.numpy as jnp
-        got, want = ops.compute_dtype_of(jnp.asarray(x, dtype)), jnp.dtype(computed)
-    assert got == want
+    r = runner(fw)
+    ops = importlib.import_module(f"{r.backend_package}._ops")
+    got = ops.compute_dtype_of(r.tensor(np.zeros((1, 2), np.float32), dtype))
+    # None, the answer of torch's and Paddle's _ops for an input computed in its own dtype, stands for it
+    assert (dtype if got is None else r.dtype_name(got)) == computed

@@ -7,7 +7,7 @@ import pytest
 
 from attn_core import WeightLoadError, create_config
 
-from .._fw import FRAMEWORKS, backend
+from .._fw import FRAMEWORKS, runner
 
 CONFIGS = [
     ("se", 64, {}),
@@ -20,17 +20,16 @@ CONFIGS = [
 
 
 def _module_and_export(fw, name, channels, kwargs):
-    """(export() -> canonical dict, load(weights)) for a fresh module of this backend."""
-    b = backend(fw)
-    module = b.create_attn(name, channels, **kwargs)
-    if fw == "flax":
-        state = {"variables": None}
+    """(module, export() -> canonical dict, load(weights)) for a fresh module of this backend, through its runner:
+    export reads the variables the last load returned (Flax's; None where the module holds its weights)."""
+    r = runner(fw)
+    module = r.backend().create_attn(name, channels, **kwargs)
+    state = {"variables": None}
 
-        def load(w):
-            state["variables"] = b.load_weights(module, w)
+    def load(w):
+        state["variables"] = r.load(module, w)[1]
 
-        return module, (lambda: b.export_weights(module, state["variables"])), load
-    return module, (lambda: b.export_weights(module)), (lambda w: b.load_weights(module, w))
+    return module, (lambda: r.export_weights(module, state["variables"])), load
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

@@ -4,15 +4,14 @@ conversion; the error lists only what the backend takes on this device."""
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
 from attn_core import InputDtypeError
+from attn_core.models import create_model_config
 from attn_core.precision import FLOAT_DTYPES, accepted_input_dtypes
 
-from .._fw import FRAMEWORKS, backend, nchw_to_native
+from .._fw import FRAMEWORKS, nchw_to_native, runner
 
 MODULES = [("se", "SEModule"), ("eca", "ECAModule"), ("ca", "ChannelAttention"), ("sa", "SpatialAttention"),
            ("cbam", "CBAM")]
@@ -31,41 +30,20 @@ def test_the_rule_by_hand():
     assert accepted_input_dtypes({"float64"}, ("float16", "bfloat16", "float32")) == ()
 
 
-@contextlib.contextmanager
-def _x64(fw: str):
-    if fw != "flax":
-        yield
-        return
-    import jax
-    with jax.enable_x64(True):
-        yield
-
-
 def _run(fw: str, name: str, x: np.ndarray, dtype: str, module_dtype: str) -> object:
     """``name`` with parameters in ``module_dtype`` on ``x`` given in ``dtype``: the output's dtype name."""
-    bk = backend(fw)
-    module = bk.create_attn(name, C)
-    x = nchw_to_native(fw, x)
-    if fw == "torch":
-        import torch
-        module.to(getattr(torch, module_dtype))
-        return str(module(torch.tensor(x.astype(np.float32)).to(getattr(torch, dtype))).dtype).removeprefix("torch.")
-    if fw == "paddle":
-        import paddle
-        module.to(dtype=module_dtype)
-        return str(module(paddle.to_tensor(x.astype(np.float32)).astype(dtype)).dtype).removeprefix("paddle.")
-    import jax
-    import jax.numpy as jnp
-    variables = module.init(jax.random.key(0), jnp.asarray(x, dtype=jnp.float32))
-    variables = jax.tree.map(lambda a: a.astype(module_dtype), variables)
-    return jnp.dtype(module.apply(variables, jnp.asarray(x, dtype=dtype)).dtype).name
+    r = runner(fw)
+    module = r.backend().create_attn(name, C)
+    module, variables = r.load(module, module.config.init_weights(np.random.default_rng(3)), dtype=module_dtype)
+    xt = r.tensor(nchw_to_native(fw, x).astype(np.float32), dtype)
+    return r.dtype_name(r.call(module, xt, variables).dtype)
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("name,cls", MODULES, ids=[m[0] for m in MODULES])
 def test_float64_input_into_a_float32_module_is_refused_with_the_conversion(fw, name, cls):
     x = np.random.default_rng(0).standard_normal((2, C, 5, 6))
-    with _x64(fw), pytest.raises(InputDtypeError) as exc:
+    with runner(fw).dtype_scope("float64"), pytest.raises(InputDtypeError) as exc:
         _run(fw, name, x, "float64", "float32")
     msg = str(exc.value)
     assert msg.startswith(f"{cls}: ") and "parameters are float32" in msg and "dtype float64" in msg
@@ -76,7 +54,7 @@ def test_float64_input_into_a_float32_module_is_refused_with_the_conversion(fw, 
 @pytest.mark.parametrize("name,cls", MODULES, ids=[m[0] for m in MODULES])
 def test_float32_input_into_a_float64_module_is_refused(fw, name, cls):
     x = np.random.default_rng(1).standard_normal((2, C, 5, 6))
-    with _x64(fw), pytest.raises(InputDtypeError) as exc:
+    with runner(fw).dtype_scope("float64"), pytest.raises(InputDtypeError) as exc:
         _run(fw, name, x, "float32", "float64")
     msg = str(exc.value)
     assert msg.startswith(f"{cls}: ") and "parameters are float64" in msg and "dtype float32" in msg
@@ -93,7 +71,7 @@ def test_matching_and_half_inputs_run_and_keep_their_dtype(fw, name, cls):
              ("float16", "float16"), ("bfloat16", "float16"), ("float32", "float16")]
     if name == "simam":
         pairs.append(("float64", "float32"))
-    with _x64(fw):
+    with runner(fw).dtype_scope("float64"):
         for dtype, module_dtype in pairs:
             assert _run(fw, name, x, dtype, module_dtype) == dtype, (dtype, module_dtype)
 
@@ -102,42 +80,22 @@ def test_matching_and_half_inputs_run_and_keep_their_dtype(fw, name, cls):
 def test_integer_input_lists_only_what_the_backend_takes_here(fw):
     """Paddle on CPU and Flax without 64-bit mode: the list of a float32 module is float16, bfloat16 or float32 (not
     float64, which is the other compute dtype), and that of a float64 module float64 alone."""
-    bk = backend(fw)
-    module = bk.create_attn("se", C)
-    x = nchw_to_native(fw, np.ones((2, C, 5, 6), dtype=np.int32))
-    if fw == "torch":
-        import torch
-        call = lambda: module(torch.tensor(x))  # noqa: E731
-    elif fw == "paddle":
-        import paddle
-        call = lambda: module(paddle.to_tensor(x))  # noqa: E731
-    else:
-        import jax
-        import jax.numpy as jnp
-        variables = module.init(jax.random.key(0), jnp.asarray(x, dtype=jnp.float32))
-        call = lambda: module.apply(variables, jnp.asarray(x))  # noqa: E731
+    r = runner(fw)
+    module = r.backend().create_attn("se", C)
+    shape = (2, C, 5, 6)
+    variables = r.init_variables(module, shape, r.default_layout)  # float32, where they are apart from the module
+    x = r.tensor(nchw_to_native(fw, np.ones(shape, dtype=np.int32)))
     with pytest.raises(InputDtypeError, match=r"SEModule: expected a floating-point input \(float16, bfloat16 or "
                                               r"float32\), got dtype int32"):
-        call()
+        r.call(module, x, variables)
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_a_model_takes_its_own_dtype_at_its_entry(fw):
     """The models compute in their parameters' dtype in the frameworks' own layers: a float64 input into a float32
     model is the same InputDtypeError at the entry, naming the model (never the framework's own error inside)."""
-    bk = backend(fw)
-    model = bk.create_model("seresnet18", num_classes=3)
-    x = np.zeros((1, 3, 32, 32))
-    with _x64(fw), pytest.raises(InputDtypeError, match="ResNet: its parameters are float32, so it takes float32;"):
-        if fw == "torch":
-            import torch
-            model(torch.tensor(x))
-        elif fw == "paddle":
-            import paddle
-            model(paddle.to_tensor(x))
-        else:
-            import jax
-            import jax.numpy as jnp
-            shape = nchw_to_native(fw, x).shape  # traced only: the check is at the entry, before any computation
-            variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
-            jax.eval_shape(model.apply, variables, jnp.zeros(shape, jnp.float64))
+    r = runner(fw)
+    config = create_model_config("seresnet18", num_classes=3)
+    model, variables = r.build_model(config, config.init_weights(np.random.default_rng(0), np.float32))
+    with pytest.raises(InputDtypeError, match="ResNet: its parameters are float32, so it takes float32;"):
+        r.forward(model, variables, np.zeros((1, 3, 32, 32)))
