@@ -81,11 +81,12 @@ class GatherExcite(AttentionModule):
         cfg = self.config
         if self.gather is not None:
             g = xc
-            for i, (conv, norm) in enumerate(self._convs, start=1):
+            last = len(self._convs) - 1
+            for i, (conv, norm) in enumerate(self._convs):  # to_static's enumerate takes no start
                 g = conv_as(conv, g, compute)
                 if norm is not None:
                     g = norm(g)  # in g's dtype, whatever its own (BatchNorm2D)
-                if i != cfg.num_convs:
+                if i != last:
                     g = self._act(g)
             return g
         half = scalar(0.5, xc)
