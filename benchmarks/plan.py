@@ -77,6 +77,10 @@ MODULE_SUBOPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 #: registry name -> the class name every backend uses
 CLASS_NAMES: Mapping[str, str] = MappingProxyType({name: config.module_name for name, config in CONFIGS.items()})
 
+#: the modules whose parameters are named as timm's state_dict (timm's get_attn keys beyond the first six): timm's
+#: own module, ``create_attn(key, C)``, loads their canonical weights as they are
+TIMM_NAMED: tuple[str, ...] = tuple(m for m in MODULES if m not in ("se", "eca", "ca", "sa", "cbam", "simam"))
+
 #: registry name -> form key -> (label, attn_core options)
 FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyType({
     "se": {"default": ("default (timm form: width rounded to 8, biases)", {}),
@@ -91,6 +95,7 @@ FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyT
              "article": ("CBAM_PRESETS['article']", dict(CBAM_PRESETS["article"])),
              "timm": ("CBAM_PRESETS['timm']", dict(CBAM_PRESETS["timm"]))},
     "simam": {"default": ("default", {})},
+    **{m: {"default": ("default (timm's defaults)", {})} for m in TIMM_NAMED},
 })
 
 
@@ -141,6 +146,9 @@ PEERS: tuple[Peer, ...] = (
     _seed("flax", "sa", "jnp", "jax.numpy x * SpatialAttention(x) (seed 002)", "jax.numpy", "default"),
     _seed("flax", "cbam", "jnp", "jax.numpy CBAM (seed 002)", "jax.numpy", "article"),
     _seed("flax", "simam", "jnp", "jax.numpy simam_module (seed 003)", "jax.numpy", "default"),
+    # torch: timm's own module for every key named as timm's
+    *(_seed("torch", m, "timm", f"timm {CONFIGS[m].module_name} (create_attn({m!r}, C))", "timm", "default")
+      for m in TIMM_NAMED),
 )
 
 

@@ -59,5 +59,20 @@ def build(timm: Any, module: str, config: Any, weights: Mapping[str, np.ndarray]
                   "channel.fc2.weight": weights["channel.fc2.weight"]}
         values.update({"spatial." + k: v for k, v in _spatial_names("spatial.", weights).items()})
         return copy_into(m, values)
+    from benchmarks.plan import TIMM_NAMED
+
+    if module in TIMM_NAMED:  # the canonical names are timm's: its state_dict loads as it is
+        import torch
+        from timm.layers import create_attn
+
+        m = create_attn(module, getattr(config, "channels", None) or config.in_channels)
+        state = m.state_dict()
+        unexpected = sorted(set(weights) - set(state))
+        missing = sorted(k for k in set(state) - set(weights) if not k.endswith("num_batches_tracked"))
+        if unexpected or missing:
+            raise KeyError(f"timm's {type(m).__name__} does not hold the canonical weights of {module!r}: missing "
+                           f"{missing}, unexpected {unexpected}")
+        m.load_state_dict({**state, **{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}})
+        return m
     raise KeyError(f"timm has no peer for {module!r}")
 
