@@ -14,7 +14,7 @@ from conformance.precision import bfloat16_bits, quantize
 from conformance.runners import get_runner
 from conformance.runners.base import Runner
 
-from .._fw import backend
+from .._fw import backend, runner
 
 _HAS_ML_DTYPES = importlib.util.find_spec("ml_dtypes") is not None
 
@@ -141,30 +141,12 @@ def test_reference_for_quantizes_weights_input_and_cotangent_for_half_dtypes():
 
 # -------------------------------------------------------------------------- SimAM at large activations, in half
 def _simam_vjp(fw: str, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """SimAM of the NCHW ``x`` in framework ``fw`` and dtype ``dtype``: (y, dL/dx) as float64 NCHW, for
+    """SimAM of the NCHW ``x`` in framework ``fw`` and dtype ``dtype``, eagerly: (y, dL/dx) as float64 NCHW, for
     ``L = sum(y * cotangent)``. ``x`` and ``cotangent`` are already representable in ``dtype``, so the casts are
     exact."""
-    bk = backend(fw)
-    if fw == "torch":
-        import torch
-        xt = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
-        y = bk.SimAM()(xt)
-        y.backward(torch.tensor(cotangent, dtype=getattr(torch, dtype)))
-        return y.detach().double().numpy(), xt.grad.double().numpy()
-    if fw == "paddle":
-        import paddle
-        xt = paddle.to_tensor(x.astype(np.float32)).astype(dtype)  # exact; paddle takes no ml_dtypes arrays
-        xt.stop_gradient = False
-        y = bk.SimAM()(xt)
-        (dx,) = paddle.grad(y, xt, paddle.to_tensor(cotangent.astype(np.float32)).astype(dtype))
-        return y.astype("float64").numpy(), dx.astype("float64").numpy()
-    import jax
-    import jax.numpy as jnp
-    module = bk.SimAM()
-    y, vjp = jax.vjp(lambda v: module.apply({}, v), jnp.asarray(x.transpose(0, 2, 3, 1), dtype=dtype))
-    (dx,) = vjp(jnp.asarray(cotangent.transpose(0, 2, 3, 1), dtype=dtype))
-    nchw = (0, 3, 1, 2)
-    return np.asarray(y, dtype=np.float64).transpose(nchw), np.asarray(dx, dtype=np.float64).transpose(nchw)
+    result = runner(fw).run("simam", create_config("simam", x.shape[1]), {}, x, cotangent, dtype, mode="eager")
+    assert result.dx is not None
+    return result.y, result.dx
 
 
 def _large(kind: str) -> np.ndarray:
