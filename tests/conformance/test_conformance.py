@@ -33,10 +33,9 @@ def test_backend_matches_reference(case, backend, dtype):
     ok, why = runner.available()
     if not ok:
         pytest.skip(why)
-    # Flax under jax.jit, its users' mode: op by op (jax.disable_jit) is much slower and is covered case by case in
-    # tests/backends/test_modes.py; torch and Paddle eager.
-    mode = "compiled" if backend == "flax" else "eager"
-    row = run_case(case, runner, dtype, reference=_reference(case.name), mode=mode)
+    # each framework in its users' mode (attn_core.frameworks: jax.jit in Flax, eager in torch and Paddle); the
+    # other mode (op by op in Flax, much slower) is covered case by case in tests/backends/test_modes.py
+    row = run_case(case, runner, dtype, reference=_reference(case.name), mode=runner.default_mode)
     failures = [f"{c.quantity}: {c.worst_ratio:.3g}x tolerance, {c.detail}" for c in row.comparisons if not c.passed]
     assert row.status == "pass", f"{row.message}\n" + "\n".join(failures)
     # output, input gradient, one gradient per trainable parameter, and in training every running statistic
