@@ -37,6 +37,9 @@ class FrameworkInfo:
     #: its ReLU and hard-sigmoid backward multiply the incoming gradient by their 0/1 mask instead of selecting it,
     #: so an infinite gradient where the activation is flat becomes NaN (0 * inf) where a selecting one gives 0
     grad_mask_multiplies: bool = False
+    #: its modules' own state (``state_dict``) is the canonical weights as they are, names and layouts alike: a
+    #: checkpoint of another library's module in it (timm's) loads into the project's module as it is
+    native_is_canonical: bool = False
 
     @property
     def extra(self) -> str:
@@ -58,7 +61,7 @@ FRAMEWORK_INFO: Mapping[str, FrameworkInfo] = MappingProxyType({
     "torch": FrameworkInfo("torch", "PyTorch", ("torch",), "NCHW", "eager",
                            MappingProxyType({"eager": "eager", "compiled": "torch.compile"}),
                            MappingProxyType({"eager": "torch eager", "compiled": "torch.compile"}), (".pt", ".pth"),
-                           "num_batches_tracked"),
+                           "num_batches_tracked", native_is_canonical=True),
     "paddle": FrameworkInfo("paddle", "PaddlePaddle", ("paddle",), "NCHW", "eager",
                             MappingProxyType({"eager": "eager", "compiled": "to_static"}),
                             MappingProxyType({"eager": "Paddle dygraph", "compiled": "paddle.jit.to_static"}),
