@@ -15,6 +15,7 @@ from .._fw import FRAMEWORKS, backend, runner
 CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBAM", "SimAM",
            "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule",
            "NonLocalAttn", "BatNonLocalAttn",
+           "SelectiveKernel", "SplitAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd")
 
 

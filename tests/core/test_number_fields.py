@@ -44,6 +44,11 @@ VALID = {
            "bn_momentum": 0.125},
     "gc": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4},
     "gca": {"channels": 32, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4},
+    "sk": {"in_channels": 16, "out_channels": 8, "stride": 2, "dilation": 2, "groups": 2, "rd_ratio": 0.25,
+           "rd_channels": 6, "rd_divisor": 4, "bn_eps": 0.0009765625, "bn_momentum": 0.125},
+    "splat": {"in_channels": 16, "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 2,
+              "groups": 2, "radix": 2, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4, "bn_eps": 0.0009765625,
+              "bn_momentum": 0.125},
 }
 
 
@@ -62,15 +67,16 @@ def test_every_numeric_field_of_every_module_is_in_the_table():
 def test_numpy_scalars_in_every_numeric_field_are_stored_as_python_numbers(name):
     cls = CONFIGS[name]
     fields = _numeric_fields(cls)
+    first = dataclasses.fields(cls)[0].name  # channels, or timm's in_channels (sk, splat)
     for field, value in VALID[name].items():
         # rd_channels overrides rd_ratio, and kernel_size set makes gamma/beta unused: each field on its own
-        plain = cls(**({"channels": VALID[name]["channels"]} if field != "channels" else {}), **{field: value})
+        plain = cls(**({first: VALID[name][first]} if field != first else {}), **{field: value})
         kinds = INT_TYPES if fields[field].startswith("int") else FLOAT_TYPES + INT_TYPES
         for kind in kinds:
             if kind in INT_TYPES and value != int(value):
                 continue
             arg = kind(value)
-            cfg = cls(**({"channels": VALID[name]["channels"]} if field != "channels" else {}), **{field: arg})
+            cfg = cls(**({first: VALID[name][first]} if field != first else {}), **{field: arg})
             stored = getattr(cfg, field)
             assert type(stored) in (int, float), (name, field, kind, type(stored))
             assert stored == value and cfg == plain, (name, field, kind)
