@@ -584,7 +584,7 @@ def test_resolve_name(name, key):
     assert resolve_name(name) == key
 
 
-@pytest.mark.parametrize("name", ["foo", "", "se_module", "gc"])
+@pytest.mark.parametrize("name", ["foo", "", "se_module", "halo"])  # halo: a timm key that is not attention here
 def test_resolve_name_unknown_lists_known(name):
     with pytest.raises(ConfigError) as err:
         resolve_name(name)

@@ -57,8 +57,11 @@ def test_resnet_attention_positions():
     cfg = create_model_config("cbamresnet50")
     assert all(b.attn.spatial.norm and b.attn.channels == b.out_channels for b in cfg.blocks)
     assert [b.stride for b in cfg.blocks] == [1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1]
-    with pytest.raises(ConfigError, match="attn_layer"):
-        ResNetConfig("basic", (1, 1, 1, 1), attn_layer="ca")
+    with pytest.raises(ConfigError, match="attn_layer: create_attn: unknown attention 'halo'"):
+        ResNetConfig("basic", (1, 1, 1, 1), attn_layer="halo")
+    # any registered attention goes where timm puts it: after the last BatchNorm, under ``se``
+    cfg = ResNetConfig("basic", (1, 1, 1, 1), attn_layer="ca")
+    assert all(b.attn.channels == b.out_channels and b.simam is None for b in cfg.blocks)
 
 
 def test_mobilenetv2_eca_kernels():
