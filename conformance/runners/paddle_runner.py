@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from attn_core.checkpoint import CheckpointError
+from attn_core.registry import CONFIGS
 
 from .base import Handle, NativeRun, Runner, unwrap_state_dict
 
@@ -79,7 +80,8 @@ class PaddleRunner(Runner):
     # sigmoid, relu, silu, conv2d, matmul, batch_norm or pad3d; float16 lacks subtract and multiply too. The attention
     # modules compute half inputs in float32 (attn_core.precision) and need only cast, so they run; the models'
     # own layers compute in the models' dtype and do not.
-    module_dtypes = {m: ("float16", "bfloat16") for m in ("se", "eca", "ca", "sa", "cbam", "simam")}
+    # the attention modules that compute half inputs in float32 (attn_core.precision) need no half kernel
+    module_dtypes = {m: ("float16", "bfloat16") for m, config in CONFIGS.items() if config.half_in_float32}
     dtype_notes = {d: f"Paddle's CPU build has no {d} kernels for mean, sigmoid, conv2d, matmul or batch_norm "
                       f"('kernel not registered'); only the attention modules, computed in float32, run in {d}"
                    for d in ("float16", "bfloat16")}
