@@ -166,7 +166,7 @@ CASES: tuple[Case, ...] = (
     _c("coord", "c48-train", (3, 48, 6, 5), "BatchNorm on batch statistics over N * (H + W)", training=True),
     _c("coord", "c40-paper-b1", (1, 40, 5, 8), "the authors' code: max(8, C // 32) = 8, conv biases",
        **_COORD_PAPER),
-    _c("coord", "c24-1x1-train", (1, 24, 1, 1), "batch 1 at 1x1 trains: the BatchNorm sees N * (H + W) = 2 values",
+    _c("coord", "c24-1x1-train", (2, 24, 1, 1), "1x1 trains: the BatchNorm sees N * (H + W) = 4 values per channel",
        training=True),
     _c("coord", "c16-skip", (2, 16, 4, 9), "no norm, silu, hard sigmoid, skip", norm_layer=None, act_layer="silu",
        gate_layer="hard_sigmoid", has_skip=True),
