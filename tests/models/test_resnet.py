@@ -221,8 +221,8 @@ def test_flax_bad_configs_and_inputs_raise_clear_errors():
     bf = backend("flax")
     with pytest.raises(ConfigError, match="ResNet: block must be one of"):
         bf.ResNet("wide", (2, 2, 2, 2))
-    with pytest.raises(ConfigError, match="unknown attention 'gc'"):
-        bf.ResNet("basic", (2, 2, 2, 2), attn_layer="gc")
+    with pytest.raises(ConfigError, match="unknown attention 'halo'"):
+        bf.ResNet("basic", (2, 2, 2, 2), attn_layer="halo")
     block = _model("flax", "resnet50").config.blocks[0]
     with pytest.raises(ConfigError, match=r"BasicBlock: got a spec of a 'bottleneck' block \(layer1.0\)"):
         bf.BasicBlock(block)
