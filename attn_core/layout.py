@@ -33,6 +33,7 @@ _FLAX_LEAF = {
     "linear_weight": ("params", "kernel"), "linear_bias": ("params", "bias"),
     "bn_weight": ("params", "scale"), "bn_bias": ("params", "bias"),
     "bn_mean": ("batch_stats", "mean"), "bn_var": ("batch_stats", "var"),
+    "param": ("params", ""),  # empty: the canonical leaf name itself (a parameter outside any layer)
 }
 # framework -> (role, canonical rank) -> the LAYOUT_TRANSFORMS entry of its default layout (others: canonical as is)
 _DEFAULT_TRANSFORMS: Mapping[str, Mapping[tuple[str, int], str]] = MappingProxyType({
@@ -61,7 +62,7 @@ def native_location(framework: str, spec: ParamSpec) -> tuple[str, tuple[str, ..
     if framework == "paddle":
         return "state_dict", path + (_PADDLE_LEAF.get(spec.role, leaf),)
     collection, flax_leaf = _FLAX_LEAF[spec.role]
-    return collection, path + (flax_leaf,)
+    return collection, path + (flax_leaf or leaf,)
 
 
 def native_key(framework: str, spec: ParamSpec) -> str:

@@ -28,7 +28,10 @@ __all__ = [
 ]
 
 # Roles say what a parameter is, so each backend knows where it lives natively and how its layout differs.
-ROLES = ("conv_weight", "conv_bias", "linear_weight", "linear_bias", "bn_weight", "bn_bias", "bn_mean", "bn_var")
+# "param": a tensor the module holds itself, outside any layer (GCT's alpha, SRM's cfc): the same layout everywhere,
+# and in Flax the canonical leaf name (the other roles' Flax leaves are the layer's: kernel, scale, ...).
+ROLES = ("conv_weight", "conv_bias", "linear_weight", "linear_bias", "bn_weight", "bn_bias", "bn_mean", "bn_var",
+         "param")
 STATE_ROLES = frozenset({"bn_mean", "bn_var"})
 
 
@@ -353,6 +356,9 @@ class AttentionConfig:
                 v = rng.uniform(-0.5, 0.5, p.shape)
             elif p.role == "bn_var":
                 v = rng.uniform(0.5, 2.0, p.shape)
+            elif p.role == "param":
+                # both signs, magnitudes away from 0 (the identity of a scale or a shift is a zero somewhere)
+                v = rng.uniform(0.5, 1.5, p.shape) * rng.choice((-1.0, 1.0), p.shape)
             else:  # pragma: no cover - ROLES is closed
                 raise ConfigError(f"{self.module_name}: unknown parameter role {p.role!r}")
             out[p.name] = np.asarray(v, dtype=dtype)
