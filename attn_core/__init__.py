@@ -43,6 +43,7 @@ from .spec import (
     reduced_channels,
 )
 from .split_attn import SplitAttnConfig
+from .srm import SRM_PRESETS, SRMConfig
 
 __all__ = [
     "AttentionConfig", "ParamSpec", "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
@@ -52,6 +53,7 @@ __all__ = [
     "SelectiveKernelConfig", "SplitAttnConfig",
     "EffectiveSEConfig", "ECAMConfig", "CECAConfig", "LightCBAMConfig",
     "GatherExciteConfig", "GlobalContextConfig", "GlobalContextAddConfig",
+    "SRMConfig", "SRM_PRESETS",
     "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
     "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",

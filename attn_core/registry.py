@@ -20,6 +20,7 @@ from .selective_kernel import SelectiveKernelConfig
 from .simam import SimAMConfig
 from .spec import AttentionConfig, ConfigError
 from .split_attn import SplitAttnConfig
+from .srm import SRMConfig
 
 __all__ = ["CONFIGS", "create_config", "resolve_name"]
 
@@ -45,6 +46,7 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "ge": GatherExciteConfig,
     "gc": GlobalContextConfig,
     "gca": GlobalContextAddConfig,
+    "srm": SRMConfig,
 })
 
 _ALIASES = MappingProxyType({"channel": "ca", "spatial": "sa", "channel_attention": "ca",

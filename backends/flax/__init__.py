@@ -30,6 +30,7 @@ from .se_variants import EffectiveSEModule
 from .selective_kernel import SelectiveKernel
 from .simam import SimAM
 from .split_attn import SplitAttn
+from .srm import SRM
 from .towernet import TowerNet
 from .weights import export_weights, load_weights
 
@@ -42,4 +43,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
+           "SRM",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

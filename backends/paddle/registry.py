@@ -22,6 +22,7 @@ from .se_variants import EffectiveSEModule
 from .selective_kernel import SelectiveKernel
 from .simam import SimAM
 from .split_attn import SplitAttn
+from .srm import SRM
 
 ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "se": SEModule, "eca": ECAModule, "ca": ChannelAttention, "sa": SpatialAttention, "cbam": CBAM,
@@ -30,6 +31,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,
     "ge": GatherExcite, "gc": GlobalContext, "gca": GlobalContextAdd,
+    "srm": SRM,
 })
 
 
