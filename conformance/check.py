@@ -80,11 +80,22 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
               "ceil(W / e)) for extent e",
     "context": "GlobalContext: the softmax-pooled (or mean) context, (N, C, 1, 1)",
     "add_term": "GlobalContext with fuse_add: mlp_add(context), added to the (scaled) input, (N, C, 1, 1)",
+    "style": "SRM: the style pooling [mean_hw x, sqrt(var_hw x + eps)] of each channel, (N, C, 2)",
+    "embedding": "GCT: alpha times each channel's norm over H, W, sqrt(sum_hw x^2 + eps) (l2) or sum_hw |x| (l1), "
+                 "(N, C, 1, 1)",
+    "sa_channel_gate": "ShuffleAttention: the channel branch's gate sigmoid(cweight * mean_hw x0 + cbias) of the first "
+                       "half x0 of every group, groups one after the other, (N, C / 2, 1, 1)",
+    "sa_spatial_gate": "ShuffleAttention: the spatial branch's gate sigmoid(sweight * GN(x1) + sbias) of the second "
+                       "half x1 of every group, groups one after the other, (N, C / 2, H, W)",
+    "sa_unshuffled": "ShuffleAttention: each group's two gated halves side by side, before the channel shuffle, "
+                     "(N, C, H, W)",
 })
 #: how a tap is named in a diagnosis
 TAP_STAGES: Mapping[str, str] = MappingProxyType({
     "gate": "gate", "channel_gate": "channel map", "channel_out": "channel output", "spatial_gate": "spatial map",
     "gate_h": "height gate", "gate_w": "width gate",
+    "style": "style pooling", "embedding": "embedding", "sa_channel_gate": "channel-branch gate",
+    "sa_spatial_gate": "spatial-branch gate", "sa_unshuffled": "output before the shuffle",
     "paths": "paths", "path_attn": "path softmax", "radix_splits": "radix splits", "radix_attn": "radix softmax",
     "nl_attention": "non-local attention", "nl_context": "non-local context", "bat_p": "BAT row transform",
     "bat_q": "BAT column transform", "bat_transform": "bilinear transform", "bat_branch": "BAT branch",
