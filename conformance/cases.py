@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from attn_core import CBAM_PRESETS, CONFIGS, COORD_PRESETS, AttentionConfig, create_config
+from attn_core import CBAM_PRESETS, CONFIGS, COORD_PRESETS, SRM_PRESETS, AttentionConfig, create_config
 
 from .tolerances import Tolerance, tolerance_for
 
@@ -105,6 +105,7 @@ _ARTICLE = dict(CBAM_PRESETS["article"])
 _TIMM = dict(CBAM_PRESETS["timm"])
 _ORIGINAL = dict(CBAM_PRESETS["original"])
 _COORD_PAPER = dict(COORD_PRESETS["paper"])
+_SRM_OFFICIAL = dict(SRM_PRESETS["official"])
 
 CASES: tuple[Case, ...] = (
     # SE
@@ -264,6 +265,13 @@ CASES: tuple[Case, ...] = (
     _c("gca", "c24-mean-b1", (1, 24, 6, 5), "use_attn=False, batch 1, rd 3", use_attn=False),
     Case("gca", "c8-x8-softmax", (2, 8, 5, 7), note="input x 8: a near one-hot softmax", input_scale=8.0),
     _c("gca", "c8-1x1", (2, 8, 1, 1), "one position"),
+    # SRM (not in timm): the paper's population std and the authors' unbiased one (SRM_PRESETS)
+    _c("srm", "c16-paper", (2, 16, 7, 5), "the paper: std over H*W, BatchNorm on running statistics"),
+    _c("srm", "c12-official-b1", (1, 12, 5, 8), "the authors' code: unbiased std (H*W - 1), batch 1",
+       **_SRM_OFFICIAL),
+    _c("srm", "c8-train", (4, 8, 6, 5), "BatchNorm on batch statistics: N = 4 values per channel", training=True),
+    _c("srm", "c8-official-train", (3, 8, 3, 2), "the authors' code in training", training=True, **_SRM_OFFICIAL),
+    _c("srm", "c6-1x1", (2, 6, 1, 1), "the paper at 1x1: std sqrt(eps)"),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))
@@ -331,6 +339,8 @@ def cases_for(config: AttentionConfig) -> tuple[Case, ...]:
     if config.has_batch_norm:
         cases.append(Case(name, "n3-6x5-train", (3, c, 6, 5), training=True,
                           note="training: BatchNorm on batch statistics", spec=config))
+    fewest = int(getattr(config, "min_positions", 1))  # SRM's unbiased std: no 1x1 map
+    cases = [k for k in cases if k.shape[2] * k.shape[3] >= fewest]
     m = int(getattr(config, "spatial_multiple", 1))
     if m > 1:
         cases = [Case(k.module, k.case_id.replace(f"{k.shape[2]}x{k.shape[3]}", f"{k.shape[2] * m}x{k.shape[3] * m}"),
