@@ -24,6 +24,7 @@ from .coord_attn import (
 from .eca import ECAConfig, eca_kernel_size
 from .eca_variants import CECAConfig, ECAMConfig
 from .gather_excite import GatherExciteConfig
+from .gct import GCT_PRESETS, GCTConfig
 from .global_context import GlobalContextAddConfig, GlobalContextConfig
 from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, to_native
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
@@ -53,7 +54,7 @@ __all__ = [
     "SelectiveKernelConfig", "SplitAttnConfig",
     "EffectiveSEConfig", "ECAMConfig", "CECAConfig", "LightCBAMConfig",
     "GatherExciteConfig", "GlobalContextConfig", "GlobalContextAddConfig",
-    "SRMConfig", "SRM_PRESETS",
+    "SRMConfig", "SRM_PRESETS", "GCTConfig", "GCT_PRESETS",
     "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
     "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",

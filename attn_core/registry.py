@@ -12,6 +12,7 @@ from .coord_attn import CoordAttnConfig, EfficientLocalAttnConfig, SimpleCoordAt
 from .eca import ECAConfig
 from .eca_variants import CECAConfig, ECAMConfig
 from .gather_excite import GatherExciteConfig
+from .gct import GCTConfig
 from .global_context import GlobalContextAddConfig, GlobalContextConfig
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .se import SEConfig
@@ -47,6 +48,7 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "gc": GlobalContextConfig,
     "gca": GlobalContextAddConfig,
     "srm": SRMConfig,
+    "gct": GCTConfig,
 })
 
 _ALIASES = MappingProxyType({"channel": "ca", "spatial": "sa", "channel_attention": "ca",

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from attn_core import CBAM_PRESETS, CONFIGS, COORD_PRESETS, SRM_PRESETS, AttentionConfig, create_config
+from attn_core import CBAM_PRESETS, CONFIGS, COORD_PRESETS, GCT_PRESETS, SRM_PRESETS, AttentionConfig, create_config
 
 from .tolerances import Tolerance, tolerance_for
 
@@ -106,6 +106,7 @@ _TIMM = dict(CBAM_PRESETS["timm"])
 _ORIGINAL = dict(CBAM_PRESETS["original"])
 _COORD_PAPER = dict(COORD_PRESETS["paper"])
 _SRM_OFFICIAL = dict(SRM_PRESETS["official"])
+_GCT_PAPER = dict(GCT_PRESETS["paper"])
 
 CASES: tuple[Case, ...] = (
     # SE
@@ -272,6 +273,14 @@ CASES: tuple[Case, ...] = (
     _c("srm", "c8-train", (4, 8, 6, 5), "BatchNorm on batch statistics: N = 4 values per channel", training=True),
     _c("srm", "c8-official-train", (3, 8, 3, 2), "the authors' code in training", training=True, **_SRM_OFFICIAL),
     _c("srm", "c6-1x1", (2, 6, 1, 1), "the paper at 1x1: std sqrt(eps)"),
+    # GCT (not in timm): epsilon on the channel mean (the authors' code) or sum (the paper), l2 and l1 (GCT_PRESETS)
+    _c("gct", "c16-official", (2, 16, 7, 5), "the authors' code: l2, epsilon on the mean over C"),
+    _c("gct", "c12-paper-b1", (1, 12, 5, 8), "the paper's Eq. 2: epsilon on the sum over C, batch 1", **_GCT_PAPER),
+    _c("gct", "c8-l1", (2, 8, 6, 3), "l1: sum_hw |x|, normalised by mean_c |s| + epsilon", mode="l1"),
+    _c("gct", "c8-l1-relu-paper", (2, 8, 4, 5), "l1 after_relu: the signed sum (a negative input stays negative)",
+       mode="l1", after_relu=True, **_GCT_PAPER),
+    _c("gct", "c6-1x1", (2, 6, 1, 1), "1x1: the l2 norm of one value"),
+    _c("gct", "c1-7x5", (2, 1, 7, 5), "one channel: the normalised embedding is gamma * s / sqrt(s^2 + epsilon)"),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))

@@ -19,6 +19,7 @@ from .densenet import SEDenseNet
 from .eca import ECAModule
 from .eca_variants import CecaModule, EcaMlpModule
 from .gather_excite import GatherExcite
+from .gct import GCT
 from .global_context import GlobalContext, GlobalContextAdd
 from .mobilenetv2 import ECAMobileNetV2
 from .models import MODELS, create_model
@@ -43,5 +44,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
-           "SRM",
+           "SRM", "GCT",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

@@ -15,6 +15,7 @@ from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAtt
 from .eca import ECAModule
 from .eca_variants import CecaModule, EcaMlpModule
 from .gather_excite import GatherExcite
+from .gct import GCT
 from .global_context import GlobalContext, GlobalContextAdd
 from .non_local import BatNonLocalAttn, NonLocalAttn
 from .se import SEModule
@@ -31,7 +32,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,
     "ge": GatherExcite, "gc": GlobalContext, "gca": GlobalContextAdd,
-    "srm": SRM,
+    "srm": SRM, "gct": GCT,
 })
 
 
