@@ -32,6 +32,7 @@ from .registry import CONFIGS, create_config, resolve_name
 from .se import SEConfig
 from .se_variants import EffectiveSEConfig
 from .selective_kernel import SelectiveKernelConfig
+from .shuffle import SHUFFLE_PRESETS, ShuffleAttentionConfig
 from .simam import SimAMConfig, simam_denominator_count
 from .spec import (
     AttentionConfig,
@@ -54,7 +55,7 @@ __all__ = [
     "SelectiveKernelConfig", "SplitAttnConfig",
     "EffectiveSEConfig", "ECAMConfig", "CECAConfig", "LightCBAMConfig",
     "GatherExciteConfig", "GlobalContextConfig", "GlobalContextAddConfig",
-    "SRMConfig", "SRM_PRESETS", "GCTConfig", "GCT_PRESETS",
+    "SRMConfig", "SRM_PRESETS", "GCTConfig", "GCT_PRESETS", "ShuffleAttentionConfig", "SHUFFLE_PRESETS",
     "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
     "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",

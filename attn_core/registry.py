@@ -18,6 +18,7 @@ from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
 from .se import SEConfig
 from .se_variants import EffectiveSEConfig
 from .selective_kernel import SelectiveKernelConfig
+from .shuffle import ShuffleAttentionConfig
 from .simam import SimAMConfig
 from .spec import AttentionConfig, ConfigError
 from .split_attn import SplitAttnConfig
@@ -49,6 +50,7 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "gca": GlobalContextAddConfig,
     "srm": SRMConfig,
     "gct": GCTConfig,
+    "shuffle": ShuffleAttentionConfig,
 })
 
 _ALIASES = MappingProxyType({"channel": "ca", "spatial": "sa", "channel_attention": "ca",

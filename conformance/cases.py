@@ -14,7 +14,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from attn_core import CBAM_PRESETS, CONFIGS, COORD_PRESETS, GCT_PRESETS, SRM_PRESETS, AttentionConfig, create_config
+from attn_core import (
+    CBAM_PRESETS,
+    CONFIGS,
+    COORD_PRESETS,
+    GCT_PRESETS,
+    SHUFFLE_PRESETS,
+    SRM_PRESETS,
+    AttentionConfig,
+    create_config,
+)
 
 from .tolerances import Tolerance, tolerance_for
 
@@ -107,6 +116,7 @@ _ORIGINAL = dict(CBAM_PRESETS["original"])
 _COORD_PAPER = dict(COORD_PRESETS["paper"])
 _SRM_OFFICIAL = dict(SRM_PRESETS["official"])
 _GCT_PAPER = dict(GCT_PRESETS["paper"])
+_SHUFFLE_PAPER = dict(SHUFFLE_PRESETS["paper"])
 
 CASES: tuple[Case, ...] = (
     # SE
@@ -281,6 +291,13 @@ CASES: tuple[Case, ...] = (
        mode="l1", after_relu=True, **_GCT_PAPER),
     _c("gct", "c6-1x1", (2, 6, 1, 1), "1x1: the l2 norm of one value"),
     _c("gct", "c1-7x5", (2, 1, 7, 5), "one channel: the normalised embedding is gamma * s / sqrt(s^2 + epsilon)"),
+    # ShuffleAttention (not in timm): GroupNorm with its affine (the authors' code) or without (the paper)
+    _c("shuffle", "c32-g4", (2, 32, 7, 5), "the authors' code, 4 groups of two 4-channel halves", groups=4),
+    _c("shuffle", "c16-g2-paper-b1", (1, 16, 5, 8), "the paper: GroupNorm without affine, batch 1", groups=2,
+       **_SHUFFLE_PAPER),
+    _c("shuffle", "c128-g64", (2, 128, 3, 4), "the default 64 groups: one channel per half"),
+    _c("shuffle", "c8-g1-1x1", (2, 8, 1, 1), "one group, 1x1: the normalised map is 0, the spatial gate sigmoid(sbias)",
+       groups=1),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))

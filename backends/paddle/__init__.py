@@ -24,6 +24,7 @@ from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule
 from .se_variants import EffectiveSEModule
 from .selective_kernel import SelectiveKernel
+from .shuffle import ShuffleAttention
 from .simam import SimAM
 from .split_attn import SplitAttn
 from .srm import SRM
@@ -39,5 +40,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
-           "SRM", "GCT",
+           "SRM", "GCT", "ShuffleAttention",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

@@ -21,6 +21,7 @@ from .non_local import BatNonLocalAttn, NonLocalAttn
 from .se import SEModule
 from .se_variants import EffectiveSEModule
 from .selective_kernel import SelectiveKernel
+from .shuffle import ShuffleAttention
 from .simam import SimAM
 from .split_attn import SplitAttn
 from .srm import SRM
@@ -32,7 +33,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,
     "ge": GatherExcite, "gc": GlobalContext, "gca": GlobalContextAdd,
-    "srm": SRM, "gct": GCT,
+    "srm": SRM, "gct": GCT, "shuffle": ShuffleAttention,
 })
 
 

@@ -1,0 +1,40 @@
+"""Shuffle Attention in Paddle. The math and its documentation: :class:`attn_core.ShuffleAttentionConfig`."""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from attn_core import ShuffleAttentionConfig
+from attn_core.shuffle import GATE_PARAMS
+
+from ._base import AttentionModule
+
+
+class ShuffleAttention(AttentionModule):
+    __doc__ = ShuffleAttentionConfig.__doc__
+
+    def __init__(self, channels: int, groups: int = 64, gn_affine: bool = True, gn_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.config = cfg = ShuffleAttentionConfig(channels, groups, gn_affine, gn_eps)
+        b = cfg.branch_channels
+        for name, value in GATE_PARAMS:  # the authors' initialisation: scales 0, shifts 1
+            self.add_parameter(name, self.create_parameter([1, b, 1, 1],
+                                                           default_initializer=nn.initializer.Constant(value)))
+        # no layer without the affine: Paddle's GroupNorm would still hold a frozen weight of ones in its state_dict
+        self.gn = nn.GroupNorm(b, b, epsilon=cfg.gn_eps) if cfg.gn_affine else None
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        compute, xc = self.prepare(x)
+        cfg = self.config
+        c, b = cfg.channels, cfg.branch_channels
+        dt = xc.dtype
+        cw, cb, sw, sb = (getattr(self, name).astype(dt) for name, _ in GATE_PARAMS)
+        xg = xc.reshape([-1, c // cfg.groups, 0, 0])  # (N * G, 2b, H, W); 0 keeps H and W, known or not
+        x0, x1 = xg[:, :b], xg[:, b:]
+        weight, bias = (None, None) if self.gn is None else (self.gn.weight.astype(dt), self.gn.bias.astype(dt))
+        xn = x0 * F.sigmoid(cw * x0.mean(axis=[2, 3], keepdim=True) + cb)
+        xs = x1 * F.sigmoid(sw * F.group_norm(x1, b, cfg.gn_eps, weight, bias) + sb)
+        out = paddle.concat([xn, xs], axis=1).reshape([-1, c, 0, 0])
+        return self.finish(F.channel_shuffle(out, 2), x, compute)
