@@ -291,6 +291,10 @@ CASES: tuple[Case, ...] = (
        mode="l1", after_relu=True, **_GCT_PAPER),
     _c("gct", "c6-1x1", (2, 6, 1, 1), "1x1: the l2 norm of one value"),
     _c("gct", "c1-7x5", (2, 1, 7, 5), "one channel: the normalised embedding is gamma * s / sqrt(s^2 + epsilon)"),
+    Case("gct", "c8-x1e-3", (2, 8, 5, 4), note="inputs x 1e-3: the embedding's mean square near epsilon, whose place "
+         "shows", input_scale=1e-3),
+    Case("gct", "c8-x1e-3-paper", (2, 8, 5, 4), tuple(_GCT_PAPER.items()), note="the paper's epsilon near 0",
+         input_scale=1e-3),
     # ShuffleAttention (not in timm): GroupNorm with its affine (the authors' code) or without (the paper)
     _c("shuffle", "c32-g4", (2, 32, 7, 5), "the authors' code, 4 groups of two 4-channel halves", groups=4),
     _c("shuffle", "c16-g2-paper-b1", (1, 16, 5, 8), "the paper: GroupNorm without affine, batch 1", groups=2,
