@@ -16,7 +16,8 @@ CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule",
            "NonLocalAttn", "BatNonLocalAttn",
            "SelectiveKernel", "SplitAttn",
-           "GatherExcite", "GlobalContext", "GlobalContextAdd")
+           "GatherExcite", "GlobalContext", "GlobalContextAdd",
+           "SRM", "GCT", "ShuffleAttention")
 
 
 def _config_arguments(config_cls):

@@ -49,6 +49,9 @@ VALID = {
     "splat": {"in_channels": 16, "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 2,
               "groups": 2, "radix": 2, "rd_ratio": 0.25, "rd_channels": 6, "rd_divisor": 4, "bn_eps": 0.0009765625,
               "bn_momentum": 0.125},
+    "srm": {"channels": 8, "eps": 0.0009765625, "bn_eps": 0.0009765625, "bn_momentum": 0.125},
+    "gct": {"channels": 8, "epsilon": 0.0009765625},
+    "shuffle": {"channels": 128, "groups": 2, "gn_eps": 0.0009765625},  # 128: a multiple of twice the default 64 groups
 }
 
 
@@ -73,7 +76,7 @@ def test_numpy_scalars_in_every_numeric_field_are_stored_as_python_numbers(name)
         plain = cls(**({first: VALID[name][first]} if field != first else {}), **{field: value})
         kinds = INT_TYPES if fields[field].startswith("int") else FLOAT_TYPES + INT_TYPES
         for kind in kinds:
-            if kind in INT_TYPES and value != int(value):
+            if kind in INT_TYPES and (value != int(value) or value > np.iinfo(kind).max):  # int8: not 128
                 continue
             arg = kind(value)
             cfg = cls(**({first: VALID[name][first]} if field != first else {}), **{field: arg})
