@@ -4,6 +4,7 @@ One frozen config per module (validated hyperparameters, derived widths and kern
 parameter table) and a NumPy float64 reference forward with exact vector-Jacobian products. Imports NumPy only.
 """
 
+from .bam import BAM_PRESETS, BAMConfig
 from .cbam import (
     CBAM_PRESETS,
     CBAM_TIMM_KEYS,
@@ -46,6 +47,7 @@ from .spec import (
 )
 from .split_attn import SplitAttnConfig
 from .srm import SRM_PRESETS, SRMConfig
+from .triplet import TRIPLET_PRESETS, TripletAttentionConfig
 
 __all__ = [
     "AttentionConfig", "ParamSpec", "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
@@ -56,6 +58,7 @@ __all__ = [
     "EffectiveSEConfig", "ECAMConfig", "CECAConfig", "LightCBAMConfig",
     "GatherExciteConfig", "GlobalContextConfig", "GlobalContextAddConfig",
     "SRMConfig", "SRM_PRESETS", "GCTConfig", "GCT_PRESETS", "ShuffleAttentionConfig", "SHUFFLE_PRESETS",
+    "TripletAttentionConfig", "TRIPLET_PRESETS", "BAMConfig", "BAM_PRESETS",
     "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
     "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",

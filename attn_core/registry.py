@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from .bam import BAMConfig
 from .cbam import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 from .cbam_variants import LightCBAMConfig
 from .coord_attn import CoordAttnConfig, EfficientLocalAttnConfig, SimpleCoordAttnConfig, StripAttnConfig
@@ -23,6 +24,7 @@ from .simam import SimAMConfig
 from .spec import AttentionConfig, ConfigError
 from .split_attn import SplitAttnConfig
 from .srm import SRMConfig
+from .triplet import TripletAttentionConfig
 
 __all__ = ["CONFIGS", "create_config", "resolve_name"]
 
@@ -49,6 +51,8 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "gc": GlobalContextConfig,
     "gca": GlobalContextAddConfig,
     "srm": SRMConfig,
+    "triplet": TripletAttentionConfig,
+    "bam": BAMConfig,
     "gct": GCTConfig,
     "shuffle": ShuffleAttentionConfig,
 })

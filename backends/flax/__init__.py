@@ -11,6 +11,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("backends.flax needs JAX and Flax, which are not installed: "
                       "pip install 'attn-modules[flax]'") from err
 
+from .bam import BAM
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .cbam_variants import LightCbamModule
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -34,6 +35,7 @@ from .simam import SimAM
 from .split_attn import SplitAttn
 from .srm import SRM
 from .towernet import TowerNet
+from .triplet import TripletAttention
 from .weights import export_weights, load_weights
 
 FRAMEWORK = "flax"
@@ -45,5 +47,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
-           "SRM", "GCT", "ShuffleAttention",
+           "SRM", "GCT", "ShuffleAttention", "TripletAttention", "BAM",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

@@ -9,6 +9,7 @@ from typing import Any
 from attn_core import resolve_name
 
 from ._base import AttentionModule
+from .bam import BAM
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .cbam_variants import LightCbamModule
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
@@ -25,6 +26,7 @@ from .shuffle import ShuffleAttention
 from .simam import SimAM
 from .split_attn import SplitAttn
 from .srm import SRM
+from .triplet import TripletAttention
 
 ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "se": SEModule, "eca": ECAModule, "ca": ChannelAttention, "sa": SpatialAttention, "cbam": CBAM,
@@ -34,6 +36,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,
     "ge": GatherExcite, "gc": GlobalContext, "gca": GlobalContextAdd,
     "srm": SRM, "gct": GCT, "shuffle": ShuffleAttention,
+    "triplet": TripletAttention, "bam": BAM,
 })
 
 

@@ -6,6 +6,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("backends.torch needs PyTorch, which is not installed: "
                       "pip install 'attn-modules[torch]'") from err
 
+from .bam import BAM
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .cbam_variants import LightCbamModule
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -29,6 +30,7 @@ from .simam import SimAM
 from .split_attn import SplitAttn
 from .srm import SRM
 from .towernet import TowerNet
+from .triplet import TripletAttention
 from .weights import export_weights, load_weights
 
 FRAMEWORK = "torch"
@@ -40,5 +42,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
-           "SRM", "GCT", "ShuffleAttention",
+           "SRM", "GCT", "ShuffleAttention", "TripletAttention", "BAM",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]
