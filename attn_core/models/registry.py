@@ -32,6 +32,15 @@ for _prefix, (_attn, _kw) in _ATTN.items():
         _table[f"{_prefix}resnet{_depth}"] = partial(ResNetConfig, _block, _layers, attn_layer=_attn,
                                                      attn_kwargs=tuple(sorted(_kw.items())))
 
+# timm's ResNet-D with ECA, SKNet-18 and ResNeSt-14d: their exact structure and state_dict keys (timm's resnet.py,
+# sknet.py and resnest.py model functions)
+_table["ecaresnet50d"] = partial(ResNetConfig, "bottleneck", (3, 4, 6, 3), attn_layer="eca", stem_type="deep",
+                                 stem_width=32, avg_down=True)
+_table["skresnet18"] = partial(ResNetConfig, "sk_basic", (2, 2, 2, 2),
+                               block_args=(("rd_divisor", 16), ("rd_ratio", 1 / 8), ("split_input", True)))
+_table["resnest14d"] = partial(ResNetConfig, "resnest", (1, 1, 1, 1), stem_type="deep", stem_width=32, avg_down=True,
+                               block_args=(("avd", True), ("avd_first", False), ("radix", 2)))
+
 # SE-DenseNet presets: the article's CIFAR setting (DenseNet-BC, k = 12, 24 stem channels, small inputs) at depths
 # 100 and 40, and DenseNet-121's ImageNet layout with SE.
 _table["sedensenet_bc100_k12"] = partial(SEDenseNetConfig, 12, (16, 16, 16))

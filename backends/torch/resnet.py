@@ -4,7 +4,7 @@ Every width, stride, padding, BatchNorm setting and attention position comes fro
 ``blocks`` and each ``BlockSpec.layers()``, ``head()``); this file only turns those specs into torch layers and
 runs them in the order of ``ResNetConfig.reference_forward``. Attribute names are timm's, so the ``state_dict``
 keys are the canonical parameter names (plus torch's ``num_batches_tracked``) and a timm ``seresnet50`` /
-``resnet50`` checkpoint loads with ``strict=True``.
+``resnet50`` / ``ecaresnet50d`` / ``skresnet18`` / ``resnest14d`` checkpoint loads with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attn_core import ConfigError
-from attn_core.models import BlockSpec, ResNetConfig
+from attn_core import AttentionConfig, ConfigError
+from attn_core.models import AvgPool, BlockSpec, ResNetConfig
 
 from ._base import AttentionModule
 from ._layers import attach, build_attention, build_layer
 from ._norm import label_batch_norms
 
-__all__ = ["ResNet", "BasicBlock", "Bottleneck"]
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "SelectiveKernelBasic", "ResNestBottleneck"]
+
+
+def _build(spec: Any) -> nn.Module:
+    """The torch module of one item of a layer list: a layer spec, an attention config, an average pool (timm's
+    ``nn.AvgPool2d``, ``nn.Identity`` for the identity) or ``'relu'``."""
+    if isinstance(spec, AttentionConfig):
+        return build_attention(spec)
+    if isinstance(spec, AvgPool):
+        if spec.is_identity:
+            return nn.Identity()
+        return nn.AvgPool2d(spec.kernel_size, spec.stride, spec.padding, ceil_mode=spec.ceil_mode,
+                            count_include_pad=spec.count_include_pad)
+    if spec == "relu":
+        return nn.ReLU()
+    return build_layer(spec)
 
 
 class _Block(nn.Module):
@@ -42,7 +57,7 @@ class _Block(nn.Module):
         for name, layer in spec.layers(bn_eps, bn_momentum).items():
             if name.startswith("downsample.") and not placed:
                 self.se, placed = se, True
-            attach(self, name, build_layer(layer))
+            attach(self, name, _build(layer))
         if not placed:
             self.se = se
         self.simam = build_attention(spec.simam) if spec.simam is not None else None
@@ -83,7 +98,40 @@ class Bottleneck(_Block):
         return self._attend(self.bn3(self.conv3(out)), x)
 
 
-BLOCKS: dict[str, type[_Block]] = {BasicBlock.block_type: BasicBlock, Bottleneck.block_type: Bottleneck}
+class SelectiveKernelBasic(_Block):
+    """timm's ``SelectiveKernelBasic`` (SKNet-18/34): ``conv1`` a Selective Kernel convolution (its paths end in
+    BatchNorm and ReLU), ``conv2`` a 3x3 convolution and BatchNorm (``conv2.conv``, ``conv2.bn``)."""
+
+    block_type = "sk_basic"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._attend(self.conv2(self.conv1(x)), x)
+
+
+class ResNestBottleneck(_Block):
+    """timm's ``ResNestBottleneck``: 1x1, split-attention 3x3 ``conv2`` (BatchNorm and ReLU inside), 1x1; with avd
+    a 3x3 average pool takes the stride, before (``avd_first``) or after (``avd_last``) ``conv2``."""
+
+    block_type = "resnest"
+
+    def __init__(self, spec: BlockSpec, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+        super().__init__(spec, bn_eps, bn_momentum)
+        for pool in ("avd_first", "avd_last"):
+            if spec.avd != pool:
+                setattr(self, pool, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        if self.avd_first is not None:
+            out = self.avd_first(out)
+        out = self.conv2(out)
+        if self.avd_last is not None:
+            out = self.avd_last(out)
+        return self._attend(self.bn3(self.conv3(out)), x)
+
+
+BLOCKS: dict[str, type[_Block]] = {b.block_type: b for b in (BasicBlock, Bottleneck, SelectiveKernelBasic,
+                                                             ResNestBottleneck)}
 
 
 class ResNet(AttentionModule):
@@ -91,12 +139,13 @@ class ResNet(AttentionModule):
 
     def __init__(self, block: str, layers: Sequence[int], num_classes: int = 1000, in_chans: int = 3,
                  attn_layer: str | None = None, attn_kwargs: Any = (), bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1) -> None:
+                 bn_momentum: float = 0.1, stem_type: str = "", stem_width: int = 64, avg_down: bool = False,
+                 block_args: Any = ()) -> None:
         super().__init__()
         self.config = cfg = ResNetConfig(block, layers, num_classes, in_chans, attn_layer, attn_kwargs, bn_eps,
-                                         bn_momentum)
-        for name, layer in cfg.stem().items():
-            attach(self, name, build_layer(layer))
+                                         bn_momentum, stem_type, stem_width, avg_down, block_args)
+        for name, layer in cfg.stem().items():  # the deep stem: conv1 an nn.Sequential with its ReLUs, as timm's
+            attach(self, name, _build(layer))
         self.maxpool = nn.MaxPool2d(3, 2, 1)  # the stem pool of ResNetConfig.reference_forward
         for spec in cfg.blocks:  # 'layer2.0' -> self.layer2 (an nn.Sequential), its block '0'
             attach(self, spec.name, BLOCKS[spec.block](spec, cfg.bn_eps, cfg.bn_momentum))
