@@ -7,10 +7,12 @@ import html
 import math
 from collections import defaultdict
 
+from attn_core import CONFIGS
+
 from .suite import Report, Row
 from .tolerances import TOLERANCES
 
-__all__ = ["render_html", "cell_class"]
+__all__ = ["render_html", "cell_class", "module_order"]
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
@@ -45,10 +47,24 @@ def _e(v: object) -> str:
     return html.escape(str(v))
 
 
+def module_order(rows: list[Row]) -> list[str]:
+    """The modules of ``rows``: the registered attention modules first, in the registry's order
+    (``attn_core.CONFIGS``), then anything else (the models) in the order the rows have them."""
+    present = list(dict.fromkeys(r.module for r in rows))
+    return [k for k in CONFIGS if k in present] + [m for m in present if m not in CONFIGS]
+
+
+def _module_cell(module: str) -> str:
+    """The matrix's name cell: the registry key, titled with its module's class name where it is registered."""
+    config = CONFIGS.get(module)
+    title = "" if config is None else f" title='{_e(config.module_name)}'"
+    return f"<td class='name'{title}>{_e(module)}</td>"
+
+
 def render_html(report: Report, title: str = "attn-modules conformance", command: str = "") -> str:
     """The whole report as one HTML page."""
     columns = sorted({(r.backend, r.mode, r.dtype) for r in report.rows})
-    modules = list(dict.fromkeys(r.module for r in report.rows))
+    modules = module_order(report.rows)
     by_cell: dict[tuple[str, str, str, str], list[Row]] = defaultdict(list)
     for r in report.rows:
         by_cell[(r.module, r.backend, r.mode, r.dtype)].append(r)
@@ -69,7 +85,7 @@ def render_html(report: Report, title: str = "attn-modules conformance", command
         for b, m, d in columns:
             cls, text = cell_class(by_cell.get((mod, b, m, d), []))
             cells.append(f"<td class='{cls}'>{_e(text)}</td>")
-        out.append(f"<tr><td class='name'>{_e(mod)}</td>{''.join(cells)}</tr>")
+        out.append(f"<tr>{_module_cell(mod)}{''.join(cells)}</tr>")
     out.append("</table>")
 
     out.append("<h2>Cases</h2>")

@@ -33,3 +33,29 @@ def test_page_has_one_column_per_backend_mode_dtype_and_shows_failures():
     assert "2 passed, 1 failed, 1 skipped" in page
     assert "<details open><summary>se: 2 rows, 1 failed" in page   # the failing module is expanded
     assert "output: 4x tolerance" in page and "python -m conformance --html r.html" in page
+
+
+def test_every_registered_module_is_a_row_of_the_page_in_registry_order():
+    """A tiny run, the first case of every registered attention module in torch, rendered: each registry key has its
+    row in the matrix (titled with its class name) and its section of cases, in the registry's order, whatever its
+    rows' order; a name that is not registered (a model) follows them."""
+    from attn_core import CONFIGS
+    from conformance.cases import select_cases
+    from conformance.suite import run_case
+
+    from .._fw import runner
+
+    torch_runner = runner("torch")
+    rows = [run_case(select_cases([key])[0], torch_runner) for key in reversed(list(CONFIGS))]
+    rows.append(_row("resnet18-se", "torch", "pass", 0.01))
+    assert {r.status for r in rows[:-1]} <= {"pass", "fail", "error"}  # every module ran (no skip, no n/a)
+    page = render_html(Report(rows))
+    matrix, cases = page.split("<h2>Cases</h2>")
+    for key, config in CONFIGS.items():
+        assert f"<tr><td class='name' title='{config.module_name}'>{key}</td>" in matrix
+        assert f"<summary>{key}: 1 rows, " in cases
+    order = [matrix.index(f">{key}</td>") for key in [*CONFIGS, "resnet18-se"]]
+    assert order == sorted(order)
+    new = ("coord", "scoord", "ela", "strip", "ese", "ecam", "ceca", "lcbam", "sk", "splat", "nl", "bat", "ge",
+           "gc", "gca")
+    assert set(new) <= set(CONFIGS)
