@@ -302,6 +302,22 @@ CASES: tuple[Case, ...] = (
     _c("shuffle", "c128-g64", (2, 128, 3, 4), "the default 64 groups: one channel per half"),
     _c("shuffle", "c8-g1-1x1", (2, 8, 1, 1), "one group, 1x1: the normalised map is 0, the spatial gate sigmoid(sbias)",
        groups=1),
+    # triplet (the authors' BatchNorm momentum 0.01) and BAM
+    _c("triplet", "c16-original", (2, 16, 7, 5), "the authors' form: three branches, 7x7 wider than the W = 5 map"),
+    _c("triplet", "c8-train", (3, 8, 6, 5), "three BatchNorms on batch statistics, momentum 0.01", training=True),
+    _c("triplet", "c6-nospatial-b1", (1, 6, 5, 8), "the two rotated branches only, batch 1", no_spatial=True),
+    _c("triplet", "c4-1x1-train", (4, 4, 1, 1), "1x1 in training: the spatial BatchNorm sees N = 4 values",
+       training=True),
+    _c("triplet", "c8-k3-meanmax", (2, 8, 4, 9), "3x3, CBAM's pooling order", kernel_size=3, pool_order="mean_max"),
+    _c("triplet", "c3-3x2", (2, 3, 3, 2), "a 7x7 kernel wider than every rotation of the map"),
+    _c("bam", "c32-original", (2, 32, 7, 5), "the authors' form: r = 2, dilation 4 wider than the map"),
+    _c("bam", "c16-paper-train", (6, 16, 4, 3), "the paper's sum, five BatchNorms on batch statistics",
+       training=True, combine="sum", reduction_ratio=4),
+    _c("bam", "c16-r4-b1", (1, 16, 5, 8), "r = 4, batch 1", reduction_ratio=4),
+    _c("bam", "c8-1x1-train", (6, 8, 1, 1), "1x1 in training: every BatchNorm sees N = 6 values", training=True,
+       reduction_ratio=2),
+    _c("bam", "c24-deep", (2, 24, 9, 7), "two hidden Linear layers, three 3x3 convolutions at dilation 2",
+       reduction_ratio=6, num_layers=2, dilation_conv_num=3, dilation_val=2),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))

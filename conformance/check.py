@@ -80,6 +80,14 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
               "ceil(W / e)) for extent e",
     "context": "GlobalContext: the softmax-pooled (or mean) context, (N, C, 1, 1)",
     "add_term": "GlobalContext with fuse_add: mlp_add(context), added to the (scaled) input, (N, C, 1, 1)",
+    "gate_cw": "TripletAttention: ChannelGateH's gate sigmoid(bn(conv(cat(max, mean)))) of x.permute(0, 2, 1, 3), "
+               "pooled over H, (N, 1, C, W) (the submodule returns it; the authors' returns the rotated product)",
+    "gate_hc": "TripletAttention: ChannelGateW's gate of x.permute(0, 3, 2, 1), pooled over W, (N, 1, H, C)",
+    "gate_hw": "TripletAttention: SpatialGate's gate of x, pooled over C, (N, 1, H, W)",
+    "bam_channel": "BAM: the channel branch M_c, the last Linear's output before the sigmoid, (N, C, 1, 1)",
+    "bam_spatial": "BAM: the spatial branch M_s, the last 1x1 convolution's output, (N, 1, H, W)",
+    "bam_gate": "BAM: 1 + sigmoid(M_c * M_s) (combine='product') or 1 + sigmoid(M_c + M_s) ('sum'), the factor "
+                "of the input, (N, C, H, W)",
     "style": "SRM: the style pooling [mean_hw x, sqrt(var_hw x + eps)] of each channel, (N, C, 2)",
     "embedding": "GCT: alpha times each channel's norm over H, W, sqrt(sum_hw x^2 + eps) (l2) or sum_hw |x| (l1), "
                  "(N, C, 1, 1)",
@@ -99,7 +107,9 @@ TAP_STAGES: Mapping[str, str] = MappingProxyType({
     "paths": "paths", "path_attn": "path softmax", "radix_splits": "radix splits", "radix_attn": "radix softmax",
     "nl_attention": "non-local attention", "nl_context": "non-local context", "bat_p": "BAT row transform",
     "bat_q": "BAT column transform", "bat_transform": "bilinear transform", "bat_branch": "BAT branch",
-    "gather": "gathered map", "context": "context", "add_term": "added term"})
+    "gather": "gathered map", "context": "context", "add_term": "added term",
+    "gate_cw": "C-W gate", "gate_hc": "H-C gate", "gate_hw": "H-W gate", "bam_channel": "BAM channel branch",
+    "bam_spatial": "BAM spatial branch", "bam_gate": "BAM gate"})
 #: gate tap -> the tensor it produces by multiplying its input ('output': the module's output)
 _GATED: Mapping[str, str] = MappingProxyType({"gate": "output", "channel_gate": "channel_out",
                                               "spatial_gate": "output"})

@@ -17,7 +17,8 @@ CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "NonLocalAttn", "BatNonLocalAttn",
            "SelectiveKernel", "SplitAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
-           "SRM", "GCT", "ShuffleAttention")
+           "SRM", "GCT", "ShuffleAttention",
+           "TripletAttention", "BAM")
 
 
 def _config_arguments(config_cls):

@@ -52,6 +52,9 @@ VALID = {
     "srm": {"channels": 8, "eps": 0.0009765625, "bn_eps": 0.0009765625, "bn_momentum": 0.125},
     "gct": {"channels": 8, "epsilon": 0.0009765625},
     "shuffle": {"channels": 128, "groups": 2, "gn_eps": 0.0009765625},  # 128: a multiple of twice the default 64 groups
+    "triplet": {"channels": 8, "kernel_size": 3, "bn_eps": 0.0009765625, "bn_momentum": 0.125},
+    "bam": {"channels": 32, "reduction_ratio": 4, "num_layers": 2, "dilation_conv_num": 1, "dilation_val": 2,
+            "bn_eps": 0.0009765625, "bn_momentum": 0.125},
 }
 
 
