@@ -12,6 +12,8 @@ import jax.numpy as jnp
 from attn_core import AttentionConfig
 from attn_core.precision import FLOAT_DTYPES
 
+from ._ops import compute_dtype_of
+
 
 class AttentionModule(nn.Module):
     """Base class: the module's dataclass fields are the arguments of its attn_core config (``_config_cls``).
@@ -37,7 +39,9 @@ class AttentionModule(nn.Module):
         """The module of ``config``; ``kwargs`` are Flax's own (``name``, ``parent``)."""
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}, **kwargs)
 
-    def check_input(self, x: Any) -> None:
+    def check_input(self, x: Any, train: bool = False) -> None:
+        """Raise attn_core's error for an input this module cannot take (``train``: also one that its BatchNorms cannot
+        normalise, :meth:`attn_core.AttentionConfig.check_training_input`)."""
         if not (hasattr(x, "shape") and hasattr(x, "dtype")):
             raise TypeError(f"{self.config.module_name}: expected a jax.Array, got {type(x).__name__}")
         leaves = jax.tree_util.tree_leaves(self.variables.get("params", {}))
@@ -45,8 +49,15 @@ class AttentionModule(nn.Module):
         param_dtypes = {jnp.dtype(a.dtype).name for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)} or (
             {"float32"} if self.config.param_table() else set())
         self.config.check_input(tuple(x.shape), str(x.dtype), bool(jnp.issubdtype(x.dtype, jnp.floating)),
-                                layout="NHWC", param_dtypes=param_dtypes, device_dtypes=device_dtypes(),
-                                framework="flax")
+                                layout="NHWC", training=train, param_dtypes=param_dtypes,
+                                device_dtypes=device_dtypes(), framework="flax")
+
+    def prepare(self, x: Any, train: bool = False) -> tuple[Any, Any, jax.Array]:
+        """The opening of every module's ``__call__``: ``x`` checked (:meth:`check_input`), then the config, the dtype
+        to compute in and ``x`` in it (half: float32, the output rounded once at the end; attn_core.precision)."""
+        self.check_input(x, train)
+        dt = compute_dtype_of(x)
+        return self.config, dt, x.astype(dt)
 
 
 def device_dtypes() -> tuple[str, ...]:

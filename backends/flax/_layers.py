@@ -17,7 +17,7 @@ from ._base import AttentionModule
 from ._norm import BatchNorm as _BatchNorm
 from ._ops import spatial_conv
 
-__all__ = ["build_layer", "build_attention", "Sequential", "pointwise", "SpatialConv"]
+__all__ = ["build_layer", "build_attention", "Sequential", "batch_norm", "conv", "pointwise", "SpatialConv"]
 
 _REGISTRY_KEY = {cls: key for key, cls in CONFIGS.items()}  # config class -> attention registry name
 
@@ -28,12 +28,10 @@ def build_layer(spec: Any, name: str, train: bool = False) -> nn.Module:
     ones (momentum converted from torch's convention, never Flax's default 0.99). Convolutions have HWIO kernels and
     explicit symmetric zero padding (never 'SAME')."""
     if isinstance(spec, Conv):
-        k, s, p = spec.kernel_size, spec.stride, spec.padding
-        return nn.Conv(spec.out_channels, (k, k), strides=(s, s), padding=((p, p), (p, p)),
-                       feature_group_count=spec.groups, use_bias=spec.bias, name=name)
+        return conv(spec.out_channels, spec.kernel_size, name, stride=spec.stride, padding=spec.padding,
+                    groups=spec.groups, bias=spec.bias)
     if isinstance(spec, BatchNorm):
-        return _BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", spec.momentum),
-                          epsilon=spec.eps, name=name)
+        return batch_norm(train, spec.eps, spec.momentum, name)
     if isinstance(spec, Linear):
         return nn.Dense(spec.out_features, use_bias=spec.bias, name=name)
     raise TypeError(f"no Flax layer for the layer spec {type(spec).__name__}")
@@ -85,10 +83,32 @@ class Sequential(nn.Module):
         raise TypeError(f"{type(self).__name__}: no Flax layer for {spec!r} ({name!r})")
 
 
-def pointwise(features: int, bias: bool, name: str, dtype: Any = None) -> nn.Conv:
-    """A 1x1 convolution (the SE / channel-attention MLP layers) with explicit zero padding, computing in
-    ``dtype`` (None: its inputs' dtype)."""
-    return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), use_bias=bias, dtype=dtype, name=name)
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
+def conv(features: int, kernel_size: int | tuple[int, int], name: str, *, stride: int = 1,
+         padding: int | tuple[int, int] = 0, dilation: int = 1, groups: int = 1, bias: bool = True,
+         dtype: Any = None, **kwargs: Any) -> nn.Conv:
+    """A 2-D convolution as torch's ``nn.Conv2d`` has it: explicit symmetric zero padding (never 'SAME'), ``padding``
+    an int or (along H, along W), computing in ``dtype`` (None: its inputs' dtype); ``kwargs`` are ``nn.Conv``'s own
+    (``kernel_init``)."""
+    ph, pw = _pair(padding)
+    return nn.Conv(features, _pair(kernel_size), strides=_pair(stride), padding=((ph, ph), (pw, pw)),
+                   kernel_dilation=_pair(dilation), feature_group_count=groups, use_bias=bias, dtype=dtype, name=name,
+                   **kwargs)
+
+
+def pointwise(features: int, bias: bool, name: str, dtype: Any = None, groups: int = 1, **kwargs: Any) -> nn.Conv:
+    """A 1x1 convolution (the SE / channel-attention MLP layers), computing in ``dtype`` (None: its inputs' dtype)."""
+    return conv(features, 1, name, groups=groups, bias=bias, dtype=dtype, **kwargs)
+
+
+def batch_norm(train: bool, eps: float, momentum: float, name: str) -> _BatchNorm:
+    """BatchNorm over the channels with torch's ``eps`` and ``momentum`` (converted from torch's convention, never
+    Flax's default 0.99); ``train``: it normalises with the batch's statistics and updates its running ones."""
+    return _BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", momentum), epsilon=eps,
+                      name=name)
 
 
 class SpatialConv(nn.Module):

@@ -6,12 +6,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
+from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 
 from ._base import AttentionModule
-from ._layers import SpatialConv, pointwise
-from ._norm import BatchNorm
-from ._ops import ACTIVATIONS, compute_dtype_of, max_with_shared_ties
+from ._layers import SpatialConv, batch_norm, pointwise
+from ._ops import ACTIVATIONS, max_with_shared_ties
 
 
 class ChannelAttention(AttentionModule):
@@ -28,10 +27,7 @@ class ChannelAttention(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         fc1, fc2 = pointwise(cfg.hidden, cfg.bias, "fc1", dt), pointwise(cfg.channels, cfg.bias, "fc2", dt)
         act = ACTIVATIONS[cfg.act_layer]
         avg = fc2(act(fc1(jnp.mean(xc, axis=(1, 2), keepdims=True))))
@@ -54,18 +50,12 @@ class SpatialAttention(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         avg, mx = jnp.mean(xc, axis=-1, keepdims=True), max_with_shared_ties(xc, -1)
         pooled = jnp.concatenate([avg, mx] if cfg.order == "mean_max" else [mx, avg], axis=-1)
         z = SpatialConv(cfg.kernel_size, cfg.bias, dt, name="conv")(pooled)
         if cfg.norm:
-            z = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
-                          epsilon=cfg.bn_eps, name="bn")(z)
+            z = batch_norm(train, cfg.bn_eps, cfg.bn_momentum, "bn")(z)
         return (xc * ACTIVATIONS[cfg.gate_layer](z).astype(dt)).astype(x.dtype)
 
 
@@ -89,10 +79,6 @@ class CBAM(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
-        x1 = ChannelAttention.from_config(cfg.channel, name="channel")(x.astype(dt), train)
+        cfg, _, xc = self.prepare(x, train)  # half: both halves in float32, the output rounded once
+        x1 = ChannelAttention.from_config(cfg.channel, name="channel")(xc, train)
         return SpatialAttention.from_config(cfg.spatial, name="spatial")(x1, train).astype(x.dtype)

@@ -8,12 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import LightCBAMConfig, bn_momentum_for
+from attn_core import LightCBAMConfig
 
 from ._base import AttentionModule
-from ._layers import SpatialConv, pointwise
-from ._norm import BatchNorm
-from ._ops import ACTIVATIONS, compute_dtype_of, max_with_shared_ties
+from ._layers import SpatialConv, batch_norm, pointwise
+from ._ops import ACTIVATIONS, max_with_shared_ties
 
 
 class _LightChannel(nn.Module):
@@ -45,8 +44,7 @@ class _ConvNorm(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, train: bool) -> jax.Array:
         z = SpatialConv(self.kernel_size, False, self.dtype, name="conv")(z)
-        return BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", self.bn_momentum),
-                         epsilon=self.bn_eps, name="bn")(z)
+        return batch_norm(train, self.bn_eps, self.bn_momentum, "bn")(z)
 
 
 class _LightSpatial(nn.Module):
@@ -82,11 +80,7 @@ class LightCbamModule(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        x1 = _LightChannel(cfg.channels, cfg.hidden, cfg.mlp_bias, cfg.act_layer, dt, name="channel")(x.astype(dt))
+        cfg, dt, xc = self.prepare(x, train)
+        x1 = _LightChannel(cfg.channels, cfg.hidden, cfg.mlp_bias, cfg.act_layer, dt, name="channel")(xc)
         y = _LightSpatial(cfg.spatial_kernel_size, cfg.bn_eps, cfg.bn_momentum, dt, name="spatial")(x1, train)
         return y.astype(x.dtype)

@@ -14,22 +14,19 @@ from attn_core import (
     EfficientLocalAttnConfig,
     SimpleCoordAttnConfig,
     StripAttnConfig,
-    bn_momentum_for,
 )
 
 from ._base import AttentionModule
-from ._layers import pointwise
-from ._norm import BatchNorm
-from ._ops import ACTIVATIONS, compute_dtype_of
+from ._layers import batch_norm, conv, pointwise
+from ._ops import ACTIVATIONS
 
 
 def _strip_conv(channels: int, kernel_size: int, axis: str, bias: bool, dtype: Any) -> nn.Conv:
     """The depthwise (k, 1) convolution along H (``axis='h'``, named ``conv_h``) or (1, k) along W (``conv_w``), zero
     padded by k // 2."""
     p = kernel_size // 2
-    shape, padding = ((kernel_size, 1), ((p, p), (0, 0))) if axis == "h" else ((1, kernel_size), ((0, 0), (p, p)))
-    return nn.Conv(channels, shape, padding=padding, feature_group_count=channels, use_bias=bias, dtype=dtype,
-                   name=f"conv_{axis}")
+    shape, padding = ((kernel_size, 1), (p, 0)) if axis == "h" else ((1, kernel_size), (0, p))
+    return conv(channels, shape, f"conv_{axis}", padding=padding, groups=channels, bias=bias, dtype=dtype)
 
 
 class CoordAttn(AttentionModule):
@@ -52,20 +49,14 @@ class CoordAttn(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         h = x.shape[1]
         # (N, H, 1, C) and the W strip laid out as (N, W, 1, C), stacked along axis 1 as in timm's NCHW
         s_w = jnp.swapaxes(jnp.mean(xc, axis=1, keepdims=True), 1, 2)
         y = pointwise(cfg.hidden, cfg.bias, "conv1", dt)(jnp.concatenate([jnp.mean(xc, axis=2, keepdims=True), s_w],
                                                                           axis=1))
         if cfg.norm_layer is not None:
-            y = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
-                          epsilon=cfg.bn_eps, name="bn1")(y)
+            y = batch_norm(train, cfg.bn_eps, cfg.bn_momentum, "bn1")(y)
         y = ACTIVATIONS[cfg.act_layer](y)
         gate = ACTIVATIONS[cfg.gate_layer]
         a_h = gate(pointwise(cfg.channels, cfg.bias, "conv_h", dt)(y[:, :h]))
@@ -93,10 +84,7 @@ class SimpleCoordAttn(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         act = ACTIVATIONS[cfg.act_layer]
         fc1 = nn.Dense(cfg.hidden, use_bias=cfg.bias, dtype=dt, name="fc1")  # shared by both strips
         # the strips as rows of C: (N, H, C) and (N, W, C)
@@ -125,10 +113,7 @@ class EfficientLocalAttn(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         act = ACTIVATIONS[cfg.act_layer] if cfg.act_layer is not None else (lambda v: v)
         gates = []
         for axis, strip in (("h", jnp.mean(xc, axis=2, keepdims=True)), ("w", jnp.mean(xc, axis=1, keepdims=True))):
@@ -158,10 +143,7 @@ class StripAttn(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         s_h, s_w = jnp.mean(xc, axis=2, keepdims=True), jnp.mean(xc, axis=1, keepdims=True)
         if cfg.use_conv:
             s_h = _strip_conv(cfg.channels, cfg.kernel_size, "h", cfg.bias, dt)(s_h)

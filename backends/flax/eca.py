@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from attn_core import ECAConfig
 
 from ._base import AttentionModule
-from ._ops import compute_dtype_of
 
 
 class ECAModule(AttentionModule):
@@ -23,10 +22,7 @@ class ECAModule(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         n, c = x.shape[0], x.shape[3]
         s = jnp.mean(xc, axis=(1, 2)).reshape(n, c, 1)  # channels as the 1-D spatial axis, one feature
         p = cfg.padding

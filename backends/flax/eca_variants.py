@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from attn_core import CECAConfig, ECAMConfig
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of
+from ._ops import ACTIVATIONS
 
 
 class EcaMlpModule(AttentionModule):
@@ -29,10 +29,7 @@ class EcaMlpModule(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         n, c = x.shape[0], x.shape[3]
         s = jnp.mean(xc, axis=(1, 2)).reshape(n, c, 1)  # channels as the 1-D spatial axis, one feature
         h = nn.Conv(cfg.hidden, (1,), padding=((0, 0),), use_bias=True, dtype=dt, name="conv")(s)
@@ -55,10 +52,7 @@ class CecaModule(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         n, c = x.shape[0], x.shape[3]
         s = jnp.mean(xc, axis=(1, 2)).reshape(n, c, 1)  # channels as the 1-D spatial axis, one feature
         p = cfg.padding

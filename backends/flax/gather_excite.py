@@ -8,13 +8,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import GatherExciteConfig, bn_momentum_for
+from attn_core import GatherExciteConfig
 from attn_core.ops import nearest_indices
 
 from ._base import AttentionModule
-from ._layers import pointwise
-from ._norm import BatchNorm
-from ._ops import ACTIVATIONS, compute_dtype_of, max_with_shared_ties
+from ._layers import batch_norm, conv, pointwise
+from ._ops import ACTIVATIONS, max_with_shared_ties
 
 
 def resize_nearest(g: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -41,11 +40,9 @@ class Gather(nn.Module):
             kernel, stride, padding = (3, 3), 2, 1
         g = x
         for i in range(1, cfg.num_convs + 1):
-            g = nn.Conv(c, kernel, strides=(stride, stride), padding=((padding, padding), (padding, padding)),
-                        feature_group_count=c, use_bias=False, dtype=self.dtype, name=f"conv{i}")(g)
+            g = conv(c, kernel, f"conv{i}", stride=stride, padding=padding, groups=c, bias=False, dtype=self.dtype)(g)
             if cfg.norm:
-                g = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
-                              epsilon=cfg.bn_eps, name=f"norm{i}")(g)
+                g = batch_norm(train, cfg.bn_eps, cfg.bn_momentum, f"norm{i}")(g)
             if i != cfg.num_convs:
                 g = ACTIVATIONS[cfg.act_layer](g)
         return g
@@ -86,12 +83,7 @@ class GatherExcite(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         if cfg.extra_params:
             g = Gather(cfg, dt, name="gather")(xc, train)
         elif cfg.extent == 0:

@@ -14,7 +14,7 @@ from attn_core.global_context import LAYER_NORM_EPS
 
 from ._base import AttentionModule
 from ._layers import pointwise
-from ._ops import ACTIVATIONS, compute_dtype_of
+from ._ops import ACTIVATIONS
 
 
 class ChannelLayerNorm(nn.Module):
@@ -47,8 +47,7 @@ class ContextMlp(nn.Module):
     def __call__(self, v: jax.Array) -> jax.Array:
         h = ChannelLayerNorm(self.dtype, name="norm")(pointwise(self.hidden, True, "fc1", self.dtype)(v))
         init = nn.initializers.zeros_init() if self.zero_last else nn.linear.default_kernel_init
-        return nn.Conv(self.channels, (1, 1), padding=((0, 0), (0, 0)), dtype=self.dtype, kernel_init=init,
-                       name="fc2")(ACTIVATIONS[self.act_layer](h))
+        return pointwise(self.channels, True, "fc2", self.dtype, kernel_init=init)(ACTIVATIONS[self.act_layer](h))
 
 
 class GlobalContext(AttentionModule):
@@ -68,15 +67,12 @@ class GlobalContext(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         n, h, w, c = x.shape
         if cfg.use_attn:
             # timm's initialisation: Kaiming-normal, fan in, ReLU gain
-            logits = nn.Conv(1, (1, 1), padding=((0, 0), (0, 0)), dtype=dt, name="conv_attn",
-                             kernel_init=nn.initializers.variance_scaling(2.0, "fan_in", "normal"))(xc)
+            logits = pointwise(1, True, "conv_attn", dt,
+                               kernel_init=nn.initializers.variance_scaling(2.0, "fan_in", "normal"))(xc)
             attn = jax.nn.softmax(logits.reshape(n, h * w), axis=-1)
             context = jnp.einsum("npc,np->nc", xc.reshape(n, h * w, c), attn).reshape(n, 1, 1, c)
         else:

@@ -13,20 +13,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import BatNonLocalAttnConfig, NonLocalAttnConfig, bn_momentum_for
+from attn_core import BatNonLocalAttnConfig, NonLocalAttnConfig
 from attn_core.non_local import BN_EPS, BN_MOMENTUM
 
 from ._base import AttentionModule
-from ._layers import pointwise
-from ._norm import BatchNorm
-from ._ops import ACTIVATIONS, compute_dtype_of, max_with_shared_ties
+from ._layers import batch_norm, conv, pointwise
+from ._ops import ACTIVATIONS, max_with_shared_ties
 
 __all__ = ["NonLocalAttn", "BatNonLocalAttn", "BilinearAttnTransform", "ConvNormAct"]
-
-
-def _batch_norm(train: bool, name: str) -> BatchNorm:
-    return BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", BN_MOMENTUM), epsilon=BN_EPS,
-                     name=name)
 
 
 class NonLocalAttn(AttentionModule):
@@ -41,18 +35,13 @@ class NonLocalAttn(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         n, h, w, c = x.shape
         rd = cfg.hidden
         t, p, g = (pointwise(rd, True, name, dt)(xc).reshape(n, h * w, rd) for name in ("t", "p", "g"))
         att = jax.nn.softmax(t @ p.transpose(0, 2, 1) * cfg.scale, axis=2)  # positions in H-major order, as torch
         ctx = (att @ g).reshape(n, h, w, rd)
-        y = _batch_norm(train, "norm")(pointwise(c, True, "z", dt)(ctx))
+        y = batch_norm(train, BN_EPS, BN_MOMENTUM, "norm")(pointwise(c, True, "z", dt)(ctx))
         return (y.astype(dt) + xc).astype(x.dtype)
 
 
@@ -67,7 +56,7 @@ class ConvNormAct(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         y = pointwise(self.features, False, "conv", self.dtype)(x)
-        return ACTIVATIONS[self.act_layer](_batch_norm(train, "bn")(y))
+        return ACTIVATIONS[self.act_layer](batch_norm(train, BN_EPS, BN_MOMENTUM, "bn")(y))
 
 
 class BilinearAttnTransform(nn.Module):
@@ -86,9 +75,8 @@ class BilinearAttnTransform(nn.Module):
         o = ConvNormAct(g, self.act_layer, self.dtype, name="conv1")(x, train)  # (N, H, W, G)
         rows = max_with_shared_ties(o.reshape(n, b, th * w, g), 2)  # the max over each block of rows: (N, b, 1, G)
         cols = max_with_shared_ties(o.reshape(n, h, b, tw, g).transpose(0, 2, 1, 3, 4).reshape(n, b, h * tw, g), 2)
-        conv = {"features": b * b * g, "padding": "VALID", "dtype": self.dtype}
-        p = jax.nn.sigmoid(nn.Conv(kernel_size=(b, 1), name="conv_p", **conv)(rows).reshape(n, g, b, b))
-        q = jax.nn.sigmoid(nn.Conv(kernel_size=(1, b), name="conv_q", **conv)(cols.reshape(n, 1, b, g))
+        p = jax.nn.sigmoid(conv(b * b * g, (b, 1), "conv_p", dtype=self.dtype)(rows).reshape(n, g, b, b))
+        q = jax.nn.sigmoid(conv(b * b * g, (1, b), "conv_q", dtype=self.dtype)(cols.reshape(n, 1, b, g))
                            .reshape(n, g, b, b))
         p = p / p.sum(axis=3, keepdims=True)
         q = q / q.sum(axis=2, keepdims=True)
@@ -114,12 +102,7 @@ class BatNonLocalAttn(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         u = ConvNormAct(cfg.hidden, cfg.act_layer, dt, name="conv1")(xc, train)
         v = BilinearAttnTransform(cfg.block_size, cfg.groups, cfg.act_layer, dt, name="ba")(u, train)
         y = ConvNormAct(cfg.channels, cfg.act_layer, dt, name="conv2")(v, train)

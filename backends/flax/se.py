@@ -10,7 +10,7 @@ from attn_core import SEConfig
 
 from ._base import AttentionModule
 from ._layers import pointwise
-from ._ops import ACTIVATIONS, compute_dtype_of
+from ._ops import ACTIVATIONS
 
 
 class SEModule(AttentionModule):
@@ -27,10 +27,7 @@ class SEModule(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         s = jnp.mean(xc, axis=(1, 2), keepdims=True)
         h = ACTIVATIONS[cfg.act_layer](pointwise(cfg.hidden, cfg.bias, "fc1", dt)(s))
         g = ACTIVATIONS[cfg.gate_layer](pointwise(cfg.channels, cfg.bias, "fc2", dt)(h))

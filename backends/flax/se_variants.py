@@ -10,7 +10,7 @@ from attn_core import EffectiveSEConfig
 
 from ._base import AttentionModule
 from ._layers import pointwise
-from ._ops import ACTIVATIONS, compute_dtype_of, max_with_shared_ties
+from ._ops import ACTIVATIONS, max_with_shared_ties
 
 
 class EffectiveSEModule(AttentionModule):
@@ -23,10 +23,7 @@ class EffectiveSEModule(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         s = jnp.mean(xc, axis=(1, 2), keepdims=True)
         if cfg.add_maxpool:
             s = 0.5 * s + 0.5 * max_with_shared_ties(xc, (1, 2))

@@ -8,12 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import SelectiveKernelConfig, bn_momentum_for
+from attn_core import SelectiveKernelConfig
 
 from ._base import AttentionModule
-from ._layers import pointwise
-from ._norm import BatchNorm
-from ._ops import ACTIVATIONS, compute_dtype_of
+from ._layers import batch_norm, conv, pointwise
+from ._ops import ACTIVATIONS
 
 
 class ConvNormAct(nn.Module):
@@ -28,11 +27,9 @@ class ConvNormAct(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg, i = self.cfg, self.index
         k, p, d = cfg.kernels[i], cfg.paddings[i], cfg.dilations[i]
-        u = nn.Conv(cfg.out, (k, k), strides=(cfg.stride, cfg.stride), padding=((p, p), (p, p)),
-                    kernel_dilation=(d, d), feature_group_count=cfg.conv_groups, use_bias=False, dtype=self.dtype,
-                    name="conv")(x)
-        u = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
-                      epsilon=cfg.bn_eps, name="bn")(u)
+        u = conv(cfg.out, k, "conv", stride=cfg.stride, padding=p, dilation=d, groups=cfg.conv_groups, bias=False,
+                 dtype=self.dtype)(x)
+        u = batch_norm(train, cfg.bn_eps, cfg.bn_momentum, "bn")(u)
         return ACTIVATIONS[cfg.act_layer](u)
 
 
@@ -59,8 +56,7 @@ class SelectiveKernelAttn(nn.Module):
         cfg = self.cfg
         s = jnp.mean(x.sum(axis=3), axis=(1, 2), keepdims=True)
         z = pointwise(cfg.attn_channels, False, "fc_reduce", self.dtype)(s)
-        z = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
-                      epsilon=cfg.bn_eps, name="bn")(z)
+        z = batch_norm(train, cfg.bn_eps, cfg.bn_momentum, "bn")(z)
         logits = pointwise(cfg.out * cfg.num_paths, False, "fc_select", self.dtype)(jax.nn.relu(z))
         return jax.nn.softmax(logits.reshape(logits.shape[:3] + (cfg.num_paths, cfg.out)), axis=3)
 
@@ -86,12 +82,7 @@ class SelectiveKernel(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:  # each BatchNorm needs more than one value per channel (attn_core's rule and message)
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x.astype(dt)
+        cfg, dt, xc = self.prepare(x, train)
         p = cfg.num_paths
         inputs = tuple(jnp.split(xc, p, axis=-1)) if cfg.split_input else (xc,) * p
         stacked = jnp.stack(Paths(cfg, dt, name="paths")(inputs, train), axis=3)  # (N, H', W', P, C)

@@ -9,7 +9,6 @@ from attn_core import SimAMConfig, simam_denominator_count
 from attn_core.simam import simam_mean_prescale
 
 from ._base import AttentionModule
-from ._ops import compute_dtype_of
 
 
 class SimAM(AttentionModule):
@@ -20,11 +19,9 @@ class SimAM(AttentionModule):
     e_lambda: float = 1e-4
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
+        cfg, _, xc = self.prepare(x, train)  # half: statistics, gate and product in float32
         h, w = x.shape[1], x.shape[2]
         n = simam_denominator_count(h, w)
-        # half: statistics, gate and product in float32, rounded once at the end (a no-op for other dtypes)
-        xc = x.astype(compute_dtype_of(x))
         # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest
         p = simam_mean_prescale(h, w)
         m = jnp.sum(xc * p, axis=(1, 2), keepdims=True) / (h * w * p)
@@ -38,4 +35,4 @@ class SimAM(AttentionModule):
         # and the quotient (at most 16) scaled back, both exact (a prescaled numerator is folded away under jit)
         d = jnp.square(dev / (s * 0.0625) * 0.0625)
         v = jnp.sum(d, axis=(1, 2), keepdims=True) / n
-        return (xc * jax.nn.sigmoid(d / (4 * (v + self.config.e_lambda / s / s)) + 0.5)).astype(x.dtype)
+        return (xc * jax.nn.sigmoid(d / (4 * (v + cfg.e_lambda / s / s)) + 0.5)).astype(x.dtype)

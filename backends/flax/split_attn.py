@@ -6,11 +6,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_core import SplitAttnConfig, bn_momentum_for
+from attn_core import SplitAttnConfig
 
 from ._base import AttentionModule
-from ._norm import BatchNorm
-from ._ops import ACTIVATIONS, compute_dtype_of
+from ._layers import batch_norm, conv, pointwise
+from ._ops import ACTIVATIONS
 
 
 class SplitAttn(AttentionModule):
@@ -36,29 +36,21 @@ class SplitAttn(AttentionModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        self.check_input(x)
-        cfg = self.config
-        if train:  # each BatchNorm needs more than one value per channel (attn_core's rule and message)
-            cfg.check_training_input(tuple(x.shape), layout="NHWC")
-        dt = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
+        cfg, dt, xc = self.prepare(x, train)
         r, g, c, k, s, p, d = cfg.radix, cfg.groups, cfg.out, cfg.kernel_size, cfg.stride, cfg.pad, cfg.dilation
         act = ACTIVATIONS[cfg.act_layer]
 
         def norm(z: jax.Array, name: str) -> jax.Array:
             if not cfg.has_norm:
                 return z
-            return BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
-                             epsilon=cfg.bn_eps, name=name)(z)
+            return batch_norm(train, cfg.bn_eps, cfg.bn_momentum, name)(z)
 
-        u = nn.Conv(cfg.mid, (k, k), strides=(s, s), padding=((p, p), (p, p)), kernel_dilation=(d, d),
-                    feature_group_count=g * r, use_bias=cfg.bias, dtype=dt, name="conv")(x.astype(dt))
+        u = conv(cfg.mid, k, "conv", stride=s, padding=p, dilation=d, groups=g * r, bias=cfg.bias, dtype=dt)(xc)
         u = act(norm(u, "bn0"))
         splits = u.reshape(u.shape[:3] + (r, c))  # (N, H', W', R, C), split-major as timm's
         gap = jnp.mean(splits.sum(axis=3), axis=(1, 2), keepdims=True)
-        z = act(norm(nn.Conv(cfg.attn_channels, (1, 1), padding=((0, 0), (0, 0)), feature_group_count=g,
-                             dtype=dt, name="fc1")(gap), "bn1"))
-        logits = nn.Conv(cfg.mid, (1, 1), padding=((0, 0), (0, 0)), feature_group_count=g, dtype=dt,
-                         name="fc2")(z)  # (N, 1, 1, R*C): cardinal group, split, channel
+        z = act(norm(pointwise(cfg.attn_channels, True, "fc1", dt, groups=g)(gap), "bn1"))
+        logits = pointwise(cfg.mid, True, "fc2", dt, groups=g)(z)  # (N, 1, 1, R*C): cardinal group, split, channel
         n = logits.shape[0]
         if r > 1:
             a = jnp.swapaxes(jax.nn.softmax(logits.reshape(n, g, r, c // g), axis=2), 1, 2)

@@ -11,7 +11,7 @@ from paddle import nn
 from attn_core import AttentionConfig
 from attn_core.precision import FLOAT_DTYPES, compute_dtype
 
-from ._ops import static_shape
+from ._ops import compute_dtype_of
 
 
 def _name(dtype: Any) -> str:
@@ -27,13 +27,6 @@ def device_dtypes() -> tuple[str, ...]:
     return FLOAT_DTYPES
 
 
-@paddle.jit.not_to_static
-def check_training_input(config: AttentionConfig, x: paddle.Tensor) -> None:
-    """attn_core's rule for BatchNorm in training (N*H*W > 1), run as is under to_static, where sizes unknown
-    until run time read -1 and are not checked. Paddle's own kernel would return such a batch unchanged."""
-    config.check_training_input(static_shape(x))
-
-
 class AttentionModule(nn.Layer):
     """Base class: holds the attn_core config that decided every hyperparameter of the module."""
 
@@ -46,7 +39,10 @@ class AttentionModule(nn.Layer):
     # Run as is under paddle.jit.to_static (SOT cannot trace methods of the frozen config); there x is a static
     # Value whose shape holds -1 for sizes unknown until run time, which attn_core does not check.
     @paddle.jit.marker.unified
-    def check_input(self, x: Any) -> None:
+    def check_input(self, x: Any, training: bool = False) -> None:
+        """Raise attn_core's error for an input this module cannot take (``training``: also one that its BatchNorms
+        cannot normalise, :meth:`attn_core.AttentionConfig.check_training_input`; Paddle's own kernel would return
+        such a batch unchanged)."""
         if not isinstance(x, (paddle.Tensor, paddle.pir.Value, paddle.static.Variable)):
             raise TypeError(f"{self.config.module_name}: expected a paddle.Tensor, got {type(x).__name__}")
         # the check depends on the shapes and dtypes only: the last combination that passed is not checked again.
@@ -55,13 +51,26 @@ class AttentionModule(nn.Layer):
         if params is None:
             params = self.__dict__["_params"] = tuple(p for p in self.parameters() if paddle.is_floating_point(p))
         param_dtypes = tuple(p.dtype for p in params)
-        key = (tuple(x.shape), x.dtype, param_dtypes)
+        key = (tuple(x.shape), x.dtype, param_dtypes, training)
         if self.__dict__.get("_checked_input") == key:
             return
-        self.config.check_input(key[0], _name(x.dtype), paddle.is_floating_point(x),
+        self.config.check_input(key[0], _name(x.dtype), paddle.is_floating_point(x), training=training,
                                 param_dtypes={_name(d) for d in param_dtypes}, device_dtypes=device_dtypes(),
                                 framework="paddle")
         self.__dict__["_checked_input"] = key
+
+    def prepare(self, x: Any) -> tuple[Any, Any]:
+        """The opening of every module's ``forward``: ``x`` checked (:meth:`check_input`, in training mode as such),
+        then the dtype to compute in (None: ``x``'s own; half: float32, the output rounded once at the end,
+        :meth:`finish`; attn_core.precision) and ``x`` in it."""
+        self.check_input(x, self.training)
+        compute = compute_dtype_of(x)
+        return compute, x if compute is None else x.astype(compute)
+
+    @staticmethod
+    def finish(y: paddle.Tensor, x: paddle.Tensor, compute: Any) -> paddle.Tensor:
+        """The output ``y``, computed in ``compute`` (:meth:`prepare`), in the input ``x``'s dtype."""
+        return y if compute is None else y.astype(x.dtype)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"

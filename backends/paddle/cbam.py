@@ -7,9 +7,9 @@ from paddle import nn
 
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
-from ._base import AttentionModule, check_training_input
+from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, amax, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, amax, conv_as, mean_hw
 
 
 class ChannelAttention(AttentionModule):
@@ -27,13 +27,11 @@ class ChannelAttention(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         avg = conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute)
         mx = conv_as(self.fc2, self._act(conv_as(self.fc1, amax(xc, [2, 3]), compute)), compute)
         y = xc * self._gate(avg + mx)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class SpatialAttention(AttentionModule):
@@ -52,18 +50,14 @@ class SpatialAttention(AttentionModule):
         self._mean_first = cfg.order == "mean_max"
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        if self.training:
-            check_training_input(self.config, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         avg, mx = xc.mean(axis=1, keepdim=True), amax(xc, [1])
         z = conv_as(self.conv, paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1), compute)
         if self.bn is not None:
             z = self.bn(z)  # in z's dtype, whatever its own (BatchNorm2D)
         # expanded over C first: Paddle's CPU multiply is slower broadcasting (N, 1, H, W) over C than both steps
         y = xc * self._gate(z).expand_as(xc)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class CBAM(AttentionModule):
@@ -82,9 +76,6 @@ class CBAM(AttentionModule):
         self.spatial = SpatialAttention.from_config(cfg.spatial)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        if self.training:
-            check_training_input(self.config, x)
-        compute = compute_dtype_of(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
-        y = self.spatial(self.channel(x if compute is None else x.astype(compute)))
-        return y if compute is None else y.astype(x.dtype)
+        compute, xc = self.prepare(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
+        y = self.spatial(self.channel(xc))
+        return self.finish(y, x, compute)

@@ -8,9 +8,9 @@ from paddle import nn
 
 from attn_core import LightCBAMConfig, bn_momentum_for
 
-from ._base import AttentionModule, check_training_input
+from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, amax, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, amax, conv_as, mean_hw
 
 
 class _LightChannelParams(nn.Layer):
@@ -55,15 +55,11 @@ class LightCbamModule(AttentionModule):
         self._act = ACTIVATIONS[cfg.act_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        if self.training:
-            check_training_input(self.config, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         channel, spatial = self.channel, self.spatial.conv
         pooled = 0.5 * mean_hw(xc) + 0.5 * amax(xc, [2, 3])
         x1 = xc * F.sigmoid(conv_as(channel.fc2, self._act(conv_as(channel.fc1, pooled, compute)), compute))
         z = conv_as(spatial.conv, 0.5 * x1.mean(axis=1, keepdim=True) + 0.5 * amax(x1, [1]), compute)
         # expanded over C first: Paddle's CPU multiply is slower broadcasting (N, 1, H, W) over C than both steps
         y = x1 * F.sigmoid(spatial.bn(z)).expand_as(x1)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

@@ -16,9 +16,9 @@ from attn_core import (
     bn_momentum_for,
 )
 
-from ._base import AttentionModule, check_training_input
+from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, group_norm_as, linear_as, static_shape
+from ._ops import ACTIVATIONS, conv_as, group_norm_as, linear_as, static_shape
 
 
 def _identity(x: paddle.Tensor) -> paddle.Tensor:
@@ -56,11 +56,7 @@ class CoordAttn(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        if self.training:
-            check_training_input(self.config, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         h = static_shape(x)[2]
         if h < 0:  # under to_static with a dynamic height, read at run time (-1 would cut the wrong strip)
             h = paddle.shape(x)[2]
@@ -74,7 +70,7 @@ class CoordAttn(AttentionModule):
         out = xc * a_w * a_h
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.astype(x.dtype)
+        return self.finish(out, x, compute)
 
 
 class SimpleCoordAttn(AttentionModule):
@@ -93,9 +89,7 @@ class SimpleCoordAttn(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         # the strips as rows of C: (N, H, C) and (N, W, C), through the one shared fc1
         r_h = self._act(linear_as(self.fc1, xc.mean(axis=3).transpose([0, 2, 1]), compute))
         r_w = self._act(linear_as(self.fc1, xc.mean(axis=2).transpose([0, 2, 1]), compute))
@@ -104,7 +98,7 @@ class SimpleCoordAttn(AttentionModule):
         out = xc * self._gate(a_h + a_w)
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.astype(x.dtype)
+        return self.finish(out, x, compute)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -132,15 +126,13 @@ class EfficientLocalAttn(AttentionModule):
         return self._gate(self._act(z))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         a_h = self._branch(xc.mean(axis=3, keepdim=True), self.conv_h, self.norm_h, compute)
         a_w = self._branch(xc.mean(axis=2, keepdim=True), self.conv_w, self.norm_w, compute)
         out = xc * a_h * a_w
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.astype(x.dtype)
+        return self.finish(out, x, compute)
 
 
 class StripAttn(AttentionModule):
@@ -155,13 +147,11 @@ class StripAttn(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         s_h, s_w = xc.mean(axis=3, keepdim=True), xc.mean(axis=2, keepdim=True)
         if self.config.use_conv:
             s_h, s_w = conv_as(self.conv_h, s_h, compute), conv_as(self.conv_w, s_w, compute)
         out = xc * self._gate(s_h + s_w)
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.astype(x.dtype)
+        return self.finish(out, x, compute)

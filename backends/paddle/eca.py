@@ -9,7 +9,7 @@ from paddle import nn
 from attn_core import ECAConfig
 
 from ._base import AttentionModule
-from ._ops import compute_dtype_of, conv_as, mean_hw
+from ._ops import conv_as, mean_hw
 
 
 class ECAModule(AttentionModule):
@@ -21,9 +21,7 @@ class ECAModule(AttentionModule):
         self.conv = nn.Conv1D(1, 1, cfg.k, padding=cfg.padding, bias_attr=False)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
         y = xc * F.sigmoid(conv_as(self.conv, s, compute)).squeeze(1).unsqueeze([2, 3])
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

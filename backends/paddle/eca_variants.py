@@ -9,7 +9,7 @@ from paddle import nn
 from attn_core import CECAConfig, ECAMConfig
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, conv_as, mean_hw
 
 
 class EcaMlpModule(AttentionModule):
@@ -27,13 +27,11 @@ class EcaMlpModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
         z = conv_as(self.conv2, self._act(conv_as(self.conv, s, compute)), compute)
         y = xc * self._gate(z).squeeze(1).unsqueeze([2, 3])
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class CecaModule(AttentionModule):
@@ -47,13 +45,11 @@ class CecaModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C)
         p, c = self.config.padding, self.config.channels
         # circular padding as a concatenation of the row's two ends (p <= C, checked by the config)
         if p:
             s = paddle.concat([s[:, :, c - p:], s, s[:, :, :p]], axis=2)
         y = xc * self._gate(conv_as(self.conv, s, compute)).squeeze(1).unsqueeze([2, 3])
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

@@ -11,9 +11,9 @@ from paddle import nn
 from attn_core import GatherExciteConfig, bn_momentum_for
 from attn_core.ops import nearest_indices
 
-from ._base import AttentionModule, check_training_input
+from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, amax, compute_dtype_of, conv_as, mean_hw, scalar, static_shape
+from ._ops import ACTIVATIONS, amax, conv_as, mean_hw, scalar, static_shape
 
 
 def resize_nearest(g: paddle.Tensor, size: tuple[int, int]) -> paddle.Tensor:
@@ -97,11 +97,7 @@ class GatherExcite(AttentionModule):
         return g * half + F.max_pool2d(xc, *cfg.pool_geometry) * half if cfg.add_maxpool else g
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        if self.training:
-            check_training_input(self.config, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         g = self._gathered(xc, compute)
         if self.mlp is not None:
             g = conv_as(self.mlp.fc2, self._act(conv_as(self.mlp.fc1, g, compute)), compute)
@@ -110,4 +106,4 @@ class GatherExcite(AttentionModule):
             _, _, height, width = static_shape(x)
             g = resize_nearest(g, (height, width))
         y = xc * self._gate(g)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

@@ -13,7 +13,7 @@ from attn_core import GlobalContextAddConfig, GlobalContextConfig
 from attn_core.global_context import LAYER_NORM_EPS
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, mean_hw, scalar
+from ._ops import ACTIVATIONS, conv_as, mean_hw, scalar
 
 
 class ContextMlp(nn.Layer):
@@ -58,9 +58,7 @@ class GlobalContext(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         c = self.config.channels
         if self.conv_attn is not None:
             attn = F.softmax(conv_as(self.conv_attn, xc, compute).reshape([0, -1]), axis=-1)  # (N, H*W)
@@ -72,7 +70,7 @@ class GlobalContext(AttentionModule):
             y = y * self._gate(self.mlp_scale.run(context, self._act, compute))
         if self.mlp_add is not None:
             y = y + self.mlp_add.run(context, self._act, compute)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class GlobalContextAdd(GlobalContext):

@@ -12,9 +12,9 @@ from paddle import nn
 from attn_core import BatNonLocalAttnConfig, NonLocalAttnConfig, bn_momentum_for
 from attn_core.non_local import BN_EPS, BN_MOMENTUM
 
-from ._base import AttentionModule, check_training_input
+from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, amax, compute_dtype_of, conv_as, scalar
+from ._ops import ACTIVATIONS, amax, conv_as, scalar
 
 __all__ = ["NonLocalAttn", "BatNonLocalAttn", "BilinearAttnTransform", "ConvNormAct"]
 
@@ -37,18 +37,14 @@ class NonLocalAttn(AttentionModule):
         self.norm = _batch_norm(cfg.channels)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        if self.training:
-            check_training_input(self.config, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         h, w = xc.shape[2], xc.shape[3]
         t, p, g = (conv_as(layer, xc, compute).flatten(2) for layer in (self.t, self.p, self.g))  # (N, rd, HW)
         # the scale as a tensor: a Python float becomes a float32 attribute in a static graph (_ops.scalar)
         att = F.softmax(paddle.matmul(t, p, transpose_x=True) * scalar(self.config.scale, t), axis=2)
         ctx = paddle.matmul(g, att, transpose_y=True).reshape([-1, self.config.hidden, h, w])
         y = self.norm(conv_as(self.z, ctx, compute)) + xc  # the BatchNorm in ctx's dtype, whatever its own
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class ConvNormAct(nn.Layer):
@@ -110,10 +106,6 @@ class BatNonLocalAttn(AttentionModule):
         self.dropout = nn.Dropout2D(p=cfg.drop_rate)  # upscale_in_train: kept channels times 1 / (1 - p)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        if self.training:
-            check_training_input(self.config, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         y = self.dropout(self.conv2(self.ba(self.conv1(xc, compute), compute), compute)) + xc
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

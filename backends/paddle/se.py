@@ -8,7 +8,7 @@ from paddle import nn
 from attn_core import SEConfig
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, conv_as, mean_hw
 
 
 class SEModule(AttentionModule):
@@ -25,8 +25,6 @@ class SEModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         y = xc * self._gate(conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute))
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

@@ -8,7 +8,7 @@ from paddle import nn
 from attn_core import EffectiveSEConfig
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, amax, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, amax, conv_as, mean_hw
 
 
 class EffectiveSEModule(AttentionModule):
@@ -21,11 +21,9 @@ class EffectiveSEModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc)
         if self.config.add_maxpool:
             s = 0.5 * s + 0.5 * amax(xc, [2, 3])
         y = xc * self._gate(conv_as(self.fc, s, compute))
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

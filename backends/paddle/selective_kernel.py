@@ -8,9 +8,9 @@ from paddle import nn
 
 from attn_core import SelectiveKernelConfig, bn_momentum_for
 
-from ._base import AttentionModule, check_training_input
+from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, conv_as, mean_hw
 
 
 class ConvNormAct(nn.Layer):
@@ -64,14 +64,10 @@ class SelectiveKernel(AttentionModule):
         self.attn = SelectiveKernelAttn(cfg)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
+        compute, xc = self.prepare(x)
         cfg = self.config
-        if self.training:  # each BatchNorm needs more than one value per channel (attn_core's rule and message)
-            check_training_input(cfg, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
         inputs = paddle.split(xc, cfg.num_paths, axis=1) if cfg.split_input else [xc] * cfg.num_paths
         # indexed, not zipped: to_static's zip takes no strict argument
         stacked = paddle.stack([self.paths[i](inputs[i], compute) for i in range(cfg.num_paths)], axis=1)
         y = (stacked * self.attn(stacked, compute)).sum(axis=1)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

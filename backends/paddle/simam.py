@@ -9,7 +9,7 @@ from attn_core import SimAMConfig, simam_denominator_count
 from attn_core.simam import simam_mean_prescale
 
 from ._base import AttentionModule
-from ._ops import compute_dtype_of, scalar, static_shape
+from ._ops import scalar, static_shape
 
 _FLOAT32_MAX = 3.4028234663852886e38
 
@@ -22,9 +22,7 @@ class SimAM(AttentionModule):
         self.config = SimAMConfig(channels, e_lambda)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: statistics, gate and product in float32, rounded once at the end
-        xc = x if compute is None else x.astype(compute)
+        compute, xc = self.prepare(x)  # half: statistics, gate and product in float32, rounded once at the end
         _, _, h, w = static_shape(x)
         if h >= 0 and w >= 0 and xc.dtype != paddle.float64 and paddle.in_dynamic_mode() \
                 and 16 * h * w * max(float(xc.max()), -float(xc.min())) ** 2 <= _FLOAT32_MAX:
@@ -39,7 +37,7 @@ class SimAM(AttentionModule):
             weight = paddle.full([c], (n / (4 * h * w)) ** 0.5, dtype=xc.dtype)
             z = F.instance_norm(xc - xc[:, :, :1, :1], weight=weight, eps=self.config.e_lambda * n / (h * w))
             y = xc * F.sigmoid(z * z + 0.5)
-            return y if compute is None else y.astype(x.dtype)
+            return self.finish(y, x, compute)
         if h >= 0 and w >= 0:
             n, hw = scalar(simam_denominator_count(h, w), xc), scalar(h * w, xc)
             p = scalar(simam_mean_prescale(h, w), xc)
@@ -60,4 +58,4 @@ class SimAM(AttentionModule):
         d = d * d  # not pow(2): slow on Paddle CPU
         v = d.sum(axis=[2, 3], keepdim=True) / n
         y = xc * F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, xc) / s / s)) + 0.5)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

@@ -8,9 +8,9 @@ from paddle import nn
 
 from attn_core import SplitAttnConfig, bn_momentum_for
 
-from ._base import AttentionModule, check_training_input
+from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, conv_as, mean_hw
 
 
 class SplitAttn(AttentionModule):
@@ -37,12 +37,8 @@ class SplitAttn(AttentionModule):
         self._act = ACTIVATIONS[cfg.act_layer]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        self.check_input(x)
+        compute, xc = self.prepare(x)
         cfg = self.config
-        if self.training:  # each BatchNorm needs more than one value per channel (attn_core's rule and message)
-            check_training_input(cfg, x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.astype(compute)
         r, g, c = cfg.radix, cfg.groups, cfg.out
         u = conv_as(self.conv, xc, compute)
         u = self._act(u if self.bn0 is None else self.bn0(u))  # the BatchNorm in its input's dtype
@@ -55,4 +51,4 @@ class SplitAttn(AttentionModule):
         else:
             a = F.sigmoid(logits)
         y = (splits * a.reshape([-1, r, c, 1, 1])).sum(axis=1)
-        return y if compute is None else y.astype(x.dtype)
+        return self.finish(y, x, compute)

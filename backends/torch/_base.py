@@ -11,6 +11,8 @@ from torch import nn
 from attn_core import AttentionConfig
 from attn_core.precision import FLOAT_DTYPES
 
+from ._ops import compute_dtype_of
+
 
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
@@ -43,19 +45,34 @@ class AttentionModule(nn.Module):
         self.__dict__.pop("_params", None)  # a conversion that swaps the parameter objects: list them again
         return super()._apply(fn, *args, **kwargs)
 
-    def check_input(self, x: Any) -> None:
+    def check_input(self, x: Any, training: bool = False) -> None:
+        """Raise attn_core's error for an input this module cannot take (``training``: also one that its BatchNorms
+        cannot normalise, :meth:`attn_core.AttentionConfig.check_training_input`)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{self.config.module_name}: expected a torch.Tensor, got {type(x).__name__}")
         # the check depends on the shape and dtype of the input and the parameters only: the last combination that
         # passed is not checked again (the check would cost a tenth of a small module's forward)
         param_dtypes = tuple(p.dtype for p in self._param_tensors())
-        key = (x.shape, x.dtype, param_dtypes)
+        key = (x.shape, x.dtype, param_dtypes, training)
         if self.__dict__.get("_checked_input") == key:
             return
-        self.config.check_input(tuple(x.shape), _name(x.dtype), x.is_floating_point(),
+        self.config.check_input(tuple(x.shape), _name(x.dtype), x.is_floating_point(), training=training,
                                 param_dtypes={_name(d) for d in param_dtypes}, device_dtypes=device_dtypes(x),
                                 framework="torch")
         self.__dict__["_checked_input"] = key
+
+    def prepare(self, x: Any) -> tuple[torch.dtype | None, torch.Tensor]:
+        """The opening of every module's ``forward``: ``x`` checked (:meth:`check_input`, in training mode as such),
+        then the dtype to compute in (None: ``x``'s own; half: float32, the output rounded once at the end,
+        :meth:`finish`; attn_core.precision) and ``x`` in it."""
+        self.check_input(x, self.training)
+        compute = compute_dtype_of(x)
+        return compute, x if compute is None else x.to(compute)
+
+    @staticmethod
+    def finish(y: torch.Tensor, x: torch.Tensor, compute: torch.dtype | None) -> torch.Tensor:
+        """The output ``y``, computed in ``compute`` (:meth:`prepare`), in the input ``x``'s dtype."""
+        return y if compute is None else y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"

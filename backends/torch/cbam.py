@@ -8,7 +8,7 @@ from torch import nn
 from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig, bn_momentum_for
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as, mean_c, mean_hw, pointwise_as
+from ._ops import ACTIVATIONS, batch_norm_as, conv_as, mean_c, mean_hw, pointwise_as
 
 
 class ChannelAttention(AttentionModule):
@@ -26,15 +26,13 @@ class ChannelAttention(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         n = x.shape[0]
         # the shared MLP once on the 2N pooled rows (mean, then max), its two halves summed as mlp(avg) + mlp(max)
         h = pointwise_as(self.fc2, self._act(pointwise_as(self.fc1, torch.cat([mean_hw(xc), xc.amax((2, 3))]),
                                                           compute)), compute)
         y = xc * self._gate(h[:n] + h[n:])[:, :, None, None]
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class SpatialAttention(AttentionModule):
@@ -53,17 +51,13 @@ class SpatialAttention(AttentionModule):
         self._mean_first = cfg.order == "mean_max"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        if self.training:  # BatchNorm needs N*H*W > 1 (attn_core's rule; nn.BatchNorm2d's own error is a bare one)
-            self.config.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         avg, mx = mean_c(xc), xc.amax(1, keepdim=True)
         z = conv_as(self.conv, torch.cat([avg, mx] if self._mean_first else [mx, avg], 1), compute)
         if self.bn is not None:
             z = batch_norm_as(self.bn, z, compute)
         y = xc * self._gate(z)
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class CBAM(AttentionModule):
@@ -82,9 +76,6 @@ class CBAM(AttentionModule):
         self.spatial = SpatialAttention.from_config(cfg.spatial)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        if self.training:
-            self.config.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
-        y = self.spatial(self.channel(x if compute is None else x.to(compute)))
-        return y if compute is None else y.to(x.dtype)
+        compute, xc = self.prepare(x)  # half: both halves in float32, the output rounded once (attn_core.precision)
+        y = self.spatial(self.channel(xc))
+        return self.finish(y, x, compute)

@@ -8,7 +8,7 @@ from torch import nn
 from attn_core import LightCBAMConfig, bn_momentum_for
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as, mean_c, mean_hw, pointwise_as
+from ._ops import ACTIVATIONS, batch_norm_as, conv_as, mean_c, mean_hw, pointwise_as
 
 
 class _LightChannelParams(nn.Module):
@@ -53,15 +53,11 @@ class LightCbamModule(AttentionModule):
         self._act = ACTIVATIONS[cfg.act_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        if self.training:  # BatchNorm needs N*H*W > 1 (attn_core's rule; nn.BatchNorm2d's own error is a bare one)
-            self.config.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         channel, spatial = self.channel, self.spatial.conv
         pooled = 0.5 * mean_hw(xc) + 0.5 * xc.amax((2, 3))
         h = pointwise_as(channel.fc2, self._act(pointwise_as(channel.fc1, pooled, compute)), compute)
         x1 = xc * torch.sigmoid(h)[:, :, None, None]
         z = conv_as(spatial.conv, 0.5 * mean_c(x1) + 0.5 * x1.amax(1, keepdim=True), compute)
         y = x1 * torch.sigmoid(batch_norm_as(spatial.bn, z, compute))
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

@@ -15,7 +15,7 @@ from attn_core import (
 )
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as, group_norm_as, linear_as
+from ._ops import ACTIVATIONS, batch_norm_as, conv_as, group_norm_as, linear_as
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -49,11 +49,7 @@ class CoordAttn(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        if self.training:
-            self.config.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         h, w = x.shape[2], x.shape[3]
         y = conv_as(self.conv1, torch.cat([xc.mean(3, keepdim=True), xc.mean(2, keepdim=True).transpose(2, 3)], 2),
                     compute)
@@ -65,7 +61,7 @@ class CoordAttn(AttentionModule):
         out = xc * a_w * a_h
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.to(x.dtype)
+        return self.finish(out, x, compute)
 
 
 class SimpleCoordAttn(AttentionModule):
@@ -84,9 +80,7 @@ class SimpleCoordAttn(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         # the strips as rows of C: (N, H, C) and (N, W, C), through the one shared fc1
         r_h = self._act(linear_as(self.fc1, xc.mean(3).transpose(1, 2), compute))
         r_w = self._act(linear_as(self.fc1, xc.mean(2).transpose(1, 2), compute))
@@ -95,7 +89,7 @@ class SimpleCoordAttn(AttentionModule):
         out = xc * self._gate(a_h + a_w)
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.to(x.dtype)
+        return self.finish(out, x, compute)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -124,15 +118,13 @@ class EfficientLocalAttn(AttentionModule):
         return self._gate(self._act(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         a_h = self._branch(xc.mean(3, keepdim=True), self.conv_h, self.norm_h, compute)
         a_w = self._branch(xc.mean(2, keepdim=True), self.conv_w, self.norm_w, compute)
         out = xc * a_h * a_w
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.to(x.dtype)
+        return self.finish(out, x, compute)
 
 
 class StripAttn(AttentionModule):
@@ -147,13 +139,11 @@ class StripAttn(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         s_h, s_w = xc.mean(3, keepdim=True), xc.mean(2, keepdim=True)
         if self.config.use_conv:
             s_h, s_w = conv_as(self.conv_h, s_h, compute), conv_as(self.conv_w, s_w, compute)
         out = xc * self._gate(s_h + s_w)
         if self.config.has_skip:
             out = out + xc
-        return out if compute is None else out.to(x.dtype)
+        return self.finish(out, x, compute)

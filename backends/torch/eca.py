@@ -8,7 +8,7 @@ from torch import nn
 from attn_core import ECAConfig
 
 from ._base import AttentionModule
-from ._ops import compute_dtype_of, conv1d_as, mean_hw
+from ._ops import conv1d_as, mean_hw
 
 
 class ECAModule(AttentionModule):
@@ -20,8 +20,6 @@ class ECAModule(AttentionModule):
         self.conv = nn.Conv1d(1, 1, cfg.k, padding=cfg.padding, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         y = xc * torch.sigmoid(conv1d_as(self.conv, mean_hw(xc), compute))[:, :, None, None]
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

@@ -9,7 +9,7 @@ from torch import nn
 from attn_core import CECAConfig, ECAMConfig
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, conv_as, mean_hw
 
 
 class EcaMlpModule(AttentionModule):
@@ -27,13 +27,11 @@ class EcaMlpModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc)[:, None, :]  # (N, 1, C): the channels as the 1-D convolution's length
         z = conv_as(self.conv2, self._act(conv_as(self.conv, s, compute)), compute)
         y = xc * self._gate(z)[:, 0, :, None, None]
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class CecaModule(AttentionModule):
@@ -47,13 +45,11 @@ class CecaModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc)
         p, c = self.config.padding, s.shape[1]
         # circular padding as a concatenation of the row's two ends (p <= C, checked by the config)
         s = torch.cat([s[:, c - p:], s, s[:, :p]], 1) if p else s
         z = conv_as(self.conv, s[:, None, :], compute)
         y = xc * self._gate(z)[:, 0, :, None, None]
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

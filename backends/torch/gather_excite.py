@@ -9,7 +9,7 @@ from torch import nn
 from attn_core import GatherExciteConfig, bn_momentum_for
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as
+from ._ops import ACTIVATIONS, batch_norm_as, conv_as
 
 
 def nearest_source(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
@@ -85,15 +85,11 @@ class GatherExcite(AttentionModule):
         return 0.5 * g + 0.5 * F.max_pool2d(xc, k, s, p) if cfg.add_maxpool else g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        if self.training:
-            self.config.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         g = self._gathered(xc, compute)
         if self.mlp is not None:
             g = conv_as(self.mlp.fc2, self._act(conv_as(self.mlp.fc1, g, compute)), compute)
         if g.shape[2] != 1 or g.shape[3] != 1:
             g = resize_nearest(g, (x.shape[2], x.shape[3]))
         y = xc * self._gate(g)
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

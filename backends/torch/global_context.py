@@ -12,7 +12,7 @@ from attn_core import GlobalContextAddConfig, GlobalContextConfig
 from attn_core.global_context import LAYER_NORM_EPS
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of, conv_as, pointwise_as
+from ._ops import ACTIVATIONS, conv_as, pointwise_as
 
 
 class ContextMlp(nn.Module):
@@ -63,9 +63,7 @@ class GlobalContext(AttentionModule):
             nn.init.zeros_(self.mlp_add.fc2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         n, c = x.shape[0], x.shape[1]
         if self.conv_attn is not None:
             attn = torch.softmax(conv_as(self.conv_attn, xc, compute).reshape(n, -1), dim=-1)  # (N, H*W)
@@ -77,7 +75,7 @@ class GlobalContext(AttentionModule):
             y = y * self._gate(self.mlp_scale.run(context, self._act, compute))[:, :, None, None]
         if self.mlp_add is not None:
             y = y + self.mlp_add.run(context, self._act, compute)[:, :, None, None]
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class GlobalContextAdd(GlobalContext):

@@ -11,7 +11,7 @@ from attn_core import BatNonLocalAttnConfig, NonLocalAttnConfig, bn_momentum_for
 from attn_core.non_local import BN_EPS, BN_MOMENTUM
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as
+from ._ops import ACTIVATIONS, batch_norm_as, conv_as
 
 __all__ = ["NonLocalAttn", "BatNonLocalAttn", "BilinearAttnTransform", "ConvNormAct"]
 
@@ -34,17 +34,13 @@ class NonLocalAttn(AttentionModule):
         self.norm = _batch_norm(cfg.channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        if self.training:  # BatchNorm needs N*H*W > 1 (attn_core's rule; nn.BatchNorm2d's own error is a bare one)
-            self.config.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         n, _, h, w = xc.shape
         t, p, g = (conv_as(layer, xc, compute).flatten(2) for layer in (self.t, self.p, self.g))  # (N, rd, HW)
         att = torch.softmax(t.transpose(1, 2) @ p * self.config.scale, dim=2)
         ctx = (g @ att.transpose(1, 2)).reshape(n, -1, h, w)
         y = batch_norm_as(self.norm, conv_as(self.z, ctx, compute), compute) + xc
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)
 
 
 class ConvNormAct(nn.Module):
@@ -104,10 +100,6 @@ class BatNonLocalAttn(AttentionModule):
         self.dropout = nn.Dropout2d(p=cfg.drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        if self.training:
-            self.config.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         y = self.dropout(self.conv2(self.ba(self.conv1(xc, compute), compute), compute)) + xc
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

@@ -8,7 +8,7 @@ from torch import nn
 from attn_core import SEConfig
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of, mean_hw, pointwise_as
+from ._ops import ACTIVATIONS, mean_hw, pointwise_as
 
 
 class SEModule(AttentionModule):
@@ -25,10 +25,8 @@ class SEModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc)
         g = self._gate(pointwise_as(self.fc2, self._act(pointwise_as(self.fc1, s, compute)), compute))
         y = xc * g[:, :, None, None]
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

@@ -8,7 +8,7 @@ from torch import nn
 from attn_core import EffectiveSEConfig
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, compute_dtype_of, mean_hw, pointwise_as
+from ._ops import ACTIVATIONS, mean_hw, pointwise_as
 
 
 class EffectiveSEModule(AttentionModule):
@@ -21,11 +21,9 @@ class EffectiveSEModule(AttentionModule):
         self._gate = ACTIVATIONS[cfg.gate_layer]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
+        compute, xc = self.prepare(x)
         s = mean_hw(xc)
         if self.config.add_maxpool:
             s = 0.5 * s + 0.5 * xc.amax((2, 3))
         y = xc * self._gate(pointwise_as(self.fc, s, compute))[:, :, None, None]
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

@@ -9,7 +9,7 @@ from torch import nn
 from attn_core import SelectiveKernelConfig, bn_momentum_for
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as, mean_hw, pointwise_as
+from ._ops import ACTIVATIONS, batch_norm_as, conv_as, mean_hw, pointwise_as
 
 
 class ConvNormAct(nn.Module):
@@ -64,13 +64,9 @@ class SelectiveKernel(AttentionModule):
         self.attn = SelectiveKernelAttn(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        compute, xc = self.prepare(x)
         cfg = self.config
-        if self.training:  # each BatchNorm needs more than one value per channel (attn_core's rule and message)
-            cfg.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
         inputs = torch.split(xc, cfg.path_in, 1) if cfg.split_input else [xc] * cfg.num_paths
         stacked = torch.stack([path(xi, compute) for path, xi in zip(self.paths, inputs, strict=True)], 1)
         y = (stacked * self.attn(stacked, compute)).sum(1)
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

@@ -8,7 +8,6 @@ from attn_core import SimAMConfig, simam_denominator_count
 from attn_core.simam import simam_mean_prescale
 
 from ._base import AttentionModule
-from ._ops import compute_dtype_of
 
 
 class SimAM(AttentionModule):
@@ -19,11 +18,9 @@ class SimAM(AttentionModule):
         self.config = SimAMConfig(channels, e_lambda)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        compute, xc = self.prepare(x)  # half: statistics, gate and product in float32, rounded once at the end
         h, w = x.shape[2], x.shape[3]
         n = simam_denominator_count(h, w)
-        compute = compute_dtype_of(x)  # half: statistics, gate and product in float32, rounded once at the end
-        xc = x if compute is None else x.to(compute)
         grad = torch.is_grad_enabled() and xc.requires_grad
         # scale-free (attn_core.simam): the mean prescaled by a power of two, the deviations divided by their largest.
         # Without autograd, one temporary updated in place (each fresh tensor costs a pass of page faults).
@@ -39,4 +36,4 @@ class SimAM(AttentionModule):
         d = (d / s).square() if grad else d.div_(s).square_()
         scale = 4 * (d.sum((2, 3), keepdim=True) / n + self.config.e_lambda / s / s)
         y = xc * torch.sigmoid(d / scale + 0.5) if grad else d.div_(scale).add_(0.5).sigmoid_().mul_(xc)
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

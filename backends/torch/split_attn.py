@@ -8,7 +8,7 @@ from torch import nn
 from attn_core import SplitAttnConfig, bn_momentum_for
 
 from ._base import AttentionModule
-from ._ops import ACTIVATIONS, batch_norm_as, compute_dtype_of, conv_as, mean_hw
+from ._ops import ACTIVATIONS, batch_norm_as, conv_as, mean_hw
 
 
 class SplitAttn(AttentionModule):
@@ -37,12 +37,8 @@ class SplitAttn(AttentionModule):
         return z if bn is None else batch_norm_as(bn, z, compute)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        compute, xc = self.prepare(x)
         cfg = self.config
-        if self.training:  # each BatchNorm needs more than one value per channel (attn_core's rule and message)
-            cfg.check_training_input(tuple(x.shape))
-        compute = compute_dtype_of(x)  # half: computed in float32, rounded once (attn_core.precision)
-        xc = x if compute is None else x.to(compute)
         u = self._act(self._norm(self.bn0, conv_as(self.conv, xc, compute), compute))
         n, _, h, w = u.shape
         r, g, c = cfg.radix, cfg.groups, cfg.out
@@ -55,4 +51,4 @@ class SplitAttn(AttentionModule):
         else:
             a = torch.sigmoid(logits).view(n, 1, c, 1, 1)
         y = (splits * a).sum(1)
-        return y if compute is None else y.to(x.dtype)
+        return self.finish(y, x, compute)

@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attn_core import CBAM_PRESETS, CBAMConfig, InputShapeError, SpatialAttentionConfig, create_config, ops
+from attn_core import (
+    CBAM_PRESETS,
+    CBAMConfig,
+    InputShapeError,
+    SpatialAttentionConfig,
+    bn_momentum_for,
+    create_config,
+    ops,
+)
 from attn_core.autodiff import Node
 from attn_core.spec import check_batch_norm_input
 from conformance import CASES, compare, reference_for, run_case, tolerance_for
@@ -274,11 +282,10 @@ def test_flax_default_momentum_is_caught(monkeypatch):
 
     import backends.flax.cbam as cbam
 
-    def flax_default(use_running_average: bool, momentum: float, epsilon: float, name: str) -> nn.Module:
-        return nn.BatchNorm(use_running_average=use_running_average, epsilon=epsilon, use_fast_variance=False,
-                            name=name)
+    def flax_default(train: bool, eps: float, momentum: float, name: str) -> nn.Module:
+        return nn.BatchNorm(use_running_average=not train, epsilon=eps, use_fast_variance=False, name=name)
 
-    monkeypatch.setattr(cbam, "BatchNorm", flax_default)
+    monkeypatch.setattr(cbam, "batch_norm", flax_default)
     failing = _broken_then_whole(monkeypatch, "flax", SA_TRAIN)
     assert "state:bn.running_mean" in failing
     assert not {q for q in failing if not q.startswith("state:")}, failing
@@ -303,9 +310,9 @@ def test_flax_native_batch_norm_with_the_right_momentum_stores_the_biased_varian
 
     import backends.flax.cbam as cbam
 
-    monkeypatch.setattr(cbam, "BatchNorm", lambda use_running_average, momentum, epsilon, name: nn.BatchNorm(
-        use_running_average=use_running_average, momentum=momentum, epsilon=epsilon, use_fast_variance=False,
-        name=name))
+    monkeypatch.setattr(cbam, "batch_norm", lambda train, eps, momentum, name: nn.BatchNorm(
+        use_running_average=not train, momentum=bn_momentum_for("flax", momentum), epsilon=eps,
+        use_fast_variance=False, name=name))
     assert _broken_then_whole(monkeypatch, "flax", CBAM_TRAIN) == {"state:spatial.bn.running_var"}
 
 

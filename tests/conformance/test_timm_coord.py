@@ -21,7 +21,8 @@ from attn_core import (
 from attn_core.autodiff import Node
 
 from .._fw import FRAMEWORKS, backend, runner
-from .._timm import import_timm
+from .._gradcheck import assert_reference_vjp
+from .._timm import canonical, import_timm, randomise, timm_attn, timm_kwargs, torch_step
 
 RTOL = 1e-10
 
@@ -165,21 +166,6 @@ def test_hidden_width_rules():
 
 
 # ------------------------------------------------------------------------------------ VJPs by finite differences
-def _fd_grad(loss: Any, a: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        ap, am = a.copy(), a.copy()
-        ap[idx] += step
-        am[idx] -= step
-        g[idx] = (loss(ap) - loss(am)) / (2 * step)
-    return g
-
-
-def _close(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * scale, err_msg=what)
-
-
 VJP_CASES = [
     ("coord-eval", CoordAttnConfig(4, rd_channels=2, bias=True), (2, 4, 3, 2), False),
     ("coord-train-skip", CoordAttnConfig(3, rd_channels=2, has_skip=True, act_layer="silu"), (2, 3, 2, 3), True),
@@ -196,24 +182,14 @@ def test_reference_vjp_matches_finite_differences(name, cfg, shape, training):
     rng = np.random.default_rng(sum(map(ord, name)))
     weights = cfg.init_weights(rng)
     x = rng.standard_normal(shape)
-    cot = rng.standard_normal(shape)
-    y, dx, grads = cfg.reference_vjp(weights, x, cot, training=training)
-    trainable = [p.name for p in cfg.param_table() if p.trainable]
-    assert sorted(grads) == sorted(trainable)
-
-    def loss(w: Any, xv: np.ndarray) -> float:
-        return float(np.sum(cfg.reference(w, xv, training) * cot))
-
-    _close(dx, _fd_grad(lambda a: loss(weights, a), x), f"{name}: dx")
-    for p in trainable:
-        _close(grads[p], _fd_grad(lambda a, p=p: loss({**weights, p: a}, x), weights[p]), f"{name}: d{p}")
+    assert_reference_vjp(name, cfg, weights, x, rng.standard_normal(shape), training)
 
 
 # ----------------------------------------------------------------------------------------- equal to timm
 # (registry key, timm's create_attn keyword arguments, the project's for the same module), channels
 TIMM_CASES = [
     ("coord", {}, {}, 64),
-    ("coord", {"bias": True, "has_skip": True, "gate_layer": "hard_sigmoid", "act": "silu"},
+    ("coord", {"bias": True, "has_skip": True, "gate_layer": "hard_sigmoid", "act_layer": "silu"},
      {"bias": True, "has_skip": True, "gate_layer": "hard_sigmoid", "act_layer": "silu"}, 40),
     ("coord", {"rd_channels": 5, "norm_layer": None}, {"rd_channels": 5, "norm_layer": None}, 12),
     ("scoord", {}, {}, 24),
@@ -242,49 +218,6 @@ def _first_of_each_key_fast() -> list[Any]:
     return params
 
 
-def _randomise(module: Any, seed: int) -> Any:
-    """``module`` with every parameter and BatchNorm statistic drawn at random away from 0 (a zero-initialised layer
-    would hide a mix-up), running variances positive."""
-    import torch
-
-    rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        for name, value in module.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                draw = rng.uniform(0.5, 2.0, value.shape)
-            else:
-                draw = rng.uniform(0.2, 1.0, value.shape) * rng.choice([-1.0, 1.0], value.shape)
-            value.copy_(torch.from_numpy(draw))
-    return module
-
-
-def _timm_module(key: str, channels: int, kwargs: dict[str, Any], seed: int) -> Any:
-    """timm's ``create_attn(key, channels, **kwargs)`` in float64, randomised (``kwargs['act']`` names the
-    activation, which timm takes as a class)."""
-    timm = import_timm()
-    import torch
-
-    kwargs = dict(kwargs)
-    if "act" in kwargs:
-        kwargs["act_layer"] = {"silu": torch.nn.SiLU}[kwargs.pop("act")]
-    return _randomise(timm.layers.create_attn(key, channels, **kwargs).double(), seed)
-
-
-def _canonical(module: Any) -> dict[str, np.ndarray]:
-    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()
-            if not k.endswith("num_batches_tracked")}
-
-
-def _timm_run(module: Any, x: np.ndarray, training: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    import torch
-
-    module.train(training)
-    y = module(torch.from_numpy(x)).detach().numpy()
-    return y, _canonical(module)
-
-
 @pytest.mark.parametrize("case", TIMM_CASES, ids=TIMM_IDS)
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_torch_module_equals_timm(case, training):
@@ -292,24 +225,15 @@ def test_torch_module_equals_timm(case, training):
     input gradient and running statistics in float64."""
     import copy
 
-    import torch
-
     key, timm_kw, our_kw, channels = case
-    theirs = _timm_module(key, channels, timm_kw, seed=len(key) + channels)
+    theirs = timm_attn(key, channels, len(key) + channels, **timm_kwargs(timm_kw))
     ours = backend("torch").create_attn(key, channels, **our_kw).double()
     ours.load_state_dict(copy.deepcopy(theirs.state_dict()), strict=True)
-    assert list(_canonical(ours)) == [p.name for p in ours.config.param_table()]
+    assert list(canonical(ours)) == [p.name for p in ours.config.param_table()]
     rng = np.random.default_rng(channels)
     x = rng.standard_normal((2, channels, 5, 3)) + rng.uniform(-1, 1, (1, channels, 1, 1))
     cot = rng.standard_normal(x.shape)
-    grads = []
-    for m in (theirs, ours):
-        m.train(training)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        y = m(xt)
-        (y * torch.from_numpy(cot)).sum().backward()
-        grads.append((y.detach().numpy(), xt.grad.numpy(), _canonical(m)))
-    (y_t, dx_t, state_t), (y_o, dx_o, state_o) = grads
+    (y_t, dx_t, _, state_t), (y_o, dx_o, _, state_o) = (torch_step(m, x, cot, training) for m in (theirs, ours))
     np.testing.assert_allclose(y_o, y_t, rtol=RTOL, atol=1e-14)
     # torch's Hardsigmoid, which timm's 'hard_sigmoid' gate is, multiplies its gradient by a float32 1/6 even in
     # float64 (backends/torch/_ops.py): an error of 3e-8 of the gradient's scale, which the project's gate has not
@@ -326,13 +250,13 @@ def test_other_backends_equal_timm(fw, case):
     (float64), and the running statistics timm's BatchNorm keeps."""
     key, timm_kw, our_kw, channels = case
     run = runner(fw)
-    theirs = _timm_module(key, channels, timm_kw, seed=len(key) + channels)
-    weights = _canonical(theirs)
+    theirs = timm_attn(key, channels, len(key) + channels, **timm_kwargs(timm_kw))
+    weights = canonical(theirs)
     config = create_config(key, channels, **our_kw)
     rng = np.random.default_rng(channels)
     x = rng.standard_normal((2, channels, 5, 3)) + rng.uniform(-1, 1, (1, channels, 1, 1))
     for training in (False, True):  # the eval step leaves timm's statistics as they were for the training one
-        y_t, state_t = _timm_run(theirs, x, training)
+        y_t, _, _, state_t = torch_step(theirs, x, None, training)
         got = run.run(key, config, weights, x, None, dtype="float64", training=training, mode=run.default_mode)
         np.testing.assert_allclose(got.y, y_t, rtol=RTOL, atol=1e-14, err_msg=f"{fw} training={training}")
     for name in (p.name for p in config.param_table() if not p.trainable):
@@ -347,7 +271,7 @@ def test_batch_one_1x1_trains_as_in_timm():
 
     import torch
 
-    theirs = _timm_module("coord", 16, {}, seed=7)
+    theirs = timm_attn("coord", 16, 7)
     ours = backend("torch").create_attn("coord", 16).double()
     ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16, 1, 1)))
@@ -441,7 +365,8 @@ def test_paper_preset_equals_the_authors_coordatt(channels):
     import torch
 
     bt = backend("torch")
-    authors = _randomise(_authors_coordatt()(channels, channels).double(), seed=channels)
+    authors = _authors_coordatt()(channels, channels).double()
+    randomise(authors, channels)
     ours = bt.CoordAttn(channels, **COORD_PRESETS["paper"]).double()
     ours.load_state_dict(copy.deepcopy(authors.state_dict()), strict=True)
     assert ours.config.hidden == max(8, channels // 32)
@@ -452,7 +377,7 @@ def test_paper_preset_equals_the_authors_coordatt(channels):
         np.testing.assert_allclose(ours(x).detach().numpy(), authors(x).detach().numpy(), rtol=RTOL, atol=1e-14)
     np.testing.assert_allclose(ours.bn1.running_var.numpy(), authors.bn1.running_var.numpy(), rtol=RTOL)
     # and the float64 reference of the preset gives the same
-    ref = CoordAttnConfig(channels, **COORD_PRESETS["paper"]).reference(_canonical(authors), x.numpy())
+    ref = CoordAttnConfig(channels, **COORD_PRESETS["paper"]).reference(canonical(authors), x.numpy())
     authors.eval()
     np.testing.assert_allclose(ref, authors(x).detach().numpy(), rtol=RTOL, atol=1e-14)
 
@@ -465,12 +390,13 @@ def test_timm_weights_do_not_fit_the_paper_form():
     import torch
 
     bt = backend("torch")
-    wide = _timm_module("coord", 512, {}, seed=3)
+    wide = timm_attn("coord", 512, 3)
     with pytest.raises(RuntimeError, match=r"size mismatch for conv1.weight"):
         bt.CoordAttn(512, **COORD_PRESETS["paper"]).double().load_state_dict(wide.state_dict())
 
-    theirs = _timm_module("coord", 64, {}, seed=4).eval()
-    paper = _randomise(bt.CoordAttn(64, **COORD_PRESETS["paper"]).double(), seed=5).eval()
+    theirs = timm_attn("coord", 64, 4).eval()
+    paper = bt.CoordAttn(64, **COORD_PRESETS["paper"]).double().eval()
+    randomise(paper, 5)
     with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \"conv1.bias\""):
         paper.load_state_dict(theirs.state_dict())
     result = paper.load_state_dict(theirs.state_dict(), strict=False)
@@ -517,7 +443,8 @@ def test_published_ela_is_the_groups16_form_with_shared_weights():
     import torch
 
     bt = backend("torch")
-    published = _randomise(_published_ela()(32, 7).double(), seed=6).eval()
+    published = _published_ela()(32, 7).double().eval()
+    randomise(published, 6)
     sd = published.state_dict()
     weights = {"conv_h.weight": sd["conv.weight"][:, :, :, None], "conv_w.weight": sd["conv.weight"][:, :, None, :]}
     for branch in ("h", "w"):

@@ -25,7 +25,8 @@ from attn_core.autodiff import Node
 from conformance.cases import CASES
 
 from .._fw import FRAMEWORKS, backend, runner
-from .._timm import import_timm
+from .._gradcheck import assert_reference_vjp
+from .._timm import act_class, canonical, import_timm, randomise, timm_attn, timm_kwargs, torch_step
 
 RTOL = 1e-10
 
@@ -194,21 +195,6 @@ def test_layer_norm_of_one_channel_leaves_the_bias():
 
 
 # ------------------------------------------------------------------------------------ VJPs by finite differences
-def _fd_grad(loss: Any, a: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        ap, am = a.copy(), a.copy()
-        ap[idx] += step
-        am[idx] -= step
-        g[idx] = (loss(ap) - loss(am)) / (2 * step)
-    return g
-
-
-def _close(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * scale, err_msg=what)
-
-
 VJP_CASES = [
     ("ge-global-mlp", GatherExciteConfig(4, rd_channels=2), (2, 4, 3, 2), False),
     ("ge-e2-max", GatherExciteConfig(3, extent=2, add_maxpool=True, rd_channels=2, act_layer="silu"), (1, 3, 5, 3),
@@ -229,17 +215,7 @@ def test_reference_vjp_matches_finite_differences(name, cfg, shape, training):
     weights = cfg.init_weights(rng)
     # spaced values: no ties for the maxima, and no pooled value at a kink of the activations
     x = (rng.permutation(math.prod(shape)).reshape(shape) - math.prod(shape) / 2) * 0.05 + 0.013
-    cot = rng.standard_normal(shape)
-    y, dx, grads = cfg.reference_vjp(weights, x, cot, training=training)
-    trainable = [p.name for p in cfg.param_table() if p.trainable]
-    assert sorted(grads) == sorted(trainable)
-
-    def loss(w: Any, xv: np.ndarray) -> float:
-        return float(np.sum(cfg.reference(w, xv, training) * cot))
-
-    _close(dx, _fd_grad(lambda a: loss(weights, a), x), f"{name}: dx")
-    for p in trainable:
-        _close(grads[p], _fd_grad(lambda a, p=p: loss({**weights, p: a}, x), weights[p]), f"{name}: d{p}")
+    assert_reference_vjp(name, cfg, weights, x, rng.standard_normal(shape), training)
 
 
 # -------------------------------------------------------------------------- what timm 1.0.31 can build
@@ -273,30 +249,6 @@ def test_which_gather_excite_forms_timm_builds(form):
 
 
 # ------------------------------------------------------------------------------------ timm's modules
-def _draw(module: Any, seed: int) -> Any:
-    """``module`` with every parameter and BatchNorm statistic drawn at random away from 0 (timm zero-initialises
-    mlp_add.fc2.weight, which would hide a mix-up), running variances positive."""
-    import torch
-
-    rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        for name, value in module.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                draw = rng.uniform(0.5, 2.0, value.shape)
-            else:
-                draw = rng.uniform(0.2, 1.0, value.shape) * rng.choice([-1.0, 1.0], value.shape)
-            value.copy_(torch.from_numpy(draw))
-    return module
-
-
-def _act(name: str) -> Any:
-    import torch
-
-    return {"relu": torch.nn.ReLU, "silu": torch.nn.SiLU}[name]
-
-
 def _timm_ge(channels: int, form: dict[str, Any]) -> Any:
     """timm's GatherExcite for ``form``: as timm builds it where it can; elsewhere its class and forward with the
     submodules its constructor means to build (``**dd`` for ``*dd``: timm's create_conv2d depthwise convolutions,
@@ -308,7 +260,7 @@ def _timm_ge(channels: int, form: dict[str, Any]) -> Any:
     from timm.layers.mlp import ConvMlp
     from torch import nn
 
-    act = _act(form.get("act_layer", "relu"))
+    act = act_class(form.get("act_layer", "relu"))
     plain = {k: v for k, v in form.items() if k not in ("extra_params", "use_mlp", "feat_size", "rd_channels",
                                                        "act_layer")}
     module = timm.layers.create_attn("ge", channels, extra_params=False, use_mlp=False, act_layer=act, **plain)
@@ -336,20 +288,11 @@ def _timm_ge(channels: int, form: dict[str, Any]) -> Any:
 def _timm_module(key: str, channels: int, form: dict[str, Any], seed: int) -> Any:
     """timm's module for ``key`` (``form`` in the project's arguments, which are timm's but for layer names), in
     float64, every parameter and statistic drawn at random."""
-    timm = import_timm()
-    if key == "ge":
-        module = _timm_ge(channels, form)
-    else:
-        kwargs = {k: v for k, v in form.items() if k != "act_layer"}
-        if "act_layer" in form:
-            kwargs["act_layer"] = _act(form["act_layer"])
-        module = timm.layers.create_attn(key, channels, **kwargs)
-    return _draw(module.double(), seed)
-
-
-def _canonical(module: Any) -> dict[str, np.ndarray]:
-    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()
-            if not k.endswith("num_batches_tracked")}
+    if key != "ge":
+        return timm_attn(key, channels, seed, **timm_kwargs(form))  # mlp_add.fc2.weight drawn, not timm's zeros
+    module = _timm_ge(channels, form).double()
+    randomise(module, seed)
+    return module
 
 
 # (registry key, the project's arguments = timm's, channels, input shape); the ge forms timm builds come first
@@ -392,24 +335,14 @@ def _input(shape: tuple[int, ...], seed: int) -> np.ndarray:
 def test_torch_module_equals_timm(case, training):
     """timm's state_dict loads strictly into the project's module of the same key and arguments, and both compute
     the same output, input and parameter gradients and running statistics in float64."""
-    import torch
-
     key, form, channels, shape = case
     theirs = _timm_module(key, channels, form, seed=channels + len(TIMM_IDS[TIMM_CASES.index(case)]))
     ours = backend("torch").create_attn(key, channels, **form).double()
     ours.load_state_dict(copy.deepcopy(theirs.state_dict()), strict=True)
-    assert list(_canonical(ours)) == [p.name for p in ours.config.param_table()]
+    assert list(canonical(ours)) == [p.name for p in ours.config.param_table()]
     x = _input(shape, channels)
     cot = np.random.default_rng(1).standard_normal(shape)
-    results = []
-    for m in (theirs, ours):
-        m.train(training)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        y = m(xt)
-        (y * torch.from_numpy(cot)).sum().backward()
-        grads = {k: p.grad.numpy() for k, p in m.named_parameters()}
-        results.append((y.detach().numpy(), xt.grad.numpy(), grads, _canonical(m)))
-    (y_t, dx_t, g_t, state_t), (y_o, dx_o, g_o, state_o) = results
+    (y_t, dx_t, g_t, state_t), (y_o, dx_o, g_o, state_o) = (torch_step(m, x, cot, training) for m in (theirs, ours))
     np.testing.assert_allclose(y_o, y_t, rtol=RTOL, atol=1e-14)
     # torch's Hardsigmoid (timm's 'hard_sigmoid' gate) multiplies its gradient by a float32 1/6 even in float64
     # (backends/torch/_ops.py), an error of 3e-8 of the gradient's scale that the project's gate has not
@@ -429,17 +362,13 @@ def test_other_backends_equal_timm(fw, case):
     key, form, channels, shape = case
     run = runner(fw)
     theirs = _timm_module(key, channels, form, seed=channels + len(TIMM_IDS[TIMM_CASES.index(case)]))
-    weights = _canonical(theirs)
+    weights = canonical(theirs)
     config = create_config(key, channels, **form)
     x = _input(shape, channels)
-    import torch
-
     for training in (False, True):  # the eval step leaves timm's statistics as they were for the training one
-        theirs.train(training)
-        y_t = theirs(torch.from_numpy(x)).detach().numpy()
+        y_t, _, _, state_t = torch_step(theirs, x, None, training)
         got = run.run(key, config, weights, x, None, dtype="float64", training=training)
         np.testing.assert_allclose(got.y, y_t, rtol=RTOL, atol=1e-14, err_msg=f"{fw} training={training}")
-    state_t = _canonical(theirs)
     for name in (p.name for p in config.param_table() if not p.trainable):
         np.testing.assert_allclose(got.state[name], state_t[name], rtol=RTOL, atol=1e-14, err_msg=name)
 

@@ -19,7 +19,8 @@ from attn_core.autodiff import Node, backward
 from attn_core.non_local import BN_EPS
 
 from .._fw import FRAMEWORKS, backend, runner
-from .._timm import import_timm
+from .._gradcheck import assert_fd_close, fd_grad
+from .._timm import canonical, timm_attn, timm_kwargs, torch_step
 
 EPS = BN_EPS
 
@@ -158,16 +159,6 @@ def test_bat_block_size_one_is_three_conv_blocks():
 
 
 # ------------------------------------------------------------------------------------- VJP vs finite differences
-def _fd(fn, a, step=1e-6):
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        ap, am = a.copy(), a.copy()
-        ap[idx] += step
-        am[idx] -= step
-        g[idx] = (fn(ap) - fn(am)) / (2 * step)
-    return g
-
-
 def _forward(cfg, weights, x, training, keep):
     params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
     xn = Node(np.asarray(x, dtype=np.float64))
@@ -199,61 +190,16 @@ def test_reference_vjp_matches_finite_differences(name, cfg, shape, training, ke
     def loss(xv, ws):
         return float(np.sum(_forward(cfg, ws, xv, training, keep)[2].value * cot))
 
-    def close(got, want, what):
-        scale = max(1.0, float(np.abs(want).max()))
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * scale, err_msg=f"{name}: {what}")
-
-    close(grads[0], _fd(lambda a: loss(a, weights), x), "dx")
+    assert_fd_close(grads[0], fd_grad(lambda a: loss(a, weights), x), f"{name}: dx")
     for pname, g in zip(trainable, grads[1:], strict=True):
-        close(g, _fd(lambda a, pname=pname: loss(x, {**weights, pname: a}), weights[pname]), f"d{pname}")
+        assert_fd_close(g, fd_grad(lambda a, pname=pname: loss(x, {**weights, pname: a}), weights[pname]),
+                        f"{name}: d{pname}")
 
 
 # ------------------------------------------------------------------------------------- equal to timm
-def _timm_act(name):
-    from torch import nn
-
-    return {"relu": nn.ReLU, "silu": nn.SiLU}[name]
-
-
 def _timm_module(key, channels, options, seed):
-    """timm's ``create_attn(key, channels, ...)`` in float64 with every parameter and BatchNorm buffer drawn at
-    random: magnitudes 0.3 .. 1 with random signs (no zeros), running variances 0.5 .. 2."""
-    import_timm()
-    import torch
-    from timm.layers import create_attn
-
-    kw = dict(options)
-    if "act_layer" in kw:
-        kw["act_layer"] = _timm_act(kw["act_layer"])
-    module = create_attn(key, channels, **kw).double()
-    rng = np.random.default_rng(seed)
-    state = {}
-    for name, value in module.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            state[name] = value
-            continue
-        if name.endswith("running_var"):
-            a = rng.uniform(0.5, 2.0, value.shape)
-        else:
-            a = rng.uniform(0.3, 1.0, value.shape) * rng.choice([-1.0, 1.0], value.shape)
-        state[name] = torch.tensor(a, dtype=torch.float64)
-    module.load_state_dict(state, strict=True)
-    return module
-
-
-def _timm_run(module, x, cot, training):
-    """timm's output, input gradient, parameter gradients and (training) running statistics, float64 NumPy."""
-    import torch
-
-    module.train(training)
-    module.zero_grad()
-    xt = torch.tensor(x, requires_grad=True)
-    y = module(xt)
-    y.backward(torch.tensor(cot))
-    grads = {k: p.grad.numpy().copy() for k, p in module.named_parameters()}
-    state = {k: v.numpy().copy() for k, v in module.state_dict().items()
-             if k.endswith(("running_mean", "running_var"))}
-    return y.detach().numpy(), xt.grad.numpy(), grads, state
+    """timm's module, every parameter and buffer drawn at random (``timm_attn``, magnitudes 0.3 .. 1)."""
+    return timm_attn(key, channels, seed, low=0.3, **timm_kwargs(options))
 
 
 def _assert_equal(got, want, what, rtol=1e-10):
@@ -285,7 +231,7 @@ def _backend_timm_cases():
 def test_parameter_names_are_timms_state_dict_keys():
     for key, channels, options, _ in TIMM_CASES:
         module = _timm_module(key, channels, options, 0)
-        want = {k: tuple(v.shape) for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
+        want = {k: v.shape for k, v in canonical(module).items()}
         assert create_config(key, channels, **options).param_shapes() == want
 
 
@@ -320,8 +266,8 @@ def test_torch_module_loads_timms_state_dict_and_computes_the_same(key, channels
     ours.load_state_dict(timm_module.state_dict(), strict=True)
     rng = np.random.default_rng(12)
     x, cot = rng.standard_normal(shape), rng.standard_normal(shape)
-    y_ref, dx_ref, grads_ref, state_ref = _timm_run(timm_module, x, cot, training)
-    y, dx, grads, state = _timm_run(ours, x, cot, training)
+    y_ref, dx_ref, grads_ref, state_ref = torch_step(timm_module, x, cot, training)
+    y, dx, grads, state = torch_step(ours, x, cot, training)
     _assert_equal(y, y_ref, "output")
     _assert_equal(dx, dx_ref, "grad:input")
     assert set(grads) == set(grads_ref)
@@ -339,11 +285,10 @@ def test_every_backend_equals_timm_through_canonical_weights(fw, key, channels, 
     framework's runner in float64: timm's output, gradients and running statistics, and the float64 reference's."""
     r = runner(fw)
     timm_module = _timm_module(key, channels, options, 21)
-    weights = {k: v.numpy().copy() for k, v in timm_module.state_dict().items()
-               if not k.endswith("num_batches_tracked")}  # copies: the training step updates the buffers
+    weights = canonical(timm_module)  # copies: the training step updates the buffers
     rng = np.random.default_rng(22)
     x, cot = rng.standard_normal(shape), rng.standard_normal(shape)
-    y_ref, dx_ref, grads_ref, state_ref = _timm_run(timm_module, x, cot, training)
+    y_ref, dx_ref, grads_ref, state_ref = torch_step(timm_module, x, cot, training)
     config = create_config(key, channels, **options)
     _assert_equal(config.reference(weights, x, training=training), y_ref, "reference output")
     result = r.execute(r.build_handle(key, config), weights, x, cot, "float64", training, r.default_mode)

@@ -6,7 +6,6 @@ the canonical weights, in Paddle and Flax, and every ConfigError of the configs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,8 @@ from attn_core import (
 from attn_core.frameworks import FRAMEWORK_INFO
 
 from .._fw import FRAMEWORKS, backend, runner
-from .._timm import import_timm
+from .._gradcheck import assert_reference_vjp
+from .._timm import canonical, import_timm, randomise, timm_kwargs, torch_step
 
 RTOL = 1e-10
 
@@ -146,21 +146,6 @@ def test_lcbam_by_hand_eval():
 
 
 # -------------------------------------------------------------------------- VJPs against finite differences
-def _fd_grad(fn: Callable[[np.ndarray], float], a: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        ap, am = a.copy(), a.copy()
-        ap[idx] += step
-        am[idx] -= step
-        g[idx] = (fn(ap) - fn(am)) / (2 * step)
-    return g
-
-
-def _assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * scale, err_msg=what)
-
-
 VJP_CASES = [
     ("ese", EffectiveSEConfig(4), (2, 4, 3, 2), False),
     ("ese-maxpool-sigmoid", EffectiveSEConfig(4, add_maxpool=True, gate_layer="sigmoid"), (2, 4, 3, 2), False),
@@ -180,59 +165,18 @@ def test_reference_vjp_matches_finite_differences(name, cfg, shape, training):
     weights = cfg.init_weights(rng)
     x = rng.standard_normal(shape)
     assert np.diff(np.sort(x.ravel())).min() > 2e-6  # no ties for the max pools under the step
-    cot = rng.standard_normal(shape)
-    y, dx, grads = cfg.reference_vjp(weights, x, cot, training=training)
-
-    def loss(w: dict[str, np.ndarray], a: np.ndarray) -> float:
-        return float(np.sum(cfg.reference(w, a, training) * cot))
-
-    _assert_close(dx, _fd_grad(lambda a: loss(weights, a), x), f"{name}: dx")
-    trainable = [p.name for p in cfg.param_table() if p.trainable]
-    assert sorted(grads) == sorted(trainable)
-    for pname in trainable:
-        want = _fd_grad(lambda a, pname=pname: loss({**weights, pname: a}, x), weights[pname])
-        _assert_close(grads[pname], want, f"{name}: d{pname}")
+    assert_reference_vjp(name, cfg, weights, x, rng.standard_normal(shape), training)
 
 
 # ------------------------------------------------------------------------------------------- equal to timm
 def _timm_kwargs(key: str, options: dict[str, Any]) -> dict[str, Any]:
     """timm's arguments for the project's: timm's CBAM modules call ``act_layer(inplace=True)``, so they take the
     class; the ECA variants take the name (``create_act_layer``)."""
-    from torch import nn
-
-    out = dict(options)
-    if key in ("lcbam", "cbam") and "act_layer" in out:
-        out["act_layer"] = {"relu": nn.ReLU, "silu": nn.SiLU}[out["act_layer"]]
+    out = timm_kwargs(options) if key in ("lcbam", "cbam") else dict(options)
     if key == "cbam":  # timm's CbamModule has the 'timm' preset's order and BatchNorm built in
         for name in ("spatial_order", "spatial_norm"):
             assert out.pop(name) == CBAM_PRESETS["timm"][name]
     return out
-
-
-def _randomize(module: Any, rng: np.random.Generator) -> dict[str, Any]:
-    """Every parameter and buffer of a timm module drawn at random, in float64: no zeros (a zero-initialised layer
-    hides bugs), weights scaled by 1/sqrt(fan_in), running variances positive; the state_dict loaded is returned."""
-    import torch
-
-    state = {}
-    for name, value in module.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.tensor(5)
-            continue
-        shape = tuple(value.shape)
-        if name.endswith("running_var"):
-            a = rng.uniform(0.5, 2.0, shape)
-        else:
-            a = rng.uniform(0.2, 1.0, shape) * rng.choice([-1.0, 1.0], shape)
-            if len(shape) > 1:
-                a = a * 2.0 / math.sqrt(math.prod(shape[1:]))
-        state[name] = torch.tensor(a, dtype=torch.float64)
-    module.load_state_dict(state, strict=True)
-    return state
-
-
-def _canonical(state: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {k: v.numpy().copy() for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
 # key, channels, the project's options, input shape
@@ -265,24 +209,13 @@ class _TimmRun:
     running statistics after that training step, and the eval gradients of a fixed cotangent."""
 
     def __init__(self, key: str, channels: int, options: dict[str, Any], shape: tuple[int, ...]):
-        import torch
-
-        import_timm()
-        from timm.layers import create_attn
-
         rng = np.random.default_rng(sum(map(ord, f"{key}{channels}{sorted(options.items())}")))
-        self.module = create_attn(key, channels, **_timm_kwargs(key, options)).double()
-        self.state = _randomize(self.module, rng)
+        self.module = import_timm().layers.create_attn(key, channels, **_timm_kwargs(key, options)).double()
+        self.state = randomise(self.module, rng, fan_in_scaled=True)
         self.x = rng.standard_normal(shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, shape[1], 1, 1))
         self.cot = rng.standard_normal(shape)
-        x = torch.tensor(self.x, requires_grad=True)
-        self.module.eval()
-        y = self.module(x)
-        y.backward(torch.tensor(self.cot))
-        self.y_eval, self.dx = y.detach().numpy(), x.grad.numpy()
-        self.grads = {n: p.grad.numpy() for n, p in self.module.named_parameters()}
-        self.module.train()
-        self.y_train = self.module(torch.tensor(self.x)).detach().numpy()
+        self.y_eval, self.dx, self.grads, _ = torch_step(self.module, self.x, self.cot, training=False)
+        self.y_train = torch_step(self.module, self.x, None, training=True)[0]
         self.state_after = {k: v.numpy().copy() for k, v in self.module.state_dict().items()}
 
 
@@ -301,31 +234,24 @@ def _project_names(key: str, names: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("key,channels,options,shape", TIMM_CASES, ids=TIMM_IDS)
 def test_torch_loads_timms_state_dict_strictly_and_computes_the_same(key, channels, options, shape):
-    import torch
-
     b = backend("torch")
     theirs = _TimmRun(key, channels, options, shape)
     config = create_config(key, channels, **options)
     # the canonical parameters are timm's state_dict entries (for CBAM through its documented key map)
-    assert config.param_shapes() == {k: v.shape for k, v in _project_names(key, _canonical(theirs.state)).items()}
+    assert config.param_shapes() == {k: v.shape for k, v in _project_names(key, canonical(theirs.state)).items()}
     ours = b.create_attn(key, channels, **options).double()
     ours.load_state_dict(_project_names(key, theirs.state), strict=True)
-    x = torch.tensor(theirs.x, requires_grad=True)
-    ours.eval()
-    y = ours(x)
-    y.backward(torch.tensor(theirs.cot))
-    np.testing.assert_allclose(y.detach().numpy(), theirs.y_eval, rtol=RTOL, atol=1e-14)
-    np.testing.assert_allclose(x.grad.numpy(), theirs.dx, **_grad_tolerance(config, theirs.dx))
-    grads = {n: p.grad.numpy() for n, p in ours.named_parameters()}
+    y, dx, grads, _ = torch_step(ours, theirs.x, theirs.cot, training=False)
+    np.testing.assert_allclose(y, theirs.y_eval, rtol=RTOL, atol=1e-14)
+    np.testing.assert_allclose(dx, theirs.dx, **_grad_tolerance(config, theirs.dx))
     for name, g in _project_names(key, theirs.grads).items():
         np.testing.assert_allclose(grads[name], g, err_msg=name, **_grad_tolerance(config, g))
-    _, dx_ref, grads_ref = config.reference_vjp(_project_names(key, _canonical(theirs.state)), theirs.x, theirs.cot)
-    np.testing.assert_allclose(x.grad.numpy(), dx_ref, rtol=1e-9, atol=1e-13)
+    _, dx_ref, grads_ref = config.reference_vjp(_project_names(key, canonical(theirs.state)), theirs.x, theirs.cot)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-9, atol=1e-13)
     for name, g in grads_ref.items():
         np.testing.assert_allclose(grads[name], g, rtol=1e-9, atol=1e-13, err_msg=name)
-    ours.train()
-    np.testing.assert_allclose(ours(torch.tensor(theirs.x)).detach().numpy(), theirs.y_train, rtol=RTOL,
-                               atol=1e-14)
+    y_train = torch_step(ours, theirs.x, None, training=True)[0]
+    np.testing.assert_allclose(y_train, theirs.y_train, rtol=RTOL, atol=1e-14)
     after = {k: v.numpy() for k, v in ours.state_dict().items()}
     for name, value in _project_names(key, theirs.state_after).items():
         np.testing.assert_allclose(after[name], value, rtol=1e-12, err_msg=name)
@@ -342,7 +268,7 @@ def test_paddle_and_flax_compute_timms_output_from_its_weights(fw, key, channels
     r = runner(fw)
     theirs = _TimmRun(key, channels, options, shape)
     config = create_config(key, channels, **options)
-    weights = _project_names(key, _canonical(theirs.state))
+    weights = _project_names(key, canonical(theirs.state))
     handle = r.build_handle(key, config)
     got = r.execute(handle, weights, theirs.x, theirs.cot, "float64", training=False, mode=r.default_mode)
     np.testing.assert_allclose(got.y, theirs.y_eval, rtol=RTOL, atol=1e-14)
@@ -366,13 +292,13 @@ def test_ceca_kernel_as_wide_as_twice_the_channels_plus_one_is_timms():
     from timm.layers.eca import CecaModule
 
     theirs = CecaModule(channels=None, kernel_size=5).double()
-    state = _randomize(theirs, np.random.default_rng(4))
+    state = randomise(theirs, np.random.default_rng(4), fan_in_scaled=True)
     ours = b.CecaModule(2, kernel_size=5).double()
     ours.load_state_dict(state, strict=True)
     x = torch.tensor(np.random.default_rng(5).standard_normal((2, 2, 3, 4)))
     np.testing.assert_allclose(ours(x).detach().numpy(), theirs(x).detach().numpy(), rtol=RTOL)
     np.testing.assert_allclose(ours(x).detach().numpy(),
-                               CECAConfig(2, kernel_size=5).reference(_canonical(state), x.numpy()), rtol=RTOL)
+                               CECAConfig(2, kernel_size=5).reference(canonical(state), x.numpy()), rtol=RTOL)
 
 
 # ---------------------------------------------------------------------------------------- CBAM's key map

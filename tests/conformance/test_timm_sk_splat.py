@@ -20,7 +20,8 @@ from conformance import check
 from conformance.cases import CASES, Case, cases_for
 
 from .._fw import FRAMEWORKS, backend, runner
-from .._timm import import_timm
+from .._gradcheck import assert_reference_vjp
+from .._timm import canonical, timm_attn, timm_kwargs, torch_step
 from ..core.test_autodiff import naive_conv2d
 
 
@@ -170,16 +171,6 @@ def test_splat_by_hand_strided_with_batch_norm():
 
 
 # ------------------------------------------------------------------------------ VJP by finite differences
-def _fd_grad(fn: Any, a: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        ap, am = a.copy(), a.copy()
-        ap[idx] += step
-        am[idx] -= step
-        g[idx] = (fn(ap) - fn(am)) / (2 * step)
-    return g
-
-
 VJP_CASES = [
     ("sk-eval-s2", SelectiveKernelConfig(4, out_channels=2, stride=2, rd_channels=2), (2, 4, 5, 4), False),
     ("sk-train-k35", SelectiveKernelConfig(2, out_channels=3, kernel_size=(3, 5), keep_3x3=False, rd_channels=2),
@@ -199,19 +190,8 @@ def test_reference_vjp_matches_finite_differences(name, cfg, shape, training):
     weights = cfg.init_weights(rng)
     x = rng.standard_normal(shape)
     y0 = cfg.reference(weights, x, training)
-    cot = rng.standard_normal(y0.shape)
-
-    def loss(w: dict[str, np.ndarray], xx: np.ndarray) -> float:
-        return float(np.sum(cfg.reference(w, xx, training) * cot))
-
-    y, dx, grads = cfg.reference_vjp(weights, x, cot, training=training)
+    y = assert_reference_vjp(name, cfg, weights, x, rng.standard_normal(y0.shape), training)
     np.testing.assert_array_equal(y, y0)
-    want = _fd_grad(lambda a: loss(weights, a), x)
-    np.testing.assert_allclose(dx, want, rtol=1e-6, atol=1e-7 * max(1.0, np.abs(want).max()), err_msg="dx")
-    assert sorted(grads) == sorted(p.name for p in cfg.param_table() if p.trainable)
-    for pname, g in grads.items():
-        want = _fd_grad(lambda a, pname=pname: loss({**weights, pname: a}, x), weights[pname])
-        np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-7 * max(1.0, np.abs(want).max()), err_msg=pname)
 
 
 # -------------------------------------------------------------------------------------------- equal to timm
@@ -238,75 +218,38 @@ def _timm_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     """The project's string options as timm's layer classes."""
     from torch import nn
 
-    out = dict(kw)
-    if "act_layer" in out:
-        out["act_layer"] = {"relu": nn.ReLU, "silu": nn.SiLU}[out["act_layer"]]
+    out = timm_kwargs(kw)
     if "norm_layer" in out:
         out["norm_layer"] = nn.BatchNorm2d
     return out
 
 
 def _randomised_timm(key: str, channels: int, kw: dict[str, Any], seed: int) -> Any:
-    """timm's module in float64 with every parameter and BatchNorm buffer drawn away from 0 (running variances
-    positive), so that no layer initialised to zero or one hides a mix-up."""
-    import torch
-
-    timm = import_timm()
-    module = timm.layers.create_attn(key, channels, **_timm_kwargs(kw)).double()
-    rng = np.random.default_rng(seed)
-    state = {}
-    for name, value in module.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            state[name] = value
-            continue
-        draw = rng.uniform(0.5, 2.0, value.shape) if name.endswith("running_var") else \
-            rng.choice([-1.0, 1.0], value.shape) * rng.uniform(0.2, 1.0, value.shape)
-        state[name] = torch.tensor(draw)
-    module.load_state_dict(state, strict=True)
-    return module
-
-
-def _timm_run(module: Any, x: np.ndarray, cot: np.ndarray, training: bool) -> tuple[Any, ...]:
-    """timm's output, input gradient, parameter gradients and (training) running statistics after the step."""
-    import torch
-
-    module.train(training)
-    xt = torch.tensor(x, requires_grad=True)
-    y = module(xt)
-    y.backward(torch.tensor(cot))
-    grads = {k: p.grad.numpy().copy() for k, p in module.named_parameters()}
-    state = {k: v.numpy().copy() for k, v in module.state_dict().items() if "running" in k}
-    return y.detach().numpy(), xt.grad.numpy(), grads, state
+    return timm_attn(key, channels, seed, **_timm_kwargs(kw))
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("key,channels,kw", TIMM_CASES, ids=TIMM_IDS)
 def test_equal_to_timm_in_torch(key, channels, kw, training):
-    import torch
-
     b = backend("torch")
     theirs = _randomised_timm(key, channels, kw, seed=len(key) * 31 + channels)
     ours = b.create_attn(key, channels, **kw).double()
     ours.load_state_dict(theirs.state_dict(), strict=True)  # timm's keys, buffers included
     x = np.random.default_rng(channels).standard_normal((3, channels, 7, 6)) * 1.5
-    ref_y = ours.config.reference({k: v.numpy() for k, v in theirs.state_dict().items()
-                                   if not k.endswith("num_batches_tracked")}, x, training)
+    ref_y = ours.config.reference(canonical(theirs), x, training)
     cot = np.random.default_rng(1).standard_normal(ref_y.shape)
-    want = _timm_run(theirs, x, cot, training)
-    ours.train(training)
-    xt = torch.tensor(x, requires_grad=True)
-    y = ours(xt)
-    y.backward(torch.tensor(cot))
-    assert y.shape == want[0].shape
-    np.testing.assert_allclose(y.detach().numpy(), want[0], rtol=1e-10, atol=1e-12)
+    want, got = torch_step(theirs, x, cot, training), torch_step(ours, x, cot, training)
+    assert got[0].shape == want[0].shape
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ref_y, want[0], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(xt.grad.numpy(), want[1], rtol=1e-10, atol=1e-12)
-    for name, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad.numpy(), want[2][name], rtol=1e-10, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+    assert sorted(got[2]) == sorted(want[2])
+    for name, g in got[2].items():
+        np.testing.assert_allclose(g, want[2][name], rtol=1e-10, atol=1e-12, err_msg=name)
     if training:
         assert bool(want[3]) == ours.config.has_batch_norm
         for name, value in want[3].items():
-            np.testing.assert_allclose(ours.state_dict()[name].numpy(), value, rtol=1e-12, err_msg=name)
+            np.testing.assert_allclose(got[3][name], value, rtol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("fw", [f for f in FRAMEWORKS if f != "torch"])
@@ -317,11 +260,11 @@ def test_equal_to_timm_through_canonical_weights(fw, key, channels, kw, training
     timm's output, gradients and running statistics, in float64 through the runner."""
     r = runner(fw)
     theirs = _randomised_timm(key, channels, kw, seed=len(key) * 31 + channels)
-    weights = {k: v.numpy().copy() for k, v in theirs.state_dict().items() if not k.endswith("num_batches_tracked")}
+    weights = canonical(theirs)
     config = create_config(key, channels, **kw)
     x = np.random.default_rng(channels).standard_normal((3, channels, 7, 6)) * 1.5
     cot = np.random.default_rng(1).standard_normal(config.reference(weights, x, training).shape)
-    y, dx, grads, state = _timm_run(theirs, x, cot, training)
+    y, dx, grads, state = torch_step(theirs, x, cot, training)
     got = r.execute(r.build_handle(key, config), weights, x, cot, "float64", training, r.default_mode)
     np.testing.assert_allclose(got.y, y, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got.dx, dx, rtol=1e-10, atol=1e-12)
