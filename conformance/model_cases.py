@@ -3,10 +3,15 @@
 Each model is built from its registered config with 10 classes (ECA-MobileNetV2 with ``dropout=0``: the reference
 cannot draw dropout's random masks) and runs on a batch of 2: in eval at ``n2-32x32``; in eval at the odd,
 non-square ``n2-33x29`` for one model per kind of layer (ResNet-18, SE-ResNet-50, CBAM-ResNet-18, SE-DenseNet-121,
-ECA-MobileNetV2), where a transposed kernel, swapped H / W axes or 'SAME' padding shows; and in training for
+ECA-MobileNetV2, and ECA-ResNet-50-D, SK-ResNet-18 and ResNeSt-14d, whose average pools (the ceil-mode shortcut,
+ResNeSt's stride-2 avd) and SK and split-attention convolutions see odd maps in eval only there: every map of
+32 x 32 is even), where a transposed kernel, swapped H / W axes or 'SAME' padding shows; and in training for
 :data:`TRAIN_STEPS` steps on distinct batches (step 1's output and gradients, every running statistic after the last
 step against ``config.reference_state`` applied as often) at the smallest size that leaves the last BatchNorms
 8 values per channel, since float32 training on a 1 x 1 map's 2 values is a cancellation no port determines.
+SK-ResNet-18 and ResNeSt-14d train on batches of 6 for the same reason: their attention's BatchNorm (SK's ``attn.bn``,
+split attention's ``bn1``) normalises one value per sample, 2 on a batch of 2 (the ``sk`` and ``splat`` module cases
+train on 6 too).
 TowerNet takes H and W from 255 to 510 only, so its cases are ``n2-255x255`` in both modes.
 
 The dtype's tolerance applies with each quantity's absolute tolerance raised to ``rtol * max |reference|``, since a
@@ -47,11 +52,12 @@ CLASSES = 10
 _OVERRIDES: dict[str, dict[str, Any]] = {"eca_mobilenetv2": {"dropout": 0.0}}
 SMALL, ODD, TOWER = (2, 3, 32, 32), (2, 3, 33, 29), (2, 3, 255, 255)
 #: the models that also run at the odd size (one per kind of layer, see the module docstring)
-ODD_MODELS: tuple[str, ...] = ("resnet18", "seresnet50", "cbamresnet18", "sedensenet121", "eca_mobilenetv2")
+ODD_MODELS: tuple[str, ...] = ("resnet18", "seresnet50", "cbamresnet18", "sedensenet121", "eca_mobilenetv2",
+                               "ecaresnet50d", "skresnet18", "resnest14d")
 #: the training input of each model (see the module docstring); the ResNets and MobileNetV2 take TRAIN
 TRAIN = (2, 3, 40, 40)
 _TRAIN_SHAPES = {"sedensenet121": (2, 3, 64, 64), "sedensenet_bc100_k12": SMALL, "sedensenet_bc40_k12": SMALL,
-                 "towernet": TOWER}
+                 "towernet": TOWER, "skresnet18": (6, 3, 40, 40), "resnest14d": (6, 3, 40, 40)}
 
 
 class _Classifier(Protocol):
