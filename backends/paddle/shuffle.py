@@ -33,7 +33,10 @@ class ShuffleAttention(AttentionModule):
         cw, cb, sw, sb = (getattr(self, name).astype(dt) for name, _ in GATE_PARAMS)
         xg = xc.reshape([-1, c // cfg.groups, 0, 0])  # (N * G, 2b, H, W); 0 keeps H and W, known or not
         x0, x1 = xg[:, :b], xg[:, b:]
-        weight, bias = (None, None) if self.gn is None else (self.gn.weight.astype(dt), self.gn.bias.astype(dt))
+        if self.gn is None:  # Paddle's group_norm without weight and bias gets the input gradient wrong: 1 and 0 given
+            weight, bias = paddle.ones([b], dtype=dt), paddle.zeros([b], dtype=dt)
+        else:
+            weight, bias = self.gn.weight.astype(dt), self.gn.bias.astype(dt)
         xn = x0 * F.sigmoid(cw * x0.mean(axis=[2, 3], keepdim=True) + cb)
         xs = x1 * F.sigmoid(sw * F.group_norm(x1, b, cfg.gn_eps, weight, bias) + sb)
         out = paddle.concat([xn, xs], axis=1).reshape([-1, c, 0, 0])

@@ -291,3 +291,40 @@ def test_default_is_the_authors_form():
     assert set(SHUFFLE_PRESETS) == {"official", "paper"}
     assert ShuffleAttentionConfig(128) == ShuffleAttentionConfig(128, **SHUFFLE_PRESETS["official"])
     assert ShuffleAttentionConfig(128) != ShuffleAttentionConfig(128, **SHUFFLE_PRESETS["paper"])
+
+
+def test_paddle_group_norm_without_affine_is_caught():
+    """Paddle's ``F.group_norm(x, groups, eps)`` without weight and bias computes the right output but a wrong input
+    gradient (Paddle 3.3.1: off by a quarter of its scale; with a weight of ones and a bias of zeros it is torch's).
+    The paper's form written that way FAILs the check on ``grad:input``; the project's module passes 1 and 0."""
+    import paddle
+    import paddle.nn.functional as F
+    import torch
+
+    from conformance import check
+
+    bp = backend("paddle")
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 8))
+    w = np.random.default_rng(1).standard_normal(x.shape)
+    xp = paddle.to_tensor(x, stop_gradient=False)
+    (F.group_norm(xp, 4, 1e-5) * paddle.to_tensor(w)).sum().backward()
+    xt = torch.tensor(x, requires_grad=True)
+    (torch.nn.functional.group_norm(xt, 4, eps=1e-5) * torch.tensor(w)).sum().backward()
+    if np.allclose(xp.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12):
+        pytest.skip(f"Paddle {paddle.__version__} computes group_norm's input gradient without an affine right")
+
+    class NoAffine(bp.ShuffleAttention):  # type: ignore[misc, name-defined]
+        def forward(self, x):
+            cfg = self.config
+            b = cfg.branch_channels
+            xg = x.reshape([-1, cfg.channels // cfg.groups, 0, 0])
+            x0, x1 = xg[:, :b], xg[:, b:]
+            xn = x0 * F.sigmoid(self.cweight * x0.mean(axis=[2, 3], keepdim=True) + self.cbias)
+            xs = x1 * F.sigmoid(self.sweight * F.group_norm(x1, b, cfg.gn_eps) + self.sbias)
+            return F.channel_shuffle(paddle.concat([xn, xs], axis=1).reshape([-1, cfg.channels, 0, 0]), 2)
+
+    spec = ShuffleAttentionConfig(16, 2, **SHUFFLE_PRESETS["paper"])
+    report = check(NoAffine(16, 2, **SHUFFLE_PRESETS["paper"]), spec)
+    assert not report.passed
+    assert "grad:input" in report.failing_quantities("n2-7x5") and "output" not in report.failing_quantities()
+    assert check(bp.ShuffleAttention(16, 2, **SHUFFLE_PRESETS["paper"]), spec).passed
