@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
+from .cbam import _check_bn
 from .precision import FLOAT_DTYPES
 from .spec import (
     AttentionConfig,
@@ -26,16 +27,7 @@ from .spec import (
     is_real,
 )
 
-__all__ = ["SRMConfig", "SRM_PRESETS", "check_bn_args"]
-
-
-def check_bn_args(module: str, eps: float, momentum: float, prefix: str = "bn_") -> None:
-    """A positive finite epsilon and a momentum in [0, 1] (torch's convention), or a ConfigError naming the field."""
-    if not (is_real(eps) and eps > 0):
-        raise ConfigError(f"{module}: {prefix}eps must be a positive finite number, got {eps!r}")
-    if not (is_real(momentum) and 0 <= momentum <= 1):
-        raise ConfigError(f"{module}: {prefix}momentum (torch convention: weight of the new batch) must be in [0, 1], "
-                          f"got {momentum!r}")
+__all__ = ["SRMConfig", "SRM_PRESETS"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +35,8 @@ class SRMConfig(AttentionConfig):
     """SRM (Lee et al., ICCV 2019, arXiv:1903.10829): style pooling, channel-wise fully connected layer, BatchNorm.
 
     ``t = [mean_hw(x), sqrt(var_hw(x) + eps)]`` per channel (N, C, 2); ``z_c = cfc[c, 0] * t_c0 + cfc[c, 1] * t_c1``;
-    ``y = x * sigmoid(BN(z))``, the BatchNorm over the C values of each sample (a BatchNorm2d of the (N, C, 1, 1)
-    map, whose training statistics run over the batch alone).
+    ``y = x * sigmoid(BN(z))``, BN a BatchNorm2d of the (N, C, 1, 1) map: in training each channel's statistics run
+    over the N samples alone.
 
     Args:
         channels: input and output channels C.
@@ -77,7 +69,7 @@ class SRMConfig(AttentionConfig):
         check_choice(self.module_name, "unbiased", self.unbiased, (True, False))
         if not (is_real(self.eps) and self.eps >= 0):
             raise ConfigError(f"{self.module_name}: eps must be a non-negative finite number, got {self.eps!r}")
-        check_bn_args(self.module_name, self.bn_eps, self.bn_momentum)
+        _check_bn(self.module_name, self.bn_eps, self.bn_momentum)
 
     @property
     def min_positions(self) -> int:
