@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -89,6 +89,22 @@ def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Toleran
         if nonfinite:
             detail = f"{nonfinite} non-finite value(s); " + detail
     return Comparison(quantity, max_abs, max_rel, worst, nonfinite, worst <= 1 and nonfinite == 0, detail)
+
+
+def layer_gradient_scales(dparams: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Parameter name -> ``max |gradient|`` over the parameters of its layer (the names that share its prefix).
+
+    A parameter's gradient sums products over the batch and positions, rounded relative to the layer's gradients,
+    not to each element: a bias whose gradient cancels to exactly 0 (a key bias under a softmax over keys) or a
+    weight in front of a normalisation that removes the mean carries that rounding whole, so its absolute tolerance
+    is raised to ``rtol`` times this scale (:func:`conformance.tolerances.on_scale`); a wrong weight moves the
+    gradients by orders of magnitude more.
+    """
+    by_layer: dict[str, float] = {}
+    for name, ref in dparams.items():
+        layer = name.rpartition(".")[0]
+        by_layer[layer] = max(by_layer.get(layer, 0.0), float(np.abs(ref).max()) if np.size(ref) else 0.0)
+    return {name: by_layer[name.rpartition(".")[0]] for name in dparams}
 
 
 @dataclass
@@ -221,8 +237,10 @@ def run_case(case: Case, target: Handle | Runner, dtype: str = "float32", grads:
         row.note = "; ".join(filter(None, [row.note, f"gradients not compared in {dtype} (see {case.grad_note})"]))
     elif grads:
         row.comparisons.append(compare("grad:input", got.dx, dx_ref, tol, scaled))
+        layer_scale = layer_gradient_scales(dp_ref)
         for name, ref in dp_ref.items():
-            row.comparisons.append(compare(f"grad:{name}", got.dparams.get(name), ref, tol, scaled))
+            t = tol if scaled else on_scale(tol, layer_scale[name])
+            row.comparisons.append(compare(f"grad:{name}", got.dparams.get(name), ref, t, scaled))
         extra = sorted(set(got.dparams) - set(dp_ref))
         if extra:
             row.message = "backend returned gradients for unknown parameters: " + ", ".join(extra)
