@@ -77,9 +77,15 @@ MODULE_SUBOPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 #: registry name -> the class name every backend uses
 CLASS_NAMES: Mapping[str, str] = MappingProxyType({name: config.module_name for name, config in CONFIGS.items()})
 
-#: the modules whose parameters are named as timm's state_dict (timm's get_attn keys beyond the first six): timm's
-#: own module, ``create_attn(key, C)``, loads their canonical weights as they are
-TIMM_NAMED: tuple[str, ...] = tuple(m for m in MODULES if m not in ("se", "eca", "ca", "sa", "cbam", "simam"))
+#: the modules with forms of their own above (the seed articles' modules)
+SEED_MODULES: tuple[str, ...] = ("se", "eca", "ca", "sa", "cbam", "simam")
+#: timm's get_attn keys (timm/layers/create_attn.py) beyond the seeds' modules, less lambda, bottleneck and halo
+#: (not in the project): the project names these modules' parameters as timm's state_dict does
+TIMM_ATTN_KEYS: tuple[str, ...] = ("ese", "ecam", "ceca", "ge", "gc", "gca", "lcbam", "coord", "scoord", "ela", "strip",
+                                   "sk", "splat", "nl", "bat")
+#: the registered modules timm builds by the same key: timm's own module, ``create_attn(key, C)``, loads their
+#: canonical weights as they are
+TIMM_NAMED: tuple[str, ...] = tuple(m for m in MODULES if m in TIMM_ATTN_KEYS)
 
 #: registry name -> form key -> (label, attn_core options)
 FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyType({
@@ -95,7 +101,8 @@ FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyT
              "article": ("CBAM_PRESETS['article']", dict(CBAM_PRESETS["article"])),
              "timm": ("CBAM_PRESETS['timm']", dict(CBAM_PRESETS["timm"]))},
     "simam": {"default": ("default", {})},
-    **{m: {"default": ("default (timm's defaults)", {})} for m in TIMM_NAMED},
+    **{m: {"default": ("default (timm's defaults)" if m in TIMM_NAMED else "default", {})}
+       for m in MODULES if m not in SEED_MODULES},
 })
 
 
@@ -111,44 +118,51 @@ class Peer:
     form: str       # the project form that computes the same math
 
 
-def _seed(backend: str, module: str, key: str, label: str, source: str, form: str) -> Peer:
-    return Peer(backend, module, key, label, source, form)
-
+#: the seed articles' code and its transcriptions, per module: the project form it computes, then each backend's
+#: peer as (backend, key, label, source)
+_SEED_PEERS: tuple[tuple[str, str, tuple[tuple[str, str, str, str], ...]], ...] = (
+    ("se", "article", (
+        ("torch", "seed001", "SEModule (seed 001; seed 002's SELayer is the same code)", "seed 001/002"),
+        ("paddle", "seed002", "SELayer (seed 002 in Paddle)", "seed 002 (Paddle)"),
+        ("flax", "jnp", "jax.numpy SE (seed 001/002)", "jax.numpy"))),
+    ("eca", "default", (
+        ("torch", "seed004", "eca_layer (seed 004), k_size = Eq. 9", "seed 004"),
+        ("paddle", "seed004", "eca_layer (seed 004 in Paddle)", "seed 004 (Paddle)"),
+        ("flax", "jnp", "jax.numpy eca_layer (seed 004)", "jax.numpy"))),
+    ("ca", "article", (
+        ("torch", "seed002", "x * ChannelAttention(x) (seed 002)", "seed 002"),
+        ("paddle", "seed002", "x * ChannelAttention(x) (seed 002 in Paddle)", "seed 002 (Paddle)"),
+        ("flax", "jnp", "jax.numpy x * ChannelAttention(x) (seed 002)", "jax.numpy"))),
+    ("sa", "default", (
+        ("torch", "seed002", "x * SpatialAttention(x) (seed 002)", "seed 002"),
+        ("paddle", "seed002", "x * SpatialAttention(x) (seed 002 in Paddle)", "seed 002 (Paddle)"),
+        ("flax", "jnp", "jax.numpy x * SpatialAttention(x) (seed 002)", "jax.numpy"))),
+    ("cbam", "article", (
+        ("torch", "seed002", "CBAM (seed 002)", "seed 002"),
+        ("paddle", "seed002", "CBAM (seed 002 in Paddle)", "seed 002 (Paddle)"),
+        ("flax", "jnp", "jax.numpy CBAM (seed 002)", "jax.numpy"))),
+    ("simam", "default", (  # seed 003 is Paddle code: written in torch for torch
+        ("torch", "seed003", "seed 003's simam_module written in torch (.pow(2))", "seed 003 (torch)"),
+        ("paddle", "seed003", "simam_module (seed 003, .pow(2))", "seed 003"),
+        ("flax", "jnp", "jax.numpy simam_module (seed 003)", "jax.numpy"))),
+)
+#: timm's own modules for the first five (torch, where ``import timm`` works): module, class, the form it computes
+_TIMM_CLASSES: tuple[tuple[str, str, str], ...] = (
+    ("se", "SEModule", "default"), ("eca", "EcaModule", "default"), ("ca", "ChannelAttn", "default"),
+    ("sa", "SpatialAttn", "timm"), ("cbam", "CbamModule", "timm"))
+#: timm's code for every module of TIMM_NAMED, per backend: (backend, key, label, source), the label of timm's
+#: ``create_attn(key, C)``: its own module in torch, transcriptions in Paddle and jax.numpy (``benchmarks/peers/``)
+_TIMM_CODE: tuple[tuple[str, str, str, str], ...] = (
+    ("torch", "timm", "timm {name} (create_attn({key!r}, C))", "timm"),
+    ("paddle", "timm", "timm {name} (create_attn({key!r}, C)) in Paddle", "timm (Paddle)"),
+    ("flax", "jnp", "jax.numpy timm {name} (create_attn({key!r}, C))", "timm (jax.numpy)"))
 
 PEERS: tuple[Peer, ...] = (
-    # torch: the seed articles, and timm (only when import timm works)
-    _seed("torch", "se", "seed001", "SEModule (seed 001; seed 002's SELayer is the same code)", "seed 001/002",
-          "article"),
-    _seed("torch", "se", "timm", "timm SEModule", "timm", "default"),
-    _seed("torch", "eca", "seed004", "eca_layer (seed 004), k_size = Eq. 9", "seed 004", "default"),
-    _seed("torch", "eca", "timm", "timm EcaModule", "timm", "default"),
-    _seed("torch", "ca", "seed002", "x * ChannelAttention(x) (seed 002)", "seed 002", "article"),
-    _seed("torch", "ca", "timm", "timm ChannelAttn", "timm", "default"),
-    _seed("torch", "sa", "seed002", "x * SpatialAttention(x) (seed 002)", "seed 002", "default"),
-    _seed("torch", "sa", "timm", "timm SpatialAttn", "timm", "timm"),
-    _seed("torch", "cbam", "seed002", "CBAM (seed 002)", "seed 002", "article"),
-    _seed("torch", "cbam", "timm", "timm CbamModule", "timm", "timm"),
-    _seed("torch", "simam", "seed003", "seed 003's simam_module written in torch (.pow(2))", "seed 003 (torch)",
-          "default"),
-    # Paddle: seed 003 as published, the torch seeds transcribed
-    _seed("paddle", "simam", "seed003", "simam_module (seed 003, .pow(2))", "seed 003", "default"),
-    _seed("paddle", "se", "seed002", "SELayer (seed 002 in Paddle)", "seed 002 (Paddle)", "article"),
-    _seed("paddle", "eca", "seed004", "eca_layer (seed 004 in Paddle)", "seed 004 (Paddle)", "default"),
-    _seed("paddle", "ca", "seed002", "x * ChannelAttention(x) (seed 002 in Paddle)", "seed 002 (Paddle)",
-          "article"),
-    _seed("paddle", "sa", "seed002", "x * SpatialAttention(x) (seed 002 in Paddle)", "seed 002 (Paddle)",
-          "default"),
-    _seed("paddle", "cbam", "seed002", "CBAM (seed 002 in Paddle)", "seed 002 (Paddle)", "article"),
-    # Flax: jax.numpy transcriptions of the seeds
-    _seed("flax", "se", "jnp", "jax.numpy SE (seed 001/002)", "jax.numpy", "article"),
-    _seed("flax", "eca", "jnp", "jax.numpy eca_layer (seed 004)", "jax.numpy", "default"),
-    _seed("flax", "ca", "jnp", "jax.numpy x * ChannelAttention(x) (seed 002)", "jax.numpy", "article"),
-    _seed("flax", "sa", "jnp", "jax.numpy x * SpatialAttention(x) (seed 002)", "jax.numpy", "default"),
-    _seed("flax", "cbam", "jnp", "jax.numpy CBAM (seed 002)", "jax.numpy", "article"),
-    _seed("flax", "simam", "jnp", "jax.numpy simam_module (seed 003)", "jax.numpy", "default"),
-    # torch: timm's own module for every key named as timm's
-    *(_seed("torch", m, "timm", f"timm {CONFIGS[m].module_name} (create_attn({m!r}, C))", "timm", "default")
-      for m in TIMM_NAMED),
+    *(Peer(backend, module, key, label, source, form)
+      for module, form, rows in _SEED_PEERS for backend, key, label, source in rows),
+    *(Peer("torch", module, "timm", f"timm {name}", "timm", form) for module, name, form in _TIMM_CLASSES),
+    *(Peer(backend, m, key, label.format(name=CONFIGS[m].module_name, key=m), source, "default")
+      for m in TIMM_NAMED for backend, key, label, source in _TIMM_CODE),
 )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -18,10 +21,13 @@ BASELINE_LABEL = "x * s (baseline)"
 
 
 class BaseDriver:
-    """A backend's driver. Subclasses implement ``_baseline``, ``_project`` and ``_peer`` returning a
-    :class:`Candidate`; building errors become rows (``Candidate.error``) rather than exceptions."""
+    """A backend's driver. Subclasses implement ``_baseline`` and ``_project`` returning a :class:`Candidate`, and
+    for the peers ``_wrap``, ``_timm_peer`` and ``seeds`` (or ``_peer`` itself); building errors become rows
+    (``Candidate.error``) rather than exceptions."""
 
     name = ""
+    #: the framework's file of the seed articles' code (benchmarks/peers/seed_<framework>.py), None if it has none
+    seeds: Any = None
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -95,10 +101,70 @@ class BaseDriver:
         raise NotImplementedError
 
     def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
+        """A peer as the framework's module, timed by :meth:`_wrap`: timm's code (:meth:`_timm_peer`) or a seed
+        article's (:meth:`_seed_peer`). A framework whose peers are functions (Flax) overrides this."""
+        c = data.shape[1]
+        with warnings.catch_warnings():  # nn.Linear(C, 0) of the seeds for C < 16: "zero-element tensors"
+            warnings.simplefilter("ignore", UserWarning)
+            if peer.key == "timm":
+                module = self._timm_peer(peer.module, c, fd)
+            else:
+                module = self._seed_peer(peer.module, c, fd.weights, default.config)
+        return self._wrap(module, data, mode, pass_)
+
+    def _seed_peer(self, module: str, c: int, w: dict[str, np.ndarray], config: Any) -> Any:
+        """The seed articles' code for ``module`` from the framework's seed file (:attr:`seeds`), loaded with the
+        canonical weights ``w``; ``config`` (the default form's) gives the sizes the seeds take as arguments."""
+        s = self.seeds
+        builders: dict[str, Callable[[], Any]] = {
+            "se": lambda: s.load_seed_se(s.SE(c), w),
+            "eca": lambda: s.load_seed_eca(s.eca_layer(c, k_size=config.k), w),
+            "ca": lambda: s.GatedBySeed(s.load_seed_channel(s.ChannelAttention(c), w)),
+            "sa": lambda: s.GatedBySeed(s.load_seed_spatial(s.SpatialAttention(config.kernel_size), w)),
+            "cbam": lambda: s.load_seed_cbam(s.CBAM(c, 16, config.spatial_kernel_size), w),
+            "simam": lambda: s.SIMAM(c),
+        }
+        if s is None or module not in builders:
+            raise KeyError(f"no {self.name} seed peer for {module!r}")
+        return builders[module]()
+
+    def _timm_peer(self, module: str, c: int, fd: FormData) -> Any:
+        """timm's ``create_attn(module, c)`` in this framework, loaded with the canonical weights of ``fd``."""
+        raise NotImplementedError
+
+    def _wrap(self, module: Any, data: Data, mode: str, pass_: str) -> Candidate:
+        """``module`` (the framework's) timed in ``mode`` for ``pass_`` on the group's data."""
         raise NotImplementedError
 
     def _subop(self, key: str, data: Data) -> Candidate:
+        """Sub-operation ``key`` (:data:`benchmarks.plan.SUBOPS`) alone, forward, without autograd. The operands are
+        made here once (the group's input; the cotangent's first channel, whose sigmoid is the map m, and its first
+        two, the pooled maps of the 7 x 7 convolution, whose kernel is 0.02 everywhere); the calls are the
+        framework's (:meth:`_subop_calls`). A framework that times them otherwise (Flax: jitted) overrides this."""
+        x, _, _ = self.inputs(data)
+        runner = get_runner(self.name)
+        gate, pooled = (runner.tensor(np.ascontiguousarray(runner.nchw_to_native(a)))
+                        for a in (data.g[:, :1], data.g[:, :2]))
+        kernel = runner.tensor(np.full((1, 2, 7, 7), 0.02, np.float32))
+        return Candidate("", "", self._no_grad_call(self._subop_calls(x, gate, pooled, kernel)[key]))
+
+    def _subop_calls(self, x: Any, gate: Any, pooled: Any, kernel: Any) -> dict[str, Callable[[], Any]]:
+        """Each key of :data:`benchmarks.plan.SUBOPS` -> the framework's call of it on these operands (m is
+        ``sigmoid(gate)``, the convolution is of ``pooled`` with ``kernel``, OIHW)."""
         raise NotImplementedError
+
+    def _no_grad(self) -> AbstractContextManager[Any]:
+        """The framework's context without autograd, around every forward call."""
+        return contextlib.nullcontext()
+
+    def _no_grad_call(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """``fn`` called inside :meth:`_no_grad`: a forward pass as the drivers time it."""
+        no_grad = self._no_grad
+
+        def run() -> Any:
+            with no_grad():
+                return fn()
+        return run
 
     def model(self, create: Callable[..., Any], name: str, x: np.ndarray, y: np.ndarray, mode: str,
               pass_: str) -> Candidate:

@@ -84,14 +84,19 @@ class Driver(BaseDriver):
 
         def apply(p: Any, x: jax.Array) -> jax.Array:
             return m.apply({"params": p, **rest}, x)
-        def apply_train(p: Any, x: jax.Array) -> tuple[jax.Array, Any]:
-            return m.apply({"params": p, **rest}, x, train=True, mutable=["batch_stats"])
+        def apply_train(p: Any, x: jax.Array) -> tuple[jax.Array, Any]:  # a dropout (bat's) draws from one key
+            return m.apply({"params": p, **rest}, x, train=True, mutable=["batch_stats"],
+                           rngs={"dropout": jax.random.key(0)})
         return self._functional(apply, params, data, mode, pass_, apply_train if "batch_stats" in rest else None)
 
     def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
         fn = jax_numpy.FUNCTIONS[peer.module]
         params = jax_numpy.PARAMS[peer.module](fd.weights)
-        return self._functional(fn, params, data, mode, pass_)
+
+        def apply_train(p: Any, x: jax.Array) -> tuple[jax.Array, None]:
+            return fn(p, x, train=True), None
+        return self._functional(fn, params, data, mode, pass_,
+                                apply_train if peer.module in jax_numpy.TRAINS else None)
 
     def _subop(self, key: str, data: Data) -> Candidate:
         x, _, g = self.inputs(data)  # NHWC

@@ -6,7 +6,6 @@ parameter."""
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,14 +16,15 @@ from paddle import nn
 
 import backends.paddle as bp
 
-from ..peers import seed_paddle
-from ..plan import Data, FormData, Peer
+from ..peers import paddle_timm, seed_paddle
+from ..plan import Data, FormData
 from ..timing import Candidate
 from .base import BaseDriver
 
 
 class Driver(BaseDriver):
     name = "paddle"
+    seeds = seed_paddle
 
     def __init__(self) -> None:
         paddle.disable_static()
@@ -41,10 +41,7 @@ class Driver(BaseDriver):
     def _baseline(self, data: Data, pass_: str) -> Candidate:
         x, s, g = self.inputs(data)
         if pass_ == "forward":
-            def run() -> paddle.Tensor:
-                with paddle.no_grad():
-                    return x * s
-            return Candidate("", "", run)
+            return Candidate("", "", self._no_grad_call(lambda: x * s))
         xl, sl = x.detach(), s.detach().clone()
         xl.stop_gradient = sl.stop_gradient = False
 
@@ -65,10 +62,8 @@ class Driver(BaseDriver):
             layer.train()
         fn = paddle.jit.to_static(layer, full_graph=True) if mode == "compiled" else layer
         if pass_ == "forward":
-            def run() -> paddle.Tensor:
-                with paddle.no_grad():
-                    return fn(x)
-            return Candidate("", "", run, output=self.output, compiles=mode == "compiled")
+            return Candidate("", "", self._no_grad_call(lambda: fn(x)), output=self.output,
+                             compiles=mode == "compiled")
         xl = x.detach()
         xl.stop_gradient = False
 
@@ -86,43 +81,19 @@ class Driver(BaseDriver):
         layer = bp.load_weights(bp.ATTN_LAYERS[module].from_config(fd.config), fd.weights)
         return self._wrap(layer, data, mode, pass_)
 
-    def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
-        c, w = data.shape[1], fd.weights
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            if peer.module == "simam":
-                layer = seed_paddle.simam_module(c)
-            elif peer.module == "se":
-                layer = seed_paddle.load_seed_se(seed_paddle.SELayer(c), w)
-            elif peer.module == "eca":
-                layer = seed_paddle.load_seed_eca(seed_paddle.eca_layer(c, k_size=default.config.k), w)
-            elif peer.module == "ca":
-                layer = seed_paddle.GatedBySeed(seed_paddle.load_seed_channel(seed_paddle.ChannelAttention(c), w))
-            elif peer.module == "sa":
-                layer = seed_paddle.GatedBySeed(
-                    seed_paddle.load_seed_spatial(seed_paddle.SpatialAttention(default.config.kernel_size), w))
-            elif peer.module == "cbam":
-                layer = seed_paddle.load_seed_cbam(seed_paddle.CBAM(c, 16, default.config.spatial_kernel_size), w)
-            else:
-                raise KeyError(f"no Paddle peer {peer.key!r} for {peer.module!r}")
-        return self._wrap(layer, data, mode, pass_)
+    def _timm_peer(self, module: str, c: int, fd: FormData) -> nn.Layer:
+        return paddle_timm.build(module, c, fd.weights)  # timm's module transcribed, built as create_attn builds it
 
-    def _subop(self, key: str, data: Data) -> Candidate:
-        x, _, _ = self.inputs(data)
-        m = F.sigmoid(paddle.to_tensor(data.g[:, :1].copy()))
-        pooled = paddle.to_tensor(data.g[:, :2].copy())
-        kernel = paddle.full([1, 2, 7, 7], 0.02)
-        fns = {"mean_hw": lambda: x.mean(axis=[2, 3]), "max_hw": lambda: x.amax(axis=[2, 3]),
-               "mean_c": lambda: x.mean(axis=1, keepdim=True), "max_c": lambda: x.amax(axis=1, keepdim=True),
-               "conv_kxk": lambda: F.conv2d(pooled, kernel, padding=3),
-               "mul_map": lambda: x * m.expand_as(x),  # as SpatialAttention does it (faster than broadcasting)
-               "mul_self": lambda: x * x, "sigmoid": lambda: F.sigmoid(x)}
-        fn = fns[key]
+    def _no_grad(self) -> Any:
+        return paddle.no_grad()
 
-        def run() -> paddle.Tensor:
-            with paddle.no_grad():
-                return fn()
-        return Candidate("", "", run)
+    def _subop_calls(self, x: Any, gate: Any, pooled: Any, kernel: Any) -> dict[str, Callable[[], Any]]:
+        m = F.sigmoid(gate)
+        return {"mean_hw": lambda: x.mean(axis=[2, 3]), "max_hw": lambda: x.amax(axis=[2, 3]),
+                "mean_c": lambda: x.mean(axis=1, keepdim=True), "max_c": lambda: x.amax(axis=1, keepdim=True),
+                "conv_kxk": lambda: F.conv2d(pooled, kernel, padding=3),
+                "mul_map": lambda: x * m.expand_as(x),  # as SpatialAttention does it (faster than broadcasting)
+                "mul_self": lambda: x * x, "sigmoid": lambda: F.sigmoid(x)}
 
     # ------------------------------------------------------------------------------------------- models
     def model(self, create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
@@ -137,10 +108,7 @@ class Driver(BaseDriver):
         fn = paddle.jit.to_static(model, full_graph=True) if mode == "compiled" else model
         x, y = paddle.to_tensor(x_np), paddle.to_tensor(y_np)
         if pass_ == "inference":
-            def infer() -> Any:
-                with paddle.no_grad():
-                    return fn(x)
-            return Candidate(name, "", infer, compiles=mode == "compiled")
+            return Candidate(name, "", self._no_grad_call(lambda: fn(x)), compiles=mode == "compiled")
         opt = paddle.optimizer.Momentum(learning_rate=LR, momentum=MOMENTUM, parameters=model.parameters())
 
         def step() -> Any:

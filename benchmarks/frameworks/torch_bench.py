@@ -7,7 +7,6 @@ import json
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +20,14 @@ import backends.torch as bt
 from ..peers import seed_torch
 from ..peers.timm_peers import build as build_timm
 from ..peers.timm_peers import load_timm
-from ..plan import Data, FormData, Peer
+from ..plan import Data, FormData
 from ..timing import Candidate
 from .base import BaseDriver, PeerUnavailable
 
 
 class Driver(BaseDriver):
     name = "torch"
+    seeds = seed_torch
 
     def __init__(self) -> None:
         self._timm: Any = None
@@ -55,10 +55,7 @@ class Driver(BaseDriver):
     def _baseline(self, data: Data, pass_: str) -> Candidate:
         x, s, g = self.inputs(data)
         if pass_ == "forward":
-            def run() -> torch.Tensor:
-                with torch.no_grad():
-                    return x * s
-            return Candidate("", "", run)
+            return Candidate("", "", self._no_grad_call(lambda: x * s))
         xl, sl = x.detach().requires_grad_(True), s.clone().requires_grad_(True)
 
         def run_fb() -> torch.Tensor | None:
@@ -74,11 +71,8 @@ class Driver(BaseDriver):
         fn = torch.compile(module, dynamic=False) if mode == "compiled" else module
         if pass_ == "forward":
             module.eval()
-
-            def run() -> torch.Tensor:
-                with torch.no_grad():
-                    return fn(x)
-            return Candidate("", "", run, output=self.output, compiles=mode == "compiled")
+            return Candidate("", "", self._no_grad_call(lambda: fn(x)), output=self.output,
+                             compiles=mode == "compiled")
         module.train()
         xl = x.detach().requires_grad_(True)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -98,49 +92,21 @@ class Driver(BaseDriver):
         m = bt.load_weights(bt.ATTN_LAYERS[module].from_config(fd.config), fd.weights)
         return self._wrap(m, data, mode, pass_)
 
-    def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
-        c = data.shape[1]
-        w = fd.weights
-        with warnings.catch_warnings():  # nn.Linear(C, 0) of the seeds for C < 16: "zero-element tensors"
-            warnings.simplefilter("ignore", UserWarning)
-            if peer.key == "timm":
-                timm, status = self.timm
-                if timm is None:
-                    raise PeerUnavailable(status)
-                m = build_timm(timm, peer.module, fd.config, w)
-            elif peer.module == "se":
-                m = seed_torch.load_seed_se(seed_torch.SEModule(c), w)
-            elif peer.module == "eca":
-                m = seed_torch.load_seed_eca(seed_torch.eca_layer(c, k_size=default.config.k), w)
-            elif peer.module == "ca":
-                m = seed_torch.GatedBySeed(seed_torch.load_seed_channel(seed_torch.ChannelAttention(c), w))
-            elif peer.module == "sa":
-                m = seed_torch.GatedBySeed(
-                    seed_torch.load_seed_spatial(seed_torch.SpatialAttention(default.config.kernel_size), w))
-            elif peer.module == "cbam":
-                m = seed_torch.load_seed_cbam(seed_torch.CBAM(c, 16, default.config.spatial_kernel_size), w)
-            elif peer.module == "simam":
-                m = seed_torch.SimAMTorch(c)
-            else:
-                raise KeyError(f"no torch peer {peer.key!r} for {peer.module!r}")
-        return self._wrap(m, data, mode, pass_)
+    def _timm_peer(self, module: str, c: int, fd: FormData) -> nn.Module:
+        timm, status = self.timm
+        if timm is None:
+            raise PeerUnavailable(status)
+        return build_timm(timm, module, fd.config, fd.weights)
 
-    def _subop(self, key: str, data: Data) -> Candidate:
-        x, _, _ = self.inputs(data)
-        n, _, h, w = x.shape
-        m = torch.sigmoid(torch.from_numpy(data.g[:, :1].copy()))
-        pooled = torch.from_numpy(data.g[:, :2].copy())
-        kernel = torch.full((1, 2, 7, 7), 0.02)
-        fns = {"mean_hw": lambda: x.mean((2, 3)), "max_hw": lambda: x.amax((2, 3)),
-               "mean_c": lambda: x.mean(1, keepdim=True), "max_c": lambda: x.amax(1, keepdim=True),
-               "conv_kxk": lambda: F.conv2d(pooled, kernel, padding=3), "mul_map": lambda: x * m,
-               "mul_self": lambda: x * x, "sigmoid": lambda: torch.sigmoid(x)}
-        fn = fns[key]
+    def _no_grad(self) -> Any:
+        return torch.no_grad()
 
-        def run() -> torch.Tensor:
-            with torch.no_grad():
-                return fn()
-        return Candidate("", "", run)
+    def _subop_calls(self, x: Any, gate: Any, pooled: Any, kernel: Any) -> dict[str, Callable[[], Any]]:
+        m = torch.sigmoid(gate)
+        return {"mean_hw": lambda: x.mean((2, 3)), "max_hw": lambda: x.amax((2, 3)),
+                "mean_c": lambda: x.mean(1, keepdim=True), "max_c": lambda: x.amax(1, keepdim=True),
+                "conv_kxk": lambda: F.conv2d(pooled, kernel, padding=3), "mul_map": lambda: x * m,
+                "mul_self": lambda: x * x, "sigmoid": lambda: torch.sigmoid(x)}
 
     # ------------------------------------------------------------------------------------------- models
     def model(self, create: Callable[..., Any], name: str, x_np: np.ndarray, y_np: np.ndarray, mode: str,
@@ -152,11 +118,7 @@ class Driver(BaseDriver):
         x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
         if pass_ == "inference":
             model.eval()
-
-            def infer() -> Any:
-                with torch.no_grad():
-                    return fn(x)
-            return Candidate(name, "", infer, compiles=mode == "compiled")
+            return Candidate(name, "", self._no_grad_call(lambda: fn(x)), compiles=mode == "compiled")
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 

@@ -247,3 +247,8 @@ def load_seed_cbam(layer: nn.Layer, w: Mapping[str, np.ndarray]) -> nn.Layer:
 
 def load_seed_eca(layer: nn.Layer, w: Mapping[str, np.ndarray]) -> nn.Layer:
     return _copy(layer, {"conv.weight": w["conv.weight"]})
+
+
+# benchmark glue: the names the drivers build each framework's seeds by (benchmarks/frameworks/base.py)
+SE = SELayer
+SIMAM = simam_module

@@ -197,3 +197,8 @@ def load_seed_cbam(module: nn.Module, w: Mapping[str, np.ndarray]) -> nn.Module:
 def load_seed_eca(module: nn.Module, w: Mapping[str, np.ndarray]) -> nn.Module:
     """Seed 004 ``eca_layer``: ``conv.weight`` (1, 1, k) = ``conv.weight``."""
     return copy_into(module, {"conv.weight": w["conv.weight"]})
+
+
+# benchmark glue: the names the drivers build each framework's seeds by (benchmarks/frameworks/base.py)
+SE = SEModule
+SIMAM = SimAMTorch

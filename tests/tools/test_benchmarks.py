@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from attn_core.frameworks import installed_frameworks
@@ -492,3 +493,62 @@ def test_a_ratio_is_the_median_of_its_rounds_paired_with_the_baseline() -> None:
              Candidate("module", "project", None, form="default", samples=[v / 1000 for v in row])]
     recs = _records(cands, "torch", "2x8x9x7", "se", "eager", "forward")
     assert [r.ratio for r in recs] == [1.0, 2.0]
+
+
+# ------------------------------------------------------------------ timm's modules in Paddle and jax.numpy
+# the modules named as timm's state_dict (timm's get_attn keys beyond se, eca, cbam)
+TIMM_KEYS = ("ese", "ecam", "ceca", "lcbam", "ge", "gc", "gca", "coord", "scoord", "ela", "strip", "sk", "splat", "nl",
+             "bat")
+
+
+def test_every_timm_named_module_has_a_timm_peer_in_every_backend() -> None:
+    """Each module named as timm's state_dict is timed beside timm's code in each backend: timm's own module in
+    torch, its Paddle and jax.numpy transcriptions in the other two, each computing the default form."""
+    from benchmarks.plan import BACKENDS as ALL
+    from benchmarks.plan import TIMM_NAMED, peers_for
+
+    assert set(TIMM_NAMED) == set(TIMM_KEYS)
+    for module in TIMM_NAMED:
+        for backend in ALL:
+            timm = [p for p in peers_for(backend, module) if p.source.startswith("timm")]
+            assert [p.form for p in timm] == ["default"], (backend, module, timm)
+
+
+def _timm_peer_outputs(backend: str, module: str, pass_: str) -> tuple[np.ndarray, np.ndarray]:
+    """The project's module and the timm peer of ``module`` in ``backend``'s default mode, built by the driver the
+    benchmarks time, on the same random canonical weights (BatchNorm's running statistics drawn too): each one's
+    output (forward, eval) or input gradient (forward+backward, train), NCHW."""
+    from benchmarks.frameworks import load_driver
+    from benchmarks.plan import DEFAULT_MODE, form_data, make_data, peers_for
+
+    (peer,) = [p for p in peers_for(backend, module) if p.source.startswith("timm")]
+    # 14: a multiple of bat's block, 7; 6 samples: sk's attention BatchNorm sees one value per sample, and the
+    # float32 rounding of its training gradients over 2 samples reaches 5e-5
+    data = make_data((6, 32, 14, 14), seed=7)
+    fd = form_data(module, peer.form, 32, seed=3)
+    driver = load_driver(backend)
+    results = []
+    for c in (driver.project(module, fd, data, DEFAULT_MODE[backend], pass_, "project"),
+              driver.peer(peer, fd, fd, data, DEFAULT_MODE[backend], pass_)):
+        if c.error.startswith("PeerUnavailable") or (module == "ge" and "multiple values" in c.error):
+            pytest.skip(c.error)  # timm does not import, or (1.0.31) cannot build GatherExcite's default
+        assert c.run is not None and c.output is not None, c.error
+        c.prepare()
+        results.append(c.output(c.run()))
+    return results[0], results[1]
+
+
+@pytest.mark.parametrize("backend", ["torch", "paddle", "flax"])
+@pytest.mark.parametrize("module", TIMM_KEYS)
+def test_timm_transcriptions_equal_the_project(backend: str, module: str) -> None:
+    """The Paddle and jax.numpy transcriptions of timm's modules compute the project module's numbers on the same
+    weights: the output in eval (BatchNorm on its random running statistics), and the input gradient in training
+    (BatchNorm on the batch; bat is left out there, its Dropout2d draws different channels in each)."""
+    if backend not in BACKENDS:
+        pytest.skip(f"{backend} is not installed")
+    project, peer = _timm_peer_outputs(backend, module, "forward")
+    assert project.shape == peer.shape == (6, 32, 14, 14)
+    np.testing.assert_allclose(peer, project, rtol=1e-4, atol=1e-5)
+    if module != "bat":
+        project, peer = _timm_peer_outputs(backend, module, "forward+backward")
+        np.testing.assert_allclose(peer, project, rtol=1e-4, atol=1e-5)
