@@ -29,6 +29,14 @@ def _strip_conv(channels: int, kernel_size: int, axis: str, bias: bool, dtype: A
     return conv(channels, shape, f"conv_{axis}", padding=padding, groups=channels, bias=bias, dtype=dtype)
 
 
+def _gated(xc: jax.Array, *gates: jax.Array, skip: bool) -> jax.Array:
+    """``xc`` times each gate in turn (timm's order of products), plus ``xc`` itself with the skip connection."""
+    out = xc
+    for gate in gates:
+        out = out * gate
+    return out + xc if skip else out
+
+
 class CoordAttn(AttentionModule):
     __doc__ = CoordAttnConfig.__doc__
     _config_cls = CoordAttnConfig
@@ -61,10 +69,7 @@ class CoordAttn(AttentionModule):
         gate = ACTIVATIONS[cfg.gate_layer]
         a_h = gate(pointwise(cfg.channels, cfg.bias, "conv_h", dt)(y[:, :h]))
         a_w = gate(pointwise(cfg.channels, cfg.bias, "conv_w", dt)(jnp.swapaxes(y[:, h:], 1, 2)))
-        out = xc * a_w.astype(dt) * a_h.astype(dt)
-        if cfg.has_skip:
-            out = out + xc
-        return out.astype(x.dtype)
+        return _gated(xc, a_w.astype(dt), a_h.astype(dt), skip=cfg.has_skip).astype(x.dtype)
 
 
 class SimpleCoordAttn(AttentionModule):
@@ -91,10 +96,7 @@ class SimpleCoordAttn(AttentionModule):
         r_h, r_w = act(fc1(jnp.mean(xc, axis=2))), act(fc1(jnp.mean(xc, axis=1)))
         a_h = nn.Dense(cfg.channels, use_bias=cfg.bias, dtype=dt, name="fc_h")(r_h)[:, :, None, :]
         a_w = nn.Dense(cfg.channels, use_bias=cfg.bias, dtype=dt, name="fc_w")(r_w)[:, None, :, :]
-        out = xc * ACTIVATIONS[cfg.gate_layer](a_h + a_w).astype(dt)
-        if cfg.has_skip:
-            out = out + xc
-        return out.astype(x.dtype)
+        return _gated(xc, ACTIVATIONS[cfg.gate_layer](a_h + a_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -124,10 +126,7 @@ class EfficientLocalAttn(AttentionModule):
                 z = nn.GroupNorm(num_groups=cfg.norm_groups, epsilon=cfg.norm_eps, dtype=dt, use_fast_variance=False,
                                  name=f"norm_{axis}")(z)
             gates.append(ACTIVATIONS[cfg.gate_layer](act(z)).astype(dt))
-        out = xc * gates[0] * gates[1]
-        if cfg.has_skip:
-            out = out + xc
-        return out.astype(x.dtype)
+        return _gated(xc, *gates, skip=cfg.has_skip).astype(x.dtype)
 
 
 class StripAttn(AttentionModule):
@@ -148,7 +147,4 @@ class StripAttn(AttentionModule):
         if cfg.use_conv:
             s_h = _strip_conv(cfg.channels, cfg.kernel_size, "h", cfg.bias, dt)(s_h)
             s_w = _strip_conv(cfg.channels, cfg.kernel_size, "w", cfg.bias, dt)(s_w)
-        out = xc * ACTIVATIONS[cfg.gate_layer](s_h + s_w).astype(dt)
-        if cfg.has_skip:
-            out = out + xc
-        return out.astype(x.dtype)
+        return _gated(xc, ACTIVATIONS[cfg.gate_layer](s_h + s_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)

@@ -10,21 +10,17 @@ from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 from ._base import AttentionModule
 from ._norm import BatchNorm2D
 from ._ops import ACTIVATIONS, amax, conv_as, mean_hw
+from .se import SqueezeMLP
 
 
-class ChannelAttention(AttentionModule):
+class ChannelAttention(SqueezeMLP):
     __doc__ = ChannelAttentionConfig.__doc__
 
     def __init__(self, channels: int, rd_ratio: float = 1.0 / 16, rd_channels: int | None = None,
                  rd_divisor: int | None = 1, bias: bool = False, act_layer: str = "relu",
                  gate_layer: str = "sigmoid") -> None:
-        super().__init__()
-        self.config = cfg = ChannelAttentionConfig(channels, rd_ratio, rd_channels, rd_divisor, bias, act_layer,
-                                                   gate_layer)
-        self.fc1 = nn.Conv2D(cfg.channels, cfg.hidden, 1, bias_attr=None if cfg.bias else False)
-        self.fc2 = nn.Conv2D(cfg.hidden, cfg.channels, 1, bias_attr=None if cfg.bias else False)
-        self._act = ACTIVATIONS[cfg.act_layer]
-        self._gate = ACTIVATIONS[cfg.gate_layer]
+        super().__init__(ChannelAttentionConfig(channels, rd_ratio, rd_channels, rd_divisor, bias, act_layer,
+                                                gate_layer))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)

@@ -36,6 +36,14 @@ def _strip_convs(channels: int, kernel_size: int, bias: bool) -> tuple[nn.Conv2D
             nn.Conv2D(channels, channels, (1, kernel_size), padding=(0, p), groups=channels, bias_attr=_bias(bias)))
 
 
+def _gated(xc: paddle.Tensor, *gates: paddle.Tensor, skip: bool) -> paddle.Tensor:
+    """``xc`` times each gate in turn (timm's order of products), plus ``xc`` itself with the skip connection."""
+    out = xc
+    for gate in gates:
+        out = out * gate
+    return out + xc if skip else out
+
+
 class CoordAttn(AttentionModule):
     __doc__ = CoordAttnConfig.__doc__
 
@@ -67,10 +75,7 @@ class CoordAttn(AttentionModule):
         y = self._act(y)
         a_h = self._gate(conv_as(self.conv_h, y[:, :, :h], compute))
         a_w = self._gate(conv_as(self.conv_w, y[:, :, h:].transpose([0, 1, 3, 2]), compute))
-        out = xc * a_w * a_h
-        if self.config.has_skip:
-            out = out + xc
-        return self.finish(out, x, compute)
+        return self.finish(_gated(xc, a_w, a_h, skip=self.config.has_skip), x, compute)
 
 
 class SimpleCoordAttn(AttentionModule):
@@ -95,10 +100,7 @@ class SimpleCoordAttn(AttentionModule):
         r_w = self._act(linear_as(self.fc1, xc.mean(axis=2).transpose([0, 2, 1]), compute))
         a_h = linear_as(self.fc_h, r_h, compute).transpose([0, 2, 1]).unsqueeze(-1)
         a_w = linear_as(self.fc_w, r_w, compute).transpose([0, 2, 1]).unsqueeze(-2)
-        out = xc * self._gate(a_h + a_w)
-        if self.config.has_skip:
-            out = out + xc
-        return self.finish(out, x, compute)
+        return self.finish(_gated(xc, self._gate(a_h + a_w), skip=self.config.has_skip), x, compute)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -129,10 +131,7 @@ class EfficientLocalAttn(AttentionModule):
         compute, xc = self.prepare(x)
         a_h = self._branch(xc.mean(axis=3, keepdim=True), self.conv_h, self.norm_h, compute)
         a_w = self._branch(xc.mean(axis=2, keepdim=True), self.conv_w, self.norm_w, compute)
-        out = xc * a_h * a_w
-        if self.config.has_skip:
-            out = out + xc
-        return self.finish(out, x, compute)
+        return self.finish(_gated(xc, a_h, a_w, skip=self.config.has_skip), x, compute)
 
 
 class StripAttn(AttentionModule):
@@ -151,7 +150,4 @@ class StripAttn(AttentionModule):
         s_h, s_w = xc.mean(axis=3, keepdim=True), xc.mean(axis=2, keepdim=True)
         if self.config.use_conv:
             s_h, s_w = conv_as(self.conv_h, s_h, compute), conv_as(self.conv_w, s_w, compute)
-        out = xc * self._gate(s_h + s_w)
-        if self.config.has_skip:
-            out = out + xc
-        return self.finish(out, x, compute)
+        return self.finish(_gated(xc, self._gate(s_h + s_w), skip=self.config.has_skip), x, compute)
