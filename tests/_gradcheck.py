@@ -29,10 +29,12 @@ def assert_fd_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
 def assert_reference_vjp(name: str, cfg: Any, weights: Mapping[str, np.ndarray], x: np.ndarray, cot: np.ndarray,
                          training: bool) -> np.ndarray:
     """``cfg.reference_vjp`` gives the gradients of ``sum(reference(x) * cot)`` that finite differences of
-    ``cfg.reference`` give, for the input and every trainable parameter (and for no other); returns its output."""
+    ``cfg.reference`` give, for the input and every trainable parameter (and for no other), in their shapes;
+    returns its output."""
     y, dx, grads = cfg.reference_vjp(weights, x, cot, training=training)
     trainable = [p.name for p in cfg.param_table() if p.trainable]
     assert sorted(grads) == sorted(trainable)
+    assert dx.shape == x.shape and all(grads[p].shape == np.shape(weights[p]) for p in trainable)
 
     def loss(w: Mapping[str, np.ndarray], xv: np.ndarray) -> float:
         return float(np.sum(cfg.reference(w, xv, training) * cot))

@@ -27,21 +27,14 @@ from attn_core import (
 )
 from attn_core.autodiff import Node
 from attn_core.spec import check_batch_norm_input
-from conformance import CASES, compare, reference_for, run_case, tolerance_for
+from conformance import compare, reference_for, run_case, tolerance_for
 from conformance.runners import MODES, get_runner
 
 from .. import _fw
-from .._fw import FRAMEWORKS, backend, clear_flax_programs
+from .._broken import broken_then_whole, case_named
+from .._fw import FRAMEWORKS, backend
 
 SA_TRAIN, CBAM_TRAIN = "sa/k7-bn-train", "cbam/c24-timm-train"
-
-
-def _case(name: str):
-    return next(c for c in CASES if c.name == name)
-
-
-def _failing(row) -> set[str]:
-    return {c.quantity for c in row.comparisons if not c.passed}
 
 
 pytestmark = pytest.mark.usefixtures("fresh_flax_programs")
@@ -231,7 +224,7 @@ def test_one_value_per_channel_in_training_is_an_error_everywhere(fw, name, kwar
 @pytest.mark.parametrize("case_name", [SA_TRAIN, CBAM_TRAIN])
 def test_training_rows_compare_every_running_statistic(case_name, fw, mode):
     backend(fw)
-    case = _case(case_name)
+    case = case_named(case_name)
     row = run_case(case, get_runner(fw), "float64", mode=mode)
     names = [p.name for p in case.config().param_table() if not p.trainable]
     assert [c.quantity for c in row.comparisons if c.quantity.startswith("state:")] == [f"state:{n}" for n in names]
@@ -240,7 +233,7 @@ def test_training_rows_compare_every_running_statistic(case_name, fw, mode):
 
 def test_eval_rows_and_results_carry_no_state():
     backend("torch")
-    case = _case("sa/k7-bn-eval")
+    case = case_named("sa/k7-bn-eval")
     row = run_case(case, get_runner("torch"))
     assert row.status == "pass" and not any(c.quantity.startswith("state:") for c in row.comparisons)
     weights, x, cot, _ = reference_for(case)
@@ -248,17 +241,6 @@ def test_eval_rows_and_results_carry_no_state():
 
 
 # ----------------------------------------------------------------------------------------- broken ports
-def _broken_then_whole(monkeypatch, fw: str, case_name: str) -> set[str]:
-    runner, case = get_runner(fw), _case(case_name)
-    broken = run_case(case, runner, "float32")
-    assert broken.status == "fail", f"the suite missed the broken {fw} BatchNorm on {case_name}"
-    monkeypatch.undo()
-    clear_flax_programs()
-    whole = run_case(case, runner, "float32")
-    assert whole.status == "pass", whole.message
-    return _failing(broken)
-
-
 @pytest.mark.parametrize("layer", ["native", "project"])
 def test_paddle_momentum_left_in_torch_convention_is_caught(monkeypatch, layer):
     """``BatchNorm2D(1, momentum=0.1)``: torch's 0.1 where Paddle's convention wants 0.9, so each step keeps 10%
@@ -270,7 +252,7 @@ def test_paddle_momentum_left_in_torch_convention_is_caught(monkeypatch, layer):
 
     cls = paddle.nn.BatchNorm2D if layer == "native" else cbam.BatchNorm2D
     monkeypatch.setattr(cbam, "BatchNorm2D", lambda c, momentum, epsilon: cls(c, momentum=0.1, epsilon=epsilon))
-    failing = _broken_then_whole(monkeypatch, "paddle", SA_TRAIN)
+    failing = broken_then_whole(monkeypatch, "paddle", SA_TRAIN)
     assert "state:bn.running_mean" in failing
     assert not {q for q in failing if not q.startswith("state:")}, failing
 
@@ -286,7 +268,7 @@ def test_flax_default_momentum_is_caught(monkeypatch):
         return nn.BatchNorm(use_running_average=not train, epsilon=eps, use_fast_variance=False, name=name)
 
     monkeypatch.setattr(cbam, "batch_norm", flax_default)
-    failing = _broken_then_whole(monkeypatch, "flax", SA_TRAIN)
+    failing = broken_then_whole(monkeypatch, "flax", SA_TRAIN)
     assert "state:bn.running_mean" in failing
     assert not {q for q in failing if not q.startswith("state:")}, failing
 
@@ -301,7 +283,7 @@ def test_paddle_native_batch_norm_with_the_right_momentum_stores_the_biased_vari
 
     monkeypatch.setattr(cbam, "BatchNorm2D", lambda c, momentum, epsilon: paddle.nn.BatchNorm2D(
         c, momentum=momentum, epsilon=epsilon))
-    assert _broken_then_whole(monkeypatch, "paddle", CBAM_TRAIN) == {"state:spatial.bn.running_var"}
+    assert broken_then_whole(monkeypatch, "paddle", CBAM_TRAIN) == {"state:spatial.bn.running_var"}
 
 
 def test_flax_native_batch_norm_with_the_right_momentum_stores_the_biased_variance(monkeypatch):
@@ -313,7 +295,7 @@ def test_flax_native_batch_norm_with_the_right_momentum_stores_the_biased_varian
     monkeypatch.setattr(cbam, "batch_norm", lambda train, eps, momentum, name: nn.BatchNorm(
         use_running_average=not train, momentum=bn_momentum_for("flax", momentum), epsilon=eps,
         use_fast_variance=False, name=name))
-    assert _broken_then_whole(monkeypatch, "flax", CBAM_TRAIN) == {"state:spatial.bn.running_var"}
+    assert broken_then_whole(monkeypatch, "flax", CBAM_TRAIN) == {"state:spatial.bn.running_var"}
 
 
 def test_statistics_never_updated_are_reported_as_such(monkeypatch):
@@ -322,7 +304,7 @@ def test_statistics_never_updated_are_reported_as_such(monkeypatch):
     import backends.torch.cbam as cbam
 
     monkeypatch.setattr(cbam, "bn_momentum_for", lambda framework, m: 0.0)
-    row = run_case(_case(SA_TRAIN), get_runner("torch"), "float32")
+    row = run_case(case_named(SA_TRAIN), get_runner("torch"), "float32")
     bad = [c for c in row.comparisons if not c.passed]
     assert row.status == "fail" and [c.quantity for c in bad] == ["state:bn.running_mean", "state:bn.running_var"]
     assert all(c.detail.startswith("not updated by the training forward") for c in bad)
@@ -353,7 +335,7 @@ SA_MAP = {"conv.weight": "body.0.weight", "bn.weight": "body.1.weight", "bn.bias
 @pytest.mark.parametrize("mode", MODES)
 def test_wrapped_module_state_is_read_from_its_own_buffers(mode):
     backend("torch")
-    runner, case = get_runner("torch"), _case(SA_TRAIN)
+    runner, case = get_runner("torch"), case_named(SA_TRAIN)
     cls = _torch_timm_style_sa()
     tol = tolerance_for("float32")
     weights, x, cot, _ = reference_for(case)
@@ -384,7 +366,7 @@ def test_wrapped_flax_module_state_comes_from_the_updated_batch_stats():
             z = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="norm")(z)
             return x * jax.nn.sigmoid(z)
 
-    runner, case = get_runner("flax"), _case(SA_TRAIN)
+    runner, case = get_runner("flax"), case_named(SA_TRAIN)
     module = FlaxSA()
     variables = module.init(jax.random.key(0), jnp.zeros((1, 4, 4, 5)))
     handle = runner.wrap(module, case.config(), {

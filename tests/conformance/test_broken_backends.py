@@ -10,32 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance import CASES, run_case
+from conformance import run_case
 from conformance.runners import get_runner
 
-from .._fw import backend, clear_flax_programs
+from .._broken import broken_then_whole, case_named
+from .._fw import backend
 
 pytestmark = pytest.mark.usefixtures("fresh_flax_programs")
-
-
-def _case(name: str):
-    return next(c for c in CASES if c.name == name)
-
-
-def _failing(row) -> set[str]:
-    return {c.quantity for c in row.comparisons if not c.passed}
-
-
-def _broken_then_whole(monkeypatch, framework: str, case_name: str) -> set[str]:
-    runner = get_runner(framework)
-    case = _case(case_name)
-    broken = run_case(case, runner, "float32")
-    assert broken.status == "fail", f"the suite missed the broken {framework} port on {case_name}"
-    monkeypatch.undo()
-    clear_flax_programs()
-    whole = run_case(case, runner, "float32")
-    assert whole.status == "pass", whole.message
-    return _failing(broken)
 
 
 def test_flax_kernel_reshaped_instead_of_transposed(monkeypatch):
@@ -54,7 +35,7 @@ def test_flax_kernel_reshaped_instead_of_transposed(monkeypatch):
     monkeypatch.setattr(fw, "to_native", reshaped)
     # The runner loads through attn_core's layout table and checks the backend's own load_weights against it when
     # it builds the module, so the row is an error naming the misplaced kernels.
-    runner, case = get_runner("flax"), _case("se/c8-b1")
+    runner, case = get_runner("flax"), case_named("se/c8-b1")
     broken = run_case(case, runner, "float32")
     assert broken.status == "error", "the suite missed the broken flax loader"
     assert "fc1.weight (params/fc1/kernel)" in broken.message and "fc2.weight" in broken.message
@@ -76,7 +57,7 @@ def test_torch_spatial_concat_order_swapped(monkeypatch):
         return x * self._gate(z)
 
     monkeypatch.setattr(SpatialAttention, "forward", swapped)
-    failing = _broken_then_whole(monkeypatch, "torch", "sa/k7")
+    failing = broken_then_whole(monkeypatch, "torch", "sa/k7")
     assert {"output", "grad:input", "grad:conv.weight"} <= failing
 
 
@@ -92,7 +73,7 @@ def test_paddle_cbam_spatial_sigmoid_missing(monkeypatch):
         return x * z
 
     monkeypatch.setattr(SpatialAttention, "forward", no_sigmoid)
-    failing = _broken_then_whole(monkeypatch, "paddle", "cbam/c32-article")
+    failing = broken_then_whole(monkeypatch, "paddle", "cbam/c32-article")
     assert "output" in failing and "grad:spatial.conv.weight" in failing
 
 
@@ -101,7 +82,7 @@ def test_flax_simam_with_n_equal_hw(monkeypatch):
     import backends.flax.simam as simam
 
     monkeypatch.setattr(simam, "simam_denominator_count", lambda h, w: h * w)
-    failing = _broken_then_whole(monkeypatch, "flax", "simam/7x5")
+    failing = broken_then_whole(monkeypatch, "flax", "simam/7x5")
     assert "output" in failing
 
 
@@ -115,5 +96,5 @@ def test_torch_channel_attention_avg_plus_avg(monkeypatch):
         return x * self._gate(avg + avg)
 
     monkeypatch.setattr(ChannelAttention, "forward", avg_avg)
-    failing = _broken_then_whole(monkeypatch, "torch", "ca/c32-bias")
+    failing = broken_then_whole(monkeypatch, "torch", "ca/c32-bias")
     assert "output" in failing
