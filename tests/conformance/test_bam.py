@@ -314,17 +314,18 @@ def test_published_channel_gate_assumes_square_maps():
 
 
 # ------------------------------------------------------------------------------------------- porting bugs
-def test_original_form_against_the_paper_preset():
+@pytest.mark.parametrize("fw", [pytest.param(f, marks=[] if f == "torch" else [pytest.mark.slow]) for f in FRAMEWORKS])
+def test_original_form_against_the_paper_preset(fw):
     """The authors' form (the product of the branches) checked against the paper's (their sum), with the same
-    weights: both branches agree, the first difference is the gate they make."""
-    ours = backend("torch").create_attn("bam", 16, **BAM_PRESETS["original"])
+    weights: both branches agree, the first difference is the gate they make, in every framework."""
+    ours = backend(fw).create_attn("bam", 16, **BAM_PRESETS["original"])
     report = check(ours, BAMConfig(16, **BAM_PRESETS["paper"]), taps=TAPS)
     assert not report.passed and [r.case for r in report.rows if r.failed] == ["n2-7x5", "n1-5x8", "n2-1x1",
                                                                                "n3-6x5-train"]
     d = report.first_difference
     assert d.stage == "BAM gate" and [c.passed for c in d.taps] == [True, True, False]
     assert "before it, the BAM channel branch and the BAM spatial branch agree" in d.text
-    paper = backend("torch").create_attn("bam", 16, **BAM_PRESETS["paper"])
+    paper = backend(fw).create_attn("bam", 16, **BAM_PRESETS["paper"])
     assert not check(paper, BAMConfig(16, **BAM_PRESETS["original"]), taps=TAPS).passed
     assert check(paper, BAMConfig(16, **BAM_PRESETS["paper"]), taps=TAPS).passed
 

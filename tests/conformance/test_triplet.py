@@ -271,10 +271,11 @@ def test_preset_weights_do_not_load_into_the_other_form():
             np.random.default_rng(0)))
 
 
-def test_zpool_in_cbam_order_is_caught_at_the_first_gate():
+@pytest.mark.parametrize("fw", [pytest.param(f, marks=[] if f == "torch" else [pytest.mark.slow]) for f in FRAMEWORKS])
+def test_zpool_in_cbam_order_is_caught_at_the_first_gate(fw):
     """A copy that reuses CBAM's spatial gate (timm and the seed articles: cat(mean, max)) for ZPool: the first
-    difference is the first branch's gate, named by stage."""
-    module = backend("torch").create_attn("triplet", 8, pool_order="mean_max")
+    difference is the first branch's gate, named by stage, in every framework (Flax's gates are the NHWC taps)."""
+    module = backend(fw).create_attn("triplet", 8, pool_order="mean_max")
     report = check(module, TripletAttentionConfig(8), taps=TAPS)
     assert not report.passed
     assert report.first_difference.stage == "C-W gate"
