@@ -2,11 +2,12 @@
 basic blocks) and ``resnest14d`` (split-attention bottlenecks, avd) as registered models.
 
 Fast: each parameter table is timm's ``state_dict`` (keys, order, shapes; no ``num_batches_tracked``), every
-backend's state is that table, the specs' structure and refusals, the average pool against torch's, and each new
-block kind in a one-block-per-stage network against the float64 reference (float64 rows of the suite, eval and
-training, at an odd non-square size). Slow: timm's own networks with every parameter and buffer at a trained
-network's scale (tests/_realistic.py) load strictly into the project's torch model and give timm's logits, and
-their ``torch.save`` checkpoint converted by ``conformance.convert`` gives timm's logits in Paddle and Flax.
+backend's state is that table, the specs' structure and refusals, the average pool against torch's, and the SK
+block's float64 training row in torch and Paddle. Slow: each new block kind in a one-block-per-stage network against
+the float64 reference in every backend (the suite's float64 rows, eval and training, at an odd non-square size), and
+timm's own networks with every parameter and buffer at a trained network's scale (tests/_realistic.py), which load
+strictly into the project's torch model and give timm's logits, and whose ``torch.save`` checkpoint converted by
+``conformance.convert`` gives timm's logits in Paddle and Flax.
 """
 
 from __future__ import annotations
