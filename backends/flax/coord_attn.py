@@ -16,6 +16,7 @@ from attn_core import (
     StripAttnConfig,
 )
 
+from .._common import gated
 from ._base import AttentionModule
 from ._layers import batch_norm, conv, pointwise
 from ._ops import ACTIVATIONS
@@ -27,14 +28,6 @@ def _strip_conv(channels: int, kernel_size: int, axis: str, bias: bool, dtype: A
     p = kernel_size // 2
     shape, padding = ((kernel_size, 1), (p, 0)) if axis == "h" else ((1, kernel_size), (0, p))
     return conv(channels, shape, f"conv_{axis}", padding=padding, groups=channels, bias=bias, dtype=dtype)
-
-
-def _gated(xc: jax.Array, *gates: jax.Array, skip: bool) -> jax.Array:
-    """``xc`` times each gate in turn (timm's order of products), plus ``xc`` itself with the skip connection."""
-    out = xc
-    for gate in gates:
-        out = out * gate
-    return out + xc if skip else out
 
 
 class CoordAttn(AttentionModule):
@@ -69,7 +62,7 @@ class CoordAttn(AttentionModule):
         gate = ACTIVATIONS[cfg.gate_layer]
         a_h = gate(pointwise(cfg.channels, cfg.bias, "conv_h", dt)(y[:, :h]))
         a_w = gate(pointwise(cfg.channels, cfg.bias, "conv_w", dt)(jnp.swapaxes(y[:, h:], 1, 2)))
-        return _gated(xc, a_w.astype(dt), a_h.astype(dt), skip=cfg.has_skip).astype(x.dtype)
+        return gated(xc, a_w.astype(dt), a_h.astype(dt), skip=cfg.has_skip).astype(x.dtype)
 
 
 class SimpleCoordAttn(AttentionModule):
@@ -96,7 +89,7 @@ class SimpleCoordAttn(AttentionModule):
         r_h, r_w = act(fc1(jnp.mean(xc, axis=2))), act(fc1(jnp.mean(xc, axis=1)))
         a_h = nn.Dense(cfg.channels, use_bias=cfg.bias, dtype=dt, name="fc_h")(r_h)[:, :, None, :]
         a_w = nn.Dense(cfg.channels, use_bias=cfg.bias, dtype=dt, name="fc_w")(r_w)[:, None, :, :]
-        return _gated(xc, ACTIVATIONS[cfg.gate_layer](a_h + a_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)
+        return gated(xc, ACTIVATIONS[cfg.gate_layer](a_h + a_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -126,7 +119,7 @@ class EfficientLocalAttn(AttentionModule):
                 z = nn.GroupNorm(num_groups=cfg.norm_groups, epsilon=cfg.norm_eps, dtype=dt, use_fast_variance=False,
                                  name=f"norm_{axis}")(z)
             gates.append(ACTIVATIONS[cfg.gate_layer](act(z)).astype(dt))
-        return _gated(xc, *gates, skip=cfg.has_skip).astype(x.dtype)
+        return gated(xc, *gates, skip=cfg.has_skip).astype(x.dtype)
 
 
 class StripAttn(AttentionModule):
@@ -147,4 +140,4 @@ class StripAttn(AttentionModule):
         if cfg.use_conv:
             s_h = _strip_conv(cfg.channels, cfg.kernel_size, "h", cfg.bias, dt)(s_h)
             s_w = _strip_conv(cfg.channels, cfg.kernel_size, "w", cfg.bias, dt)(s_w)
-        return _gated(xc, ACTIVATIONS[cfg.gate_layer](s_h + s_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)
+        return gated(xc, ACTIVATIONS[cfg.gate_layer](s_h + s_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)

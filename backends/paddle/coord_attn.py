@@ -16,6 +16,7 @@ from attn_core import (
     bn_momentum_for,
 )
 
+from .._common import gated
 from ._base import AttentionModule
 from ._norm import BatchNorm2D
 from ._ops import ACTIVATIONS, conv_as, group_norm_as, linear_as, static_shape
@@ -34,14 +35,6 @@ def _strip_convs(channels: int, kernel_size: int, bias: bool) -> tuple[nn.Conv2D
     p = kernel_size // 2
     return (nn.Conv2D(channels, channels, (kernel_size, 1), padding=(p, 0), groups=channels, bias_attr=_bias(bias)),
             nn.Conv2D(channels, channels, (1, kernel_size), padding=(0, p), groups=channels, bias_attr=_bias(bias)))
-
-
-def _gated(xc: paddle.Tensor, *gates: paddle.Tensor, skip: bool) -> paddle.Tensor:
-    """``xc`` times each gate in turn (timm's order of products), plus ``xc`` itself with the skip connection."""
-    out = xc
-    for gate in gates:
-        out = out * gate
-    return out + xc if skip else out
 
 
 class CoordAttn(AttentionModule):
@@ -75,7 +68,7 @@ class CoordAttn(AttentionModule):
         y = self._act(y)
         a_h = self._gate(conv_as(self.conv_h, y[:, :, :h], compute))
         a_w = self._gate(conv_as(self.conv_w, y[:, :, h:].transpose([0, 1, 3, 2]), compute))
-        return self.finish(_gated(xc, a_w, a_h, skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, a_w, a_h, skip=self.config.has_skip), x, compute)
 
 
 class SimpleCoordAttn(AttentionModule):
@@ -100,7 +93,7 @@ class SimpleCoordAttn(AttentionModule):
         r_w = self._act(linear_as(self.fc1, xc.mean(axis=2).transpose([0, 2, 1]), compute))
         a_h = linear_as(self.fc_h, r_h, compute).transpose([0, 2, 1]).unsqueeze(-1)
         a_w = linear_as(self.fc_w, r_w, compute).transpose([0, 2, 1]).unsqueeze(-2)
-        return self.finish(_gated(xc, self._gate(a_h + a_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self._gate(a_h + a_w), skip=self.config.has_skip), x, compute)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -131,7 +124,7 @@ class EfficientLocalAttn(AttentionModule):
         compute, xc = self.prepare(x)
         a_h = self._branch(xc.mean(axis=3, keepdim=True), self.conv_h, self.norm_h, compute)
         a_w = self._branch(xc.mean(axis=2, keepdim=True), self.conv_w, self.norm_w, compute)
-        return self.finish(_gated(xc, a_h, a_w, skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, a_h, a_w, skip=self.config.has_skip), x, compute)
 
 
 class StripAttn(AttentionModule):
@@ -150,4 +143,4 @@ class StripAttn(AttentionModule):
         s_h, s_w = xc.mean(axis=3, keepdim=True), xc.mean(axis=2, keepdim=True)
         if self.config.use_conv:
             s_h, s_w = conv_as(self.conv_h, s_h, compute), conv_as(self.conv_w, s_w, compute)
-        return self.finish(_gated(xc, self._gate(s_h + s_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self._gate(s_h + s_w), skip=self.config.has_skip), x, compute)

@@ -14,6 +14,7 @@ from attn_core import (
     bn_momentum_for,
 )
 
+from .._common import gated
 from ._base import AttentionModule
 from ._ops import ACTIVATIONS, batch_norm_as, conv_as, group_norm_as, linear_as
 
@@ -27,14 +28,6 @@ def _strip_convs(channels: int, kernel_size: int, bias: bool) -> tuple[nn.Conv2d
     p = kernel_size // 2
     return (nn.Conv2d(channels, channels, (kernel_size, 1), padding=(p, 0), groups=channels, bias=bias),
             nn.Conv2d(channels, channels, (1, kernel_size), padding=(0, p), groups=channels, bias=bias))
-
-
-def _gated(xc: torch.Tensor, *gates: torch.Tensor, skip: bool) -> torch.Tensor:
-    """``xc`` times each gate in turn (timm's order of products), plus ``xc`` itself with the skip connection."""
-    out = xc
-    for gate in gates:
-        out = out * gate
-    return out + xc if skip else out
 
 
 class CoordAttn(AttentionModule):
@@ -66,7 +59,7 @@ class CoordAttn(AttentionModule):
         y_h, y_w = torch.split(self._act(y), [h, w], dim=2)
         a_h = self._gate(conv_as(self.conv_h, y_h, compute))
         a_w = self._gate(conv_as(self.conv_w, y_w.transpose(2, 3), compute))
-        return self.finish(_gated(xc, a_w, a_h, skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, a_w, a_h, skip=self.config.has_skip), x, compute)
 
 
 class SimpleCoordAttn(AttentionModule):
@@ -91,7 +84,7 @@ class SimpleCoordAttn(AttentionModule):
         r_w = self._act(linear_as(self.fc1, xc.mean(2).transpose(1, 2), compute))
         a_h = linear_as(self.fc_h, r_h, compute).transpose(1, 2).unsqueeze(-1)
         a_w = linear_as(self.fc_w, r_w, compute).transpose(1, 2).unsqueeze(-2)
-        return self.finish(_gated(xc, self._gate(a_h + a_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self._gate(a_h + a_w), skip=self.config.has_skip), x, compute)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -123,7 +116,7 @@ class EfficientLocalAttn(AttentionModule):
         compute, xc = self.prepare(x)
         a_h = self._branch(xc.mean(3, keepdim=True), self.conv_h, self.norm_h, compute)
         a_w = self._branch(xc.mean(2, keepdim=True), self.conv_w, self.norm_w, compute)
-        return self.finish(_gated(xc, a_h, a_w, skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, a_h, a_w, skip=self.config.has_skip), x, compute)
 
 
 class StripAttn(AttentionModule):
@@ -142,4 +135,4 @@ class StripAttn(AttentionModule):
         s_h, s_w = xc.mean(3, keepdim=True), xc.mean(2, keepdim=True)
         if self.config.use_conv:
             s_h, s_w = conv_as(self.conv_h, s_h, compute), conv_as(self.conv_w, s_w, compute)
-        return self.finish(_gated(xc, self._gate(s_h + s_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self._gate(s_h + s_w), skip=self.config.has_skip), x, compute)
