@@ -29,7 +29,7 @@ from .gct import GCT_PRESETS, GCTConfig
 from .global_context import GlobalContextAddConfig, GlobalContextConfig
 from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, to_native
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
-from .registry import CONFIGS, create_config, resolve_name
+from .registry import CONFIGS, TIMM_KEYS, create_config, resolve_name
 from .se import SEConfig
 from .se_variants import EffectiveSEConfig
 from .selective_kernel import SelectiveKernelConfig
@@ -60,7 +60,7 @@ __all__ = [
     "SRMConfig", "SRM_PRESETS", "GCTConfig", "GCT_PRESETS", "ShuffleAttentionConfig", "SHUFFLE_PRESETS",
     "TripletAttentionConfig", "TRIPLET_PRESETS", "BAMConfig", "BAM_PRESETS",
     "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
-    "CBAM_PRESETS", "CONFIGS", "create_config", "resolve_name",
+    "CBAM_PRESETS", "CONFIGS", "TIMM_KEYS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",
     "FRAMEWORKS", "native_location", "to_native", "from_native", "bn_momentum_for",
 ]

@@ -26,7 +26,7 @@ from .split_attn import SplitAttnConfig
 from .srm import SRMConfig
 from .triplet import TripletAttentionConfig
 
-__all__ = ["CONFIGS", "create_config", "resolve_name"]
+__all__ = ["CONFIGS", "TIMM_KEYS", "create_config", "resolve_name"]
 
 CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "se": SEConfig,
@@ -56,6 +56,11 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "gct": GCTConfig,
     "shuffle": ShuffleAttentionConfig,
 })
+
+#: the registered keys that timm's ``get_attn`` (timm/layers/create_attn.py) builds under the same name, whose
+#: parameters the project names as timm's state_dict does; timm's lambda, bottleneck and halo are not registered
+TIMM_KEYS: tuple[str, ...] = ("se", "ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord",
+                              "ela", "strip", "sk", "splat", "nl", "bat")
 
 _ALIASES = MappingProxyType({"channel": "ca", "spatial": "sa", "channel_attention": "ca",
                              "spatial_attention": "sa"})
