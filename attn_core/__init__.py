@@ -45,6 +45,7 @@ from .spec import (
     make_divisible,
     reduced_channels,
 )
+from .psa import PSA_PRESETS, PSAConfig
 from .split_attn import SplitAttnConfig
 from .srm import SRM_PRESETS, SRMConfig
 from .triplet import TRIPLET_PRESETS, TripletAttentionConfig
@@ -59,6 +60,7 @@ __all__ = [
     "GatherExciteConfig", "GlobalContextConfig", "GlobalContextAddConfig",
     "SRMConfig", "SRM_PRESETS", "GCTConfig", "GCT_PRESETS", "ShuffleAttentionConfig", "SHUFFLE_PRESETS",
     "TripletAttentionConfig", "TRIPLET_PRESETS", "BAMConfig", "BAM_PRESETS",
+    "PSAConfig", "PSA_PRESETS",
     "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
     "CBAM_PRESETS", "CONFIGS", "TIMM_KEYS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",

@@ -23,6 +23,7 @@ from .shuffle import ShuffleAttentionConfig
 from .simam import SimAMConfig
 from .spec import AttentionConfig, ConfigError
 from .split_attn import SplitAttnConfig
+from .psa import PSAConfig
 from .srm import SRMConfig
 from .triplet import TripletAttentionConfig
 
@@ -55,6 +56,7 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "bam": BAMConfig,
     "gct": GCTConfig,
     "shuffle": ShuffleAttentionConfig,
+    "psa": PSAConfig,
 })
 
 #: the registered keys that timm's ``get_attn`` (timm/layers/create_attn.py) builds under the same name, whose
