@@ -29,6 +29,7 @@ from .gct import GCT_PRESETS, GCTConfig
 from .global_context import GlobalContextAddConfig, GlobalContextConfig
 from .layout import FRAMEWORKS, bn_momentum_for, from_native, native_location, to_native
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
+from .psa import PSA_PRESETS, PSAConfig
 from .registry import CONFIGS, TIMM_KEYS, create_config, resolve_name
 from .se import SEConfig
 from .se_variants import EffectiveSEConfig
@@ -45,7 +46,6 @@ from .spec import (
     make_divisible,
     reduced_channels,
 )
-from .psa import PSA_PRESETS, PSAConfig
 from .split_attn import SplitAttnConfig
 from .srm import SRM_PRESETS, SRMConfig
 from .triplet import TRIPLET_PRESETS, TripletAttentionConfig

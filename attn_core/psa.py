@@ -99,7 +99,7 @@ class PSAConfig(AttentionConfig):
         if self.channel_up == "linear":
             table.append(ParamSpec("conv_up.weight", (c, ci, 1, 1), "conv_weight"))
             if self.channel_norm:
-                table += [ParamSpec("ln.weight", (c,), "param"), ParamSpec("ln.bias", (c,), "param")]
+                table += [ParamSpec("ln.weight", (c,), "bn_weight"), ParamSpec("ln.bias", (c,), "bn_bias")]
         else:
             table += [ParamSpec("conv_up.0.weight", (cr, ci, 1, 1), "conv_weight"),
                       ParamSpec("conv_up.0.bias", (cr,), "conv_bias"),

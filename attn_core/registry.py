@@ -16,6 +16,7 @@ from .gather_excite import GatherExciteConfig
 from .gct import GCTConfig
 from .global_context import GlobalContextAddConfig, GlobalContextConfig
 from .non_local import BatNonLocalAttnConfig, NonLocalAttnConfig
+from .psa import PSAConfig
 from .se import SEConfig
 from .se_variants import EffectiveSEConfig
 from .selective_kernel import SelectiveKernelConfig
@@ -23,7 +24,6 @@ from .shuffle import ShuffleAttentionConfig
 from .simam import SimAMConfig
 from .spec import AttentionConfig, ConfigError
 from .split_attn import SplitAttnConfig
-from .psa import PSAConfig
 from .srm import SRMConfig
 from .triplet import TripletAttentionConfig
 

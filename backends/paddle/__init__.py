@@ -20,6 +20,7 @@ from .global_context import GlobalContext, GlobalContextAdd
 from .mobilenetv2 import ECAMobileNetV2
 from .models import MODELS, create_model
 from .non_local import BatNonLocalAttn, NonLocalAttn
+from .psa import PSA
 from .registry import ATTN_LAYERS, create_attn
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .se import SEModule
@@ -42,5 +43,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
-           "SRM", "GCT", "ShuffleAttention", "TripletAttention", "BAM",
+           "SRM", "GCT", "ShuffleAttention", "TripletAttention", "BAM", "PSA",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

@@ -19,6 +19,7 @@ from .gather_excite import GatherExcite
 from .gct import GCT
 from .global_context import GlobalContext, GlobalContextAdd
 from .non_local import BatNonLocalAttn, NonLocalAttn
+from .psa import PSA
 from .se import SEModule
 from .se_variants import EffectiveSEModule
 from .selective_kernel import SelectiveKernel
@@ -35,7 +36,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,
     "ge": GatherExcite, "gc": GlobalContext, "gca": GlobalContextAdd,
-    "srm": SRM, "gct": GCT, "shuffle": ShuffleAttention,
+    "srm": SRM, "gct": GCT, "shuffle": ShuffleAttention, "psa": PSA,
     "triplet": TripletAttention, "bam": BAM,
 })
 

@@ -18,7 +18,7 @@ CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "SelectiveKernel", "SplitAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
            "SRM", "GCT", "ShuffleAttention",
-           "TripletAttention", "BAM")
+           "TripletAttention", "BAM", "PSA")
 
 
 def _config_arguments(config_cls):
