@@ -19,6 +19,7 @@ from attn_core import (
     CONFIGS,
     COORD_PRESETS,
     GCT_PRESETS,
+    PSA_PRESETS,
     SHUFFLE_PRESETS,
     SRM_PRESETS,
     AttentionConfig,
@@ -117,6 +118,7 @@ _COORD_PAPER = dict(COORD_PRESETS["paper"])
 _SRM_OFFICIAL = dict(SRM_PRESETS["official"])
 _GCT_PAPER = dict(GCT_PRESETS["paper"])
 _SHUFFLE_PAPER = dict(SHUFFLE_PRESETS["paper"])
+_PSA = {name: dict(form) for name, form in PSA_PRESETS.items()}
 
 CASES: tuple[Case, ...] = (
     # SE
@@ -318,6 +320,17 @@ CASES: tuple[Case, ...] = (
        reduction_ratio=2),
     _c("bam", "c24-deep", (2, 24, 9, 7), "two hidden Linear layers, three 3x3 convolutions at dilation 2",
        reduction_ratio=6, num_layers=2, dilation_conv_num=3, dilation_val=2),
+    # PSA (not in timm): the authors' PSA_p (the default) and PSA_s, the paper's two forms (PSA_PRESETS)
+    _c("psa", "c16-parallel", (2, 16, 7, 5), "the authors' PSA_p: softmax over H*W of the spatial product"),
+    _c("psa", "c16-sequential-b1", (1, 16, 5, 8), "the authors' PSA_s: ratio-4 bottleneck (Cr = 2), batch 1",
+       **_PSA["sequential"]),
+    _c("psa", "c12-paper-parallel", (2, 12, 6, 3), "the paper: LayerNorm over C, softmax over the C/2 query",
+       **_PSA["paper_parallel"]),
+    _c("psa", "c8-paper-sequential", (2, 8, 4, 5), "the paper's sequential form", **_PSA["paper_sequential"]),
+    _c("psa", "c9-odd", (2, 9, 3, 4), "odd C: the branches are C // 2 = 4 wide"),
+    _c("psa", "c6-1x1", (2, 6, 1, 1), "one position: both H*W softmaxes are 1"),
+    Case("psa", "c8-x8-softmax", (2, 8, 5, 7), tuple(_PSA["paper_parallel"].items()),
+         note="input x 8: near one-hot softmaxes", input_scale=8.0),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))
