@@ -19,6 +19,7 @@ from torch import nn
 from attn_core import AttentionConfig, ConfigError
 from attn_core.models import AvgPool, BlockSpec, ResNetConfig
 
+from .._resnet_blocks import BasicForward, BottleneckForward, ResNestForward, SelectiveKernelBasicForward
 from ._base import AttentionModule
 from ._layers import attach, build_attention, build_layer
 from ._norm import label_batch_norms
@@ -64,51 +65,29 @@ class _Block(nn.Module):
         if not spec.downsample:
             self.downsample = None
 
-    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.downsample is None else self.downsample(x)
-
-    def _attend(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.se is not None:
-            out = self.se(out)
-        return F.relu(out + self._shortcut(x))
+    relu = staticmethod(F.relu)  # the shared forwards (backends._resnet_blocks) apply this framework's ReLU
 
 
-class BasicBlock(_Block):
+class BasicBlock(BasicForward, _Block):
     """Two 3x3 convolutions (ResNet-18/34), built from a ``BlockSpec`` of block ``'basic'``."""
 
     block_type = "basic"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.relu(self.bn1(self.conv1(x))))
-        if self.simam is not None:
-            out = self.simam(out)
-        return self._attend(self.bn2(out), x)
 
-
-class Bottleneck(_Block):
+class Bottleneck(BottleneckForward, _Block):
     """1x1, 3x3 (strided), 1x1 convolutions (ResNet-50/101), built from a ``BlockSpec`` of block ``'bottleneck'``."""
 
     block_type = "bottleneck"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.relu(self.bn1(self.conv1(x))))
-        if self.simam is not None:
-            out = self.simam(out)
-        out = F.relu(self.bn2(out))
-        return self._attend(self.bn3(self.conv3(out)), x)
 
-
-class SelectiveKernelBasic(_Block):
+class SelectiveKernelBasic(SelectiveKernelBasicForward, _Block):
     """timm's ``SelectiveKernelBasic`` (SKNet-18/34): ``conv1`` a Selective Kernel convolution (its paths end in
     BatchNorm and ReLU), ``conv2`` a 3x3 convolution and BatchNorm (``conv2.conv``, ``conv2.bn``)."""
 
     block_type = "sk_basic"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._attend(self.conv2(self.conv1(x)), x)
 
-
-class ResNestBottleneck(_Block):
+class ResNestBottleneck(ResNestForward, _Block):
     """timm's ``ResNestBottleneck``: 1x1, split-attention 3x3 ``conv2`` (BatchNorm and ReLU inside), 1x1; with avd
     a 3x3 average pool takes the stride, before (``avd_first``) or after (``avd_last``) ``conv2``."""
 
@@ -119,15 +98,6 @@ class ResNestBottleneck(_Block):
         for pool in ("avd_first", "avd_last"):
             if spec.avd != pool:
                 setattr(self, pool, None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        if self.avd_first is not None:
-            out = self.avd_first(out)
-        out = self.conv2(out)
-        if self.avd_last is not None:
-            out = self.avd_last(out)
-        return self._attend(self.bn3(self.conv3(out)), x)
 
 
 BLOCKS: dict[str, type[_Block]] = {b.block_type: b for b in (BasicBlock, Bottleneck, SelectiveKernelBasic,
