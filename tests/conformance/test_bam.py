@@ -288,7 +288,8 @@ def test_published_module_equals_the_original_preset(training):
     assert np.abs(torch_step(paper, x, None, training)[0] - torch_step(ours, x, None, training)[0]).max() > 1e-2
 
 
-@pytest.mark.parametrize("fw", [f for f in FRAMEWORKS if f != "torch"])
+@pytest.mark.parametrize("fw", [pytest.param(f, marks=[pytest.mark.slow] if f == "flax" else [])
+                                for f in FRAMEWORKS if f != "torch"])  # Flax compiles each program
 def test_other_backends_equal_the_published_module(fw):
     """Paddle and Flax, given the authors' weights as canonical weights, compute the authors' output in eval and in
     training (float64), and the running statistics of its five BatchNorms."""

@@ -228,7 +228,8 @@ def test_published_module_equals_its_preset(preset, training):
     assert_same_torch_step(theirs, ours, x, rng.standard_normal(x.shape), training)
 
 
-@pytest.mark.parametrize("fw", [f for f in FRAMEWORKS if f != "torch"])
+@pytest.mark.parametrize("fw", [pytest.param(f, marks=[pytest.mark.slow] if f == "flax" else [])
+                                for f in FRAMEWORKS if f != "torch"])  # Flax compiles each program
 def test_other_backends_equal_the_published_module(fw):
     """Paddle and Flax, given the authors' module's weights as canonical weights, compute its output in eval and
     in training (float64), and the running statistics its BatchNorms keep (momentum 0.01)."""
@@ -239,6 +240,7 @@ def test_other_backends_equal_the_published_module(fw):
     assert_backend_equals_peer(fw, "triplet", TripletAttentionConfig(8, **TRIPLET_PRESETS["original"]), theirs, x)
 
 
+@pytest.mark.slow  # four checks of the suite's cases, one of them a training step
 def test_published_module_passes_the_check_of_its_preset_only():
     """``conformance.check`` of the authors' module (float32, the suite's cases, forward and backward) passes
     against the 'original' preset; against 'no_spatial' its spatial gate's parameters are refused before anything
