@@ -49,26 +49,18 @@ class SpatialLayers(nn.Module):
         return conv(1, 1, "gate_s_conv_final", dtype=self.dtype)(z)
 
 
-class ChannelGate(nn.Module):
-    """``M_c`` (N, 1, 1, C): :class:`ChannelLayers` as ``gate_c``."""
+class Branch(nn.Module):
+    """One branch under the authors' two-level names: ``layers`` (:class:`ChannelLayers`, ``M_c`` (N, 1, 1, C), or
+    :class:`SpatialLayers`, ``M_s`` (N, H, W, 1)) as submodule ``inner`` (``gate_c``, ``gate_s``), in ``dtype``."""
 
+    layers: Any
+    inner: str
     config: BAMConfig
     dtype: Any
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return ChannelLayers(self.config, self.dtype, name="gate_c")(x, train).astype(self.dtype)
-
-
-class SpatialGate(nn.Module):
-    """``M_s`` (N, H, W, 1): :class:`SpatialLayers` as ``gate_s``."""
-
-    config: BAMConfig
-    dtype: Any
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return SpatialLayers(self.config, self.dtype, name="gate_s")(x, train).astype(self.dtype)
+        return self.layers(self.config, self.dtype, name=self.inner)(x, train).astype(self.dtype)
 
 
 class BAMGate(nn.Module):
@@ -97,6 +89,6 @@ class BAM(AttentionModule):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg, dt, xc = self.prepare(x, train)
-        m_c = ChannelGate(cfg, dt, name="channel_att")(xc, train)
-        m_s = SpatialGate(cfg, dt, name="spatial_att")(xc, train)
+        m_c = Branch(ChannelLayers, "gate_c", cfg, dt, name="channel_att")(xc, train)
+        m_s = Branch(SpatialLayers, "gate_s", cfg, dt, name="spatial_att")(xc, train)
         return (xc * BAMGate(cfg.combine == "product", name="gate")(m_c, m_s)).astype(x.dtype)
