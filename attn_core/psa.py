@@ -47,6 +47,8 @@ class PSAConfig(AttentionConfig):
             ``'paper_sequential'`` (the paper's Eq. 2-5 and Fig. 2).
         ratio: the bottleneck's reduction (4 in PSA_s).
         ln_eps: the LayerNorms' epsilon (torch's default 1e-5).
+        bias: the 1x1 convolutions other than the bottleneck's have biases (False: the authors' code; True: the
+            External-Attention-pytorch copy of the paper's forms, whose ``nn.Conv2d`` keep torch's default).
 
     Shapes: input (N, C, H, W) in torch and Paddle, (N, H, W, C) in Flax; output the same shape.
     Parameters (the authors' ``state_dict``): ``conv_q_right.weight`` (1, C, 1, 1), ``conv_v_right.weight``,
@@ -65,6 +67,7 @@ class PSAConfig(AttentionConfig):
     spatial_softmax: str = "context"
     ratio: int = 4
     ln_eps: float = 1e-5
+    bias: bool = False
     inter_channels: int = field(init=False, compare=False)
     up_channels: int = field(init=False, compare=False)
 
@@ -78,6 +81,7 @@ class PSAConfig(AttentionConfig):
         check_choice(self.module_name, "channel_norm", self.channel_norm, (True, False))
         check_choice(self.module_name, "spatial_softmax", self.spatial_softmax, SPATIAL_SOFTMAXES)
         check_positive_int(self.module_name, "ratio", self.ratio)
+        check_choice(self.module_name, "bias", self.bias, (True, False))
         if not (is_real(self.ln_eps) and self.ln_eps > 0):
             raise ConfigError(f"{self.module_name}: ln_eps must be a positive finite number, got {self.ln_eps!r}")
         inter = self.channels // 2
@@ -94,38 +98,44 @@ class PSAConfig(AttentionConfig):
 
     def param_table(self) -> tuple[ParamSpec, ...]:
         c, ci, cr = self.channels, self.inter_channels, self.up_channels
-        table = [ParamSpec("conv_q_right.weight", (1, c, 1, 1), "conv_weight"),
-                 ParamSpec("conv_v_right.weight", (ci, c, 1, 1), "conv_weight")]
+
+        def conv(name: str, c_out: int, c_in: int) -> list[ParamSpec]:
+            weight = ParamSpec(f"{name}.weight", (c_out, c_in, 1, 1), "conv_weight")
+            return [weight, ParamSpec(f"{name}.bias", (c_out,), "conv_bias")] if self.bias else [weight]
+
+        table = conv("conv_q_right", 1, c) + conv("conv_v_right", ci, c)
         if self.channel_up == "linear":
-            table.append(ParamSpec("conv_up.weight", (c, ci, 1, 1), "conv_weight"))
+            table += conv("conv_up", c, ci)
             if self.channel_norm:
                 table += [ParamSpec("ln.weight", (c,), "bn_weight"), ParamSpec("ln.bias", (c,), "bn_bias")]
-        else:
+        else:  # the bottleneck's convolutions have biases in every form (PSA_s)
             table += [ParamSpec("conv_up.0.weight", (cr, ci, 1, 1), "conv_weight"),
                       ParamSpec("conv_up.0.bias", (cr,), "conv_bias"),
                       ParamSpec("conv_up.1.weight", (cr, 1, 1), "param"),
                       ParamSpec("conv_up.1.bias", (cr, 1, 1), "param"),
                       ParamSpec("conv_up.3.weight", (c, cr, 1, 1), "conv_weight"),
                       ParamSpec("conv_up.3.bias", (c,), "conv_bias")]
-        table += [ParamSpec("conv_q_left.weight", (ci, c, 1, 1), "conv_weight"),
-                  ParamSpec("conv_v_left.weight", (ci, c, 1, 1), "conv_weight")]
-        return tuple(table)
+        return tuple(table + conv("conv_q_left", ci, c) + conv("conv_v_left", ci, c))
+
+    @staticmethod
+    def _conv(x: Node, params: Mapping[str, Node], name: str) -> Node:
+        return ops.conv2d(x, params[f"{name}.weight"], params.get(f"{name}.bias"))
 
     def _channel_logits(self, x: Node, params: Mapping[str, Node], taps: dict[str, Node] | None) -> Node:
         n, _, h, w = x.shape
         ci, cr = self.inter_channels, self.up_channels
-        v = ops.reshape(ops.conv2d(x, params["conv_v_right.weight"]), (n, ci, h * w))
-        q = ops.softmax(ops.reshape(ops.conv2d(x, params["conv_q_right.weight"]), (n, 1, h * w)), 2)
+        v = ops.reshape(self._conv(x, params, "conv_v_right"), (n, ci, h * w))
+        q = ops.softmax(ops.reshape(self._conv(x, params, "conv_q_right"), (n, 1, h * w)), 2)
         ctx = ops.reshape(ops.matmul(v, ops.transpose(q, (0, 2, 1))), (n, ci, 1, 1))
         if self.channel_up == "linear":
-            z = ops.conv2d(ctx, params["conv_up.weight"])
+            z = self._conv(ctx, params, "conv_up")
             if self.channel_norm:  # a (N, C, 1, 1) map: one group's statistics run over C alone
                 z = ops.group_norm(z, 1, params["ln.weight"], params["ln.bias"], float(self.ln_eps))
         else:
-            hidden = ops.conv2d(ctx, params["conv_up.0.weight"], params["conv_up.0.bias"])
+            hidden = self._conv(ctx, params, "conv_up.0")
             hidden = ops.group_norm(hidden, 1, ops.reshape(params["conv_up.1.weight"], (cr,)),
                                     ops.reshape(params["conv_up.1.bias"], (cr,)), float(self.ln_eps))
-            z = ops.conv2d(ops.relu(hidden), params["conv_up.3.weight"], params["conv_up.3.bias"])
+            z = self._conv(ops.relu(hidden), params, "conv_up.3")
         if taps is not None:
             taps["psa_channel_weights"] = q
             taps["psa_channel_logits"] = z
@@ -134,8 +144,8 @@ class PSAConfig(AttentionConfig):
     def _spatial_logits(self, s: Node, params: Mapping[str, Node], taps: dict[str, Node] | None) -> Node:
         n, _, h, w = s.shape
         ci = self.inter_channels
-        q = ops.reshape(ops.mean(ops.conv2d(s, params["conv_q_left.weight"]), (2, 3)), (n, 1, ci))
-        v = ops.reshape(ops.conv2d(s, params["conv_v_left.weight"]), (n, ci, h * w))
+        q = ops.reshape(ops.mean(self._conv(s, params, "conv_q_left"), (2, 3)), (n, 1, ci))
+        v = ops.reshape(self._conv(s, params, "conv_v_left"), (n, ci, h * w))
         if self.spatial_softmax == "query":
             logits = ops.matmul(ops.softmax(q, 2), v)
         elif self.spatial_softmax == "context":

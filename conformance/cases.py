@@ -329,6 +329,8 @@ CASES: tuple[Case, ...] = (
     _c("psa", "c8-paper-sequential", (2, 8, 4, 5), "the paper's sequential form", **_PSA["paper_sequential"]),
     _c("psa", "c9-odd", (2, 9, 3, 4), "odd C: the branches are C // 2 = 4 wide"),
     _c("psa", "c6-1x1", (2, 6, 1, 1), "one position: both H*W softmaxes are 1"),
+    _c("psa", "c10-paper-bias", (2, 10, 4, 3), "External-Attention-pytorch's copy: the paper's form, biases",
+       bias=True, **_PSA["paper_sequential"]),
     Case("psa", "c8-x8-softmax", (2, 8, 5, 7), tuple(_PSA["paper_parallel"].items()),
          note="input x 8: near one-hot softmaxes", input_scale=8.0),
 )

@@ -65,15 +65,16 @@ class PSA(AttentionModule):
     spatial_softmax: str = "context"
     ratio: int = 4
     ln_eps: float = 1e-5
+    bias: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg, dt, xc = self.prepare(x, train)
         c, ci = cfg.channels, cfg.inter_channels
-        convs = {name: pointwise(width, False, name, dt, kernel_init=_KAIMING) for name, width in (
+        convs = {name: pointwise(width, cfg.bias, name, dt, kernel_init=_KAIMING) for name, width in (
             ("conv_q_right", 1), ("conv_v_right", ci), ("conv_q_left", ci), ("conv_v_left", ci))}
         if cfg.channel_up == "linear":
-            up = pointwise(c, False, "conv_up", dt)
+            up = pointwise(c, cfg.bias, "conv_up", dt)
         else:
             up = _Bottleneck(cfg.up_channels, c, cfg.ln_eps, dt, name="conv_up")
         ln = _Affine((c,), ("scale", "bias"), name="ln") if cfg.channel_norm else None

@@ -12,9 +12,9 @@ from ._base import AttentionModule
 from ._ops import conv_as, scalar
 
 
-def _pointwise(c_in: int, c_out: int) -> nn.Conv2D:
+def _pointwise(c_in: int, c_out: int, bias: bool) -> nn.Conv2D:
     kaiming = paddle.ParamAttr(initializer=nn.initializer.KaimingNormal(nonlinearity="relu"))  # the authors' init
-    return nn.Conv2D(c_in, c_out, 1, weight_attr=kaiming, bias_attr=False)
+    return nn.Conv2D(c_in, c_out, 1, weight_attr=kaiming, bias_attr=None if bias else False)
 
 
 class _Affine(nn.Layer):
@@ -40,20 +40,21 @@ class PSA(AttentionModule):
     __doc__ = PSAConfig.__doc__
 
     def __init__(self, channels: int, mode: str = "parallel", channel_up: str = "linear", channel_norm: bool = False,
-                 spatial_softmax: str = "context", ratio: int = 4, ln_eps: float = 1e-5) -> None:
+                 spatial_softmax: str = "context", ratio: int = 4, ln_eps: float = 1e-5, bias: bool = False) -> None:
         super().__init__()
-        self.config = cfg = PSAConfig(channels, mode, channel_up, channel_norm, spatial_softmax, ratio, ln_eps)
+        self.config = cfg = PSAConfig(channels, mode, channel_up, channel_norm, spatial_softmax, ratio, ln_eps,
+                                          bias)
         c, ci, cr = cfg.channels, cfg.inter_channels, cfg.up_channels
-        self.conv_q_right = _pointwise(c, 1)
-        self.conv_v_right = _pointwise(c, ci)
+        self.conv_q_right = _pointwise(c, 1, cfg.bias)
+        self.conv_v_right = _pointwise(c, ci, cfg.bias)
         self.conv_up: nn.Layer
         if cfg.channel_up == "linear":
-            self.conv_up = nn.Conv2D(ci, c, 1, bias_attr=False)
+            self.conv_up = nn.Conv2D(ci, c, 1, bias_attr=None if cfg.bias else False)
         else:  # PSA_s's names: conv_up.0, conv_up.1 (LayerNorm over the Cr channels), conv_up.3
             self.conv_up = nn.Sequential(nn.Conv2D(ci, cr, 1), _Affine([cr, 1, 1]), nn.ReLU(), nn.Conv2D(cr, c, 1))
         self.ln = _Affine([c]) if cfg.channel_norm else None
-        self.conv_q_left = _pointwise(c, ci)
-        self.conv_v_left = _pointwise(c, ci)
+        self.conv_q_left = _pointwise(c, ci, cfg.bias)
+        self.conv_v_left = _pointwise(c, ci, cfg.bias)
 
     def _channel_logits(self, x: paddle.Tensor, dt: object) -> paddle.Tensor:
         cfg = self.config

@@ -11,8 +11,8 @@ from attn_core import PSAConfig
 from ._base import AttentionModule
 
 
-def _pointwise(c_in: int, c_out: int) -> nn.Conv2d:
-    conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+def _pointwise(c_in: int, c_out: int, bias: bool) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, 1, bias=bias)
     nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")  # the authors' initialisation
     return conv
 
@@ -21,21 +21,22 @@ class PSA(AttentionModule):
     __doc__ = PSAConfig.__doc__
 
     def __init__(self, channels: int, mode: str = "parallel", channel_up: str = "linear", channel_norm: bool = False,
-                 spatial_softmax: str = "context", ratio: int = 4, ln_eps: float = 1e-5) -> None:
+                 spatial_softmax: str = "context", ratio: int = 4, ln_eps: float = 1e-5, bias: bool = False) -> None:
         super().__init__()
-        self.config = cfg = PSAConfig(channels, mode, channel_up, channel_norm, spatial_softmax, ratio, ln_eps)
+        self.config = cfg = PSAConfig(channels, mode, channel_up, channel_norm, spatial_softmax, ratio, ln_eps,
+                                          bias)
         c, ci, cr = cfg.channels, cfg.inter_channels, cfg.up_channels
-        self.conv_q_right = _pointwise(c, 1)
-        self.conv_v_right = _pointwise(c, ci)
+        self.conv_q_right = _pointwise(c, 1, cfg.bias)
+        self.conv_v_right = _pointwise(c, ci, cfg.bias)
         self.conv_up: nn.Module
         if cfg.channel_up == "linear":
-            self.conv_up = nn.Conv2d(ci, c, 1, bias=False)
+            self.conv_up = nn.Conv2d(ci, c, 1, bias=cfg.bias)
         else:  # PSA_s's names: conv_up.0, conv_up.1 (LayerNorm over the Cr channels), conv_up.3
             self.conv_up = nn.Sequential(nn.Conv2d(ci, cr, 1), nn.LayerNorm([cr, 1, 1], eps=cfg.ln_eps), nn.ReLU(),
                                          nn.Conv2d(cr, c, 1))
         self.ln = nn.LayerNorm(c, eps=cfg.ln_eps) if cfg.channel_norm else None
-        self.conv_q_left = _pointwise(c, ci)
-        self.conv_v_left = _pointwise(c, ci)
+        self.conv_q_left = _pointwise(c, ci, cfg.bias)
+        self.conv_v_left = _pointwise(c, ci, cfg.bias)
 
     @staticmethod
     def _conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
