@@ -88,6 +88,11 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
     "bam_spatial": "BAM: the spatial branch M_s, the last 1x1 convolution's output, (N, 1, H, W)",
     "bam_gate": "BAM: 1 + sigmoid(M_c * M_s) (combine='product') or 1 + sigmoid(M_c + M_s) ('sum'), the factor "
                 "of the input, (N, C, H, W)",
+    "psa_channel_weights": "PSA: the channel branch's softmax over the H*W positions of conv_q_right(x), (N, 1, H*W)",
+    "psa_channel_logits": "PSA: the channel branch's input of the sigmoid, conv_up's output (then the paper's "
+                          "LayerNorm over C), (N, C, 1, 1)",
+    "psa_spatial_logits": "PSA: the spatial branch's input of the sigmoid, softmax_c(q) @ v (the paper), "
+                          "softmax_hw(q @ v) (PSA_p) or q @ softmax_hw(v) (PSA_s), (N, 1, H*W)",
     "style": "SRM: the style pooling [mean_hw x, sqrt(var_hw x + eps)] of each channel, (N, C, 2)",
     "embedding": "GCT: alpha times each channel's norm over H, W, sqrt(sum_hw x^2 + eps) (l2) or sum_hw |x| (l1), "
                  "(N, C, 1, 1)",
@@ -102,7 +107,9 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
 TAP_STAGES: Mapping[str, str] = MappingProxyType({
     "gate": "gate", "channel_gate": "channel map", "channel_out": "channel output", "spatial_gate": "spatial map",
     "gate_h": "height gate", "gate_w": "width gate",
-    "style": "style pooling", "embedding": "embedding", "sa_channel_gate": "channel-branch gate",
+    "style": "style pooling", "embedding": "embedding", "psa_channel_weights": "PSA channel softmax",
+    "psa_channel_logits": "PSA channel logits", "psa_spatial_logits": "PSA spatial logits",
+    "sa_channel_gate": "channel-branch gate",
     "sa_spatial_gate": "spatial-branch gate", "sa_unshuffled": "output before the shuffle",
     "paths": "paths", "path_attn": "path softmax", "radix_splits": "radix splits", "radix_attn": "radix softmax",
     "nl_attention": "non-local attention", "nl_context": "non-local context", "bat_p": "BAT row transform",
