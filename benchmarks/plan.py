@@ -18,7 +18,7 @@ import numpy as np
 from attn_core import CBAM_PRESETS, AttentionConfig, ConfigError, create_config
 from attn_core.frameworks import FRAMEWORK_INFO, FRAMEWORKS
 from attn_core.frameworks import MODES as FRAMEWORK_MODES
-from attn_core.registry import CONFIGS
+from attn_core.registry import CONFIGS, TIMM_KEYS
 
 BACKENDS: tuple[str, ...] = FRAMEWORKS
 MODULES: tuple[str, ...] = tuple(CONFIGS)
@@ -79,10 +79,9 @@ CLASS_NAMES: Mapping[str, str] = MappingProxyType({name: config.module_name for 
 
 #: the modules with forms of their own above (the seed articles' modules)
 SEED_MODULES: tuple[str, ...] = ("se", "eca", "ca", "sa", "cbam", "simam")
-#: timm's get_attn keys (timm/layers/create_attn.py) beyond the seeds' modules, less lambda, bottleneck and halo
-#: (not in the project): the project names these modules' parameters as timm's state_dict does
-TIMM_ATTN_KEYS: tuple[str, ...] = ("ese", "ecam", "ceca", "ge", "gc", "gca", "lcbam", "coord", "scoord", "ela", "strip",
-                                   "sk", "splat", "nl", "bat")
+#: timm's get_attn keys beyond the seeds' modules (attn_core.TIMM_KEYS): the project names these modules'
+#: parameters as timm's state_dict does
+TIMM_ATTN_KEYS: tuple[str, ...] = tuple(k for k in TIMM_KEYS if k not in SEED_MODULES)
 #: the registered modules timm builds by the same key: timm's own module, ``create_attn(key, C)``, loads their
 #: canonical weights as they are
 TIMM_NAMED: tuple[str, ...] = tuple(m for m in MODULES if m in TIMM_ATTN_KEYS)
