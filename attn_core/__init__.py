@@ -24,6 +24,7 @@ from .coord_attn import (
 )
 from .eca import ECAConfig, eca_kernel_size
 from .eca_variants import CECAConfig, ECAMConfig
+from .gam import GAM_PRESETS, GAMConfig
 from .gather_excite import GatherExciteConfig
 from .gct import GCT_PRESETS, GCTConfig
 from .global_context import GlobalContextAddConfig, GlobalContextConfig
@@ -60,7 +61,7 @@ __all__ = [
     "GatherExciteConfig", "GlobalContextConfig", "GlobalContextAddConfig",
     "SRMConfig", "SRM_PRESETS", "GCTConfig", "GCT_PRESETS", "ShuffleAttentionConfig", "SHUFFLE_PRESETS",
     "TripletAttentionConfig", "TRIPLET_PRESETS", "BAMConfig", "BAM_PRESETS",
-    "PSAConfig", "PSA_PRESETS",
+    "PSAConfig", "PSA_PRESETS", "GAMConfig", "GAM_PRESETS",
     "CBAM_TIMM_KEYS", "cbam_keys_from_timm", "cbam_keys_to_timm",
     "CBAM_PRESETS", "CONFIGS", "TIMM_KEYS", "create_config", "resolve_name",
     "eca_kernel_size", "simam_denominator_count", "make_divisible", "reduced_channels",

@@ -12,6 +12,7 @@ from .cbam_variants import LightCBAMConfig
 from .coord_attn import CoordAttnConfig, EfficientLocalAttnConfig, SimpleCoordAttnConfig, StripAttnConfig
 from .eca import ECAConfig
 from .eca_variants import CECAConfig, ECAMConfig
+from .gam import GAMConfig
 from .gather_excite import GatherExciteConfig
 from .gct import GCTConfig
 from .global_context import GlobalContextAddConfig, GlobalContextConfig
@@ -57,6 +58,7 @@ CONFIGS: Mapping[str, type[AttentionConfig]] = MappingProxyType({
     "gct": GCTConfig,
     "shuffle": ShuffleAttentionConfig,
     "psa": PSAConfig,
+    "gam": GAMConfig,
 })
 
 #: the registered keys that timm's ``get_attn`` (timm/layers/create_attn.py) builds under the same name, whose
