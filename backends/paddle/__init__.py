@@ -14,6 +14,7 @@ from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAtt
 from .densenet import SEDenseNet
 from .eca import ECAModule
 from .eca_variants import CecaModule, EcaMlpModule
+from .gam import GAM
 from .gather_excite import GatherExcite
 from .gct import GCT
 from .global_context import GlobalContext, GlobalContextAdd
@@ -43,5 +44,5 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
-           "SRM", "GCT", "ShuffleAttention", "TripletAttention", "BAM", "PSA",
+           "SRM", "GCT", "ShuffleAttention", "TripletAttention", "BAM", "PSA", "GAM",
            "ResNet", "BasicBlock", "Bottleneck", "TowerNet", "ECAMobileNetV2", "SEDenseNet", "MODELS", "create_model"]

@@ -15,6 +15,7 @@ from .cbam_variants import LightCbamModule
 from .coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
 from .eca import ECAModule
 from .eca_variants import CecaModule, EcaMlpModule
+from .gam import GAM
 from .gather_excite import GatherExcite
 from .gct import GCT
 from .global_context import GlobalContext, GlobalContextAdd
@@ -36,7 +37,7 @@ ATTN_LAYERS: Mapping[str, type[AttentionModule]] = MappingProxyType({
     "simam": SimAM, "sk": SelectiveKernel, "splat": SplitAttn,
     "nl": NonLocalAttn, "bat": BatNonLocalAttn,
     "ge": GatherExcite, "gc": GlobalContext, "gca": GlobalContextAdd,
-    "srm": SRM, "gct": GCT, "shuffle": ShuffleAttention, "psa": PSA,
+    "srm": SRM, "gct": GCT, "shuffle": ShuffleAttention, "psa": PSA, "gam": GAM,
     "triplet": TripletAttention, "bam": BAM,
 })
 

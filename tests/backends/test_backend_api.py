@@ -18,7 +18,7 @@ CLASSES = ("SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "SelectiveKernel", "SplitAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
            "SRM", "GCT", "ShuffleAttention",
-           "TripletAttention", "BAM", "PSA")
+           "TripletAttention", "BAM", "PSA", "GAM")
 
 
 def _config_arguments(config_cls):

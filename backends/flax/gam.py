@@ -1,0 +1,32 @@
+"""GAM (Global Attention Mechanism) in Flax. The math and its documentation: :class:`attn_core.GAMConfig`."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from attn_core import GAMConfig
+
+from ._base import AttentionModule
+from ._layers import Sequential
+
+
+class GAM(AttentionModule):
+    __doc__ = GAMConfig.__doc__
+    _config_cls = GAMConfig
+
+    channels: int
+    rate: float = 4
+    kernel_size: int = 7
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        cfg, dt, xc = self.prepare(x, train)  # in training also the BatchNorms' rule: N*H*W > 1 (GAMConfig)
+        layers = cfg.layers()
+        # NHWC: the channel MLP's Dense layers act on the last axis, which is the paper's permutation
+        mlp, convs = (tuple((name.partition(".")[2], spec) for name, spec in part) for part in (layers[:3], layers[3:]))
+        x1 = xc * jax.nn.sigmoid(Sequential(mlp, name="channel_attention")(xc, train))
+        s = Sequential(convs, cfg.bn_eps, cfg.bn_momentum, name="spatial_attention")(x1, train)
+        return (x1 * jax.nn.sigmoid(s).astype(dt)).astype(x.dtype)

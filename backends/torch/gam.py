@@ -1,0 +1,35 @@
+"""GAM (Global Attention Mechanism) in PyTorch. The math and its documentation: :class:`attn_core.GAMConfig`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attn_core import GAMConfig
+
+from ._base import AttentionModule
+from ._ops import batch_norm_as, conv_as, linear_as
+
+
+class GAM(AttentionModule):
+    __doc__ = GAMConfig.__doc__
+
+    def __init__(self, channels: int, rate: float = 4, kernel_size: int = 7, bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1) -> None:
+        from ._layers import attach, build_layer  # here: _layers reaches the registry, which imports this module
+
+        super().__init__()
+        self.config = cfg = GAMConfig(channels, rate, kernel_size, bn_eps, bn_momentum)
+        for name, spec in cfg.layers():
+            attach(self, name, nn.ReLU() if spec == "relu" else build_layer(spec))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compute, xc = self.prepare(x)  # in training also the BatchNorms' rule: N*H*W > 1 (GAMConfig)
+        mlp = self.channel_attention
+        a = linear_as(mlp[2], F.relu(linear_as(mlp[0], xc.permute(0, 2, 3, 1), compute)), compute)
+        x1 = xc * torch.sigmoid(a.permute(0, 3, 1, 2))
+        convs = self.spatial_attention
+        s = F.relu(batch_norm_as(convs[1], conv_as(convs[0], x1, compute), compute))
+        s = batch_norm_as(convs[4], conv_as(convs[3], s, compute), compute)
+        return self.finish(x1 * torch.sigmoid(s), x, compute)
