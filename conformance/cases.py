@@ -333,6 +333,12 @@ CASES: tuple[Case, ...] = (
        bias=True, **_PSA["paper_sequential"]),
     Case("psa", "c8-x8-softmax", (2, 8, 5, 7), tuple(_PSA["paper_parallel"].items()),
          note="input x 8: near one-hot softmaxes", input_scale=8.0),
+    # GAM (not in timm, no authors' code): the paper's form (GAM_PRESETS['paper'])
+    _c("gam", "c16-paper", (2, 16, 7, 5), "r = 4, 7x7 convolutions wider than the W = 5 map, running statistics"),
+    _c("gam", "c8-train", (3, 8, 4, 5), "two BatchNorms on batch statistics", training=True),
+    _c("gam", "c12-r3-b1", (1, 12, 5, 8), "r = 3, batch 1", rate=3),
+    _c("gam", "c8-k3-1x1-train", (4, 8, 1, 1), "3x3 at 1x1 in training: each BatchNorm sees N = 4 values",
+       training=True, kernel_size=3),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))
