@@ -107,7 +107,7 @@ class GAMConfig(AttentionConfig):
         gate_s = ops.sigmoid(s)
         if taps is not None:
             taps["gam_channel_gate"] = gate_c
-            taps["gam_spatial_gate"] = gate_s
+            taps["gam_spatial_logits"] = s
         return ops.mul(x1, gate_s)
 
 
