@@ -57,7 +57,9 @@ ODD_MODELS: tuple[str, ...] = ("resnet18", "seresnet50", "cbamresnet18", "sedens
 #: the training input of each model (see the module docstring); the ResNets and MobileNetV2 take TRAIN
 TRAIN = (2, 3, 40, 40)
 _TRAIN_SHAPES = {"sedensenet121": (2, 3, 64, 64), "sedensenet_bc100_k12": SMALL, "sedensenet_bc40_k12": SMALL,
-                 "towernet": TOWER, "skresnet18": (6, 3, 40, 40), "resnest14d": (6, 3, 40, 40)}
+                 "towernet": TOWER, "skresnet18": (6, 3, 40, 40), "resnest14d": (6, 3, 40, 40),
+                 # a BatchNorm over one value per sample and channel (SRM's style, BAM's channel gate): batch 6
+                 **{f"{k}resnet{d}": (6, 3, 40, 40) for k in ("srm", "bam") for d in (18, 50)}}
 
 
 class _Classifier(Protocol):

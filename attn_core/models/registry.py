@@ -32,6 +32,16 @@ for _prefix, (_attn, _kw) in _ATTN.items():
         _table[f"{_prefix}resnet{_depth}"] = partial(ResNetConfig, _block, _layers, attn_layer=_attn,
                                                      attn_kwargs=tuple(sorted(_kw.items())))
 
+# the modules timm lacks, each in a ResNet-18 and a ResNet-50 at its default preset; shuffle attention's default 64
+# groups need 128 channels, so the ResNet-18 (64 channels in its first stage) takes 16. GAM's full 7x7 convolutions
+# (C -> C/4 -> C) give a ResNet-50 529 M parameters, too many for the suite's float64 rows: GAM has a ResNet-18 only
+for _key in ("srm", "gct", "shuffle", "triplet", "bam", "gam", "psa"):
+    for _depth in (18,) if _key == "gam" else (18, 50):
+        _block, _layers = _DEPTHS[_depth]
+        _kw = {"groups": 16} if (_key, _depth) == ("shuffle", 18) else {}
+        _table[f"{_key}resnet{_depth}"] = partial(ResNetConfig, _block, _layers, attn_layer=_key,
+                                                  attn_kwargs=tuple(sorted(_kw.items())))
+
 # timm's ResNet-D with ECA, SKNet-18 and ResNeSt-14d: their exact structure and state_dict keys (timm's resnet.py,
 # sknet.py and resnest.py model functions)
 _table["ecaresnet50d"] = partial(ResNetConfig, "bottleneck", (3, 4, 6, 3), attn_layer="eca", stem_type="deep",
