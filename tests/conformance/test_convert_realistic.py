@@ -34,6 +34,13 @@ FAMILIES = [
     ("sedensenet_bc40_k12", 32, [(T, P), (F, S)]),
     ("eca_mobilenetv2", 32, [(P, T), (T, F)]),
     ("towernet", 255, [(T, S), (S, F)]),
+    ("srmresnet18", 32, [(T, F)]),
+    ("gctresnet18", 32, [(F, T)]),
+    ("shuffleresnet18", 32, [(P, F)]),
+    ("tripletresnet18", 32, [(F, P)]),
+    ("bamresnet18", 32, [(S, F)]),
+    ("gamresnet18", 32, [(F, S)]),
+    ("psaresnet18", 32, [(T, F)]),
 ]
 
 
