@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 
 from .cases import Case, select_cases
-from .model_cases import select_model_cases
+from .model_cases import ModelCase, select_model_cases
 from .precision import is_low_precision, quantize
 from .runners import RUNNERS, Handle, Runner, get_runner
 from .tolerances import Tolerance, on_scale
@@ -361,7 +361,11 @@ def run_suite(backends: Sequence[str] | None = None, modules: Iterable[str] | No
     backends = list(backends or RUNNERS)
     runners = [get_runner(b) for b in backends]
     rows = []
-    for case in [*select_cases(modules), *select_model_cases(models)]:
+    cases = [*select_cases(modules), *select_model_cases(models)]
+    for i, case in enumerate(cases):
+        if i and isinstance(cases[i - 1], ModelCase) and cases[i - 1].module != case.module:
+            for runner in runners:  # a whole network's programs: released before the next model's
+                runner.release()
         references: dict[str, CaseReference] = {}
         states: dict[str, dict[str, np.ndarray]] = {}
         for runner in runners:

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import gc
 import importlib
 import importlib.util
 import inspect
@@ -125,6 +126,11 @@ class Runner:
         if dtype in self.dtypes or dtype in self.module_dtypes.get(module, ()):
             return True, ""
         return False, self.dtype_notes.get(dtype, f"{self.framework} declares no {dtype} support")
+
+    def release(self) -> None:
+        """Drop what this runner keeps between cases (compiled programs, framework caches): the suite calls it after
+        each model's cases, whose programs no later case reuses."""
+        gc.collect()
 
     def available(self) -> tuple[bool, str]:
         """(installed, reason if not)."""

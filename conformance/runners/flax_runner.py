@@ -87,6 +87,13 @@ class FlaxRunner(Runner):
     #: the key of the 'dropout' rng of :meth:`train_forward` (:meth:`seed`)
     dropout_seed: int = 0
 
+    def release(self) -> None:
+        import jax
+
+        _programs.cache_clear()
+        jax.clear_caches()
+        super().release()
+
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         module, _ = super()._project_module(name, config)
         # the variables template: every canonical parameter at its default place (zeros; execute loads values)
