@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from attn_core import CBAM_PRESETS, AttentionConfig, ConfigError, create_config
+from attn_core import CBAM_PRESETS, PSA_PRESETS, SRM_PRESETS, AttentionConfig, ConfigError, create_config
 from attn_core.frameworks import FRAMEWORK_INFO, FRAMEWORKS
 from attn_core.frameworks import MODES as FRAMEWORK_MODES
 from attn_core.registry import CONFIGS, TIMM_KEYS
@@ -86,6 +86,13 @@ TIMM_ATTN_KEYS: tuple[str, ...] = tuple(k for k in TIMM_KEYS if k not in SEED_MO
 #: canonical weights as they are
 TIMM_NAMED: tuple[str, ...] = tuple(m for m in MODULES if m in TIMM_ATTN_KEYS)
 
+#: the forms of modules timm lacks that their published code computes besides the default
+_PUBLISHED_FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = {
+    "srm": {"official": ("SRM_PRESETS['official'] (the authors' unbiased std)", dict(SRM_PRESETS["official"]))},
+    # the default G = 64 needs C a multiple of 128; 4 divides every width timed (8 and 32 in --quick, 64, 256)
+    "shuffle": {"groups4": ("groups=4", {"groups": 4})},
+    "psa": {"sequential": ("PSA_PRESETS['sequential'] (PSA_s)", dict(PSA_PRESETS["sequential"]))},
+}
 #: registry name -> form key -> (label, attn_core options)
 FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyType({
     "se": {"default": ("default (timm form: width rounded to 8, biases)", {}),
@@ -100,7 +107,8 @@ FORMS: Mapping[str, Mapping[str, tuple[str, Mapping[str, Any]]]] = MappingProxyT
              "article": ("CBAM_PRESETS['article']", dict(CBAM_PRESETS["article"])),
              "timm": ("CBAM_PRESETS['timm']", dict(CBAM_PRESETS["timm"]))},
     "simam": {"default": ("default", {})},
-    **{m: {"default": ("default (timm's defaults)" if m in TIMM_NAMED else "default", {})}
+    **{m: {"default": ("default (timm's defaults)" if m in TIMM_NAMED else "default", {}),
+           **_PUBLISHED_FORMS.get(m, {})}
        for m in MODULES if m not in SEED_MODULES},
 })
 
@@ -156,12 +164,35 @@ _TIMM_CODE: tuple[tuple[str, str, str, str], ...] = (
     ("paddle", "timm", "timm {name} (create_attn({key!r}, C)) in Paddle", "timm (Paddle)"),
     ("flax", "jnp", "jax.numpy timm {name} (create_attn({key!r}, C))", "timm (jax.numpy)"))
 
+#: the modules timm lacks: the published code of each (the authors', GAM's the tutorials' copy: its authors published
+#: none), ``benchmarks/peers/published_torch.py`` and its transcriptions: module, the project form it computes, peer
+#: key (the published class's name), what the label calls it
+_PUBLISHED: tuple[tuple[str, str, str, str], ...] = (
+    ("srm", "official", "SRMLayer", "the authors' SRMLayer"),
+    ("gct", "default", "GCT", "the authors' GCT"),
+    ("shuffle", "groups4", "sa_layer", "the authors' sa_layer"),
+    ("triplet", "default", "TripletAttention", "the authors' TripletAttention"),
+    ("bam", "default", "BAM", "the authors' BAM"),
+    ("psa", "default", "PSA_p", "the authors' PSA_p"),
+    ("psa", "sequential", "PSA_s", "the authors' PSA_s"),
+    ("gam", "default", "GAM_Attention", "the tutorials' GAM_Attention"),
+)
+#: per backend: (backend, label, source) of the published code's peer; ``{what}`` is the label's name of the code
+_PUBLISHED_CODE: tuple[tuple[str, str, str], ...] = (
+    ("torch", "{what}", "published"),
+    ("paddle", "{what} in Paddle", "published (Paddle)"),
+    ("flax", "{what} in jax.numpy", "published (jax.numpy)"))
+#: the peer keys of the published code (a driver builds these from ``benchmarks/peers/published_*.py``)
+PUBLISHED_KEYS: frozenset[str] = frozenset(key for _, _, key, _ in _PUBLISHED)
+
 PEERS: tuple[Peer, ...] = (
     *(Peer(backend, module, key, label, source, form)
       for module, form, rows in _SEED_PEERS for backend, key, label, source in rows),
     *(Peer("torch", module, "timm", f"timm {name}", "timm", form) for module, name, form in _TIMM_CLASSES),
     *(Peer(backend, m, key, label.format(name=CONFIGS[m].module_name, key=m), source, "default")
       for m in TIMM_NAMED for backend, key, label, source in _TIMM_CODE),
+    *(Peer(backend, module, key, label.format(what=what), source, form)
+      for module, form, key, what in _PUBLISHED for backend, label, source in _PUBLISHED_CODE),
 )
 
 
@@ -214,8 +245,11 @@ def form_data(module: str, form: str, channels: int, seed: int = 0) -> FormData:
     try:
         config = create_config(module, channels, **options)
     except ConfigError as err:
+        try:
+            default = create_config(module, channels)
+        except ConfigError:  # no form of the module at this width (BAM's C // 16 = 0, shuffle's G = 64)
+            return FormData(form, label, None, {}, refused=str(err).splitlines()[0])
         # the seeds' C // 16 = 0: zero-size MLP weights, the rest as the default form draws them
-        default = create_config(module, channels)
         weights = {k: v.astype(np.float32) for k, v in default.init_weights(rng).items()}
         for name in list(weights):
             if name.endswith("fc1.weight"):
@@ -248,3 +282,11 @@ def make_data(shape: tuple[int, int, int, int], seed: int = 1234) -> Data:
     s = rng.uniform(0.0, 1.0, (n, c, 1, 1)).astype(np.float32)
     g = rng.standard_normal(shape, dtype=np.float32)
     return Data(shape, x, s, g)
+
+
+def published_config(fd: FormData) -> Any:
+    """The project config whose hyperparameters the published code of ``fd``'s form is built with; a ValueError
+    naming why where the project refuses the form (the published code has no weights to load then)."""
+    if fd.config is None:
+        raise ValueError(f"n/a: the project refuses this form ({fd.refused}), no weights to load")
+    return fd.config

@@ -14,7 +14,7 @@ from attn_core.frameworks import FRAMEWORK_INFO
 from attn_core.layout import NHWC_TO_NCHW
 from conformance.runners import get_runner
 
-from ..plan import MODES, SUBOPS, Data, FormData, Peer
+from ..plan import MODES, PUBLISHED_KEYS, SUBOPS, Data, FormData, Peer, published_config
 from ..timing import Candidate, describe_error
 
 BASELINE_LABEL = "x * s (baseline)"
@@ -28,6 +28,8 @@ class BaseDriver:
     name = ""
     #: the framework's file of the seed articles' code (benchmarks/peers/seed_<framework>.py), None if it has none
     seeds: Any = None
+    #: the framework's file of the published code of the modules timm lacks (benchmarks/peers/published_*.py)
+    published: Any = None
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -101,13 +103,16 @@ class BaseDriver:
         raise NotImplementedError
 
     def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
-        """A peer as the framework's module, timed by :meth:`_wrap`: timm's code (:meth:`_timm_peer`) or a seed
-        article's (:meth:`_seed_peer`). A framework whose peers are functions (Flax) overrides this."""
+        """A peer as the framework's module, timed by :meth:`_wrap`: timm's code (:meth:`_timm_peer`), the published
+        code of a module timm lacks (:attr:`published`) or a seed article's (:meth:`_seed_peer`). A framework whose
+        peers are functions (Flax) overrides this."""
         c = data.shape[1]
         with warnings.catch_warnings():  # nn.Linear(C, 0) of the seeds for C < 16: "zero-element tensors"
             warnings.simplefilter("ignore", UserWarning)
             if peer.key == "timm":
                 module = self._timm_peer(peer.module, c, fd)
+            elif peer.key in PUBLISHED_KEYS:
+                module = self.published.build(peer.key, published_config(fd), fd.weights)
             else:
                 module = self._seed_peer(peer.module, c, fd.weights, default.config)
         return self._wrap(module, data, mode, pass_)

@@ -17,8 +17,8 @@ import numpy as np
 import backends.flax as bf
 from backends.flax._ops import spatial_conv
 
-from ..peers import jax_numpy
-from ..plan import Data, FormData, Peer
+from ..peers import jax_numpy, published_jax
+from ..plan import PUBLISHED_KEYS, Data, FormData, Peer, published_config
 from ..timing import Candidate
 from .base import BaseDriver
 
@@ -90,13 +90,16 @@ class Driver(BaseDriver):
         return self._functional(apply, params, data, mode, pass_, apply_train if "batch_stats" in rest else None)
 
     def _peer(self, peer: Peer, fd: FormData, default: FormData, data: Data, mode: str, pass_: str) -> Candidate:
-        fn = jax_numpy.FUNCTIONS[peer.module]
-        params = jax_numpy.PARAMS[peer.module](fd.weights)
+        if peer.key in PUBLISHED_KEYS:
+            fn, params = published_jax.build(peer.key, published_config(fd), fd.weights)
+            trains = peer.key in published_jax.TRAINS
+        else:
+            fn, params = jax_numpy.FUNCTIONS[peer.module], jax_numpy.PARAMS[peer.module](fd.weights)
+            trains = peer.module in jax_numpy.TRAINS
 
         def apply_train(p: Any, x: jax.Array) -> tuple[jax.Array, None]:
             return fn(p, x, train=True), None
-        return self._functional(fn, params, data, mode, pass_,
-                                apply_train if peer.module in jax_numpy.TRAINS else None)
+        return self._functional(fn, params, data, mode, pass_, apply_train if trains else None)
 
     def _subop(self, key: str, data: Data) -> Candidate:
         x, _, g = self.inputs(data)  # NHWC

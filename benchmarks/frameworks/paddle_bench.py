@@ -16,7 +16,7 @@ from paddle import nn
 
 import backends.paddle as bp
 
-from ..peers import paddle_timm, seed_paddle
+from ..peers import paddle_timm, published_paddle, seed_paddle
 from ..plan import Data, FormData
 from ..timing import Candidate
 from .base import BaseDriver
@@ -25,6 +25,7 @@ from .base import BaseDriver
 class Driver(BaseDriver):
     name = "paddle"
     seeds = seed_paddle
+    published = published_paddle
 
     def __init__(self) -> None:
         paddle.disable_static()

@@ -17,7 +17,7 @@ from torch import nn
 
 import backends.torch as bt
 
-from ..peers import seed_torch
+from ..peers import published_torch, seed_torch
 from ..peers.timm_peers import build as build_timm
 from ..peers.timm_peers import load_timm
 from ..plan import Data, FormData
@@ -28,6 +28,7 @@ from .base import BaseDriver, PeerUnavailable
 class Driver(BaseDriver):
     name = "torch"
     seeds = seed_torch
+    published = published_torch
 
     def __init__(self) -> None:
         self._timm: Any = None

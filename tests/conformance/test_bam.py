@@ -15,6 +15,7 @@ import pytest
 
 from attn_core import BAM_PRESETS, BAMConfig, ConfigError, InputShapeError
 from attn_core.autodiff import Node
+from benchmarks.peers.published_torch import bam as published
 from conformance import check
 
 from .._fw import FRAMEWORKS, backend, runner
@@ -23,62 +24,6 @@ from .._timm import randomise, torch_step
 from ._published import assert_backend_equals_peer, assert_same_torch_step
 
 TAPS = {"bam_channel": "channel_att", "bam_spatial": "spatial_att", "bam_gate": "gate"}
-
-
-def published() -> Any:
-    """The authors' ``MODELS/bam.py`` (Jongchan/attention-module, HEAD), transcribed as published; the edits: its
-    imports and classes inside this function (so that the module imports without torch), and the line
-    ``self.gate_activation = gate_activation`` of ``ChannelGate.__init__`` left out: it names no variable
-    (a NameError that stops ``BAM(...)`` from being built at all)."""
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    class Flatten(nn.Module):
-        def forward(self, x):
-            return x.view(x.size(0), -1)
-
-    class ChannelGate(nn.Module):
-        def __init__(self, gate_channel, reduction_ratio=16, num_layers=1):
-            super(ChannelGate, self).__init__()
-            self.gate_c = nn.Sequential()
-            self.gate_c.add_module( 'flatten', Flatten() )
-            gate_channels = [gate_channel]
-            gate_channels += [gate_channel // reduction_ratio] * num_layers
-            gate_channels += [gate_channel]
-            for i in range( len(gate_channels) - 2 ):
-                self.gate_c.add_module( 'gate_c_fc_%d'%i, nn.Linear(gate_channels[i], gate_channels[i+1]) )
-                self.gate_c.add_module( 'gate_c_bn_%d'%(i+1), nn.BatchNorm1d(gate_channels[i+1]) )
-                self.gate_c.add_module( 'gate_c_relu_%d'%(i+1), nn.ReLU() )
-            self.gate_c.add_module( 'gate_c_fc_final', nn.Linear(gate_channels[-2], gate_channels[-1]) )
-        def forward(self, in_tensor):
-            avg_pool = F.avg_pool2d( in_tensor, in_tensor.size(2), stride=in_tensor.size(2) )
-            return self.gate_c( avg_pool ).unsqueeze(2).unsqueeze(3).expand_as(in_tensor)
-
-    class SpatialGate(nn.Module):
-        def __init__(self, gate_channel, reduction_ratio=16, dilation_conv_num=2, dilation_val=4):
-            super(SpatialGate, self).__init__()
-            self.gate_s = nn.Sequential()
-            self.gate_s.add_module( 'gate_s_conv_reduce0', nn.Conv2d(gate_channel, gate_channel//reduction_ratio, kernel_size=1))
-            self.gate_s.add_module( 'gate_s_bn_reduce0',	nn.BatchNorm2d(gate_channel//reduction_ratio) )
-            self.gate_s.add_module( 'gate_s_relu_reduce0',nn.ReLU() )
-            for i in range( dilation_conv_num ):
-                self.gate_s.add_module( 'gate_s_conv_di_%d'%i, nn.Conv2d(gate_channel//reduction_ratio, gate_channel//reduction_ratio, kernel_size=3, \
-                            padding=dilation_val, dilation=dilation_val) )
-                self.gate_s.add_module( 'gate_s_bn_di_%d'%i, nn.BatchNorm2d(gate_channel//reduction_ratio) )
-                self.gate_s.add_module( 'gate_s_relu_di_%d'%i, nn.ReLU() )
-            self.gate_s.add_module( 'gate_s_conv_final', nn.Conv2d(gate_channel//reduction_ratio, 1, kernel_size=1) )
-        def forward(self, in_tensor):
-            return self.gate_s( in_tensor ).expand_as(in_tensor)
-    class BAM(nn.Module):
-        def __init__(self, gate_channel):
-            super(BAM, self).__init__()
-            self.channel_att = ChannelGate(gate_channel)
-            self.spatial_att = SpatialGate(gate_channel)
-        def forward(self,in_tensor):
-            att = 1 + F.sigmoid( self.channel_att(in_tensor) * self.spatial_att(in_tensor) )
-            return att * in_tensor
-
-    return BAM
 
 
 def external_attention() -> Any:

@@ -12,6 +12,7 @@ import pytest
 
 from attn_core import GAM_PRESETS, ConfigError, GAMConfig, InputShapeError
 from attn_core.autodiff import Node
+from benchmarks.peers.published_torch import gam_attention as _copy_gam
 
 from .._fw import FRAMEWORKS, backend, runner
 from .._gradcheck import assert_reference_vjp
@@ -116,43 +117,7 @@ def test_training_needs_more_than_one_value_per_channel():
 
 
 # ------------------------------------------------------------------------------------ the tutorials' copy
-# The copy of the paper's form in z1069614715/objectdetection_script, cv-attention/GAM.py (the authors published no
-# code). Re-typed as published; peer code, kept as written.
-def _copy_gam() -> Any:
-    import torch.nn as nn
-
-    class GAM_Attention(nn.Module):  # noqa: N801 - as published
-        def __init__(self, in_channels, rate=4):
-            super(GAM_Attention, self).__init__()  # noqa: UP008 - as published
-
-            self.channel_attention = nn.Sequential(
-                nn.Linear(in_channels, int(in_channels / rate)),
-                nn.ReLU(inplace=True),
-                nn.Linear(int(in_channels / rate), in_channels)
-            )
-
-            self.spatial_attention = nn.Sequential(
-                nn.Conv2d(in_channels, int(in_channels / rate), kernel_size=7, padding=3),
-                nn.BatchNorm2d(int(in_channels / rate)),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(int(in_channels / rate), in_channels, kernel_size=7, padding=3),
-                nn.BatchNorm2d(in_channels)
-            )
-
-        def forward(self, x):
-            b, c, h, w = x.shape
-            x_permute = x.permute(0, 2, 3, 1).view(b, -1, c)
-            x_att_permute = self.channel_attention(x_permute).view(b, h, w, c)
-            x_channel_att = x_att_permute.permute(0, 3, 1, 2).sigmoid()
-
-            x = x * x_channel_att
-
-            x_spatial_att = self.spatial_attention(x).sigmoid()
-            out = x * x_spatial_att
-
-            return out
-
-    return GAM_Attention
+# (benchmarks/peers/published_torch.py, imported above: the one transcription, the benchmarks' torch peer too)
 
 
 def _copy_module(channels: int, seed: int, rate: int = 4) -> Any:

@@ -6,13 +6,13 @@ signed input summed as after a ReLU caught, and every error the config raises.""
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import numpy as np
 import pytest
 
 from attn_core import GCT_PRESETS, ConfigError, GCTConfig
 from attn_core.autodiff import Node
+from benchmarks.peers.published_torch import gct as _authors_gct
 from conformance.cases import Case, cases_for
 
 from .._fw import FRAMEWORKS, backend, runner
@@ -105,51 +105,7 @@ def test_config_errors(kwargs, message):
 
 
 # ------------------------------------------------------------------------------------ the authors' GCT
-# The authors' PyTorch code, re-typed as published: github.com/z-x-yang/GCT, PyTorch/GCT.py (their TensorFlow
-# convnet_builder.GCT computes the same, with the same names). Peer code, kept as written; the one edit is the import
-# of sys, which the published file calls without importing.
-def _authors_gct() -> Any:
-    import math  # noqa: F401 - as published
-    import sys
-
-    import torch
-    import torch.nn.functional as F  # noqa: F401, N812 - as published
-    from torch import nn
-
-    class GCT(nn.Module):
-
-        def __init__(self, num_channels, epsilon=1e-5, mode='l2', after_relu=False):
-            super(GCT, self).__init__()  # noqa: UP008 - as published
-
-            self.alpha = nn.Parameter(torch.ones(1, num_channels, 1, 1))
-            self.gamma = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
-            self.beta = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
-            self.epsilon = epsilon
-            self.mode = mode
-            self.after_relu = after_relu
-
-        def forward(self, x):
-
-            if self.mode == 'l2':
-                embedding = (x.pow(2).sum((2,3), keepdim=True) + self.epsilon).pow(0.5) * self.alpha
-                norm = self.gamma / (embedding.pow(2).mean(dim=1, keepdim=True) + self.epsilon).pow(0.5)
-
-            elif self.mode == 'l1':
-                if not self.after_relu:
-                    _x = torch.abs(x)
-                else:
-                    _x = x
-                embedding = _x.sum((2,3), keepdim=True) * self.alpha
-                norm = self.gamma / (torch.abs(embedding).mean(dim=1, keepdim=True) + self.epsilon)
-            else:
-                print('Unknown mode!')
-                sys.exit()
-
-            gate = 1. + torch.tanh(embedding * norm + self.beta)
-
-            return x * gate
-
-    return GCT
+# (benchmarks/peers/published_torch.py, imported above: the one transcription, the benchmarks' torch peer too)
 
 
 MODES = [("l2", False), ("l1", False), ("l1", True)]

@@ -14,6 +14,7 @@ import pytest
 
 from attn_core import PSA_PRESETS, ConfigError, PSAConfig
 from attn_core.autodiff import Node
+from benchmarks.peers.published_torch import psa as _authors_psa
 
 from .._fw import FRAMEWORKS, backend, runner
 from .._gradcheck import assert_reference_vjp
@@ -140,136 +141,7 @@ def test_config_errors(kwargs, message):
 
 
 # ------------------------------------------------------------------------------------ the authors' PSA_p, PSA_s
-# The authors' code, re-typed as published: github.com/DeLightCMU/PSA, semantic-segmentation/network/PSA.py
-# (Liu, Liu, Fan, Huang, 2021). Peer code, kept as written (comments shortened; the unused init helpers dropped).
-def _authors_psa() -> tuple[Any, Any]:
-    import torch
-    import torch.nn as nn
-
-    class PSA_p(nn.Module):  # noqa: N801 - as published
-        def __init__(self, inplanes, planes, kernel_size=1, stride=1):
-            super(PSA_p, self).__init__()  # noqa: UP008 - as published
-
-            self.inplanes = inplanes
-            self.inter_planes = planes // 2
-            self.planes = planes
-            self.kernel_size = kernel_size
-            self.stride = stride
-            self.padding = (kernel_size-1)//2  # noqa: E226 - as published
-
-            self.conv_q_right = nn.Conv2d(self.inplanes, 1, kernel_size=1, stride=stride, padding=0, bias=False)
-            self.conv_v_right = nn.Conv2d(self.inplanes, self.inter_planes, kernel_size=1, stride=stride, padding=0,
-                                          bias=False)
-            self.conv_up = nn.Conv2d(self.inter_planes, self.planes, kernel_size=1, stride=1, padding=0, bias=False)
-            self.softmax_right = nn.Softmax(dim=2)
-            self.sigmoid = nn.Sigmoid()
-
-            self.conv_q_left = nn.Conv2d(self.inplanes, self.inter_planes, kernel_size=1, stride=stride, padding=0,
-                                         bias=False)   # g
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.conv_v_left = nn.Conv2d(self.inplanes, self.inter_planes, kernel_size=1, stride=stride, padding=0,
-                                         bias=False)   # theta
-            self.softmax_left = nn.Softmax(dim=2)
-
-        def spatial_pool(self, x):
-            input_x = self.conv_v_right(x)
-            batch, channel, height, width = input_x.size()
-            input_x = input_x.view(batch, channel, height * width)
-            context_mask = self.conv_q_right(x)
-            context_mask = context_mask.view(batch, 1, height * width)
-            context_mask = self.softmax_right(context_mask)
-            context = torch.matmul(input_x, context_mask.transpose(1,2))  # noqa: E231 - as published
-            context = context.unsqueeze(-1)
-            context = self.conv_up(context)
-            mask_ch = self.sigmoid(context)
-            out = x * mask_ch
-            return out
-
-        def channel_pool(self, x):
-            g_x = self.conv_q_left(x)
-            batch, channel, height, width = g_x.size()
-            avg_x = self.avg_pool(g_x)
-            batch, channel, avg_x_h, avg_x_w = avg_x.size()
-            avg_x = avg_x.view(batch, channel, avg_x_h * avg_x_w).permute(0, 2, 1)
-            theta_x = self.conv_v_left(x).view(batch, self.inter_planes, height * width)
-            context = torch.matmul(avg_x, theta_x)
-            context = self.softmax_left(context)
-            context = context.view(batch, 1, height, width)
-            mask_sp = self.sigmoid(context)
-            out = x * mask_sp
-            return out
-
-        def forward(self, x):
-            context_channel = self.spatial_pool(x)
-            context_spatial = self.channel_pool(x)
-            out = context_spatial + context_channel
-            return out
-
-    class PSA_s(nn.Module):  # noqa: N801 - as published
-        def __init__(self, inplanes, planes, kernel_size=1, stride=1):
-            super(PSA_s, self).__init__()  # noqa: UP008 - as published
-
-            self.inplanes = inplanes
-            self.inter_planes = planes // 2
-            self.planes = planes
-            self.kernel_size = kernel_size
-            self.stride = stride
-            self.padding = (kernel_size - 1) // 2
-            ratio = 4
-
-            self.conv_q_right = nn.Conv2d(self.inplanes, 1, kernel_size=1, stride=stride, padding=0, bias=False)
-            self.conv_v_right = nn.Conv2d(self.inplanes, self.inter_planes, kernel_size=1, stride=stride, padding=0,
-                                          bias=False)
-            self.conv_up = nn.Sequential(
-                nn.Conv2d(self.inter_planes, self.inter_planes // ratio, kernel_size=1),
-                nn.LayerNorm([self.inter_planes // ratio, 1, 1]),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(self.inter_planes // ratio, self.planes, kernel_size=1)
-            )
-            self.softmax_right = nn.Softmax(dim=2)
-            self.sigmoid = nn.Sigmoid()
-
-            self.conv_q_left = nn.Conv2d(self.inplanes, self.inter_planes, kernel_size=1, stride=stride, padding=0,
-                                         bias=False)  # g
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.conv_v_left = nn.Conv2d(self.inplanes, self.inter_planes, kernel_size=1, stride=stride, padding=0,
-                                         bias=False)  # theta
-            self.softmax_left = nn.Softmax(dim=2)
-
-        def spatial_pool(self, x):
-            input_x = self.conv_v_right(x)
-            batch, channel, height, width = input_x.size()
-            input_x = input_x.view(batch, channel, height * width)
-            context_mask = self.conv_q_right(x)
-            context_mask = context_mask.view(batch, 1, height * width)
-            context_mask = self.softmax_right(context_mask)
-            context = torch.matmul(input_x, context_mask.transpose(1, 2))
-            context = context.unsqueeze(-1)
-            context = self.conv_up(context)
-            mask_ch = self.sigmoid(context)
-            out = x * mask_ch
-            return out
-
-        def channel_pool(self, x):
-            g_x = self.conv_q_left(x)
-            batch, channel, height, width = g_x.size()
-            avg_x = self.avg_pool(g_x)
-            batch, channel, avg_x_h, avg_x_w = avg_x.size()
-            avg_x = avg_x.view(batch, channel, avg_x_h * avg_x_w).permute(0, 2, 1)
-            theta_x = self.conv_v_left(x).view(batch, self.inter_planes, height * width)
-            theta_x = self.softmax_left(theta_x)
-            context = torch.matmul(avg_x, theta_x)
-            context = context.view(batch, 1, height, width)
-            mask_sp = self.sigmoid(context)
-            out = x * mask_sp
-            return out
-
-        def forward(self, x):
-            out = self.spatial_pool(x)
-            out = self.channel_pool(out)
-            return out
-
-    return PSA_p, PSA_s
+# (benchmarks/peers/published_torch.py, imported above: the one transcription, the benchmarks' torch peer too)
 
 
 def _authors_module(preset: str, channels: int, seed: int) -> Any:

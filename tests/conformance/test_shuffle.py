@@ -12,6 +12,7 @@ import pytest
 
 from attn_core import SHUFFLE_PRESETS, ConfigError, ShuffleAttentionConfig
 from attn_core.autodiff import Node
+from benchmarks.peers.published_torch import sa_layer as _authors_sa_layer
 
 from .._fw import FRAMEWORKS, backend, runner
 from .._gradcheck import assert_reference_vjp
@@ -103,68 +104,7 @@ def test_config_errors(kwargs, message):
 
 
 # ------------------------------------------------------------------------------------ the authors' sa_layer
-# The authors' code, re-typed as published: github.com/wofmanaf/SA-Net, models/sa_resnet.py (Zhang and Yang,
-# ICASSP 2021; mmdetection/sa_resnet.py holds the same sa_layer). Peer code, kept as written.
-def _authors_sa_layer() -> Any:
-    import torch
-    import torch.nn as nn
-    from torch.nn.parameter import Parameter
-
-    class sa_layer(nn.Module):  # noqa: N801 - as published
-        """Constructs a Channel Spatial Group module.
-
-        Args:
-            k_size: Adaptive selection of kernel size
-        """
-
-        def __init__(self, channel, groups=64):
-            super(sa_layer, self).__init__()  # noqa: UP008 - as published
-            self.groups = groups
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.cweight = Parameter(torch.zeros(1, channel // (2 * groups), 1, 1))
-            self.cbias = Parameter(torch.ones(1, channel // (2 * groups), 1, 1))
-            self.sweight = Parameter(torch.zeros(1, channel // (2 * groups), 1, 1))
-            self.sbias = Parameter(torch.ones(1, channel // (2 * groups), 1, 1))
-
-            self.sigmoid = nn.Sigmoid()
-            self.gn = nn.GroupNorm(channel // (2 * groups), channel // (2 * groups))
-
-        @staticmethod
-        def channel_shuffle(x, groups):
-            b, c, h, w = x.shape
-
-            x = x.reshape(b, groups, -1, h, w)
-            x = x.permute(0, 2, 1, 3, 4)
-
-            # flatten
-            x = x.reshape(b, -1, h, w)
-
-            return x
-
-        def forward(self, x):
-            b, c, h, w = x.shape
-
-            x = x.reshape(b * self.groups, -1, h, w)
-            x_0, x_1 = x.chunk(2, dim=1)
-
-            # channel attention
-            xn = self.avg_pool(x_0)
-            xn = self.cweight * xn + self.cbias
-            xn = x_0 * self.sigmoid(xn)
-
-            # spatial attention
-            xs = self.gn(x_1)
-            xs = self.sweight * xs + self.sbias
-            xs = x_1 * self.sigmoid(xs)
-
-            # concatenate along channel axis
-            out = torch.cat([xn, xs], dim=1)
-            out = out.reshape(b, -1, h, w)
-
-            out = self.channel_shuffle(out, 2)
-            return out
-
-    return sa_layer
+# (benchmarks/peers/published_torch.py, imported above: the one transcription, the benchmarks' torch peer too)
 
 
 def _authors_module(channels: int, groups: int, seed: int) -> Any:

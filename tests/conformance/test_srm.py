@@ -11,6 +11,7 @@ import pytest
 
 from attn_core import SRM_PRESETS, ConfigError, InputShapeError, SRMConfig
 from attn_core.autodiff import Node
+from benchmarks.peers.published_torch import srm_layer as _authors_srm
 
 from .._fw import FRAMEWORKS, backend, runner
 from .._gradcheck import assert_reference_vjp
@@ -127,56 +128,7 @@ def test_input_errors():
 
 
 # ------------------------------------------------------------------------------------ the authors' SRMLayer
-# The authors' code, re-typed as published: github.com/hyunjaelee410/style-based-recalibration-module,
-# models/recalibration_modules.py (Lee, Kim, Nam, ICCV 2019). Peer code, kept as written.
-def _authors_srm() -> Any:
-    import torch
-    import torch.nn as nn
-    from torch.nn.parameter import Parameter
-
-    class SRMLayer(nn.Module):
-        def __init__(self, channel):
-            super(SRMLayer, self).__init__()  # noqa: UP008 - as published
-
-            self.cfc = Parameter(torch.Tensor(channel, 2))
-            self.cfc.data.fill_(0)
-
-            self.bn = nn.BatchNorm2d(channel)
-            self.activation = nn.Sigmoid()
-
-            setattr(self.cfc, 'srm_param', True)  # noqa: B010 - as published
-            setattr(self.bn.weight, 'srm_param', True)  # noqa: B010 - as published
-            setattr(self.bn.bias, 'srm_param', True)  # noqa: B010 - as published
-
-        def _style_pooling(self, x, eps=1e-5):
-            N, C, _, _ = x.size()
-
-            channel_mean = x.view(N, C, -1).mean(dim=2, keepdim=True)
-            channel_var = x.view(N, C, -1).var(dim=2, keepdim=True) + eps
-            channel_std = channel_var.sqrt()
-
-            t = torch.cat((channel_mean, channel_std), dim=2)
-            return t
-
-        def _style_integration(self, t):
-            z = t * self.cfc[None, :, :]  # B x C x 2
-            z = torch.sum(z, dim=2)[:, :, None, None] # B x C x 1 x 1  # noqa: E261 - as published
-
-            z_hat = self.bn(z)
-            g = self.activation(z_hat)
-
-            return g
-
-        def forward(self, x):
-            # B x C x 2
-            t = self._style_pooling(x)
-
-            # B x C x 1 x 1
-            g = self._style_integration(t)
-
-            return x * g
-
-    return SRMLayer
+# (benchmarks/peers/published_torch.py, imported above: the one transcription, the benchmarks' torch peer too)
 
 
 def _authors_module(channels: int, seed: int) -> Any:

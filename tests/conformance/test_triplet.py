@@ -2,18 +2,14 @@
 authors' published module (landskape-ai/triplet-attention, ``MODELS/triplet_attention.py``) as a test peer of each
 preset, the porting bugs that hold the forms apart, and every hyperparameter the config refuses."""
 
-# the authors' code is transcribed as published, percent formats, super(Class, self) and long lines included
-# ruff: noqa: UP008, UP031, E501
-
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pytest
 
 from attn_core import TRIPLET_PRESETS, ConfigError, InputShapeError, TripletAttentionConfig, WeightLoadError
 from attn_core.autodiff import Node
+from benchmarks.peers.published_torch import triplet_attention as published
 from conformance import check
 from conformance.runners import ParamMapError
 
@@ -23,106 +19,6 @@ from .._timm import randomise
 from ._published import assert_backend_equals_peer, assert_same_torch_step
 
 TAPS = {"gate_cw": "ChannelGateH", "gate_hc": "ChannelGateW", "gate_hw": "SpatialGate"}
-
-
-def published() -> Any:
-    """The authors' ``MODELS/triplet_attention.py`` (landskape-ai/triplet-attention, HEAD), transcribed as published;
-    the only edit: its imports and classes inside this function, so that the module imports without torch."""
-    import torch
-    import torch.nn as nn
-
-    class BasicConv(nn.Module):
-        def __init__(
-            self,
-            in_planes,
-            out_planes,
-            kernel_size,
-            stride=1,
-            padding=0,
-            dilation=1,
-            groups=1,
-            relu=True,
-            bn=True,
-            bias=False,
-        ):
-            super(BasicConv, self).__init__()
-            self.out_channels = out_planes
-            self.conv = nn.Conv2d(
-                in_planes,
-                out_planes,
-                kernel_size=kernel_size,
-                stride=stride,
-                padding=padding,
-                dilation=dilation,
-                groups=groups,
-                bias=bias,
-            )
-            self.bn = (
-                nn.BatchNorm2d(out_planes, eps=1e-5, momentum=0.01, affine=True)
-                if bn
-                else None
-            )
-            self.relu = nn.ReLU() if relu else None
-
-        def forward(self, x):
-            x = self.conv(x)
-            if self.bn is not None:
-                x = self.bn(x)
-            if self.relu is not None:
-                x = self.relu(x)
-            return x
-
-    class ChannelPool(nn.Module):
-        def forward(self, x):
-            return torch.cat(
-                (torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)), dim=1
-            )
-
-    class SpatialGate(nn.Module):
-        def __init__(self):
-            super(SpatialGate, self).__init__()
-            kernel_size = 7
-            self.compress = ChannelPool()
-            self.spatial = BasicConv(
-                2, 1, kernel_size, stride=1, padding=(kernel_size - 1) // 2, relu=False
-            )
-
-        def forward(self, x):
-            x_compress = self.compress(x)
-            x_out = self.spatial(x_compress)
-            scale = torch.sigmoid_(x_out)
-            return x * scale
-
-    class TripletAttention(nn.Module):
-        def __init__(
-            self,
-            gate_channels,
-            reduction_ratio=16,
-            pool_types=["avg", "max"],  # noqa: B006 - as published
-            no_spatial=False,
-        ):
-            super(TripletAttention, self).__init__()
-            self.ChannelGateH = SpatialGate()
-            self.ChannelGateW = SpatialGate()
-            self.no_spatial = no_spatial
-            if not no_spatial:
-                self.SpatialGate = SpatialGate()
-
-        def forward(self, x):
-            x_perm1 = x.permute(0, 2, 1, 3).contiguous()
-            x_out1 = self.ChannelGateH(x_perm1)
-            x_out11 = x_out1.permute(0, 2, 1, 3).contiguous()
-            x_perm2 = x.permute(0, 3, 2, 1).contiguous()
-            x_out2 = self.ChannelGateW(x_perm2)
-            x_out21 = x_out2.permute(0, 3, 2, 1).contiguous()
-            if not self.no_spatial:
-                x_out = self.SpatialGate(x)
-                x_out = (1 / 3) * (x_out + x_out11 + x_out21)
-            else:
-                x_out = (1 / 2) * (x_out11 + x_out21)
-            return x_out
-
-    return TripletAttention
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:

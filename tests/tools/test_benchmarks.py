@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -515,13 +516,21 @@ def test_every_timm_named_module_has_a_timm_peer_in_every_backend() -> None:
 
 
 def _timm_peer_outputs(backend: str, module: str, pass_: str) -> tuple[np.ndarray, np.ndarray]:
-    """The project's module and the timm peer of ``module`` in ``backend``'s default mode, built by the driver the
+    """The project's module and the timm peer of ``module`` in ``backend``'s default mode (:func:`_peer_outputs`)."""
+    from benchmarks.plan import peers_for
+
+    (peer,) = [p for p in peers_for(backend, module) if p.source.startswith("timm")]
+    return _peer_outputs(peer, pass_)
+
+
+def _peer_outputs(peer: Any, pass_: str) -> tuple[np.ndarray, np.ndarray]:
+    """The project's module of ``peer``'s form and ``peer`` in its backend's default mode, built by the driver the
     benchmarks time, on the same random canonical weights (BatchNorm's running statistics drawn too): each one's
     output (forward, eval) or input gradient (forward+backward, train), NCHW."""
     from benchmarks.frameworks import load_driver
-    from benchmarks.plan import DEFAULT_MODE, form_data, make_data, peers_for
+    from benchmarks.plan import DEFAULT_MODE, form_data, make_data
 
-    (peer,) = [p for p in peers_for(backend, module) if p.source.startswith("timm")]
+    backend, module = peer.backend, peer.module
     # 14: a multiple of bat's block, 7; 6 samples: sk's attention BatchNorm sees one value per sample, and the
     # float32 rounding of its training gradients over 2 samples reaches 5e-5
     data = make_data((6, 32, 14, 14), seed=7)
@@ -552,3 +561,62 @@ def test_timm_transcriptions_equal_the_project(backend: str, module: str) -> Non
     if module != "bat":
         project, peer = _timm_peer_outputs(backend, module, "forward+backward")
         np.testing.assert_allclose(peer, project, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the published code of the modules timm lacks
+# module -> the peer keys (the published classes) timed beside it, in every backend
+PUBLISHED = {"srm": ("SRMLayer",), "gct": ("GCT",), "shuffle": ("sa_layer",), "triplet": ("TripletAttention",),
+             "bam": ("BAM",), "psa": ("PSA_p", "PSA_s"), "gam": ("GAM_Attention",)}
+
+
+def test_every_module_timm_lacks_has_its_published_code_as_a_peer_in_every_backend() -> None:
+    """Each module timm lacks is timed beside its published code (the authors' torch code, GAM's the tutorials'
+    copy) in torch and its Paddle and jax.numpy transcriptions, each computing the form its preset pins: SRM's
+    unbiased 'official', PSA_s the 'sequential' preset, the rest the default (shuffle's at G = 4, which the timed
+    widths divide)."""
+    from attn_core import PSA_PRESETS, SRM_PRESETS
+    from benchmarks.plan import BACKENDS as ALL
+    from benchmarks.plan import FORMS, PUBLISHED_KEYS, peers_for
+
+    assert PUBLISHED_KEYS == {k for keys in PUBLISHED.values() for k in keys}
+    forms = {"SRMLayer": "official", "sa_layer": "groups4", "PSA_s": "sequential"}
+    for module, keys in PUBLISHED.items():
+        for backend in ALL:
+            peers = [p for p in peers_for(backend, module) if p.key in PUBLISHED_KEYS]
+            assert [(p.key, p.form) for p in peers] == [(k, forms.get(k, "default")) for k in keys], (backend, module)
+            assert all(p.source.startswith("published") for p in peers)
+    assert FORMS["srm"]["official"][1] == SRM_PRESETS["official"]
+    assert FORMS["psa"]["sequential"][1] == PSA_PRESETS["sequential"]
+    assert FORMS["shuffle"]["groups4"][1] == {"groups": 4}
+
+
+@pytest.mark.parametrize("backend", ["torch", "paddle", "flax"])
+@pytest.mark.parametrize("key", [k for keys in PUBLISHED.values() for k in keys])
+def test_published_peers_equal_the_project(backend: str, key: str) -> None:
+    """The published code (torch) and its Paddle and jax.numpy transcriptions, as the benchmarks build them,
+    compute the project module's numbers on the same weights: the output in eval (BatchNorm on its random running
+    statistics) and the input gradient in training (BatchNorm on the batch)."""
+    from benchmarks.plan import peers_for
+
+    if backend not in BACKENDS:
+        pytest.skip(f"{backend} is not installed")
+    module = next(m for m, keys in PUBLISHED.items() if key in keys)
+    (peer,) = [p for p in peers_for(backend, module) if p.key == key]
+    for pass_ in ("forward", "forward+backward"):
+        project, theirs = _peer_outputs(peer, pass_)
+        assert project.shape == theirs.shape == (6, 32, 14, 14)
+        assert np.abs(project).max() > 1e-3, pass_  # a row of zeros would agree with anything
+        np.testing.assert_allclose(theirs, project, rtol=1e-4, atol=1e-5, err_msg=pass_)
+
+
+def test_a_form_the_project_refuses_at_every_preset_is_a_row_not_a_crash() -> None:
+    """At C = 8 BAM's hidden width C // 16 is 0 and shuffle's default G = 64 needs C a multiple of 128: the form has
+    no config and no weights, its reason kept (the report's n/a row), and the published peer is refused with it."""
+    from benchmarks.plan import form_data, published_config
+
+    for module, reason in (("bam", "hidden width is 0"), ("shuffle", "multiple of 2 * groups = 128")):
+        fd = form_data(module, "default", 8)
+        assert fd.config is None and fd.weights == {} and reason in fd.refused
+        with pytest.raises(ValueError, match=f"n/a: the project refuses this form .*{re.escape(reason)}"):
+            published_config(fd)
+    assert form_data("shuffle", "groups4", 8).config is not None
