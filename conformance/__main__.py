@@ -1,17 +1,19 @@
 """``python -m conformance``: every module x case x installed backend against the float64 reference; with
-``--models``, every registered model too (``--modules none`` for the models alone)."""
+``--models``, every registered model too (``--modules none`` for the models alone); with ``--training``, models
+trained step by step in every backend against the float64 reference trajectory (:mod:`conformance.training`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ._quiet import quiet
 from .cases import MODULES, select_cases
 from .model_cases import MODEL_NAMES, TRAIN_STEPS, select_model_cases
 from .runners import MODES, RUNNERS, get_runner
-from .suite import Row, run_suite
+from .suite import Report, Row, run_suite
 from .tolerances import TOLERANCES
 
 
@@ -32,8 +34,25 @@ def main(argv: list[str] | None = None) -> int:
                         f"statistics after {TRAIN_STEPS} steps, of the comma-separated registered models, every "
                         "model when LIST is left out. Default: no models. '--models --modules none' runs the "
                         f"models alone. Known: {', '.join(MODEL_NAMES)}")
-    p.add_argument("--dtypes", type=_csv, default=["float32"],
-                   help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32)")
+    p.add_argument("--training", type=_csv, nargs="?", const=[], default=None, metavar="LIST",
+                   help="instead of the cases, train the comma-separated registered models (default: resnet18, "
+                        "seresnet18, ecaresnet18, cbamresnet18, simamresnet18, eca_mobilenetv2) for --steps steps "
+                        "in every backend from the same weights with each --optimizers preset, and compare the "
+                        "loss, lr, parameters, optimizer state and BatchNorm running statistics with the float64 "
+                        "reference after every step (conformance.training)")
+    p.add_argument("--optimizers", type=_csv, default=None, metavar="LIST",
+                   help="with --training: the comma-separated presets of conformance.training.PRESETS (default: "
+                        "all: sgd (momentum, weight decay, step schedule), nesterov (cosine with warm-up), adam, "
+                        "adamw)")
+    p.add_argument("--steps", type=int, default=None, metavar="K",
+                   help="with --training: optimizer steps per trajectory (default: 10)")
+    p.add_argument("--plots", type=Path, default=None, metavar="DIR",
+                   help="with --training: write a PNG per model x preset to DIR, the loss per step of each "
+                        "backend and of the reference, and the largest parameter difference per step (needs "
+                        "matplotlib: the 'plots' extra)")
+    p.add_argument("--dtypes", type=_csv, default=None,
+                   help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32; float64 with "
+                        "--training, whose float32 rows are a report of where the trajectory leaves the bound)")
     p.add_argument("--modes", type=_csv, default=["default"],
                    help=f"comma-separated subset of default,{','.join(MODES)} (default: default, each framework's "
                         "own default path: torch and Paddle eager, Flax under jax.jit). 'compiled' runs every case "
@@ -58,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     for b in args.backends:
         if b not in RUNNERS:
             p.error(f"unknown backend {b!r}; known: {', '.join(RUNNERS)}")
+    if args.dtypes is None:
+        args.dtypes = ["float64"] if args.training is not None else ["float32"]
+    for d in args.dtypes:
+        if d not in TOLERANCES:
+            p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
+    if args.training is not None:
+        return _training(p, args, argv)
+    for flag in ("optimizers", "steps", "plots"):
+        if getattr(args, flag) is not None:
+            p.error(f"--{flag} applies to --training only")
     if args.modules == ["none"]:
         args.modules = []
     for m in args.modules:
@@ -68,9 +97,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown model {m!r}; known: {', '.join(MODEL_NAMES)}")
     if not args.modules and not args.models:
         p.error("nothing to run: --modules none without --models")
-    for d in args.dtypes:
-        if d not in TOLERANCES:
-            p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
     for m in args.modes:
         if m not in ("default", *MODES):
             p.error(f"unknown mode {m!r}; known: default, {', '.join(MODES)}")
@@ -79,17 +105,55 @@ def main(argv: list[str] | None = None) -> int:
                                               for m in args.modes)) for b in args.backends}
     cases = len(select_cases(args.modules)) + len(select_model_cases(args.models))
     total = cases * len(args.dtypes) * sum(modes_per_backend.values())
+    progress = _progress(total, args.quiet)
+    report = run_suite(args.backends, args.modules, args.dtypes, grads=not args.no_grad, progress=progress,
+                       modes=args.modes, models=args.models)
+    return _finish(report, args, argv)
+
+
+def _progress(total: int, quiet: bool) -> Callable[[Row], None]:
+    """A callback printing each finished row, ``[done/total]``, on stderr (nothing when ``quiet``)."""
     done = 0
 
     def progress(row: Row) -> None:
         nonlocal done
         done += 1
-        if not args.quiet:
+        if not quiet:
             print(f"  [{done:>{len(str(total))}}/{total}] {row.status.upper():5} {row.module}/{row.case} "
                   f"[{row.backend}, {row.dtype}, {row.mode}]", file=sys.stderr, flush=True)
 
-    report = run_suite(args.backends, args.modules, args.dtypes, grads=not args.no_grad, progress=progress,
-                       modes=args.modes, models=args.models)
+    return progress
+
+
+def _training(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--training``: the rows of :func:`conformance.training.run_training`, then the report as for the cases."""
+    from .training import PRESETS, STEPS, TRAINING_MODELS, run_training, write_plots
+
+    models = args.training or list(TRAINING_MODELS)
+    for m in models:
+        if m not in MODEL_NAMES:
+            p.error(f"unknown model {m!r}; known: {', '.join(MODEL_NAMES)}")
+    presets = args.optimizers or list(PRESETS)
+    for o in presets:
+        if o not in PRESETS:
+            p.error(f"unknown optimizer preset {o!r}; known: {', '.join(PRESETS)}")
+    steps = STEPS if args.steps is None else args.steps
+    if steps < 1:
+        p.error(f"--steps must be at least 1, got {steps}")
+    total = len(models) * len(presets) * len(args.backends) * len(args.dtypes)
+    run = run_training(models, presets, args.backends, args.dtypes, steps, _progress(total, args.quiet))
+    if args.plots is not None:
+        written = write_plots(args.plots, run.curves)
+        print(written if isinstance(written, str) else f"wrote {len(written)} plot(s) to {args.plots}")
+    if not args.quiet:  # the float32 rows' report of where they leave the bound is their note
+        for r in run.report.rows:
+            if r.note:
+                print(f"NOTE {r.module}/{r.case} [{r.backend}, {r.dtype}]: {r.note}")
+    return _finish(run.report, args, argv)
+
+
+def _finish(report: Report, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Print the table, failures and summary, write the JSON and HTML asked for, and return the exit status."""
     if not args.quiet:
         print(report.table())
     details = report.failure_details()

@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,8 +41,11 @@ from attn_core.layout import NCHW_TO_NHWC, NHWC_TO_NCHW
 
 from .handle import Binding, Handle, ParamMap, ParamMapError, bind
 
+if TYPE_CHECKING:
+    from attn_core.training import OptimizerConfig, ScheduleConfig
+
 __all__ = ["RunResult", "Runner", "Handle", "Binding", "ParamMapError", "MODES", "LAYOUTS", "ParamMap",
-           "NativeRun", "unwrap_state_dict"]
+           "NativeRun", "TrainStep", "NativeTrainStep", "unwrap_state_dict"]
 
 LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
 
@@ -78,6 +81,32 @@ class NativeRun:
     grads: Mapping[str, np.ndarray | None] = field(default_factory=dict)
     note: str = ""
     state: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimizer step of a training run, float64, canonical names and layout: the step's mean cross-entropy
+    ``loss`` (before the update), the ``lr`` its update used (None where the framework does not tell), and after
+    the update every trainable parameter, the optimizer's state (canonical name -> torch's slot names:
+    ``momentum_buffer``; ``exp_avg``, ``exp_avg_sq``) and every BatchNorm running statistic."""
+
+    loss: float
+    lr: float | None
+    params: Mapping[str, np.ndarray]
+    optimizer_state: Mapping[str, Mapping[str, np.ndarray]]
+    running: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class NativeTrainStep:
+    """What :meth:`Runner._train` records after one step: :class:`TrainStep`'s fields under native names (the
+    handle's bindings), in the module's layout."""
+
+    loss: float
+    lr: float | None
+    params: Mapping[str, np.ndarray]
+    optimizer_state: Mapping[str, Mapping[str, np.ndarray]]
+    running: Mapping[str, np.ndarray]
 
 
 class Runner:
@@ -257,6 +286,31 @@ class Runner:
             result.state = handle.canonical_state(out.state)
         return result
 
+    def train(self, handle: Handle, weights: Mapping[str, np.ndarray], batches: Sequence[np.ndarray],
+              labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None = None,
+              decay: str = "all", dtype: str = "float64") -> list[TrainStep]:
+        """Train ``handle``'s module natively, one step per batch: a copy of the module holding the canonical
+        ``weights`` in ``dtype``, in training mode (BatchNorm on batch statistics), the framework's own mean
+        softmax cross-entropy of its logits against the integer ``labels``, its own autograd, and the optimizer
+        and learning-rate schedule that ``backends.<framework>.optim.create_optimizer`` makes of ``optimizer``,
+        ``schedule`` and the decay rule ``decay`` (one schedule step per optimizer step). ``batches`` are NCHW
+        arrays, ``labels`` integer arrays of shape ``(N,)``. Returns one :class:`TrainStep` per batch."""
+        if handle.framework != self.framework:
+            raise ValueError(f"a {handle.framework} handle given to the {self.framework} runner")
+        if len(batches) != len(labels):
+            raise ValueError(f"{len(batches)} batches but {len(labels)} label arrays")
+        native = handle.native_weights(weights)
+        xs = [np.asarray(b, dtype=np.float64) for b in batches]
+        ys = [np.asarray(y, dtype=np.int64) for y in labels]
+        bad = [f"batch {i}: x {x.shape}, labels {y.shape}" for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+               if x.ndim != 4 or y.shape != (x.shape[0],)]
+        if bad:
+            raise ValueError("each batch must be NCHW with one integer label per sample: " + "; ".join(bad))
+        if handle.layout == "NHWC":
+            xs = [np.ascontiguousarray(np.transpose(x, NCHW_TO_NHWC)) for x in xs]
+        steps = self._train(handle, native, xs, ys, optimizer, schedule, decay, dtype)
+        return [_canonical_step(handle, s) for s in steps]
+
     def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
             cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False,
             mode: str = "eager", more_batches: Sequence[np.ndarray] = ()) -> RunResult:
@@ -428,6 +482,53 @@ class Runner:
         the forward ran in, after the training forwards of ``more`` (further batches in the module's layout, run in
         the same module after ``x``)."""
         raise NotImplementedError
+
+    def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
+               labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
+               decay: str, dtype: str) -> list[NativeTrainStep]:
+        """:meth:`train` on batches in the module's layout with ``native`` weights (see :class:`NativeTrainStep`)."""
+        raise NotImplementedError(f"{self.framework}: no native training loop")
+
+    def _eager_train(self, handle: Handle, module: Any, batches: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                     optimizer: OptimizerConfig, schedule: ScheduleConfig | None, decay: str, dtype: str
+                     ) -> list[NativeTrainStep]:
+        """The training loop of a framework whose module holds its state (torch, Paddle): ``module`` in training
+        mode, its backend's ``optim`` converter, one :meth:`_loss_step` and one scheduler step per batch."""
+        optim = importlib.import_module(f"{self.backend_package}.optim")
+        opt, scheduler = optim.create_optimizer(module, optimizer, schedule, decay)
+        out = []
+        for x, y in zip(batches, labels, strict=True):
+            lr = float(optim.current_lr(opt))  # the lr this step's update uses
+            loss = self._loss_step(module, opt, x, y, dtype)
+            scheduler.step()
+            arrays = self._named_arrays(module)
+            out.append(NativeTrainStep(loss, lr, {b.native: arrays[b.native] for b in handle.trainable},
+                                       optim.optimizer_state(module, opt),
+                                       {b.native: arrays[b.native] for b in handle.state_bindings}))
+        return out
+
+    def _loss_step(self, module: Any, opt: Any, x: np.ndarray, labels: np.ndarray, dtype: str) -> float:
+        """One update of ``opt`` on the framework's mean softmax cross-entropy of ``module`` on ``x`` (cast to
+        ``dtype``) against ``labels``, gradients cleared; returns the loss."""
+        raise NotImplementedError
+
+    def _named_arrays(self, module: Any) -> dict[str, np.ndarray]:
+        """Every array of the module's ``state_dict`` as a float64 NumPy copy, by native name."""
+        raise NotImplementedError
+
+
+def _canonical_step(handle: Handle, step: NativeTrainStep) -> TrainStep:
+    """A native step under canonical names and layout; a parameter the framework did not report is left out, so
+    that its comparison says it was not computed."""
+    params, slots = {}, {}
+    for b in handle.trainable:
+        if b.native in step.params:
+            params[b.spec.name] = np.asarray(b.from_native(np.asarray(step.params[b.native], np.float64)), np.float64)
+        if b.native in step.optimizer_state:
+            slots[b.spec.name] = {k: np.asarray(b.from_native(np.asarray(v, np.float64)), np.float64)
+                                  for k, v in step.optimizer_state[b.native].items()}
+    return TrainStep(float(step.loss), None if step.lr is None else float(step.lr), params, slots,
+                     handle.canonical_state(step.running))
 
 
 #: the keys under which a saved ``state_dict`` is commonly wrapped

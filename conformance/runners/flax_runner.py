@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +33,10 @@ from attn_core.checkpoint import CheckpointError
 from attn_core.layout import NHWC_TO_NCHW
 from attn_core.native_state import flatten_variables as _flatten
 
-from .base import Handle, NativeRun, Runner, _layout
+from .base import Handle, NativeRun, NativeTrainStep, Runner, _layout
+
+if TYPE_CHECKING:
+    from attn_core.training import OptimizerConfig, ScheduleConfig
 
 
 @functools.lru_cache(maxsize=128)
@@ -267,10 +270,7 @@ class FlaxRunner(Runner):
         import jax.numpy as jnp
 
         jdtype = jnp.dtype(dtype)
-        flat = {k: jnp.asarray(v, dtype=jdtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v
-                for k, v in _flatten(handle.variables).items()}
-        flat.update({k: jnp.asarray(v, dtype=jdtype) for k, v in native.items()})
-        variables = _unflatten(flat)
+        variables = _variables(handle, native, dtype)
         mutable = tuple(sorted(k for k in variables if k != "params"))
         forward, forward_backward = _cached_programs(handle.module, training, handle.options["train_arg"], mutable)
         note = "jax.jit" if mode == "compiled" else "jax.disable_jit: op by op"
@@ -291,6 +291,73 @@ class FlaxRunner(Runner):
             else:  # the program step 1 compiled (a second, forward-only one would cost its own compilation)
                 updates = forward_backward({**variables, **updates}, xb, jnp.asarray(cotangent, dtype=jdtype))[3]
         return NativeRun(_np(y), dx, grads, note, _state(handle, updates, training))
+
+    def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
+               labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
+               decay: str, dtype: str) -> list[NativeTrainStep]:
+        import jax
+
+        with _x64(dtype), jax.default_matmul_precision("highest"):
+            return self._train_steps(handle, native, batches, labels, optimizer, schedule, decay, dtype)
+
+    def _train_steps(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
+                     labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
+                     decay: str, dtype: str) -> list[NativeTrainStep]:
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        from backends.flax.optim import create_optimizer, current_lr, optimizer_state
+
+        variables = _variables(handle, native, dtype)
+        params, rest = variables.get("params", {}), {k: v for k, v in variables.items() if k != "params"}
+        mutable = sorted(rest)
+        kwargs: dict[str, Any] = {"train": True} if handle.options["train_arg"] else {}
+        tx = create_optimizer(params, optimizer, schedule, decay)
+        key = jax.random.key(self.dropout_seed)
+
+        def loss_fn(p: Any, collections: Any, x: Any, y: Any) -> tuple[Any, Any]:
+            out = handle.module.apply({**collections, "params": p}, x, mutable=mutable or False,
+                                      rngs={"dropout": key}, **kwargs)
+            logits, updates = out if mutable else (out, {})
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+
+        def update(p: Any, collections: Any, state: Any, x: Any, y: Any) -> tuple[Any, Any, Any, Any]:
+            (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, collections, x, y)
+            changes, state = tx.update(grads, state, p)
+            return optax.apply_updates(p, changes), {**collections, **updates}, state, loss
+
+        step = jax.jit(update)  # as Flax trains
+        opt_state = tx.init(params)
+        out = []
+        for x, y in zip(batches, labels, strict=True):
+            lr = current_lr(opt_state)  # the lr this step's update uses
+            params, rest, opt_state, loss = step(params, rest, opt_state, jnp.asarray(x, dtype=dtype),
+                                                 jnp.asarray(y))
+            flat = _flatten({"params": params, **rest})
+            slots = {_param_path(k): {slot: _np(v) for slot, v in by_slot.items()}
+                     for k, by_slot in optimizer_state(opt_state, params).items()}
+            out.append(NativeTrainStep(float(loss), lr, {b.native: _np(flat[b.native]) for b in handle.trainable
+                                                           if b.native in flat},
+                                       slots, {b.native: _np(flat[b.native]) for b in handle.state_bindings
+                                               if b.native in flat}))
+        return out
+
+
+def _param_path(key: str) -> str:
+    """``backends.flax.optim.optimizer_state``'s '.'-joined path of a parameter as a binding's native name."""
+    return key if key.startswith("params/") else "params/" + key.replace(".", "/")
+
+
+def _variables(handle: Handle, native: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
+    """The handle's variables in ``dtype`` holding the ``native`` weights (inside JAX's 64-bit mode for float64)."""
+    import jax.numpy as jnp
+
+    jdtype = jnp.dtype(dtype)
+    flat = {k: jnp.asarray(v, dtype=jdtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v
+            for k, v in _flatten(handle.variables).items()}
+    flat.update({k: jnp.asarray(v, dtype=jdtype) for k, v in native.items()})
+    return _unflatten(flat)
 
 
 def _state(handle: Handle, updates: Mapping[str, Any], training: bool) -> dict[str, np.ndarray]:

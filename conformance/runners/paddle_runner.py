@@ -19,14 +19,17 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attn_core.checkpoint import CheckpointError
 from attn_core.registry import CONFIGS
 
-from .base import Handle, NativeRun, Runner, unwrap_state_dict
+from .base import Handle, NativeRun, NativeTrainStep, Runner, unwrap_state_dict
+
+if TYPE_CHECKING:
+    from attn_core.training import OptimizerConfig, ScheduleConfig
 
 
 @contextlib.contextmanager
@@ -180,15 +183,7 @@ class PaddleRunner(Runner):
                          more: Sequence[np.ndarray] = ()) -> NativeRun:
         import paddle
 
-        # Copied, then cast: Layer.to(dtype=...) casts parameters and BatchNorm state alike and leaves paddle's
-        # global default dtype alone.
-        module = copy.deepcopy(handle.module)
-        module.to(dtype=dtype)
-        state = module.state_dict()
-        with paddle.no_grad():
-            for name, value in native.items():
-                target = state[name]
-                target.set_value(paddle.to_tensor(value, place=target.place).astype(target.dtype))
+        module = _loaded_copy(handle, native, dtype)
         if training:
             module.train()
         else:
@@ -228,6 +223,43 @@ class PaddleRunner(Runner):
             g = params[b.native].grad
             grads[b.native] = None if g is None else g.astype("float64").numpy()
         return NativeRun(y_np, dx, grads, note, state)
+
+    def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
+               labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
+               decay: str, dtype: str) -> list[NativeTrainStep]:
+        with _dygraph_on_cpu():
+            module = _loaded_copy(handle, native, dtype)
+            module.train()
+            return self._eager_train(handle, module, batches, labels, optimizer, schedule, decay, dtype)
+
+    def _loss_step(self, module: Any, opt: Any, x: np.ndarray, labels: np.ndarray, dtype: str) -> float:
+        import paddle
+        import paddle.nn.functional as F
+
+        loss = F.cross_entropy(module(paddle.to_tensor(x).astype(dtype)), paddle.to_tensor(labels))
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        return float(loss.detach().astype("float64").numpy())
+
+    def _named_arrays(self, module: Any) -> dict[str, np.ndarray]:
+        return {k: v.astype("float64").numpy() for k, v in module.state_dict().items()}
+
+
+def _loaded_copy(handle: Handle, native: dict[str, np.ndarray], dtype: str) -> Any:
+    """A copy of the handle's module in ``dtype`` holding the ``native`` weights. Copied, then cast:
+    ``Layer.to(dtype=...)`` casts parameters and BatchNorm state alike and leaves paddle's global default dtype
+    alone."""
+    import paddle
+
+    module = copy.deepcopy(handle.module)
+    module.to(dtype=dtype)
+    state = module.state_dict()
+    with paddle.no_grad():
+        for name, value in native.items():
+            target = state[name]
+            target.set_value(paddle.to_tensor(value, place=target.place).astype(target.dtype))
+    return module
 
 
 RUNNER = PaddleRunner()

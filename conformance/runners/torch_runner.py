@@ -15,13 +15,16 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attn_core.checkpoint import CheckpointError
 
-from .base import Handle, NativeRun, Runner, unwrap_state_dict
+from .base import Handle, NativeRun, NativeTrainStep, Runner, unwrap_state_dict
+
+if TYPE_CHECKING:
+    from attn_core.training import OptimizerConfig, ScheduleConfig
 
 
 class TorchRunner(Runner):
@@ -118,11 +121,7 @@ class TorchRunner(Runner):
         import torch
 
         tdtype = getattr(torch, dtype)
-        module = copy.deepcopy(handle.module).to(tdtype)
-        state = module.state_dict()
-        with torch.no_grad():
-            for name, value in native.items():
-                state[name].copy_(torch.from_numpy(value))  # copy_ casts to the parameter's dtype
+        module = _loaded_copy(handle, native, dtype)
         module.train(training)
         xt = torch.tensor(x, dtype=torch.float64).to(tdtype).requires_grad_(cotangent is not None)
         fn, guard = module, contextlib.nullcontext()
@@ -164,6 +163,40 @@ class TorchRunner(Runner):
             g = params[b.native].grad
             grads[b.native] = None if g is None else g.detach().to(torch.float64).numpy()
         return NativeRun(y_np, dx, grads, note, state)
+
+    def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
+               labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
+               decay: str, dtype: str) -> list[NativeTrainStep]:
+        module = _loaded_copy(handle, native, dtype)
+        module.train()
+        return self._eager_train(handle, module, batches, labels, optimizer, schedule, decay, dtype)
+
+    def _loss_step(self, module: Any, opt: Any, x: np.ndarray, labels: np.ndarray, dtype: str) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        opt.zero_grad()
+        loss = F.cross_entropy(module(torch.from_numpy(x).to(getattr(torch, dtype))), torch.from_numpy(labels))
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def _named_arrays(self, module: Any) -> dict[str, np.ndarray]:
+        import torch
+
+        return {k: v.detach().to(torch.float64).numpy().copy() for k, v in module.state_dict().items()}
+
+
+def _loaded_copy(handle: Handle, native: dict[str, np.ndarray], dtype: str) -> Any:
+    """A copy of the handle's module in ``dtype`` holding the ``native`` weights."""
+    import torch
+
+    module = copy.deepcopy(handle.module).to(getattr(torch, dtype))
+    state = module.state_dict()
+    with torch.no_grad():
+        for name, value in native.items():
+            state[name].copy_(torch.from_numpy(value))  # copy_ casts to the parameter's dtype
+    return module
 
 
 RUNNER = TorchRunner()

@@ -1,0 +1,336 @@
+"""Training parity: a registered model trained K steps natively in each backend against the float64 reference.
+
+Every model x preset (:data:`PRESETS`, an optimizer, a learning-rate schedule and a weight-decay rule of
+``attn_core.training``) starts from the same seeded canonical weights and trains on K distinct seeded batches of
+:data:`BATCH` with integer labels over the model's :data:`~conformance.model_cases.CLASSES` classes: mean softmax
+cross-entropy, BatchNorm in training mode, one schedule step per optimizer step. The reference
+(:func:`reference_trajectory`) is the float64 forward and VJP of ``attn_core`` with ``ReferenceOptimizer``; each
+backend runs its framework's own cross-entropy, autograd, optimizer and scheduler (``Runner.train``, through
+``backends.<framework>.optim``). After every step the loss, the learning rate, every trainable parameter, every
+optimizer state (canonical names, torch's slot names) and every BatchNorm running statistic are compared, each
+judged on its own scale (:func:`conformance.suite.compare`'s ``scaled``, as the model cases are).
+
+A float64 row fails at the first step any quantity leaves the float64 bound, and names the quantity and the step. A
+float32 row is a report: it says at which step the trajectory first leaves the float32 bound and how the worst
+difference grew, and fails only when that happens within the first :data:`EARLY_STEPS` steps. In float32 the
+optimizer state is not compared, as the model cases do not compare float32 gradients (a near-tie in a max pool or
+a ReLU input within rounding of 0 routes a gradient elsewhere); it reaches the parameters, which are compared.
+
+The presets' hyperparameters are exactly representable in float32, since Paddle hands the learning rate, momentum,
+betas and weight decay to its kernels as float32 (issue 14: a float64 run with 0.9 drifts by about 1e-7).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from attn_core import AttentionConfig
+from attn_core.autodiff import Node, backward
+from attn_core.training import OptimizerConfig, ReferenceOptimizer, ScheduleConfig, softmax_cross_entropy
+
+from .model_cases import CLASSES, MODEL_NAMES, model_config
+from .runners import RUNNERS, Runner, get_runner
+from .runners.base import TrainStep
+from .suite import Comparison, Report, Row, compare
+from .tolerances import Tolerance, tolerance_for
+
+__all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "BATCH", "STEPS", "EARLY_STEPS", "TrainingData",
+           "Curves", "TrainingRun", "training_data", "reference_trajectory", "compare_trajectory",
+           "run_training_case", "run_training", "write_plots"]
+
+#: the models of ``--training`` without a list (issue 14)
+TRAINING_MODELS: tuple[str, ...] = ("resnet18", "seresnet18", "ecaresnet18", "cbamresnet18", "simamresnet18",
+                                    "eca_mobilenetv2")
+#: the input of every step: small, so that six models x four presets x three backends train in minutes in float64,
+#: and 40 x 40 as the model cases' training input, so that the last BatchNorms normalise 2 x 2 maps (16 values per
+#: channel), since the batch statistics of a 1 x 1 map's 4 values make the trajectory chaotic in any precision
+BATCH: tuple[int, int, int, int] = (4, 3, 40, 40)
+#: optimizer steps of a trajectory
+STEPS = 10
+#: a float32 row fails when it leaves the float32 bound within these first steps; later it is a report
+EARLY_STEPS = 2
+
+
+@dataclass(frozen=True)
+class TrainingPreset:
+    """One entry of the optimizer matrix: ``attn_core.training``'s configs and decay rule, under a short name."""
+
+    name: str
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    decay: str
+    note: str
+
+
+def _presets() -> dict[str, TrainingPreset]:
+    # 2**-k rates and decays, 7/8 momentum and 1 - 2**-10 for Adam's beta2: exact in float32 (module docstring)
+    betas = (0.875, 1.0 - 2.0 ** -10)
+    presets = [
+        TrainingPreset("sgd", OptimizerConfig("sgd", lr=2.0 ** -7, momentum=0.875, weight_decay=2.0 ** -12),
+                       ScheduleConfig("step", step_size=3, gamma=0.5), "all",
+                       "SGD, momentum, coupled weight decay on every parameter; lr halved every 3 steps"),
+        TrainingPreset("nesterov", OptimizerConfig("sgd", lr=2.0 ** -7, momentum=0.875, nesterov=True,
+                                                   weight_decay=2.0 ** -12),
+                       ScheduleConfig("cosine", t_max=8, eta_min=2.0 ** -10, warmup_epochs=2,
+                                      warmup_start_factor=0.25), "no_bias_no_norm",
+                       "Nesterov SGD, 2 warm-up steps then cosine over 8; no decay on biases and 1-D parameters"),
+        TrainingPreset("adam", OptimizerConfig("adam", lr=2.0 ** -10, betas=betas), ScheduleConfig(), "all",
+                       "Adam, constant lr, no weight decay"),
+        TrainingPreset("adamw", OptimizerConfig("adamw", lr=2.0 ** -10, betas=betas, weight_decay=2.0 ** -6),
+                       ScheduleConfig(), "no_bias_no_norm",
+                       "AdamW, decoupled weight decay but on biases and 1-D parameters, constant lr"),
+    ]
+    return {p.name: p for p in presets}
+
+
+#: the optimizer matrix of ``--training``, by name
+PRESETS: Mapping[str, TrainingPreset] = MappingProxyType(_presets())
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A model's config, its seeded canonical weights, and the batches and labels of its steps."""
+
+    model: str
+    config: AttentionConfig
+    weights: Mapping[str, np.ndarray]
+    batches: tuple[np.ndarray, ...]
+    labels: tuple[np.ndarray, ...]
+
+
+def training_data(model: str, steps: int = STEPS, shape: tuple[int, int, int, int] = BATCH) -> TrainingData:
+    """The seeded data of ``model``'s trajectories (the same for every preset and backend): its weights drawn as
+    ``config.init_weights`` draws them, and per step an input with a non-zero mean per channel and labels in
+    ``[0, CLASSES)``, each from the seed of the model's name and the step."""
+    if model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    config = model_config(model)
+    weights = config.init_weights(np.random.default_rng(zlib.crc32(f"{model}/training".encode())))
+    batches, labels = [], []
+    for step in range(1, steps + 1):
+        rng = np.random.default_rng(zlib.crc32(f"{model}/training/step{step}".encode()))
+        batches.append(rng.standard_normal(shape) * 1.5 + rng.uniform(-1.0, 1.0, (1, shape[1], 1, 1)))
+        labels.append(rng.integers(0, CLASSES, shape[0]))
+    return TrainingData(model, config, weights, tuple(batches), tuple(labels))
+
+
+def reference_trajectory(data: TrainingData, preset: TrainingPreset) -> list[TrainStep]:
+    """The float64 trajectory: per batch, the reference forward in training mode, the mean cross-entropy and its
+    VJP, ``ReferenceOptimizer``'s update, and the running statistics ``config.reference_state`` leaves."""
+    config = data.config
+    trainable = [p.name for p in config.param_table() if p.trainable]
+    current = {k: np.array(v, dtype=np.float64) for k, v in data.weights.items()}
+    opt = ReferenceOptimizer(preset.optimizer, preset.schedule, preset.decay, {k: current[k] for k in trainable})
+    out = []
+    for x, y in zip(data.batches, data.labels, strict=True):
+        nodes = {k: Node(v) for k, v in current.items()}
+        logits = config.reference_forward(Node(np.asarray(x, dtype=np.float64)), nodes, training=True)
+        loss, dlogits = softmax_cross_entropy(logits.value, y)
+        grads = backward(logits, dlogits, [nodes[k] for k in trainable])
+        running = config.reference_state(current, x)
+        lr = opt.lr
+        opt.step(dict(zip(trainable, grads, strict=True)))
+        params = opt.params
+        current.update(params)
+        current.update(running)
+        out.append(TrainStep(float(loss), lr, params, opt.state, running))
+    return out
+
+
+def _step_comparisons(ref: TrainStep, got: TrainStep, tol: Tolerance, optimizer_state: bool) -> list[Comparison]:
+    """Every quantity of one step: ``loss``, ``lr``, ``param:<name>``, ``optim:<name>.<slot>``, ``state:<name>``."""
+    out = [compare("loss", np.asarray(got.loss), np.asarray(ref.loss), tol)]
+    if got.lr is not None:
+        out.append(compare("lr", np.asarray(got.lr), np.asarray(ref.lr), tol))
+    out += [compare(f"param:{k}", got.params.get(k), v, tol, scaled=True) for k, v in ref.params.items()]
+    if optimizer_state:
+        out += [compare(f"optim:{k}.{slot}", got.optimizer_state.get(k, {}).get(slot), v, tol, scaled=True)
+                for k, slots in ref.optimizer_state.items() for slot, v in slots.items()]
+    out += [compare(f"state:{k}", got.running.get(k), v, tol, scaled=True) for k, v in ref.running.items()]
+    return out
+
+
+@dataclass(frozen=True)
+class TrajectoryComparison:
+    """Per quantity its worst step's comparison (its detail naming that step and the first step out of bound), the
+    first failing step (1-based) and quantity, and per step the worst error as a multiple of the tolerance."""
+
+    comparisons: list[Comparison]
+    first_step: int | None
+    first_quantity: str
+    ratios: list[float]
+
+
+def compare_trajectory(ref: Sequence[TrainStep], got: Sequence[TrainStep], tol: Tolerance,
+                       optimizer_state: bool = True) -> TrajectoryComparison:
+    """Compare a backend's trajectory with the reference after every step (see :class:`TrajectoryComparison`)."""
+    worst: dict[str, tuple[int, Comparison]] = {}
+    first: dict[str, int] = {}
+    first_step, first_quantity, ratios = None, "", []
+    for step, (r, g) in enumerate(zip(ref, got, strict=True), start=1):
+        comps = _step_comparisons(r, g, tol, optimizer_state)
+        ratios.append(max(c.worst_ratio for c in comps))
+        for c in comps:
+            if c.quantity not in worst or c.worst_ratio > worst[c.quantity][1].worst_ratio:
+                worst[c.quantity] = (step, c)
+            if not c.passed:
+                first.setdefault(c.quantity, step)
+                if first_step is None:
+                    first_step, first_quantity = step, c.quantity
+    out = []
+    for quantity, (step, c) in worst.items():
+        where = f"worst at step {step}" + (f", first out of bound at step {first[quantity]}"
+                                           if quantity in first else "")
+        out.append(Comparison(c.quantity, c.max_abs, c.max_rel, c.worst_ratio, c.nonfinite,
+                              quantity not in first, "; ".join(filter(None, [where, c.detail]))))
+    return TrajectoryComparison(out, first_step, first_quantity, ratios)
+
+
+@dataclass
+class Curves:
+    """What a plot shows of one row: the loss and the largest parameter difference from the reference per step."""
+
+    loss: list[float] = field(default_factory=list)
+    param_diff: list[float] = field(default_factory=list)
+
+
+def _param_diffs(ref: Sequence[TrainStep], got: Sequence[TrainStep]) -> list[float]:
+    out = []
+    for r, g in zip(ref, got, strict=True):
+        diffs = [float(np.max(np.abs(g.params[k] - v))) for k, v in r.params.items() if k in g.params and v.size]
+        out.append(max(diffs, default=math.nan))
+    return out
+
+
+def run_training_case(data: TrainingData, preset: TrainingPreset, runner: Runner, dtype: str,
+                      reference: Sequence[TrainStep], curves: dict[str, Curves] | None = None) -> Row:
+    """One model x preset x backend x dtype row against the ``reference`` trajectory of ``data`` (module
+    docstring); with ``curves``, its loss and parameter difference per step are stored there under
+    ``'<backend> <dtype>'``."""
+    steps = len(reference)
+    row = Row(data.model, f"{preset.name}-{steps}steps", runner.framework, dtype,
+              runner.mode_label(runner.default_mode), "pass")
+    ok, why = runner.available()
+    if not ok:
+        row.status, row.message = "skip", why
+        return row
+    ok, why = runner.supports(data.model, dtype)
+    if not ok:
+        row.status, row.message = "n/a", why
+        return row
+    try:
+        handle = runner.build_handle(data.model, data.config)
+        got = runner.train(handle, data.weights, data.batches[:steps], data.labels[:steps], preset.optimizer,
+                           preset.schedule, preset.decay, dtype)
+    except Exception as err:  # noqa: BLE001 - any failure of a backend is reported as that row's error
+        row.status = "error"
+        row.message = f"{type(err).__name__}: {err}".strip()
+        row.message += "\n" + "".join(traceback.format_exception(err)[-3:]).rstrip()
+        return row
+    result = compare_trajectory(reference, got, tolerance_for(dtype), optimizer_state=dtype == "float64")
+    row.comparisons = result.comparisons
+    notes = [] if got[0].lr is not None else [f"{runner.framework} does not report its learning rate: the "
+                                              "parameters carry it"]
+    if dtype != "float64":
+        notes.append(f"optimizer state not compared in {dtype} (conformance.training: gradients are compared in "
+                     "float64 only)")
+    growth = f"worst error / tolerance per step {result.ratios[0]:.3g} (step 1) -> {result.ratios[-1]:.3g} " \
+             f"(step {steps})"
+    if result.first_step is not None:
+        message = f"first out of the {dtype} bound at step {result.first_step}: {result.first_quantity}"
+        if dtype == "float64" or result.first_step <= EARLY_STEPS:
+            row.status, row.message = "fail", message + "; " + growth
+        else:
+            notes.append(message + "; " + growth)
+    else:
+        notes.append(growth)
+    row.note = "; ".join(notes)
+    if curves is not None:
+        curves[f"{runner.framework} {dtype}"] = Curves([s.loss for s in got], _param_diffs(reference, got))
+    return row
+
+
+@dataclass
+class TrainingRun:
+    """The rows of a training run and, per (model, preset), the curves of each row and of the reference."""
+
+    report: Report
+    curves: dict[tuple[str, str], dict[str, Curves]]
+
+
+def run_training(models: Iterable[str] | None = None, presets: Iterable[str] | None = None,
+                 backends: Sequence[str] | None = None, dtypes: Sequence[str] = ("float64",), steps: int = STEPS,
+                 progress: Callable[[Row], None] | None = None) -> TrainingRun:
+    """Every model x preset x backend x dtype row; the reference trajectory is computed once per model x preset.
+    ``models`` defaults to :data:`TRAINING_MODELS`, ``presets`` to every one of :data:`PRESETS`; unknown names
+    are an error listing the known."""
+    models = list(TRAINING_MODELS if models is None else models)
+    names = list(PRESETS if presets is None else presets)
+    unknown = [f"model {m!r}" for m in models if m not in MODEL_NAMES] + \
+        [f"preset {p!r}" for p in names if p not in PRESETS]
+    if unknown:
+        raise ValueError(f"unknown {', '.join(unknown)}; known models: {', '.join(MODEL_NAMES)}; known presets: "
+                         f"{', '.join(PRESETS)}")
+    runners = [get_runner(b) for b in (backends or RUNNERS)]
+    rows, curves = [], {}
+    for model in models:
+        data = training_data(model, steps)
+        for name in names:
+            preset = PRESETS[name]
+            reference = reference_trajectory(data, preset)
+            by_row = {"reference": Curves([s.loss for s in reference], [])}
+            for runner in runners:
+                for dtype in dtypes:
+                    row = run_training_case(data, preset, runner, dtype, reference, by_row)
+                    rows.append(row)
+                    if progress is not None:
+                        progress(row)
+            curves[(model, name)] = by_row
+        for runner in runners:  # a whole network's programs: released before the next model's
+            runner.release()
+    return TrainingRun(Report(rows), curves)
+
+
+def write_plots(directory: Path, curves: Mapping[tuple[str, str], Mapping[str, Curves]]) -> list[Path] | str:
+    """One PNG per model x preset in ``directory``: the loss per step of the reference and of each backend, and the
+    largest parameter difference from the reference per step (log scale). Returns the files written, or the
+    reason there are none (matplotlib not installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display is needed or wanted
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plots skipped: matplotlib is not installed (pip install 'attn-modules[plots]')"
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (model, preset), by_row in curves.items():
+        fig, (ax_loss, ax_diff) = plt.subplots(1, 2, figsize=(11, 4))
+        for label, c in by_row.items():
+            steps = range(1, len(c.loss) + 1)
+            ref = label == "reference"
+            ax_loss.plot(steps, c.loss, "k-" if ref else "o--", label=label, linewidth=2.5 if ref else 1,
+                         markersize=3)
+            if not ref:  # a difference of exactly 0 has no place on a log scale
+                ax_diff.plot(steps, [d if d > 0 else math.nan for d in c.param_diff], "o-", label=label,
+                             markersize=3)
+        ax_loss.set(title=f"{model}, {preset}: loss", xlabel="step", ylabel="mean cross-entropy")
+        ax_diff.set(title="max |parameter - reference|", xlabel="step", yscale="log")
+        ax_loss.legend(fontsize=8)
+        ax_diff.legend(fontsize=8)
+        fig.tight_layout()
+        path = directory / f"{model}-{preset}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
