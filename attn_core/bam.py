@@ -14,8 +14,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import _check_bn
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_batch_norm_input, check_choice, check_positive_int
+from .spec import AttentionConfig, ConfigError, ParamSpec, check_batch_norm_input
 
 __all__ = ["BAMConfig", "BAM_PRESETS", "BAM_COMBINES", "bam_layer_names"]
 
@@ -105,16 +104,14 @@ class BAMConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        check_positive_int(name, "reduction_ratio", self.reduction_ratio)
-        check_positive_int(name, "num_layers", self.num_layers)
+        self._check_positive_ints("channels", "reduction_ratio", "num_layers")
         if isinstance(self.dilation_conv_num, bool) or not isinstance(self.dilation_conv_num, int) \
                 or self.dilation_conv_num < 0:
             raise ConfigError(f"{name}: dilation_conv_num must be a non-negative integer, got "
                               f"{self.dilation_conv_num!r}")
-        check_positive_int(name, "dilation_val", self.dilation_val)
-        check_choice(name, "combine", self.combine, BAM_COMBINES)
-        _check_bn(name, self.bn_eps, self.bn_momentum)
+        self._check_positive_ints("dilation_val")
+        self._check_choices(combine=BAM_COMBINES)
+        self._check_batch_norm_fields()
         hidden = self.channels // self.reduction_ratio
         if hidden < 1:
             raise ConfigError(f"{name}: hidden width is 0: channels={self.channels} // reduction_ratio="

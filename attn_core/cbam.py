@@ -20,10 +20,7 @@ from .spec import (
     ConfigError,
     ParamSpec,
     WeightLoadError,
-    check_choice,
     check_odd_kernel,
-    check_positive_int,
-    is_real,
     prefixed,
     subtree,
 )
@@ -61,14 +58,6 @@ def check_spatial_kernel_memory(module: str, kernel_size: int, in_channels: int 
     raise ConfigError(f"{module}: kernel_size {kernel_size} needs {need:,} bytes for its {in_channels} x "
                       f"{kernel_size} x {kernel_size} float64 weights, more than this machine's {memory:,} bytes "
                       f"of memory; accepted: odd kernel sizes up to {k_max}")
-
-
-def _check_bn(module: str, eps: float, momentum: float) -> None:
-    if not (is_real(eps) and eps > 0):
-        raise ConfigError(f"{module}: bn_eps must be a positive finite number, got {eps!r}")
-    if not (is_real(momentum) and 0 <= momentum <= 1):
-        raise ConfigError(f"{module}: bn_momentum (torch convention: weight of the new batch) must be in [0, 1], "
-                          f"got {momentum!r}")
 
 
 @dataclass(frozen=True)
@@ -155,15 +144,14 @@ class SpatialAttentionConfig(AttentionConfig):
     gate_layer: str = "sigmoid"
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels, allow_none=True)
+        self._check_positive_ints("channels", optional=True)
         check_odd_kernel(self.module_name, "kernel_size", self.kernel_size,
                          "3 or 7 in the paper; padding k // 2 then keeps H and W")
         check_spatial_kernel_memory(self.module_name, int(self.kernel_size))
-        check_choice(self.module_name, "order", self.order, SPATIAL_ORDERS)
-        check_choice(self.module_name, "bias", self.bias, (True, False))
-        check_choice(self.module_name, "norm", self.norm, (True, False))
-        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        _check_bn(self.module_name, self.bn_eps, self.bn_momentum)
+        self._check_choices(order=SPATIAL_ORDERS)
+        self._check_flags("bias", "norm")
+        self._check_choices(gate_layer=GATE_LAYERS)
+        self._check_batch_norm_fields()
 
     @property
     def padding(self) -> int:
@@ -300,7 +288,7 @@ class CBAMConfig(AttentionConfig):
     spatial: SpatialAttentionConfig = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
+        self._check_positive_ints("channels")
         try:
             ca = ChannelAttentionConfig(self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor,
                                         self.mlp_bias, self.act_layer, self.gate_layer)

@@ -13,16 +13,9 @@ from typing import ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import _check_bn, check_spatial_kernel_memory
+from .cbam import check_spatial_kernel_memory
 from .se import ACT_LAYERS
-from .spec import (
-    AttentionConfig,
-    ParamSpec,
-    check_choice,
-    check_odd_kernel,
-    check_positive_int,
-    reduced_channels,
-)
+from .spec import AttentionConfig, ParamSpec, check_odd_kernel, reduced_channels
 
 __all__ = ["LightCBAMConfig"]
 
@@ -80,14 +73,13 @@ class LightCBAMConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        check_choice(name, "act_layer", self.act_layer, ACT_LAYERS)
-        check_choice(name, "gate_layer", self.gate_layer, ("sigmoid",))
-        check_choice(name, "mlp_bias", self.mlp_bias, (True, False))
+        self._check_positive_ints("channels")
+        self._check_choices(act_layer=ACT_LAYERS, gate_layer=("sigmoid",))
+        self._check_flags("mlp_bias")
         check_odd_kernel(name, "spatial_kernel_size", self.spatial_kernel_size,
                          "padding k // 2 then keeps H and W")
         check_spatial_kernel_memory(name, int(self.spatial_kernel_size), in_channels=1)
-        _check_bn(name, self.bn_eps, self.bn_momentum)
+        self._check_batch_norm_fields()
         hidden = reduced_channels(name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor)
         object.__setattr__(self, "hidden", hidden)
 

@@ -22,14 +22,13 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import _check_bn
 from .se import GATE_LAYERS
 from .spec import (
     AttentionConfig,
     ConfigError,
     ParamSpec,
+    batch_and_map_size,
     check_batch_norm_input,
-    check_choice,
     check_odd_kernel,
     check_positive_int,
     is_real,
@@ -80,10 +79,6 @@ def coord_hidden(module: str, channels: int, rd_ratio: float, se_factor: float, 
                           f"se_factor={se_factor:g} and rd_divisor=None gives floor({channels} * {exact}) = 0; pass "
                           f"rd_min, rd_divisor (timm rounding), a larger rd_ratio, or rd_channels")
     return hidden
-
-
-def _check_flag(module: str, name: str, value: Any) -> None:
-    check_choice(module, name, value, (True, False))
 
 
 def _strips(x: Node) -> tuple[Node, Node]:
@@ -152,13 +147,11 @@ class CoordAttnConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        _check_flag(name, "bias", self.bias)
-        check_choice(name, "act_layer", self.act_layer, COORD_ACT_LAYERS)
-        check_choice(name, "norm_layer", self.norm_layer, ("batchnorm", None))
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        _check_flag(name, "has_skip", self.has_skip)
-        _check_bn(name, self.bn_eps, self.bn_momentum)
+        self._check_positive_ints("channels")
+        self._check_flags("bias")
+        self._check_choices(act_layer=COORD_ACT_LAYERS, norm_layer=("batchnorm", None), gate_layer=GATE_LAYERS)
+        self._check_flags("has_skip")
+        self._check_batch_norm_fields()
         hidden = coord_hidden(name, self.channels, self.rd_ratio, self.se_factor, self.rd_channels,
                               self.rd_divisor, self.rd_min)
         object.__setattr__(self, "hidden", hidden)
@@ -179,9 +172,10 @@ class CoordAttnConfig(AttentionConfig):
 
     def check_training_input(self, shape: Sequence[int | None], layout: str = "NCHW") -> None:
         """The BatchNorm's own input is (N, rd, H + W, 1): checked on that, not on the module's input."""
-        if self.norm_layer is None or len(shape) != 4:
+        sizes = batch_and_map_size(shape, layout)
+        if self.norm_layer is None or sizes is None:
             return
-        n, h, w = (shape[0], shape[2], shape[3]) if layout == "NCHW" else (shape[0], shape[1], shape[2])
+        n, h, w = sizes
         hw = None if h is None or w is None else h + w
         check_batch_norm_input(self.module_name, (n, self.hidden, hw, 1))
 
@@ -244,11 +238,10 @@ class SimpleCoordAttnConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        _check_flag(name, "bias", self.bias)
-        check_choice(name, "act_layer", self.act_layer, COORD_ACT_LAYERS)
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        _check_flag(name, "has_skip", self.has_skip)
+        self._check_positive_ints("channels")
+        self._check_flags("bias")
+        self._check_choices(act_layer=COORD_ACT_LAYERS, gate_layer=GATE_LAYERS)
+        self._check_flags("has_skip")
         hidden = coord_hidden(name, self.channels, self.rd_ratio, self.se_factor, self.rd_channels,
                               self.rd_divisor, self.rd_min)
         object.__setattr__(self, "hidden", hidden)
@@ -322,19 +315,16 @@ class EfficientLocalAttnConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
+        self._check_positive_ints("channels")
         check_odd_kernel(name, "kernel_size", self.kernel_size,
                          "padding k // 2 keeps the strip's length only for an odd k")
-        _check_flag(name, "bias", self.bias)
-        check_choice(name, "act_layer", self.act_layer, ELA_ACT_LAYERS)
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        check_choice(name, "norm_layer", self.norm_layer, ("groupnorm", None))
-        _check_flag(name, "has_skip", self.has_skip)
-        check_positive_int(name, "norm_groups", self.norm_groups)
+        self._check_flags("bias")
+        self._check_choices(act_layer=ELA_ACT_LAYERS, gate_layer=GATE_LAYERS, norm_layer=("groupnorm", None))
+        self._check_flags("has_skip")
+        self._check_positive_ints("norm_groups")
         if self.channels % self.norm_groups:
             raise ConfigError(f"{name}: norm_groups {self.norm_groups} does not divide channels {self.channels}")
-        if not (is_real(self.norm_eps) and self.norm_eps > 0):
-            raise ConfigError(f"{name}: norm_eps must be a positive finite number, got {self.norm_eps!r}")
+        self._check_positive_reals("norm_eps")
 
     @property
     def padding(self) -> int:
@@ -403,14 +393,14 @@ class StripAttnConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        _check_flag(name, "use_conv", self.use_conv)
+        self._check_positive_ints("channels")
+        self._check_flags("use_conv")
         if self.use_conv:
             check_odd_kernel(name, "kernel_size", self.kernel_size,
                              "padding k // 2 keeps the strip's length only for an odd k")
-        _check_flag(name, "bias", self.bias)
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        _check_flag(name, "has_skip", self.has_skip)
+        self._check_flags("bias")
+        self._check_choices(gate_layer=GATE_LAYERS)
+        self._check_flags("has_skip")
 
     @property
     def padding(self) -> int:

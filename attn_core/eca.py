@@ -13,9 +13,9 @@ from typing import ClassVar
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_odd_kernel, check_positive_int, is_real
+from .spec import AttentionConfig, ConfigError, ParamSpec, check_odd_kernel, is_real
 
-__all__ = ["ECAConfig", "eca_kernel_size"]
+__all__ = ["ECAConfig", "eca_kernel_size", "eca_kernel"]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
@@ -25,6 +25,20 @@ def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     """
     t = int(abs(math.log2(channels) + beta) / gamma)
     return max(t if t % 2 else t + 1, 3)
+
+
+def eca_kernel(module: str, channels: int, kernel_size: int | None, gamma: float, beta: float) -> int:
+    """The kernel of ECA and its variants from their fields: ``kernel_size`` (odd, positive) when given, else Eq. 9
+    (:func:`eca_kernel_size`) with ``gamma`` and ``beta``."""
+    if kernel_size is None:
+        if not (is_real(gamma) and gamma > 0):
+            raise ConfigError(f"{module}: gamma must be a positive finite number, got {gamma!r}")
+        if not is_real(beta):
+            raise ConfigError(f"{module}: beta must be a finite number, got {beta!r}")
+        return eca_kernel_size(channels, gamma, beta)
+    check_odd_kernel(module, "kernel_size", kernel_size,
+                     "an even kernel cannot pad symmetrically and shifts the channels")
+    return int(kernel_size)
 
 
 @dataclass(frozen=True)
@@ -54,18 +68,9 @@ class ECAConfig(AttentionConfig):
     k: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        if self.kernel_size is None:
-            if not (is_real(self.gamma) and self.gamma > 0):
-                raise ConfigError(f"{self.module_name}: gamma must be a positive finite number, got {self.gamma!r}")
-            if not is_real(self.beta):
-                raise ConfigError(f"{self.module_name}: beta must be a finite number, got {self.beta!r}")
-            k = eca_kernel_size(self.channels, self.gamma, self.beta)
-        else:
-            check_odd_kernel(self.module_name, "kernel_size", self.kernel_size,
-                             "an even kernel cannot pad symmetrically and shifts the channels")
-            k = int(self.kernel_size)
-        object.__setattr__(self, "k", k)
+        self._check_positive_ints("channels")
+        object.__setattr__(self, "k", eca_kernel(self.module_name, self.channels, self.kernel_size, self.gamma,
+                                                 self.beta))
 
     @property
     def padding(self) -> int:

@@ -13,33 +13,11 @@ from typing import ClassVar
 
 from . import ops
 from .autodiff import Node
-from .eca import eca_kernel_size
+from .eca import eca_kernel
 from .se import ACT_LAYERS, GATE_LAYERS
-from .spec import (
-    AttentionConfig,
-    ConfigError,
-    ParamSpec,
-    check_choice,
-    check_odd_kernel,
-    check_positive_int,
-    is_real,
-    make_divisible,
-)
+from .spec import AttentionConfig, ConfigError, ParamSpec, reduced_channels
 
 __all__ = ["ECAMConfig", "CECAConfig"]
-
-
-def _kernel(module: str, channels: int, kernel_size: int | None, gamma: float, beta: float) -> int:
-    """ECA's kernel: ``kernel_size`` (odd, positive) when given, else Eq. 9 (:func:`eca_kernel_size`)."""
-    if kernel_size is None:
-        if not (is_real(gamma) and gamma > 0):
-            raise ConfigError(f"{module}: gamma must be a positive finite number, got {gamma!r}")
-        if not is_real(beta):
-            raise ConfigError(f"{module}: beta must be a finite number, got {beta!r}")
-        return eca_kernel_size(channels, gamma, beta)
-    check_odd_kernel(module, "kernel_size", kernel_size,
-                     "an even kernel cannot pad symmetrically and shifts the channels")
-    return int(kernel_size)
 
 
 def _channel_row(x: Node) -> Node:
@@ -92,18 +70,12 @@ class ECAMConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        check_choice(name, "act_layer", self.act_layer, ACT_LAYERS)
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        k = _kernel(name, self.channels, self.kernel_size, self.gamma, self.beta)
-        if self.rd_channels is not None:
-            check_positive_int(name, "rd_channels", self.rd_channels)
-            hidden = int(self.rd_channels)
-        else:
-            if not (is_real(self.rd_ratio) and self.rd_ratio > 0):
-                raise ConfigError(f"{name}: rd_ratio must be a positive finite number, got {self.rd_ratio!r}")
-            check_positive_int(name, "rd_divisor", self.rd_divisor)
-            hidden = make_divisible(self.channels * float(self.rd_ratio), int(self.rd_divisor))
+        self._check_positive_ints("channels")
+        self._check_choices(act_layer=ACT_LAYERS, gate_layer=GATE_LAYERS)
+        k = eca_kernel(name, self.channels, self.kernel_size, self.gamma, self.beta)
+        # timm's make_divisible with its default round_limit, and a divisor always set, as in its non-local blocks
+        hidden = reduced_channels(name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor,
+                                  round_limit=0.9, divisor_optional=False)
         object.__setattr__(self, "k", k)
         object.__setattr__(self, "hidden", hidden)
 
@@ -167,10 +139,9 @@ class CECAConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        check_choice(name, "act_layer", self.act_layer, (None, *ACT_LAYERS))
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        k = _kernel(name, self.channels, self.kernel_size, self.gamma, self.beta)
+        self._check_positive_ints("channels")
+        self._check_choices(act_layer=(None, *ACT_LAYERS), gate_layer=GATE_LAYERS)
+        k = eca_kernel(name, self.channels, self.kernel_size, self.gamma, self.beta)
         if (k - 1) // 2 > self.channels:
             raise ConfigError(f"{name}: kernel_size {k} pads {(k - 1) // 2} channels circularly at each end, more "
                               f"than the {self.channels} channels there are (the row may wrap around once at "

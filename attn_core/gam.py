@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import _check_bn
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_odd_kernel, check_positive_int, is_real
+from .spec import AttentionConfig, ConfigError, ParamSpec, check_odd_kernel
 
 __all__ = ["GAMConfig", "GAM_PRESETS"]
 
@@ -58,11 +57,10 @@ class GAMConfig(AttentionConfig):
     hidden: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        if not (is_real(self.rate) and self.rate > 0):
-            raise ConfigError(f"{self.module_name}: rate must be a positive finite number, got {self.rate!r}")
+        self._check_positive_ints("channels")
+        self._check_positive_reals("rate")
         check_odd_kernel(self.module_name, "kernel_size", self.kernel_size, "padding k // 2 keeps the map's size")
-        _check_bn(self.module_name, self.bn_eps, self.bn_momentum)
+        self._check_batch_norm_fields()
         hidden = int(self.channels / self.rate)
         if hidden < 1:
             raise ConfigError(f"{self.module_name}: the hidden width int(channels / rate) must be positive, got "

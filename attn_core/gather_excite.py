@@ -24,10 +24,8 @@ from .spec import (
     InputShapeError,
     ParamSpec,
     as_int,
+    batch_and_map_size,
     check_batch_norm_input,
-    check_choice,
-    check_positive_int,
-    is_real,
     reduced_channels,
 )
 
@@ -118,12 +116,9 @@ class GatherExciteConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        for flag in ("extra_params", "use_mlp", "add_maxpool"):
-            check_choice(name, flag, getattr(self, flag), (True, False))
-        check_choice(name, "act_layer", self.act_layer, ACT_LAYERS)
-        check_choice(name, "norm_layer", self.norm_layer, NORM_LAYERS)
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
+        self._check_positive_ints("channels")
+        self._check_flags("extra_params", "use_mlp", "add_maxpool")
+        self._check_choices(act_layer=ACT_LAYERS, norm_layer=NORM_LAYERS, gate_layer=GATE_LAYERS)
         e = self.extent
         if isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, np.integer)) or e < 0 or e % 2:
             raise ConfigError(f"{name}: extent must be 0 (global) or a positive even integer, got {e!r}")
@@ -137,11 +132,7 @@ class GatherExciteConfig(AttentionConfig):
         if self.extra_params and e == 0 and self.feat_size is None:
             raise ConfigError(f"{name}: feat_size (H, W) must be given for the global extent with extra_params (the "
                               f"depthwise kernel spans the whole map)")
-        if not (is_real(self.bn_eps) and self.bn_eps > 0):
-            raise ConfigError(f"{name}: bn_eps must be a positive finite number, got {self.bn_eps!r}")
-        if not (is_real(self.bn_momentum) and 0 <= self.bn_momentum <= 1):
-            raise ConfigError(f"{name}: bn_momentum (torch convention: weight of the new batch) must be in [0, 1], "
-                              f"got {self.bn_momentum!r}")
+        self._check_batch_norm_fields()
         hidden = reduced_channels(name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor) \
             if self.use_mlp else 0
         object.__setattr__(self, "hidden", hidden)
@@ -224,10 +215,10 @@ class GatherExciteConfig(AttentionConfig):
         """The last BatchNorm of the gather sees the gathered map (N, C, h, w): N * h * w must be more than 1."""
         if not self.has_batch_norm:
             return
-        dims = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
-        if len(dims) != 4:
+        sizes = batch_and_map_size(shape, layout)
+        if sizes is None:
             return
-        n, h, w = (dims[0], dims[2], dims[3]) if layout == "NCHW" else dims[:3]
+        n, h, w = sizes
         gh = None if h is None else self.gathered_size(h, 1)[0]
         gw = None if w is None else self.gathered_size(1, w)[1]
         check_batch_norm_input(f"{self.module_name}: gather.norm{self.num_convs}", (n, self.channels, gh, gw))

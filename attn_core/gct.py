@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_choice, check_positive_int, is_real
+from .spec import AttentionConfig, ParamSpec, check_positive_real
 
 __all__ = ["GCTConfig", "GCT_PRESETS", "GCT_MODES", "CHANNEL_EPS"]
 
@@ -64,13 +64,12 @@ class GCTConfig(AttentionConfig):
     channel_eps: str = "mean"
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        if not (is_real(self.epsilon) and self.epsilon > 0):
-            raise ConfigError(f"{self.module_name}: epsilon must be a positive finite number (the l1 normalisation "
-                              f"divides by mean_c |s| + epsilon), got {self.epsilon!r}")
-        check_choice(self.module_name, "mode", self.mode, GCT_MODES)
-        check_choice(self.module_name, "after_relu", self.after_relu, (True, False))
-        check_choice(self.module_name, "channel_eps", self.channel_eps, CHANNEL_EPS)
+        self._check_positive_ints("channels")
+        check_positive_real(self.module_name, "epsilon", self.epsilon,
+                            "the l1 normalisation divides by mean_c |s| + epsilon")
+        self._check_choices(mode=GCT_MODES)
+        self._check_flags("after_relu")
+        self._check_choices(channel_eps=CHANNEL_EPS)
 
     @property
     def norm_epsilon(self) -> float:

@@ -14,7 +14,7 @@ from typing import ClassVar
 from . import ops
 from .autodiff import Node
 from .se import ACT_LAYERS, GATE_LAYERS
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_choice, check_positive_int, reduced_channels
+from .spec import AttentionConfig, ConfigError, ParamSpec, reduced_channels
 
 __all__ = ["GlobalContextConfig", "GlobalContextAddConfig", "LAYER_NORM_EPS"]
 
@@ -72,14 +72,12 @@ class GlobalContextConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        for flag in ("use_attn", "fuse_add", "fuse_scale", "init_last_zero"):
-            check_choice(name, flag, getattr(self, flag), (True, False))
+        self._check_positive_ints("channels")
+        self._check_flags("use_attn", "fuse_add", "fuse_scale", "init_last_zero")
         if not (self.fuse_add or self.fuse_scale):
             raise ConfigError(f"{name}: at least one of fuse_add and fuse_scale must be True (without either the "
                               f"module returns its input)")
-        check_choice(name, "act_layer", self.act_layer, ACT_LAYERS)
-        check_choice(name, "gate_layer", self.gate_layer, GATE_LAYERS)
+        self._check_choices(act_layer=ACT_LAYERS, gate_layer=GATE_LAYERS)
         object.__setattr__(self, "hidden",
                            reduced_channels(name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor))
 

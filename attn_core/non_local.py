@@ -17,16 +17,7 @@ import numpy as np
 from . import ops
 from .autodiff import Node
 from .precision import FLOAT_DTYPES
-from .spec import (
-    AttentionConfig,
-    ConfigError,
-    InputShapeError,
-    ParamSpec,
-    check_choice,
-    check_positive_int,
-    is_real,
-    make_divisible,
-)
+from .spec import AttentionConfig, ConfigError, InputShapeError, ParamSpec, is_real, reduced_channels
 
 __all__ = ["NonLocalAttnConfig", "BatNonLocalAttnConfig", "BAT_ACT_LAYERS", "nl_reduced_channels"]
 
@@ -42,13 +33,8 @@ def nl_reduced_channels(module: str, channels: int, rd_ratio: float, rd_channels
     """The reduced width of both modules, as timm computes it: ``rd_channels`` when given, else
     ``make_divisible(channels * rd_ratio, rd_divisor)`` with timm's default ``round_limit=0.9`` (a rounding down by
     more than 10 % goes up one divisor instead), which is never below ``rd_divisor``."""
-    if rd_channels is not None:
-        check_positive_int(module, "rd_channels", rd_channels)
-        return int(rd_channels)
-    if not is_real(rd_ratio) or not rd_ratio > 0:
-        raise ConfigError(f"{module}: rd_ratio must be a positive finite number, got {rd_ratio!r}")
-    check_positive_int(module, "rd_divisor", rd_divisor)
-    return make_divisible(channels * float(rd_ratio), int(rd_divisor))
+    return reduced_channels(module, channels, rd_ratio, rd_channels, rd_divisor, round_limit=0.9,
+                            divisor_optional=False)
 
 
 def _bn_table(prefix: str, channels: int) -> list[ParamSpec]:
@@ -102,8 +88,8 @@ class NonLocalAttnConfig(AttentionConfig):
     hidden: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        check_choice(self.module_name, "use_scale", self.use_scale, (True, False))
+        self._check_positive_ints("channels")
+        self._check_flags("use_scale")
         hidden = nl_reduced_channels(self.module_name, self.channels, self.rd_ratio, self.rd_channels,
                                      self.rd_divisor)
         object.__setattr__(self, "hidden", hidden)
@@ -202,16 +188,14 @@ class BatNonLocalAttnConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels)
-        check_positive_int(name, "block_size", self.block_size)
-        check_positive_int(name, "groups", self.groups)
+        self._check_positive_ints("channels", "block_size", "groups")
         hidden = nl_reduced_channels(name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor)
         if hidden % self.groups:
             raise ConfigError(f"{name}: groups {self.groups} must divide the reduced width rd = {hidden} (each group's "
                               f"P and Q are shared by rd / groups channels); pass rd_channels or groups that fit")
         if not (is_real(self.drop_rate) and 0 <= self.drop_rate <= 1):
             raise ConfigError(f"{name}: drop_rate must be a probability in [0, 1], got {self.drop_rate!r}")
-        check_choice(name, "act_layer", self.act_layer, BAT_ACT_LAYERS)
+        self._check_choices(act_layer=BAT_ACT_LAYERS)
         object.__setattr__(self, "hidden", hidden)
 
     @property

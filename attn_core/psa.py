@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_choice, check_positive_int, is_real
+from .spec import AttentionConfig, ConfigError, ParamSpec
 
 __all__ = ["PSAConfig", "PSA_PRESETS"]
 
@@ -72,18 +72,16 @@ class PSAConfig(AttentionConfig):
     up_channels: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
+        self._check_positive_ints("channels")
         if self.channels < 2:
             raise ConfigError(f"{self.module_name}: channels must be at least 2 (the branches are C // 2 wide), "
                               f"got {self.channels}")
-        check_choice(self.module_name, "mode", self.mode, MODES)
-        check_choice(self.module_name, "channel_up", self.channel_up, CHANNEL_UPS)
-        check_choice(self.module_name, "channel_norm", self.channel_norm, (True, False))
-        check_choice(self.module_name, "spatial_softmax", self.spatial_softmax, SPATIAL_SOFTMAXES)
-        check_positive_int(self.module_name, "ratio", self.ratio)
-        check_choice(self.module_name, "bias", self.bias, (True, False))
-        if not (is_real(self.ln_eps) and self.ln_eps > 0):
-            raise ConfigError(f"{self.module_name}: ln_eps must be a positive finite number, got {self.ln_eps!r}")
+        self._check_choices(mode=MODES, channel_up=CHANNEL_UPS)
+        self._check_flags("channel_norm")
+        self._check_choices(spatial_softmax=SPATIAL_SOFTMAXES)
+        self._check_positive_ints("ratio")
+        self._check_flags("bias")
+        self._check_positive_reals("ln_eps")
         inter = self.channels // 2
         up = inter // self.ratio
         if self.channel_up == "bottleneck":

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ParamSpec, check_choice, check_positive_int, reduced_channels
+from .spec import AttentionConfig, ParamSpec, reduced_channels
 
 __all__ = ["SEConfig", "SqueezeMLPConfig", "ACT_LAYERS", "GATE_LAYERS"]
 
@@ -36,10 +36,9 @@ class SqueezeMLPConfig(AttentionConfig):
         hidden: int
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        check_choice(self.module_name, "act_layer", self.act_layer, ACT_LAYERS)
-        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
-        check_choice(self.module_name, "bias", self.bias, (True, False))
+        self._check_positive_ints("channels")
+        self._check_choices(act_layer=ACT_LAYERS, gate_layer=GATE_LAYERS)
+        self._check_flags("bias")
         hidden = reduced_channels(self.module_name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor)
         object.__setattr__(self, "hidden", hidden)
 

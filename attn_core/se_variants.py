@@ -13,7 +13,7 @@ from typing import ClassVar
 from . import ops
 from .autodiff import Node
 from .se import GATE_LAYERS
-from .spec import AttentionConfig, ParamSpec, check_choice, check_positive_int
+from .spec import AttentionConfig, ParamSpec
 
 __all__ = ["EffectiveSEConfig"]
 
@@ -45,9 +45,9 @@ class EffectiveSEConfig(AttentionConfig):
     gate_layer: str = "hard_sigmoid"
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        check_choice(self.module_name, "add_maxpool", self.add_maxpool, (True, False))
-        check_choice(self.module_name, "gate_layer", self.gate_layer, GATE_LAYERS)
+        self._check_positive_ints("channels")
+        self._check_flags("add_maxpool")
+        self._check_choices(gate_layer=GATE_LAYERS)
 
     def param_table(self) -> tuple[ParamSpec, ...]:
         c = self.channels

@@ -13,16 +13,13 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import _check_bn
 from .spec import (
     AttentionConfig,
     ConfigError,
     ParamSpec,
     as_int,
+    batch_and_map_size,
     check_batch_norm_input,
-    check_choice,
-    check_positive_int,
-    is_real,
     make_divisible,
 )
 
@@ -115,8 +112,8 @@ class SelectiveKernelConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "in_channels", self.in_channels)
-        check_positive_int(name, "out_channels", self.out_channels, allow_none=True)
+        self._check_positive_ints("in_channels")
+        self._check_positive_ints("out_channels", optional=True)
         object.__setattr__(self, "kernel_size", _kernel_tuple(self.kernel_size))
         ks = self.kernel_size
         given = (3, 5) if ks is None else ks if isinstance(ks, tuple) else (ks, ks)
@@ -126,15 +123,12 @@ class SelectiveKernelConfig(AttentionConfig):
             if isinstance(k, bool) or not isinstance(k, int) or k < 3 or k % 2 == 0:
                 raise ConfigError(f"{name}: kernel_size must be an odd integer >= 3 or a sequence of them (one per "
                                   f"path; timm asserts k >= 3 and odd), got {self.kernel_size!r}")
-        for f in ("stride", "dilation", "groups", "rd_divisor"):
-            check_positive_int(name, f, getattr(self, f))
-        check_positive_int(name, "rd_channels", self.rd_channels, allow_none=True)
-        if not (is_real(self.rd_ratio) and self.rd_ratio > 0):
-            raise ConfigError(f"{name}: rd_ratio must be a positive finite number, got {self.rd_ratio!r}")
-        check_choice(name, "keep_3x3", self.keep_3x3, (True, False))
-        check_choice(name, "split_input", self.split_input, (True, False))
-        check_choice(name, "act_layer", self.act_layer, PATH_ACTIVATIONS)
-        _check_bn(name, self.bn_eps, self.bn_momentum)
+        self._check_positive_ints("stride", "dilation", "groups", "rd_divisor")
+        self._check_positive_ints("rd_channels", optional=True)
+        self._check_positive_reals("rd_ratio")
+        self._check_flags("keep_3x3", "split_input")
+        self._check_choices(act_layer=PATH_ACTIVATIONS)
+        self._check_batch_norm_fields()
 
         out = int(self.out_channels or self.in_channels)
         paths = len(given)
@@ -174,10 +168,10 @@ class SelectiveKernelConfig(AttentionConfig):
     def check_training_input(self, shape: Sequence[int | None], layout: str = "NCHW") -> None:
         """Each BatchNorm's own input in training: the paths' (N, out, H', W') and the attention's (N, rd, 1, 1),
         which needs N > 1 whatever the map."""
-        shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
-        if len(shape_t) != 4:
+        sizes = batch_and_map_size(shape, layout)
+        if sizes is None:
             return
-        n, h, w = (shape_t[0], shape_t[2], shape_t[3]) if layout == "NCHW" else shape_t[:3]
+        n, h, w = sizes
         ho, wo = (None, None) if h is None or w is None else self.output_hw(h, w)
         check_batch_norm_input(f"{self.module_name}: paths.0.bn", (n, self.out, ho, wo))
         check_batch_norm_input(f"{self.module_name}: attn.bn", (n, self.attn_channels, 1, 1))

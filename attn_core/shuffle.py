@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_choice, check_positive_int, is_real
+from .spec import AttentionConfig, ConfigError, ParamSpec
 
 __all__ = ["ShuffleAttentionConfig", "SHUFFLE_PRESETS"]
 
@@ -56,14 +56,12 @@ class ShuffleAttentionConfig(AttentionConfig):
     branch_channels: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        check_positive_int(self.module_name, "groups", self.groups)
+        self._check_positive_ints("channels", "groups")
         if self.channels % (2 * self.groups):
             raise ConfigError(f"{self.module_name}: channels must be a multiple of 2 * groups = {2 * self.groups} "
                               f"(G groups of two equal halves), got channels={self.channels}, groups={self.groups}")
-        check_choice(self.module_name, "gn_affine", self.gn_affine, (True, False))
-        if not (is_real(self.gn_eps) and self.gn_eps > 0):
-            raise ConfigError(f"{self.module_name}: gn_eps must be a positive finite number, got {self.gn_eps!r}")
+        self._check_flags("gn_affine")
+        self._check_positive_reals("gn_eps")
         object.__setattr__(self, "branch_channels", self.channels // (2 * self.groups))
 
     def param_table(self) -> tuple[ParamSpec, ...]:

@@ -58,7 +58,7 @@ import numpy as np
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_positive_int
+from .spec import AttentionConfig, ConfigError, ParamSpec
 
 __all__ = ["SimAMConfig", "simam_denominator_count", "simam_deviation_scale", "simam_mean_prescale"]
 
@@ -110,7 +110,7 @@ class SimAMConfig(AttentionConfig):
     e_lambda: float = 1e-4
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels, allow_none=True)
+        self._check_positive_ints("channels", optional=True)
         if isinstance(self.e_lambda, bool) or not isinstance(self.e_lambda, (int, float)) \
                 or not np.isfinite(self.e_lambda) or self.e_lambda <= 0:
             raise ConfigError(f"{self.module_name}: e_lambda must be a positive finite number, got {self.e_lambda!r}")

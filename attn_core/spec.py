@@ -24,7 +24,8 @@ from .precision import FLOAT_DTYPES, accepted_input_dtypes, dtype_mismatch_messa
 __all__ = [
     "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
     "ParamSpec", "AttentionConfig", "make_divisible", "reduced_channels", "prefixed", "subtree",
-    "check_positive_int", "check_choice", "check_batch_norm_input", "as_int", "as_real", "coerce_numbers",
+    "check_positive_int", "check_positive_real", "check_choice", "check_batch_norm_fields", "check_batch_norm_input",
+    "batch_and_map_size", "as_int", "as_real", "coerce_numbers",
 ]
 
 # Roles say what a parameter is, so each backend knows where it lives natively and how its layout differs.
@@ -137,6 +138,21 @@ def is_real(value: Any) -> bool:
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
+def check_positive_real(module: str, name: str, value: Any, why: str = "") -> None:
+    """A positive finite real (an epsilon, a ratio); ``why``, if given, is said in parentheses after the rule."""
+    if not (is_real(value) and value > 0):
+        raise ConfigError(f"{module}: {name} must be a positive finite number{f' ({why})' if why else ''}, "
+                          f"got {value!r}")
+
+
+def check_batch_norm_fields(module: str, eps: Any, momentum: Any) -> None:
+    """The BatchNorm hyperparameters every config with BatchNorm declares as ``bn_eps`` and ``bn_momentum``."""
+    check_positive_real(module, "bn_eps", eps)
+    if not (is_real(momentum) and 0 <= momentum <= 1):
+        raise ConfigError(f"{module}: bn_momentum (torch convention: weight of the new batch) must be in [0, 1], "
+                          f"got {momentum!r}")
+
+
 def check_odd_kernel(module: str, name: str, value: Any, why: str) -> None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1 or value % 2 == 0:
         raise ConfigError(f"{module}: {name} must be a positive odd integer ({why}), got {value!r}")
@@ -148,6 +164,15 @@ def check_choice(module: str, name: str, value: Any, choices: Iterable[Any]) -> 
         raise ConfigError(f"{module}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
+def batch_and_map_size(shape: Sequence[int | None], layout: str = "NCHW") -> tuple[int | None, ...] | None:
+    """``(N, H, W)`` of a 4-D input in ``layout`` (NCHW or NHWC), each size unknown at trace time (``None`` or
+    negative) as ``None``; ``None`` for an input of another rank, which :meth:`AttentionConfig.check_input` refuses."""
+    shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
+    if len(shape_t) != 4:
+        return None
+    return (shape_t[0], shape_t[2], shape_t[3]) if layout == "NCHW" else shape_t[:3]
+
+
 def check_batch_norm_input(module: str, shape: Sequence[int | None], layout: str = "NCHW") -> None:
     """The one rule for BatchNorm in training, in every backend and the reference: each channel needs more than
     one value (N*H*W > 1), since the unbiased variance of the running statistics divides by N*H*W - 1 (torch
@@ -156,12 +181,13 @@ def check_batch_norm_input(module: str, shape: Sequence[int | None], layout: str
     ``shape`` is the BatchNorm's input (``layout`` NCHW or NHWC); sizes unknown at trace time (``None`` or
     negative) are not checked. Raises :class:`InputShapeError` naming ``module``.
     """
-    shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
-    if len(shape_t) != 4:
+    sizes = batch_and_map_size(shape, layout)
+    if sizes is None:
         return
-    n, h, w = (shape_t[0], shape_t[2], shape_t[3]) if layout == "NCHW" else shape_t[:3]
+    n, h, w = sizes
     if n is None or h is None or w is None or n * h * w > 1:
         return
+    shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
     raise InputShapeError(f"{module}: BatchNorm in training needs more than one value per channel, got input "
                           f"shape {_fmt_shape(shape_t)} ({layout}: N*H*W = {n * h * w})")
 
@@ -187,19 +213,21 @@ def subtree(params: Mapping[str, Node], prefix: str) -> dict[str, Node]:
 
 
 def reduced_channels(module: str, channels: int, rd_ratio: float, rd_channels: int | None,
-                     rd_divisor: int | None) -> int:
-    """The hidden width of a squeeze MLP, decided once for SE and CBAM's channel attention.
+                     rd_divisor: int | None, round_limit: float = 0.0, divisor_optional: bool = True) -> int:
+    """The reduced width from the fields ``rd_ratio``, ``rd_channels`` and ``rd_divisor``, decided once for SE,
+    CBAM's channel attention and the modules that size a bottleneck as timm does.
 
     ``rd_channels`` wins when given. Otherwise ``rd_divisor`` set rounds ``channels * rd_ratio`` as timm does
-    (nearest multiple of the divisor, at least the divisor); ``rd_divisor=None`` floors it exactly, which is the
-    ``channels // reduction`` of the seed articles, and a result of 0 is an error rather than a silent 0.5 gate.
+    (:func:`make_divisible` with ``round_limit``: 0 for the nearest multiple of the divisor, at least the divisor;
+    timm's default 0.9 for its non-local blocks and ECA-MLP); ``rd_divisor=None``, where ``divisor_optional``,
+    floors it exactly, which is the ``channels // reduction`` of the seed articles, and a result of 0 is an error
+    rather than a silent 0.5 gate.
     """
     if rd_channels is not None:
         check_positive_int(module, "rd_channels", rd_channels)
         return int(rd_channels)
-    if not is_real(rd_ratio) or not rd_ratio > 0:
-        raise ConfigError(f"{module}: rd_ratio must be a positive finite number, got {rd_ratio!r}")
-    check_positive_int(module, "rd_divisor", rd_divisor, allow_none=True)
+    check_positive_real(module, "rd_ratio", rd_ratio)
+    check_positive_int(module, "rd_divisor", rd_divisor, allow_none=divisor_optional)
     if rd_divisor is None:
         exact = Fraction(float(rd_ratio)).limit_denominator(1 << 20)
         hidden = int(channels * exact)
@@ -209,7 +237,7 @@ def reduced_channels(module: str, channels: int, rd_ratio: float, rd_channels: i
                 f"gives floor({channels} * {exact}) = 0 (the seed articles' C // r); pass rd_divisor (timm rounding, "
                 f"at least the divisor), a larger rd_ratio, or rd_channels")
         return hidden
-    return make_divisible(channels * float(rd_ratio), int(rd_divisor), round_limit=0.0)
+    return make_divisible(channels * float(rd_ratio), int(rd_divisor), round_limit=round_limit)
 
 
 # --------------------------------------------------------------------------------------------------- configs
@@ -244,6 +272,33 @@ class AttentionConfig:
         wrapper.__doc__ = own.__doc__
         target: Any = cls
         target.__post_init__ = wrapper
+
+    # ---- validators of fields by name, for ``__post_init__``: each raises the first problem as a ConfigError
+    def _check_positive_ints(self, *names: str, optional: bool = False) -> None:
+        """:func:`check_positive_int` on each named field, in the order given; ``optional``: ``None`` is taken."""
+        for name in names:
+            check_positive_int(self.module_name, name, getattr(self, name), allow_none=optional)
+
+    def _check_positive_reals(self, *names: str) -> None:
+        """:func:`check_positive_real` on each named field (an epsilon, a ratio), in the order given."""
+        for name in names:
+            check_positive_real(self.module_name, name, getattr(self, name))
+
+    def _check_flags(self, *names: str) -> None:
+        """Each named field is ``True`` or ``False`` (a truthy 1 or ``'yes'`` would pass an ``if`` silently)."""
+        self._check_choices(**dict.fromkeys(names, (True, False)))
+
+    def _check_choices(self, **choices: Iterable[Any]) -> None:
+        """:func:`check_choice` on each field named by a keyword, against its choices, in keyword order
+        (``self._check_choices(act_layer=ACT_LAYERS, gate_layer=GATE_LAYERS)``)."""
+        for name, allowed in choices.items():
+            check_choice(self.module_name, name, getattr(self, name), allowed)
+
+    def _check_batch_norm_fields(self) -> None:
+        """:func:`check_batch_norm_fields` on the fields ``bn_eps`` and ``bn_momentum`` that every config with a
+        configurable BatchNorm declares."""
+        eps, momentum = (getattr(self, name) for name in ("bn_eps", "bn_momentum"))
+        check_batch_norm_fields(self.module_name, eps, momentum)
 
     # ---- to implement
     def param_table(self) -> tuple[ParamSpec, ...]:

@@ -14,7 +14,6 @@ from typing import ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import _check_bn
 from .precision import FLOAT_DTYPES
 from .selective_kernel import PATH_ACTIVATIONS, bn_params, conv_output_size
 from .spec import (
@@ -22,10 +21,8 @@ from .spec import (
     ConfigError,
     InputShapeError,
     ParamSpec,
+    batch_and_map_size,
     check_batch_norm_input,
-    check_choice,
-    check_positive_int,
-    is_real,
     make_divisible,
 )
 
@@ -92,20 +89,17 @@ class SplitAttnConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "in_channels", self.in_channels)
-        check_positive_int(name, "out_channels", self.out_channels, allow_none=True)
-        for f in ("kernel_size", "stride", "dilation", "groups", "radix", "rd_divisor"):
-            check_positive_int(name, f, getattr(self, f))
+        self._check_positive_ints("in_channels")
+        self._check_positive_ints("out_channels", optional=True)
+        self._check_positive_ints("kernel_size", "stride", "dilation", "groups", "radix", "rd_divisor")
         if self.padding is not None and (isinstance(self.padding, bool) or not isinstance(self.padding, int)
                                          or self.padding < 0):
             raise ConfigError(f"{name}: padding must be None or a non-negative integer, got {self.padding!r}")
-        check_positive_int(name, "rd_channels", self.rd_channels, allow_none=True)
-        if not (is_real(self.rd_ratio) and self.rd_ratio > 0):
-            raise ConfigError(f"{name}: rd_ratio must be a positive finite number, got {self.rd_ratio!r}")
-        check_choice(name, "bias", self.bias, (True, False))
-        check_choice(name, "act_layer", self.act_layer, PATH_ACTIVATIONS)
-        check_choice(name, "norm_layer", self.norm_layer, NORM_LAYERS)
-        _check_bn(name, self.bn_eps, self.bn_momentum)
+        self._check_positive_ints("rd_channels", optional=True)
+        self._check_positive_reals("rd_ratio")
+        self._check_flags("bias")
+        self._check_choices(act_layer=PATH_ACTIVATIONS, norm_layer=NORM_LAYERS)
+        self._check_batch_norm_fields()
 
         out = int(self.out_channels or self.in_channels)
         groups, radix = int(self.groups), int(self.radix)
@@ -157,10 +151,10 @@ class SplitAttnConfig(AttentionConfig):
         (N, attn, 1, 1), which needs N > 1 whatever the map."""
         if not self.has_norm:
             return
-        shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
-        if len(shape_t) != 4:
+        sizes = batch_and_map_size(shape, layout)
+        if sizes is None:
             return
-        n, h, w = (shape_t[0], shape_t[2], shape_t[3]) if layout == "NCHW" else shape_t[:3]
+        n, h, w = sizes
         ho, wo = (None, None) if h is None or w is None else self.output_hw(h, w)
         check_batch_norm_input(f"{self.module_name}: bn0", (n, self.mid, ho, wo))
         check_batch_norm_input(f"{self.module_name}: bn1", (n, self.attn_channels, 1, 1))

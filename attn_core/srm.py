@@ -14,18 +14,8 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import _check_bn
 from .precision import FLOAT_DTYPES
-from .spec import (
-    AttentionConfig,
-    ConfigError,
-    InputShapeError,
-    ParamSpec,
-    check_batch_norm_input,
-    check_choice,
-    check_positive_int,
-    is_real,
-)
+from .spec import AttentionConfig, ConfigError, InputShapeError, ParamSpec, check_batch_norm_input, is_real
 
 __all__ = ["SRMConfig", "SRM_PRESETS"]
 
@@ -65,11 +55,11 @@ class SRMConfig(AttentionConfig):
     bn_momentum: float = 0.1
 
     def __post_init__(self) -> None:
-        check_positive_int(self.module_name, "channels", self.channels)
-        check_choice(self.module_name, "unbiased", self.unbiased, (True, False))
+        self._check_positive_ints("channels")
+        self._check_flags("unbiased")
         if not (is_real(self.eps) and self.eps >= 0):
             raise ConfigError(f"{self.module_name}: eps must be a non-negative finite number, got {self.eps!r}")
-        _check_bn(self.module_name, self.bn_eps, self.bn_momentum)
+        self._check_batch_norm_fields()
 
     @property
     def min_positions(self) -> int:

@@ -15,16 +15,8 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .cbam import SPATIAL_ORDERS, _check_bn, check_spatial_kernel_memory
-from .spec import (
-    AttentionConfig,
-    ParamSpec,
-    check_batch_norm_input,
-    check_choice,
-    check_odd_kernel,
-    check_positive_int,
-    subtree,
-)
+from .cbam import SPATIAL_ORDERS, check_spatial_kernel_memory
+from .spec import AttentionConfig, ParamSpec, check_batch_norm_input, check_odd_kernel, subtree
 
 __all__ = ["TripletAttentionConfig", "TRIPLET_PRESETS", "TRIPLET_BRANCHES"]
 
@@ -90,12 +82,12 @@ class TripletAttentionConfig(AttentionConfig):
 
     def __post_init__(self) -> None:
         name = self.module_name
-        check_positive_int(name, "channels", self.channels, allow_none=True)
+        self._check_positive_ints("channels", optional=True)
         check_odd_kernel(name, "kernel_size", self.kernel_size, "7 upstream; padding k // 2 then keeps each map")
         check_spatial_kernel_memory(name, int(self.kernel_size))
-        check_choice(name, "no_spatial", self.no_spatial, (True, False))
-        check_choice(name, "pool_order", self.pool_order, SPATIAL_ORDERS)
-        _check_bn(name, self.bn_eps, self.bn_momentum)
+        self._check_flags("no_spatial")
+        self._check_choices(pool_order=SPATIAL_ORDERS)
+        self._check_batch_norm_fields()
 
     @property
     def padding(self) -> int:
