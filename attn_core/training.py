@@ -207,10 +207,10 @@ class ScheduleConfig:
 def decay_mask(rule: str, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, bool]:
     """Which parameters weight decay applies to under ``rule`` (one of :data:`DECAY_RULES`).
 
-    ``'no_bias_no_norm'`` is timm's rule: no decay where ``len(shape) <= 1`` or the name is ``bias`` or ends in
-    ``.bias``. A rule that decays nothing or everything is accepted (a model without biases or norms is legitimate);
-    an empty ``shapes`` is refused, because a rule that matches no parameter at all means the names were not the
-    model's trainable parameters.
+    ``'no_bias_no_norm'`` is timm's rule: no decay where ``len(shape) <= 1`` or the name ends in ``.bias``. A rule
+    that decays nothing or everything is accepted (a model without biases or norms is legitimate); an empty
+    ``shapes`` is refused, because a rule that matches no parameter at all means the names were not the model's
+    trainable parameters.
     """
     if rule not in DECAY_RULES:
         raise ConfigError(f"decay rule must be one of {', '.join(map(repr, DECAY_RULES))}, got {rule!r}")
@@ -218,7 +218,7 @@ def decay_mask(rule: str, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, bo
         raise ConfigError(f"decay rule {rule!r} matches no parameter: no parameters were given")
     if rule == "all":
         return {name: True for name in shapes}
-    return {name: not (len(tuple(shape)) <= 1 or name == "bias" or name.endswith(".bias"))
+    return {name: not (len(tuple(shape)) <= 1 or name.endswith(".bias"))
             for name, shape in shapes.items()}
 
 

@@ -16,6 +16,7 @@ from attn_core.spec import ConfigError
 from attn_core.training import OptimizerConfig, ReferenceOptimizer, ScheduleConfig, learning_rate
 
 from .._fw import FRAMEWORKS, runner
+from .._timm import import_timm
 
 STEPS = 15
 # GAM has what the decay rules tell apart: 4-D convolution kernels, 2-D linear weights (transposed in Paddle and
@@ -313,6 +314,32 @@ def test_optax_schedule_counts_updates_in_epochs():
         got = [float(fn(k)) for k in range(15)]
     assert got == pytest.approx([learning_rate(opt, sched, k) for k in range(15)], rel=1e-15)
     assert got[:3] == [0.5] * 3 and got[3] == 1.0 and got[9] == 0.5
+
+
+def test_decay_rule_is_timms():
+    """'no_bias_no_norm' puts in the decayed group exactly what timm's param_groups_weight_decay does."""
+    r = runner("torch")
+    import_timm()
+    from timm.optim import _param_groups as timm_groups
+
+    from attn_core.training import decay_mask
+    module = r.backend().GAM(8, kernel_size=3)
+    names = {id(p): n for n, p in module.named_parameters()}
+    timm_decayed = {names[id(p)] for g in timm_groups.param_groups_weight_decay(module, 0.05)
+                    if g["weight_decay"] > 0 for p in g["params"]}
+    mask = decay_mask("no_bias_no_norm", {n: tuple(p.shape) for n, p in module.named_parameters()})
+    assert timm_decayed == {n for n, flag in mask.items() if flag} and 0 < len(timm_decayed) < len(mask)
+
+
+def test_timm_sgd_means_nesterov():
+    """timm's optimizer name 'sgd' is Nesterov SGD: a port from a timm recipe needs nesterov=True here."""
+    r = runner("torch")
+    import_timm()
+    import timm.optim as timm_optim
+    opt = timm_optim.create_optimizer_v2(r.backend().GAM(8, kernel_size=3), "sgd", lr=0.1, momentum=0.9)
+    assert opt.param_groups[0]["nesterov"] is True
+    assert timm_optim.create_optimizer_v2(r.backend().GAM(8, kernel_size=3), "momentum", lr=0.1,
+                                          momentum=0.9).param_groups[0]["nesterov"] is False
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

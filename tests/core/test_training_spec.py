@@ -119,6 +119,15 @@ def test_warmup_boundaries():
     assert [learning_rate(opt, step, k) for k in range(4)] == [1.0, 2.0, 1.0, 0.5]
 
 
+def test_adamw_with_warmup_by_hand():
+    opt = OptimizerConfig("adamw", lr=0.1, betas=(0.5, 0.75), eps=1e-300, weight_decay=0.5)
+    warm = ScheduleConfig(warmup_epochs=1, warmup_start_factor=0.5)
+    got, _ = _one(opt, [2.0, 2.0], schedule=warm)
+    # step 1 at lr 0.05: p = 1 * (1 - 0.05*0.5) = 0.975, then Adam's first step 0.05 * sign(g)
+    # step 2 at lr 0.1: p = 0.925 * (1 - 0.1*0.5) = 0.87875; m = 1.5, v = 1.75, corrected 2 and 4: step 0.1 * 2/2
+    assert got == pytest.approx([0.925, 0.77875], rel=1e-15)
+
+
 def test_reference_lr_is_the_next_steps():
     ref = ReferenceOptimizer(OptimizerConfig("sgd", lr=1.0), ScheduleConfig("step", step_size=1, gamma=0.5), "all",
                              {"w": np.zeros(1)})
@@ -134,9 +143,9 @@ def test_decay_mask_rules():
     assert decay_mask("all", SHAPES) == dict.fromkeys(SHAPES, True)
     assert decay_mask("no_bias_no_norm", SHAPES) == {
         "conv.weight": True, "bn.weight": False, "fc.weight": True, "fc.bias": False}
-    # a 2-D parameter named bias is still a bias (timm tests the name as well as the rank)
-    assert decay_mask("no_bias_no_norm", {"bias": (2, 2), "head.bias": (2, 2), "w": ()}) == {
-        "bias": False, "head.bias": False, "w": False}
+    # a 2-D parameter named *.bias is still a bias (timm tests the name as well as the rank); a scalar has ndim 0
+    assert decay_mask("no_bias_no_norm", {"head.bias": (2, 2), "head.weight": (2, 2), "w": ()}) == {
+        "head.bias": False, "head.weight": True, "w": False}
     # no 1-D parameter and no bias: the rule excludes nothing, which a model without biases or norms is
     assert decay_mask("no_bias_no_norm", {"conv.weight": (3, 3, 1, 1)}) == {"conv.weight": True}
 
