@@ -187,6 +187,23 @@ def test_dampening_follows_the_reference(fw):
     assert worst["param"] <= 1e-12 and worst["state"] <= 1e-12 and worst["lr"] <= 1e-13, worst
 
 
+def test_the_three_converters_mirror_each_other():
+    """Same functions, same arguments after the first (a module in torch and Paddle, a parameter pytree in Flax),
+    same defaults; the neutral config's defaults, never a framework's."""
+    import importlib
+
+    shared = ("create_optimizer", "optimizer_state", "current_lr")
+    signatures = {}
+    for fw in FRAMEWORKS:
+        runner(fw)
+        mod = importlib.import_module(f"backends.{fw}.optim")
+        assert set(shared) <= set(mod.__all__), fw
+        params = list(inspect.signature(mod.create_optimizer).parameters.values())
+        signatures[fw] = [(p.name, p.default) for p in params[1:]]
+    assert signatures["torch"] == signatures["paddle"] == signatures["flax"] == [
+        ("optimizer", inspect.Parameter.empty), ("schedule", None), ("decay", "all")]
+
+
 # ---------------------------------------------------------------------------------------------- issue 14 facts
 def test_paddle_momentum_defaults_to_0_9():
     runner("paddle")
