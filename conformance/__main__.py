@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --training: write a PNG per model x preset to DIR, the loss per step of each "
                         "backend and of the reference, and the largest parameter difference per step (needs "
                         "matplotlib: the 'plots' extra)")
+    p.add_argument("--data-parallel", type=_csv, nargs="?", const=[], default=None, metavar="LIST",
+                   help="instead of the cases, one data-parallel training step of the comma-separated registered "
+                        "models (default: resnet18, seresnet18) on 2 replicas in each backend on CPU (torch DDP and "
+                        "Paddle DataParallel on gloo, JAX pmap on 2 host devices), per-replica and synchronised "
+                        "BatchNorm, against the float64 reference (conformance.data_parallel)")
     p.add_argument("--dtypes", type=_csv, default=None,
                    help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32; float64 with "
                         "--training, whose float32 rows are a report of where the trajectory leaves the bound)")
@@ -78,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         if b not in RUNNERS:
             p.error(f"unknown backend {b!r}; known: {', '.join(RUNNERS)}")
     if args.dtypes is None:
-        args.dtypes = ["float64"] if args.training is not None else ["float32"]
+        args.dtypes = ["float64"] if args.training is not None or args.data_parallel is not None else ["float32"]
     for d in args.dtypes:
         if d not in TOLERANCES:
             p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
     if args.training is not None:
         return _training(p, args, argv)
+    if args.data_parallel is not None:
+        return _data_parallel(p, args, argv)
     for flag in ("optimizers", "steps", "plots"):
         if getattr(args, flag) is not None:
             p.error(f"--{flag} applies to --training only")
@@ -150,6 +157,19 @@ def _training(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
             if r.note:
                 print(f"NOTE {r.module}/{r.case} [{r.backend}, {r.dtype}]: {r.note}")
     return _finish(run.report, args, argv)
+
+
+def _data_parallel(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--data-parallel``: the rows of :func:`conformance.data_parallel.run_data_parallel` (float64 only)."""
+    from .data_parallel import DP_MODELS, run_data_parallel
+
+    models = args.data_parallel or list(DP_MODELS)
+    for m in models:
+        if m not in MODEL_NAMES:
+            p.error(f"unknown model {m!r}; known: {', '.join(MODEL_NAMES)}")
+    if args.dtypes != ["float64"]:
+        p.error("--data-parallel runs float64 only (each framework's CPU collective runs it)")
+    return _finish(Report(run_data_parallel(models, args.backends)), args, argv)
 
 
 def _finish(report: Report, args: argparse.Namespace, argv: list[str] | None) -> int:
