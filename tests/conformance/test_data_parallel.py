@@ -140,3 +140,28 @@ def test_paddle_data_parallel_rows(model):
 @pytest.mark.parametrize("model", dp.DP_MODELS)
 def test_flax_pmap_rows_per_replica_and_synchronised(model):
     _check(dp.run_data_parallel([model], ["flax"], TIMEOUT_S), {dp.PER_REPLICA: "pass", dp.SYNC: "pass"})
+
+
+def test_cli_refuses_unknown_models_and_other_dtypes(capsys):
+    from conformance.__main__ import main
+
+    for argv, why in ((["--data-parallel", "resnet7"], "unknown model 'resnet7'"),
+                      (["--data-parallel", "--dtypes", "float32"], "float64 only")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert why in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_data_parallel_rows_and_json(tmp_path, capsys):
+    import json
+
+    from conformance.__main__ import main
+
+    out = tmp_path / "dp.json"
+    assert main(["--data-parallel", "resnet18", "--backends", "torch", "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "1 passed, 0 failed, 0 skipped, 1 n/a" in text and "SyncBatchNorm" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["backend"], r["dtype"], r["status"]) for r in rows] == [("torch", "float64", "pass"),
+                                                                       ("torch", "float64", "n/a")]
