@@ -1,7 +1,8 @@
 """Data-parallel rows on CPU: two replicas of a registered model, each on its shard of one global batch.
 
 A global batch of :data:`GLOBAL_BATCH` is split in :data:`WORLD` shards; each replica starts from the same
-canonical weights, computes the mean softmax cross-entropy of its shard in training mode and backpropagates, and
+canonical weights, computes the mean softmax cross-entropy of its shard in training mode
+(``attn_core.training.softmax_cross_entropy`` in the reference) and backpropagates, and
 the framework's data parallelism averages the gradients. The float64 reference (``config.reference_vjp`` and
 ``config.reference_state`` of attn_core):
 
@@ -47,13 +48,15 @@ from typing import Any
 
 import numpy as np
 
+from attn_core.training import softmax_cross_entropy
+
 from .model_cases import CLASSES, model_config
 from .runners import RUNNERS, Handle, get_runner
 from .suite import Comparison, Row, compare
 from .tolerances import tolerance_for
 
 __all__ = ["DP_MODELS", "WORLD", "GLOBAL_BATCH", "SHAPE", "VARIANTS", "TIMEOUT_S", "DataParallelReference",
-           "softmax_cross_entropy", "dp_data", "dp_reference", "run_data_parallel"]
+           "dp_data", "dp_reference", "run_data_parallel"]
 
 #: the models the data-parallel rows run by default
 DP_MODELS: tuple[str, ...] = ("resnet18", "seresnet18")
@@ -72,19 +75,6 @@ _MODES = {"torch": "DDP gloo x2 processes", "paddle": "DataParallel gloo x2 proc
           "flax": "pmap x2 XLA host devices"}
 _AXIS = "replicas"
 _REPO = Path(__file__).resolve().parents[1]
-
-
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """The mean softmax cross-entropy of ``(N, classes)`` logits against integer ``labels`` and its gradient with
-    respect to the logits, ``(softmax - onehot) / N``, in float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    n = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    rows = np.arange(n)
-    grad = np.exp(log_p)
-    grad[rows, labels] -= 1.0
-    return float(-log_p[rows, labels].mean()), grad / n
 
 
 def dp_data(model: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

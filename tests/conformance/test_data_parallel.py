@@ -13,6 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from attn_core.training import softmax_cross_entropy
 from conformance import data_parallel as dp
 from conformance.model_cases import CLASSES
 from conformance.suite import Report
@@ -30,21 +31,21 @@ def test_the_rows_run_two_replicas_on_shards_of_eight():
 
 def test_softmax_cross_entropy_by_hand_and_by_finite_differences():
     # equal logits: the loss is log(classes), the gradient (1 / classes - onehot) / N
-    loss, grad = dp.softmax_cross_entropy(np.zeros((2, 4)), np.array([1, 3]))
+    loss, grad = softmax_cross_entropy(np.zeros((2, 4)), np.array([1, 3]))
     assert loss == pytest.approx(math.log(4), rel=1e-15)
     np.testing.assert_allclose(grad, np.array([[0.25, -0.75, 0.25, 0.25], [0.25, 0.25, 0.25, -0.75]]) / 2)
     rng = np.random.default_rng(0)
     logits, labels = rng.standard_normal((3, 5)) * 4, np.array([0, 4, 2])
-    _, grad = dp.softmax_cross_entropy(logits, labels)
+    _, grad = softmax_cross_entropy(logits, labels)
     h, numeric = 1e-6, np.zeros_like(logits)
     for idx in np.ndindex(logits.shape):
         up, down = logits.copy(), logits.copy()
         up[idx] += h
         down[idx] -= h
-        numeric[idx] = (dp.softmax_cross_entropy(up, labels)[0] - dp.softmax_cross_entropy(down, labels)[0]) / (2 * h)
+        numeric[idx] = (softmax_cross_entropy(up, labels)[0] - softmax_cross_entropy(down, labels)[0]) / (2 * h)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
     # large logits do not overflow (the maximum is subtracted first)
-    loss, _ = dp.softmax_cross_entropy(np.array([[1000.0, 0.0]]), np.array([1]))
+    loss, _ = softmax_cross_entropy(np.array([[1000.0, 0.0]]), np.array([1]))
     assert loss == pytest.approx(1000.0)
 
 
