@@ -19,6 +19,7 @@ from .spec import (
     AttentionConfig,
     ConfigError,
     ParamSpec,
+    ReducedWidthConfig,
     WeightLoadError,
     check_odd_kernel,
     prefixed,
@@ -81,14 +82,8 @@ class ChannelAttentionConfig(SqueezeMLPConfig):
 
     module_name: ClassVar[str] = "ChannelAttention"
 
-    channels: int
-    rd_ratio: float = 1.0 / 16
-    rd_channels: int | None = None
     rd_divisor: int | None = 1
     bias: bool = False
-    act_layer: str = "relu"
-    gate_layer: str = "sigmoid"
-    hidden: int = field(init=False, compare=False)
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
@@ -250,7 +245,7 @@ def cbam_keys_to_timm(state_dict: Mapping[str, _V]) -> dict[str, _V]:
 
 
 @dataclass(frozen=True)
-class CBAMConfig(AttentionConfig):
+class CBAMConfig(ReducedWidthConfig):
     """CBAM (Woo et al., ECCV 2018, arXiv:1807.06521): channel attention, then spatial attention on its output.
 
     ``x1 = ChannelAttention(x)``; ``y = SpatialAttention(x1)``; no residual (the paper has none inside the module).
@@ -269,11 +264,7 @@ class CBAMConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "CBAM"
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
-    channels: int
-    rd_ratio: float = 1.0 / 16
-    rd_channels: int | None = None
     rd_divisor: int | None = 1
     spatial_kernel_size: int = 7
     mlp_bias: bool = False

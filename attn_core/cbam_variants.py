@@ -14,8 +14,8 @@ from typing import ClassVar
 from . import ops
 from .autodiff import Node
 from .cbam import check_spatial_kernel_memory
-from .se import ACT_LAYERS
-from .spec import AttentionConfig, ParamSpec, check_odd_kernel, reduced_channels
+from .se import ACT_LAYERS, squeeze_mlp_table
+from .spec import ParamSpec, ReducedWidthConfig, check_odd_kernel, prefixed, reduced_channels
 
 __all__ = ["LightCBAMConfig"]
 
@@ -26,7 +26,7 @@ def _half_mean_half_max(x: Node, axis: int | tuple[int, ...]) -> Node:
 
 
 @dataclass(frozen=True)
-class LightCBAMConfig(AttentionConfig):
+class LightCBAMConfig(ReducedWidthConfig):
     """Light CBAM (timm's ``LightCbamModule``, registry key ``'lcbam'``; after CBAM, Woo et al., ECCV 2018,
     arXiv:1807.06521).
 
@@ -57,11 +57,7 @@ class LightCBAMConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "LightCbamModule"
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
-    channels: int
-    rd_ratio: float = 1.0 / 16
-    rd_channels: int | None = None
     rd_divisor: int | None = 1
     spatial_kernel_size: int = 7
     act_layer: str = "relu"
@@ -88,14 +84,8 @@ class LightCBAMConfig(AttentionConfig):
         return int(self.spatial_kernel_size) // 2
 
     def param_table(self) -> tuple[ParamSpec, ...]:
-        c, rd, k = self.channels, self.hidden, int(self.spatial_kernel_size)
-        table = [ParamSpec("channel.fc1.weight", (rd, c, 1, 1), "conv_weight")]
-        if self.mlp_bias:
-            table.append(ParamSpec("channel.fc1.bias", (rd,), "conv_bias"))
-        table.append(ParamSpec("channel.fc2.weight", (c, rd, 1, 1), "conv_weight"))
-        if self.mlp_bias:
-            table.append(ParamSpec("channel.fc2.bias", (c,), "conv_bias"))
-        return (*table,
+        k = int(self.spatial_kernel_size)
+        return (*prefixed("channel", squeeze_mlp_table(self.channels, self.hidden, self.mlp_bias)),
                 ParamSpec("spatial.conv.conv.weight", (1, 1, k, k), "conv_weight"),
                 ParamSpec("spatial.conv.bn.weight", (1,), "bn_weight"),
                 ParamSpec("spatial.conv.bn.bias", (1,), "bn_bias"),

@@ -27,6 +27,7 @@ from .spec import (
     AttentionConfig,
     ConfigError,
     ParamSpec,
+    ReducedWidthConfig,
     batch_and_map_size,
     check_batch_norm_input,
     check_odd_kernel,
@@ -90,12 +91,22 @@ def _with_skip(x: Node, out: Node, has_skip: bool) -> Node:
     return ops.add(out, x) if has_skip else out
 
 
+def _gated_hw(x: Node, a_h: Node, a_w: Node, w_first: bool, has_skip: bool, taps: dict[str, Node] | None) -> Node:
+    """``x`` times the two directional gates, in the order of the module's timm forward (``w_first``: ``x * a_w *
+    a_h``), which the float rounding follows; the gates go to ``taps``."""
+    if taps is not None:
+        taps["gate_h"] = a_h
+        taps["gate_w"] = a_w
+    first, second = (a_w, a_h) if w_first else (a_h, a_w)
+    return _with_skip(x, ops.mul(ops.mul(x, first), second), has_skip)
+
+
 def _act(name: str | None, a: Node) -> Node:
     return a if name is None else ops.activation(name, a)
 
 
 @dataclass(frozen=True)
-class CoordAttnConfig(AttentionConfig):
+class CoordAttnConfig(ReducedWidthConfig):
     """Coordinate attention (Hou et al., CVPR 2021, arXiv:2103.02907), timm's ``CoordAttn``.
 
     With ``s_h = mean_w(x)`` (N, C, H, 1) and ``s_w = mean_h(x)`` laid out as (N, C, W, 1):
@@ -128,12 +139,7 @@ class CoordAttnConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "CoordAttn"
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
-    channels: int
-    rd_ratio: float = 1.0 / 16
-    rd_channels: int | None = None
-    rd_divisor: int | None = 8
     se_factor: float = 2.0 / 3
     bias: bool = False
     act_layer: str = "hard_swish"
@@ -194,14 +200,11 @@ class CoordAttnConfig(AttentionConfig):
         y_w = ops.transpose(ops.take(y, 2, h, y.shape[2]), (0, 1, 3, 2))
         a_h = ops.activation(self.gate_layer, ops.conv2d(y_h, params["conv_h.weight"], params.get("conv_h.bias")))
         a_w = ops.activation(self.gate_layer, ops.conv2d(y_w, params["conv_w.weight"], params.get("conv_w.bias")))
-        if taps is not None:
-            taps["gate_h"] = a_h
-            taps["gate_w"] = a_w
-        return _with_skip(x, ops.mul(ops.mul(x, a_w), a_h), self.has_skip)
+        return _gated_hw(x, a_h, a_w, True, self.has_skip, taps)
 
 
 @dataclass(frozen=True)
-class SimpleCoordAttnConfig(AttentionConfig):
+class SimpleCoordAttnConfig(ReducedWidthConfig):
     """timm's ``SimpleCoordAttn``: coordinate attention with Linear layers, no norm, and one gate of a sum.
 
     With the strips as rows, ``r_h = act(fc1(mean_w(x)^T))`` (N, H, rd) and ``r_w = act(fc1(mean_h(x)^T))`` (N, W,
@@ -222,12 +225,8 @@ class SimpleCoordAttnConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "SimpleCoordAttn"
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
-    channels: int
     rd_ratio: float = 0.25
-    rd_channels: int | None = None
-    rd_divisor: int | None = 8
     se_factor: float = 2.0 / 3
     bias: bool = True
     act_layer: str = "silu"
@@ -357,10 +356,7 @@ class EfficientLocalAttnConfig(AttentionConfig):
         s_h, s_w = _strips(x)
         a_h = self._branch(s_h, params, "h", (self.padding, 0))
         a_w = self._branch(s_w, params, "w", (0, self.padding))
-        if taps is not None:
-            taps["gate_h"] = a_h
-            taps["gate_w"] = a_w
-        return _with_skip(x, ops.mul(ops.mul(x, a_h), a_w), self.has_skip)
+        return _gated_hw(x, a_h, a_w, False, self.has_skip, taps)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from . import ops
 from .autodiff import Node
 from .spec import AttentionConfig, ConfigError, ParamSpec, check_odd_kernel, is_real
 
-__all__ = ["ECAConfig", "eca_kernel_size", "eca_kernel"]
+__all__ = ["ECAConfig", "ECAKernelConfig", "eca_kernel_size"]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
@@ -27,22 +27,33 @@ def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     return max(t if t % 2 else t + 1, 3)
 
 
-def eca_kernel(module: str, channels: int, kernel_size: int | None, gamma: float, beta: float) -> int:
-    """The kernel of ECA and its variants from their fields: ``kernel_size`` (odd, positive) when given, else Eq. 9
-    (:func:`eca_kernel_size`) with ``gamma`` and ``beta``."""
-    if kernel_size is None:
-        if not (is_real(gamma) and gamma > 0):
-            raise ConfigError(f"{module}: gamma must be a positive finite number, got {gamma!r}")
-        if not is_real(beta):
-            raise ConfigError(f"{module}: beta must be a finite number, got {beta!r}")
-        return eca_kernel_size(channels, gamma, beta)
-    check_odd_kernel(module, "kernel_size", kernel_size,
-                     "an even kernel cannot pad symmetrically and shifts the channels")
-    return int(kernel_size)
+@dataclass(frozen=True)
+class ECAKernelConfig(AttentionConfig):
+    """Base of ECA and timm's two variants: their opening fields ``channels, kernel_size, gamma, beta``, declared
+    once, and the kernel they give (:meth:`_kernel`)."""
+
+    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
+
+    channels: int
+    kernel_size: int | None = None
+    gamma: float = 2
+    beta: float = 1
+
+    def _kernel(self) -> int:
+        """``kernel_size`` (odd, positive) when given, else Eq. 9 (:func:`eca_kernel_size`) with ``gamma`` and
+        ``beta``; a ConfigError for any of them that does not fit."""
+        if self.kernel_size is None:
+            self._check_positive_reals("gamma")
+            if not is_real(self.beta):
+                raise ConfigError(f"{self.module_name}: beta must be a finite number, got {self.beta!r}")
+            return eca_kernel_size(self.channels, self.gamma, self.beta)
+        check_odd_kernel(self.module_name, "kernel_size", self.kernel_size,
+                         "an even kernel cannot pad symmetrically and shifts the channels")
+        return int(self.kernel_size)
 
 
 @dataclass(frozen=True)
-class ECAConfig(AttentionConfig):
+class ECAConfig(ECAKernelConfig):
     """Efficient Channel Attention (Wang et al., CVPR 2020, arXiv:1910.03151).
 
     ``y = x * sigmoid(conv1d_k(mean_hw(x)))``: the pooled channel descriptor is convolved across channels by one
@@ -59,18 +70,12 @@ class ECAConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "ECAModule"
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
-    channels: int
-    kernel_size: int | None = None
-    gamma: float = 2
-    beta: float = 1
     k: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_positive_ints("channels")
-        object.__setattr__(self, "k", eca_kernel(self.module_name, self.channels, self.kernel_size, self.gamma,
-                                                 self.beta))
+        object.__setattr__(self, "k", self._kernel())
 
     @property
     def padding(self) -> int:

@@ -13,9 +13,9 @@ from typing import ClassVar
 
 from . import ops
 from .autodiff import Node
-from .eca import eca_kernel
+from .eca import ECAKernelConfig
 from .se import ACT_LAYERS, GATE_LAYERS
-from .spec import AttentionConfig, ConfigError, ParamSpec, reduced_channels
+from .spec import ConfigError, ParamSpec, reduced_channels
 
 __all__ = ["ECAMConfig", "CECAConfig"]
 
@@ -28,7 +28,7 @@ def _channel_row(x: Node) -> Node:
 
 
 @dataclass(frozen=True)
-class ECAMConfig(AttentionConfig):
+class ECAMConfig(ECAKernelConfig):
     """ECA with a channel MLP (timm's ``EcaModule(use_mlp=True)``, registry key ``'ecam'``; not in the paper,
     arXiv:1910.03151).
 
@@ -54,12 +54,7 @@ class ECAMConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "EcaMlpModule"
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
-    channels: int
-    kernel_size: int | None = None
-    gamma: float = 2
-    beta: float = 1
     act_layer: str = "relu"
     gate_layer: str = "sigmoid"
     rd_ratio: float = 1.0 / 8
@@ -72,7 +67,7 @@ class ECAMConfig(AttentionConfig):
         name = self.module_name
         self._check_positive_ints("channels")
         self._check_choices(act_layer=ACT_LAYERS, gate_layer=GATE_LAYERS)
-        k = eca_kernel(name, self.channels, self.kernel_size, self.gamma, self.beta)
+        k = self._kernel()
         # timm's make_divisible with its default round_limit, and a divisor always set, as in its non-local blocks
         hidden = reduced_channels(name, self.channels, self.rd_ratio, self.rd_channels, self.rd_divisor,
                                   round_limit=0.9, divisor_optional=False)
@@ -103,7 +98,7 @@ class ECAMConfig(AttentionConfig):
 
 
 @dataclass(frozen=True)
-class CECAConfig(AttentionConfig):
+class CECAConfig(ECAKernelConfig):
     """Circular ECA (timm's ``CecaModule``, registry key ``'ceca'``; ECA of arXiv:1910.03151 with the channel row
     padded circularly instead of with zeros).
 
@@ -127,12 +122,7 @@ class CECAConfig(AttentionConfig):
     """
 
     module_name: ClassVar[str] = "CecaModule"
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
 
-    channels: int
-    kernel_size: int | None = None
-    gamma: float = 2
-    beta: float = 1
     act_layer: str | None = None
     gate_layer: str = "sigmoid"
     k: int = field(init=False, compare=False)
@@ -141,7 +131,7 @@ class CECAConfig(AttentionConfig):
         name = self.module_name
         self._check_positive_ints("channels")
         self._check_choices(act_layer=(None, *ACT_LAYERS), gate_layer=GATE_LAYERS)
-        k = eca_kernel(name, self.channels, self.kernel_size, self.gamma, self.beta)
+        k = self._kernel()
         if (k - 1) // 2 > self.channels:
             raise ConfigError(f"{name}: kernel_size {k} pads {(k - 1) // 2} channels circularly at each end, more "
                               f"than the {self.channels} channels there are (the row may wrap around once at "

@@ -7,33 +7,40 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ParamSpec, reduced_channels
+from .spec import ParamSpec, ReducedWidthConfig, reduced_channels
 
-__all__ = ["SEConfig", "SqueezeMLPConfig", "ACT_LAYERS", "GATE_LAYERS"]
+__all__ = ["SEConfig", "SqueezeMLPConfig", "ACT_LAYERS", "GATE_LAYERS", "squeeze_mlp_table"]
 
 ACT_LAYERS = ("relu", "silu")
 GATE_LAYERS = ("sigmoid", "hard_sigmoid")
 
 
-class SqueezeMLPConfig(AttentionConfig):
-    """What SE and CBAM's channel attention share: two 1x1 convolutions C -> hidden -> C, validated and sized
-    once. Subclasses declare the fields ``channels, rd_ratio, rd_channels, rd_divisor, bias, act_layer,
-    gate_layer, hidden``."""
+def squeeze_mlp_table(channels: int, hidden: int, bias: bool) -> tuple[ParamSpec, ...]:
+    """The parameters of a squeeze MLP, as timm names them: 1x1 convolutions ``fc1`` (C -> hidden) and ``fc2``
+    (hidden -> C), each with its bias where ``bias``."""
+    c, rd = channels, hidden
+    table = [ParamSpec("fc1.weight", (rd, c, 1, 1), "conv_weight")]
+    if bias:
+        table.append(ParamSpec("fc1.bias", (rd,), "conv_bias"))
+    table.append(ParamSpec("fc2.weight", (c, rd, 1, 1), "conv_weight"))
+    if bias:
+        table.append(ParamSpec("fc2.bias", (c,), "conv_bias"))
+    return tuple(table)
 
-    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
-    if TYPE_CHECKING:  # the fields every subclass declares (declared here they would become dataclass fields)
-        channels: int
-        rd_ratio: float
-        rd_channels: int | None
-        rd_divisor: int | None
-        bias: bool
-        act_layer: str
-        gate_layer: str
-        hidden: int
+
+@dataclass(frozen=True)
+class SqueezeMLPConfig(ReducedWidthConfig):
+    """What SE and CBAM's channel attention share: two 1x1 convolutions C -> hidden -> C, their fields (SE's
+    defaults; a subclass redeclares those it changes), validated and sized once."""
+
+    bias: bool = True
+    act_layer: str = "relu"
+    gate_layer: str = "sigmoid"
+    hidden: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_positive_ints("channels")
@@ -43,14 +50,7 @@ class SqueezeMLPConfig(AttentionConfig):
         object.__setattr__(self, "hidden", hidden)
 
     def param_table(self) -> tuple[ParamSpec, ...]:
-        c, rd = self.channels, self.hidden
-        table = [ParamSpec("fc1.weight", (rd, c, 1, 1), "conv_weight")]
-        if self.bias:
-            table.append(ParamSpec("fc1.bias", (rd,), "conv_bias"))
-        table.append(ParamSpec("fc2.weight", (c, rd, 1, 1), "conv_weight"))
-        if self.bias:
-            table.append(ParamSpec("fc2.bias", (c,), "conv_bias"))
-        return tuple(table)
+        return squeeze_mlp_table(self.channels, self.hidden, self.bias)
 
     def mlp(self, v: Node, params: Mapping[str, Node]) -> Node:
         """fc2(act(fc1(v))) on a pooled (N, C, 1, 1) descriptor."""
@@ -81,15 +81,6 @@ class SEConfig(SqueezeMLPConfig):
     """
 
     module_name: ClassVar[str] = "SEModule"
-
-    channels: int
-    rd_ratio: float = 1.0 / 16
-    rd_channels: int | None = None
-    rd_divisor: int | None = 8
-    bias: bool = True
-    act_layer: str = "relu"
-    gate_layer: str = "sigmoid"
-    hidden: int = field(init=False, compare=False)
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:

@@ -23,7 +23,7 @@ from .precision import FLOAT_DTYPES, accepted_input_dtypes, dtype_mismatch_messa
 
 __all__ = [
     "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
-    "ParamSpec", "AttentionConfig", "make_divisible", "reduced_channels", "prefixed", "subtree",
+    "ParamSpec", "AttentionConfig", "ReducedWidthConfig", "make_divisible", "reduced_channels", "prefixed", "subtree",
     "check_positive_int", "check_positive_real", "check_choice", "check_batch_norm_fields", "check_batch_norm_input",
     "batch_and_map_size", "as_int", "as_real", "coerce_numbers",
 ]
@@ -470,6 +470,21 @@ class AttentionConfig:
         names = [p.name for p in self.param_table() if p.trainable]
         grads = backward(y, cotangent, [xn] + [params[k] for k in names])
         return y.value, grads[0], dict(zip(names, grads[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class ReducedWidthConfig(AttentionConfig):
+    """Base of the configs whose fields open with the reduced width of a bottleneck: ``channels, rd_ratio,
+    rd_channels, rd_divisor`` (sized by :func:`reduced_channels` or a module's own rule), declared once here. A
+    subclass redeclares only a default that differs, which keeps the field in its place, and adds its own fields
+    after them."""
+
+    half_in_float32: ClassVar[bool] = True  # attn_core.precision: half inputs computed in float32
+
+    channels: int
+    rd_ratio: float = 1.0 / 16
+    rd_channels: int | None = None
+    rd_divisor: int | None = 8
 
 
 def _fmt_shape(shape: Sequence[int | None]) -> str:
