@@ -7,6 +7,7 @@ you wrote with ``conformance.check(module, spec, param_map=...)`` (:mod:`conform
 
 from .cases import CASES, MODULES, Case, cases_for, select_cases
 from .check import CheckReport, Diagnosis, check, spec_for
+from .check_training import TrainingCheckReport, TrainingDiagnosis, check_training
 from .model_cases import MODEL_CASES, MODEL_NAMES, ModelCase, select_model_cases
 from .suite import Comparison, Report, Row, compare, reference_for, reference_state_for, run_case, run_suite
 from .tolerances import TOLERANCES, Tolerance, tolerance_for
@@ -14,4 +15,4 @@ from .tolerances import TOLERANCES, Tolerance, tolerance_for
 __all__ = ["CASES", "MODULES", "Case", "select_cases", "cases_for", "check", "CheckReport", "Diagnosis", "spec_for",
            "Comparison", "Report", "Row", "compare", "reference_for", "run_case", "run_suite", "TOLERANCES",
            "Tolerance", "tolerance_for", "MODEL_CASES", "MODEL_NAMES", "ModelCase", "select_model_cases",
-           "reference_state_for"]
+           "reference_state_for", "check_training", "TrainingCheckReport", "TrainingDiagnosis"]
