@@ -1,6 +1,6 @@
 """PEER CODE (not the project's): the seed articles' torch modules, re-typed as published.
 
-Seed 001: ``SEModule``. Seed 002: ``SELayer`` (the same code as 001's ``SEModule``), ``ChannelAttention``,
+Seed 001: ``SEModule``. Seed 002: ``SELayer`` (the same code as 001's ``SEModule``, reused), ``ChannelAttention``,
 ``SpatialAttention``, ``CBAM``. Seed 004: ``eca_layer``. ``SimAMTorch`` is seed 003's Paddle ``simam_module``
 written in torch the way the seed would read there (``.pow(2)``, ``n = w * h - 1``), since the seeds have no torch
 SimAM. The seeds' ``ChannelAttention`` and ``SpatialAttention`` return the gate, not the gated input; users apply
@@ -41,22 +41,8 @@ class SEModule(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- seed 002
-class SELayer(nn.Module):
-    def __init__(self, channel, reduction=16):
-        super(SELayer, self).__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Sequential(
-            nn.Linear(channel, channel // reduction, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Linear(channel // reduction, channel, bias=False),
-            nn.Sigmoid()
-        )
-
-    def forward(self, x):
-        b, c, _, _ = x.size()
-        y = self.avg_pool(x).view(b, c)
-        y = self.fc(y).view(b, c, 1, 1)
-        return x * y.expand_as(x)
+class SELayer(SEModule):
+    """Seed 002's ``SELayer``: published with seed 001's ``SEModule`` code line for line, so that code is kept once."""
 
 
 class ChannelAttention(nn.Module):
