@@ -1,0 +1,156 @@
+"""The training-bug catalogue (issue 14, docs/porting-bugs.md): each fact of the issue written as the broken training
+port a user writes, caught by ``conformance.check_training`` with a diagnosis naming the quantity and the step; the
+corrected port passes. A small SE-DenseNet (two layers per block, growth 8) at 4 x 3 x 16 x 16 in float64 keeps
+every check to seconds; its 4 x 4 last maps keep the batch statistics well conditioned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from attn_core.models.densenet import SEDenseNetConfig
+from attn_core.spec import ConfigError
+from attn_core.training import OptimizerConfig, ScheduleConfig
+from conformance import check_training
+
+SPEC = SEDenseNetConfig(growth_rate=8, block_config=(2, 2, 2), num_init_features=16, num_classes=10)
+STEPS = 4
+SGD = OptimizerConfig("sgd", lr=2.0 ** -5, momentum=0.875, weight_decay=2.0 ** -8)
+STEP_LR = ScheduleConfig("step", step_size=2, gamma=0.5)
+
+
+# ------------------------------------------------------------------------------------------------ torch
+def _torch(bn_momentum: float | None = None) -> Any:
+    torch = pytest.importorskip("torch")
+    from backends.torch.models import model_from_config
+
+    model = model_from_config(SPEC).double()
+    if bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = bn_momentum
+    return model
+
+
+def _torch_groups(model: Any, decay_norms: bool) -> list[dict[str, Any]]:
+    """timm's parameter groups (no decay on biases and 1-D parameters), or one decayed group."""
+    if decay_norms:
+        return [{"params": list(model.parameters()), "weight_decay": SGD.weight_decay}]
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.endswith(".bias"))]
+    return [{"params": decay, "weight_decay": SGD.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _torch_loop(model: Any, opt: Any, sched: Any, scheduler_first: bool = False) -> Any:
+    import torch.nn.functional as F
+
+    def train_step(x: Any, y: Any) -> Any:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        if scheduler_first:
+            sched.step()
+        opt.step()
+        if not scheduler_first:
+            sched.step()
+        return loss
+
+    return train_step
+
+
+def _torch_check(decay_norms: bool = False, scheduler_first: bool = False, bn_momentum: float | None = None,
+                 schedule: ScheduleConfig = STEP_LR, make_sched: Any = None) -> Any:
+    import torch
+
+    model = _torch(bn_momentum)
+    opt = torch.optim.SGD(_torch_groups(model, decay_norms), lr=SGD.lr, momentum=SGD.momentum)
+    sched = make_sched(opt) if make_sched else torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    return check_training(_torch_loop(model, opt, sched, scheduler_first), model, SPEC, SGD, schedule,
+                          "no_bias_no_norm", STEPS, optim=opt)
+
+
+def test_the_correct_torch_loop_passes_and_reports_every_quantity():
+    report = _torch_check()
+    assert report.passed, str(report)
+    quantities = {c.quantity for c in report.per_step[0]}
+    assert {"loss", "lr", "grad:features.conv0.weight", "param:classifier.weight",
+            "optim:classifier.weight.momentum_buffer",
+            "state:features.denseblock1.denselayer1.norm1.running_mean"} <= quantities
+    assert len(report.per_step) == STEPS and "PASS" in str(report)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
+def test_scheduler_stepped_before_the_optimizer_shows_in_the_parameters_when_the_lr_changes():
+    d = _torch_check(scheduler_first=True).diagnosis
+    # StepLR halves the rate after 2 epochs: the second update already uses the third step's rate
+    assert d is not None and (d.step, d.stage) == (2, "parameter"), d
+    assert "learning rate" in d.text and "agree" in d.text
+
+
+def test_decay_on_batchnorm_and_biases_shows_in_the_momentum_buffer_of_a_bias_or_norm_at_step_1():
+    d = _torch_check(decay_norms=True).diagnosis
+    assert d is not None and (d.step, d.stage) == (1, "optimizer state"), d
+    name = d.quantity.removeprefix("optim:").removesuffix(".momentum_buffer")
+    assert name.endswith(".bias") or ".norm" in name, d.quantity
+
+
+def test_batchnorm_momentum_unconverted_shows_in_the_running_statistics_at_step_1():
+    d = _torch_check(bn_momentum=0.9).diagnosis  # Paddle's / Flax's 0.9 given to torch, whose 0.1 is the same
+    assert d is not None and (d.step, d.stage) == (1, "running statistics"), d
+    assert d.quantity.startswith("state:") and d.quantity.endswith(("running_mean", "running_var"))
+
+
+def test_cosine_past_t_max_rising_in_torch_where_the_source_held_its_floor():
+    import torch
+
+    held = ScheduleConfig("cosine", t_max=2, eta_min=2.0 ** -8, after_t_max="hold")
+    report = _torch_check(schedule=held, make_sched=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=2, eta_min=2.0 ** -8))
+    d = report.diagnosis
+    # epochs 0..2 agree (the floor is reached at T_max); at epoch 3, the 4th step, torch has risen again
+    assert d is not None and (d.step, d.stage, d.quantity) == (4, "learning rate", "lr"), d
+    cycling = ScheduleConfig("cosine", t_max=2, eta_min=2.0 ** -8, after_t_max="cycle")
+    assert _torch_check(schedule=cycling, make_sched=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=2, eta_min=2.0 ** -8)).passed
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_unknown_optimizer_schedule_and_decay_rule_are_config_errors():
+    model = _torch()
+    with pytest.raises(ConfigError, match="rmsprop"):
+        check_training(lambda x, y: 0.0, model, SPEC, {"name": "rmsprop", "lr": 0.1})
+    with pytest.raises(ConfigError, match="linear"):
+        check_training(lambda x, y: 0.0, model, SPEC, SGD, {"name": "linear"})
+    with pytest.raises(ConfigError, match="momentum"):
+        check_training(lambda x, y: 0.0, model, SPEC, {"name": "sgd", "lr": 0.1, "momentum": 1.0})
+    with pytest.raises(ConfigError, match="lr"):
+        check_training(lambda x, y: 0.0, model, SPEC, {"name": "sgd", "lr": -0.1})
+    with pytest.raises(ConfigError, match="decay rule"):
+        check_training(lambda x, y: 0.0, model, SPEC, SGD, decay="no_norm", steps=1)
+
+
+def test_a_step_that_does_not_update_the_parameters_is_an_error_naming_it():
+    import torch.nn.functional as F
+
+    model = _torch()
+
+    def forgot_the_update(x: Any, y: Any) -> Any:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match="forgot_the_update did not change any parameter"):
+        check_training(forgot_the_update, model, SPEC, SGD, steps=1)
+
+
+def test_a_step_that_raises_is_the_reports_error_at_that_step():
+    def broken(x: Any, y: Any) -> Any:
+        raise RuntimeError("shape mismatch")
+
+    report = check_training(broken, _torch(), SPEC, SGD, steps=1)
+    assert not report.passed and report.diagnosis is not None
+    assert (report.diagnosis.step, report.diagnosis.stage) == (1, "error")
+    assert "shape mismatch" in report.diagnosis.text and report.report.rows[0].status == "error"
+    assert np.isfinite(len(report.to_json()))
