@@ -43,7 +43,8 @@ from .suite import Comparison, Report, Row, compare
 from .tolerances import Tolerance, tolerance_for
 
 __all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "BATCH", "STEPS", "EARLY_STEPS", "TrainingData",
-           "Curves", "TrainingRun", "training_data", "reference_trajectory", "compare_trajectory",
+           "Curves", "TrainingRun", "TrajectoryComparison", "training_data", "reference_trajectory",
+           "compare_trajectory", "trajectory_verdict",
            "run_training_case", "run_training", "write_plots"]
 
 #: the models of ``--training`` without a list (issue 14)
@@ -196,6 +197,24 @@ def compare_trajectory(ref: Sequence[TrainStep], got: Sequence[TrainStep], tol: 
     return TrajectoryComparison(out, first_step, first_quantity, ratios)
 
 
+def trajectory_verdict(result: TrajectoryComparison, dtype: str) -> tuple[str, str, str]:
+    """``(status, message, note)`` of a row: float64 fails at any step out of bound; another dtype fails only when
+    it leaves its bound within the first :data:`EARLY_STEPS` steps, and otherwise reports where it left it. The
+    first step out of bound and its quantity are the message of a failure; the growth of the worst error is in
+    both."""
+    steps = len(result.ratios)
+    growth = f"worst error / tolerance per step {result.ratios[0]:.3g} (step 1) -> {result.ratios[-1]:.3g} " \
+             f"(step {steps})"
+    notes = [] if dtype == "float64" else [f"optimizer state not compared in {dtype} (conformance.training: "
+                                           "gradients are compared in float64 only)"]
+    if result.first_step is None:
+        return "pass", "", "; ".join([*notes, growth])
+    message = f"first out of the {dtype} bound at step {result.first_step}: {result.first_quantity}; {growth}"
+    if dtype == "float64" or result.first_step <= EARLY_STEPS:
+        return "fail", message, "; ".join(notes)
+    return "pass", "", "; ".join([*notes, message])
+
+
 @dataclass
 class Curves:
     """What a plot shows of one row: the loss and the largest parameter difference from the reference per step."""
@@ -239,22 +258,9 @@ def run_training_case(data: TrainingData, preset: TrainingPreset, runner: Runner
         return row
     result = compare_trajectory(reference, got, tolerance_for(dtype), optimizer_state=dtype == "float64")
     row.comparisons = result.comparisons
-    notes = [] if got[0].lr is not None else [f"{runner.framework} does not report its learning rate: the "
-                                              "parameters carry it"]
-    if dtype != "float64":
-        notes.append(f"optimizer state not compared in {dtype} (conformance.training: gradients are compared in "
-                     "float64 only)")
-    growth = f"worst error / tolerance per step {result.ratios[0]:.3g} (step 1) -> {result.ratios[-1]:.3g} " \
-             f"(step {steps})"
-    if result.first_step is not None:
-        message = f"first out of the {dtype} bound at step {result.first_step}: {result.first_quantity}"
-        if dtype == "float64" or result.first_step <= EARLY_STEPS:
-            row.status, row.message = "fail", message + "; " + growth
-        else:
-            notes.append(message + "; " + growth)
-    else:
-        notes.append(growth)
-    row.note = "; ".join(notes)
+    row.status, row.message, row.note = trajectory_verdict(result, dtype)
+    if got[0].lr is None:
+        row.note = f"{runner.framework} does not report its learning rate: the parameters carry it; " + row.note
     if curves is not None:
         curves[f"{runner.framework} {dtype}"] = Curves([s.loss for s in got], _param_diffs(reference, got))
     return row
