@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from . import ops
 from .autodiff import Node
-from .spec import AttentionConfig, ConfigError, ParamSpec, check_batch_norm_input
+from .spec import AttentionConfig, ConfigError, ParamSpec, check_batch_norm_after
 
 __all__ = ["BAMConfig", "BAM_PRESETS", "BAM_COMBINES", "bam_layer_names"]
 
@@ -155,8 +155,7 @@ class BAMConfig(AttentionConfig):
 
     def check_training_input(self, shape: Sequence[int | None], layout: str = "NCHW") -> None:
         """The channel branch's BatchNorm1d sees N values per channel (the spatial ones N * H * W, never fewer)."""
-        if len(shape) == 4:
-            check_batch_norm_input(self.module_name, (shape[0], self.hidden, 1, 1))
+        check_batch_norm_after(self.module_name, shape, layout, self.hidden)
 
     def _bn(self, z: Node, params: Mapping[str, Node], name: str, training: bool) -> Node:
         return ops.batch_norm(z, params[f"{name}.weight"], params[f"{name}.bias"], params[f"{name}.running_mean"],

@@ -28,8 +28,7 @@ from .spec import (
     ConfigError,
     ParamSpec,
     ReducedWidthConfig,
-    batch_and_map_size,
-    check_batch_norm_input,
+    check_batch_norm_after,
     check_odd_kernel,
     check_positive_int,
     is_real,
@@ -178,12 +177,8 @@ class CoordAttnConfig(ReducedWidthConfig):
 
     def check_training_input(self, shape: Sequence[int | None], layout: str = "NCHW") -> None:
         """The BatchNorm's own input is (N, rd, H + W, 1): checked on that, not on the module's input."""
-        sizes = batch_and_map_size(shape, layout)
-        if self.norm_layer is None or sizes is None:
-            return
-        n, h, w = sizes
-        hw = None if h is None or w is None else h + w
-        check_batch_norm_input(self.module_name, (n, self.hidden, hw, 1))
+        if self.norm_layer is not None:
+            check_batch_norm_after(self.module_name, shape, layout, self.hidden, lambda h, w: (h + w, 1))
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:

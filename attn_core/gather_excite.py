@@ -24,8 +24,7 @@ from .spec import (
     InputShapeError,
     ParamSpec,
     as_int,
-    batch_and_map_size,
-    check_batch_norm_input,
+    check_batch_norm_after,
     reduced_channels,
 )
 
@@ -215,13 +214,8 @@ class GatherExciteConfig(AttentionConfig):
         """The last BatchNorm of the gather sees the gathered map (N, C, h, w): N * h * w must be more than 1."""
         if not self.has_batch_norm:
             return
-        sizes = batch_and_map_size(shape, layout)
-        if sizes is None:
-            return
-        n, h, w = sizes
-        gh = None if h is None else self.gathered_size(h, 1)[0]
-        gw = None if w is None else self.gathered_size(1, w)[1]
-        check_batch_norm_input(f"{self.module_name}: gather.norm{self.num_convs}", (n, self.channels, gh, gw))
+        check_batch_norm_after(f"{self.module_name}: gather.norm{self.num_convs}", shape, layout, self.channels,
+                               self.gathered_size)
 
     # ---- math
     def gather(self, x: Node, params: Mapping[str, Node], training: bool) -> Node:

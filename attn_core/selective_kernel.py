@@ -18,8 +18,7 @@ from .spec import (
     ConfigError,
     ParamSpec,
     as_int,
-    batch_and_map_size,
-    check_batch_norm_input,
+    check_batch_norm_after,
     make_divisible,
 )
 
@@ -168,13 +167,8 @@ class SelectiveKernelConfig(AttentionConfig):
     def check_training_input(self, shape: Sequence[int | None], layout: str = "NCHW") -> None:
         """Each BatchNorm's own input in training: the paths' (N, out, H', W') and the attention's (N, rd, 1, 1),
         which needs N > 1 whatever the map."""
-        sizes = batch_and_map_size(shape, layout)
-        if sizes is None:
-            return
-        n, h, w = sizes
-        ho, wo = (None, None) if h is None or w is None else self.output_hw(h, w)
-        check_batch_norm_input(f"{self.module_name}: paths.0.bn", (n, self.out, ho, wo))
-        check_batch_norm_input(f"{self.module_name}: attn.bn", (n, self.attn_channels, 1, 1))
+        check_batch_norm_after(f"{self.module_name}: paths.0.bn", shape, layout, self.out, self.output_hw)
+        check_batch_norm_after(f"{self.module_name}: attn.bn", shape, layout, self.attn_channels)
 
     def param_table(self) -> tuple[ParamSpec, ...]:
         table: list[ParamSpec] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -25,7 +25,7 @@ __all__ = [
     "ConfigError", "InputShapeError", "InputDtypeError", "WeightLoadError",
     "ParamSpec", "AttentionConfig", "ReducedWidthConfig", "make_divisible", "reduced_channels", "prefixed", "subtree",
     "check_positive_int", "check_positive_real", "check_choice", "check_batch_norm_fields", "check_batch_norm_input",
-    "batch_and_map_size", "as_int", "as_real", "coerce_numbers",
+    "check_batch_norm_after", "batch_and_map_size", "as_int", "as_real", "coerce_numbers",
 ]
 
 # Roles say what a parameter is, so each backend knows where it lives natively and how its layout differs.
@@ -190,6 +190,22 @@ def check_batch_norm_input(module: str, shape: Sequence[int | None], layout: str
     shape_t = tuple(None if (s is None or int(s) < 0) else int(s) for s in shape)
     raise InputShapeError(f"{module}: BatchNorm in training needs more than one value per channel, got input "
                           f"shape {_fmt_shape(shape_t)} ({layout}: N*H*W = {n * h * w})")
+
+
+def check_batch_norm_after(name: str, shape: Sequence[int | None], layout: str, channels: int,
+                           output_hw: Callable[[int, int], tuple[int, int]] | None = None) -> None:
+    """:func:`check_batch_norm_input` for a BatchNorm inside a module, given the module's input ``shape``: it sees
+    (N, ``channels``, H', W') with (H', W') = ``output_hw(H, W)`` (after a stride, a gather), or (1, 1) without
+    ``output_hw`` (a pooled descriptor). ``name`` names the module and the BatchNorm in the error."""
+    sizes = batch_and_map_size(shape, layout)
+    if sizes is None:
+        return
+    n, h, w = sizes
+    if output_hw is None:
+        hw: tuple[int | None, int | None] = (1, 1)
+    else:
+        hw = (None, None) if h is None or w is None else output_hw(h, w)
+    check_batch_norm_input(name, (n, channels, *hw))
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:

@@ -21,8 +21,7 @@ from .spec import (
     ConfigError,
     InputShapeError,
     ParamSpec,
-    batch_and_map_size,
-    check_batch_norm_input,
+    check_batch_norm_after,
     make_divisible,
 )
 
@@ -151,13 +150,8 @@ class SplitAttnConfig(AttentionConfig):
         (N, attn, 1, 1), which needs N > 1 whatever the map."""
         if not self.has_norm:
             return
-        sizes = batch_and_map_size(shape, layout)
-        if sizes is None:
-            return
-        n, h, w = sizes
-        ho, wo = (None, None) if h is None or w is None else self.output_hw(h, w)
-        check_batch_norm_input(f"{self.module_name}: bn0", (n, self.mid, ho, wo))
-        check_batch_norm_input(f"{self.module_name}: bn1", (n, self.attn_channels, 1, 1))
+        check_batch_norm_after(f"{self.module_name}: bn0", shape, layout, self.mid, self.output_hw)
+        check_batch_norm_after(f"{self.module_name}: bn1", shape, layout, self.attn_channels)
 
     def param_table(self) -> tuple[ParamSpec, ...]:
         k = self.kernel_size
