@@ -121,8 +121,9 @@ def test_torch_ddp_per_replica_row():
            {dp.PER_REPLICA: "pass"})
 
 
+# one model per framework beyond the fast row: each row spawns two processes, and CI's time is bounded
 @pytest.mark.slow
-@pytest.mark.parametrize("model", dp.DP_MODELS)
+@pytest.mark.parametrize("model", ["seresnet18"])
 def test_torch_ddp_rows(model):
     rows = dp.run_data_parallel([model], ["torch"], TIMEOUT_S)
     _check(rows, {dp.PER_REPLICA: "pass", dp.SYNC: "n/a"})
@@ -130,7 +131,7 @@ def test_torch_ddp_rows(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", dp.DP_MODELS)
+@pytest.mark.parametrize("model", ["resnet18"])
 def test_paddle_data_parallel_rows(model):
     rows = dp.run_data_parallel([model], ["paddle"], TIMEOUT_S)
     _check(rows, {dp.PER_REPLICA: "pass", dp.SYNC: "n/a"})
@@ -138,7 +139,7 @@ def test_paddle_data_parallel_rows(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", dp.DP_MODELS)
+@pytest.mark.parametrize("model", ["seresnet18"])
 def test_flax_pmap_rows_per_replica_and_synchronised(model):
     _check(dp.run_data_parallel([model], ["flax"], TIMEOUT_S), {dp.PER_REPLICA: "pass", dp.SYNC: "pass"})
 
