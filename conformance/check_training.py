@@ -269,9 +269,10 @@ class _EagerLoop(_Loop):
         module = self.handle.module
         params = dict(module.named_parameters())
         got = {b.native: getattr(params.get(b.native), "grad", None) for b in self.handle.trainable}
-        if all(g is None for g in got.values()):
-            return None  # cleared by the step (Paddle's train_batch, torch's zero_grad at the end)
-        return {k: None if g is None else self.runner.to_numpy(g, _DTYPE) for k, g in got.items()}
+        arrays = {k: None if g is None else self.runner.to_numpy(g, _DTYPE) for k, g in got.items()}
+        if all(a is None or not a.any() for a in arrays.values()):
+            return None  # cleared by the step (Paddle's train_batch zeroes them, torch's zero_grad at the end)
+        return arrays
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
         if self.runner.framework == "paddle":

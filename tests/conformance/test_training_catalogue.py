@@ -154,3 +154,130 @@ def test_a_step_that_raises_is_the_reports_error_at_that_step():
     assert (report.diagnosis.step, report.diagnosis.stage) == (1, "error")
     assert "shape mismatch" in report.diagnosis.text and report.report.rows[0].status == "error"
     assert np.isfinite(len(report.to_json()))
+
+
+# ------------------------------------------------------------------------------------------------ Paddle
+PLAIN_SGD = OptimizerConfig("sgd", lr=2.0 ** -5)
+
+
+def _paddle_check(momentum: float | None, bn_momentum: float | None = None) -> Any:
+    """A ``paddle.Model`` trained by ``train_batch`` with ``paddle.optimizer.Momentum``, ``momentum`` given or left
+    at Paddle's default (None), against plain SGD."""
+    paddle = pytest.importorskip("paddle")
+    from backends.paddle.models import model_from_config
+
+    net = model_from_config(SPEC)
+    net.to(dtype="float64")
+    if bn_momentum is not None:
+        for m in net.sublayers():
+            if isinstance(m, paddle.nn.BatchNorm2D):
+                m._momentum = bn_momentum
+    kwargs = {} if momentum is None else {"momentum": momentum}
+    opt = paddle.optimizer.Momentum(learning_rate=PLAIN_SGD.lr, parameters=net.parameters(), **kwargs)
+    model = paddle.Model(net)
+    model.prepare(opt, paddle.nn.CrossEntropyLoss())
+    return check_training(lambda x, y: model.train_batch([x], [y]), net, SPEC, PLAIN_SGD, None, "all", 3,
+                          optim=opt)
+
+
+def test_paddle_momentum_left_at_its_default_0_9_shows_in_the_parameters_at_step_2():
+    d = _paddle_check(momentum=None).diagnosis
+    # the first update is the gradient itself either way; the second adds 0.9 of the first
+    assert d is not None and (d.step, d.stage) == (2, "parameter"), d
+    right = _paddle_check(momentum=0.0)
+    assert right.passed, str(right)
+    assert any("no gradients" in n for n in right.notes)  # train_batch clears them
+
+
+def test_paddle_batchnorm_momentum_given_torchs_value_shows_in_the_running_statistics_at_step_1():
+    d = _paddle_check(momentum=0.0, bn_momentum=0.1).diagnosis  # SPEC's torch 0.1 is Paddle's 0.9
+    assert d is not None and (d.step, d.stage) == (1, "running statistics"), d
+
+
+# ------------------------------------------------------------------------------------------------ Flax
+# slow: each check compiles the Flax network's training step, tens of seconds on two busy cores
+ADAMW = OptimizerConfig("adamw", lr=2.0 ** -8, betas=(0.875, 1.0 - 2.0 ** -10), weight_decay=2.0 ** -6)
+
+
+def _flax_check(tx: Any, optimizer: OptimizerConfig, schedule: ScheduleConfig | None = None, decay: str = "all",
+                steps: int = 3) -> Any:
+    """A Flax ``TrainState`` with ``batch_stats`` and a jitted step, as Flax's examples train, with ``tx``."""
+    pytest.importorskip("flax")
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax.training import train_state
+
+    from backends.flax.models import model_from_config
+
+    class State(train_state.TrainState):
+        batch_stats: Any
+
+    model = model_from_config(SPEC)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    state = State.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                         batch_stats=variables["batch_stats"])
+
+    @jax.jit
+    def train_step(state: Any, x: Any, y: Any) -> tuple[Any, Any]:
+        def loss_fn(params: Any) -> tuple[Any, Any]:
+            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                                             mutable=["batch_stats"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+
+        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        return state.apply_gradients(grads=grads).replace(batch_stats=updates["batch_stats"]), loss
+
+    return check_training(train_step, model, SPEC, optimizer, schedule, decay, steps, state=state)
+
+
+@pytest.mark.slow
+def test_optax_adamw_at_its_default_decay_1e_4_shows_in_the_parameters_at_step_1():
+    import optax
+
+    b1, b2 = ADAMW.betas
+    d = _flax_check(optax.adamw(ADAMW.lr, b1=b1, b2=b2, eps=ADAMW.eps), ADAMW).diagnosis
+    # the decay is decoupled: Adam's moments agree, the parameters do not
+    assert d is not None and (d.step, d.stage) == (1, "parameter"), d
+    assert "optimizer state" in d.text
+    report = _flax_check(optax.adamw(ADAMW.lr, b1=b1, b2=b2, eps=ADAMW.eps, weight_decay=ADAMW.weight_decay),
+                         ADAMW)
+    assert report.passed, str(report)
+
+
+@pytest.mark.slow
+def test_adam_epsilon_inside_the_square_root_shows_in_the_parameters_at_step_1():
+    import optax
+
+    adam = OptimizerConfig("adam", lr=2.0 ** -8, betas=ADAMW.betas, eps=1e-3)  # large, so it shows in float64
+    b1, b2 = adam.betas
+    d = _flax_check(optax.adam(adam.lr, b1=b1, b2=b2, eps=0.0, eps_root=adam.eps), adam).diagnosis
+    assert d is not None and (d.step, d.stage) == (1, "parameter"), d
+    assert _flax_check(optax.adam(adam.lr, b1=b1, b2=b2, eps=adam.eps), adam).passed
+
+
+@pytest.mark.slow
+def test_decoupled_decay_after_sgd_in_an_optax_chain_where_torch_couples_it():
+    import optax
+
+    sgd = OptimizerConfig("sgd", lr=2.0 ** -5, momentum=0.875, weight_decay=2.0 ** -4)
+    decoupled = optax.chain(optax.sgd(sgd.lr, momentum=sgd.momentum), optax.add_decayed_weights(-sgd.lr * 2.0 ** -4))
+    d = _flax_check(decoupled, sgd).diagnosis
+    # coupled decay enters the momentum buffer; optax's trace after the decay is the only buffer of the right port
+    assert d is not None and (d.step, d.stage) == (1, "optimizer state"), d
+    assert d.quantity.endswith(".momentum_buffer")
+    coupled = optax.chain(optax.add_decayed_weights(sgd.weight_decay), optax.sgd(sgd.lr, momentum=sgd.momentum))
+    assert _flax_check(coupled, sgd).passed
+
+
+@pytest.mark.slow
+def test_an_epoch_schedule_given_to_optax_per_update_shows_in_the_parameters_when_the_lr_changes():
+    import optax
+
+    per_epoch = ScheduleConfig("step", step_size=1, gamma=0.5, steps_per_epoch=2)  # two updates per epoch
+    per_update = optax.exponential_decay(PLAIN_SGD.lr, transition_steps=1, decay_rate=0.5, staircase=True)
+    d = _flax_check(optax.sgd(per_update), PLAIN_SGD, per_epoch).diagnosis
+    # updates 1 and 2 are epoch 0; the per-update schedule halves the rate already at update 2
+    assert d is not None and (d.step, d.stage) == (2, "parameter"), d
+    right = optax.exponential_decay(PLAIN_SGD.lr, transition_steps=2, decay_rate=0.5, staircase=True)
+    assert _flax_check(optax.sgd(right), PLAIN_SGD, per_epoch).passed
