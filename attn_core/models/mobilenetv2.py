@@ -182,4 +182,6 @@ class ECAMobileNetV2Config(AttentionConfig):
         last = self.last()
         c, bn = list(last)
         x = _relu6(conv_bn(last, c, bn, x))
+        if taps is not None:  # the pooled feature map, where CAM is defined (attn_core.cam)
+            taps[c.rpartition(".")[0]] = x
         return self.head()(ops.mean(x, (2, 3), keepdims=False), params, "classifier.1")

@@ -1,0 +1,227 @@
+"""Class activation maps in NumPy: the weights of CAM, Grad-CAM and Grad-CAM++, the one post-processing every
+backend shares, and the float64 reference map of a registered model.
+
+Papers: Bolei Zhou et al. "Learning Deep Features for Discriminative Localization", CVPR 2016 (CAM: the
+classifier's weights over the feature map before global average pooling). Ramprasaath R. Selvaraju et al.
+"Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization", ICCV 2017. Aditya Chattopadhay et
+al. "Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep Convolutional Networks", WACV 2018.
+
+Conventions follow jacobgil/pytorch-grad-cam (``base_cam.py``, ``grad_cam.py``, ``grad_cam_plusplus.py``,
+``utils/image.py``): the target is the raw logit of the class (the argmax when no class is given), Grad-CAM's
+channel weights are the gradient's mean over H and W, the map is ReLU'd, each image's map is min-max scaled with
+eps 1e-7 (``scale_cam_image``), then resized bilinearly to the input. Paddle's InterpretDL (``GradCAMInterpreter``)
+differs in two places, offered as options: its target is the softmax probability of the class
+(``target='softmax'``) and it does not min-max scale (``normalise=False``).
+
+The resize only upsamples (half-pixel centres, torch's ``F.interpolate(mode='bilinear', align_corners=False)``):
+JAX's ``image.resize`` antialiases when it downsamples, torch and Paddle do not, so a downsampling resize would
+differ between frameworks by design. Maps are compared before ReLU and min-max (:func:`raw_map`), which amplify
+the rounding where a map is near zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .autodiff import Node, backward
+from .spec import AttentionConfig, ConfigError
+
+__all__ = ["METHODS", "TARGETS", "LayerGradient", "resize_bilinear", "min_max", "postprocess", "gradcam_weights",
+           "gradcampp_weights", "weighted_map", "target_cotangent", "resolve_classes", "raw_map", "cam_layer",
+           "classifier_weight", "layer_names", "reference_layer_gradient", "reference_raw_map"]
+
+#: the class activation methods
+METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcampp")
+#: what is differentiated: the raw logit (pytorch-grad-cam) or its softmax probability (InterpretDL)
+TARGETS: tuple[str, ...] = ("logit", "softmax")
+#: pytorch-grad-cam's eps of the per-image min-max (``scale_cam_image``)
+MIN_MAX_EPS = 1e-7
+#: pytorch-grad-cam's eps in Grad-CAM++'s alpha denominator (``grad_cam_plusplus.py``)
+GRADCAMPP_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class LayerGradient:
+    """One eval forward and backward: the logits ``(N, classes)``, the named layer's output ``activation`` and the
+    gradient of the target with respect to it ``gradient`` (both NCHW), all float64."""
+
+    logits: np.ndarray
+    activation: np.ndarray
+    gradient: np.ndarray
+
+
+def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of torch's bilinear ``align_corners=False`` along one axis."""
+    src = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, size_in - 1)
+    lam = src - i0
+    m = np.zeros((size_out, size_in))
+    np.add.at(m, (np.arange(size_out), i0), 1.0 - lam)
+    np.add.at(m, (np.arange(size_out), i1), lam)
+    return m
+
+
+def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``maps`` (..., h, w) resized to ``size`` (H, W) as torch's ``F.interpolate(mode='bilinear',
+    align_corners=False)``; a ValueError for a size smaller than the map (upsampling only, see the module's doc)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    h, w = maps.shape[-2:]
+    if size[0] < h or size[1] < w:
+        raise ValueError(f"resize_bilinear only upsamples: a {h}x{w} map to {size[0]}x{size[1]}")
+    out: np.ndarray = _resize_matrix(h, size[0]) @ maps @ _resize_matrix(w, size[1]).T
+    return out
+
+
+def min_max(maps: np.ndarray, eps: float = MIN_MAX_EPS) -> np.ndarray:
+    """Each image's map ``(N, H, W)`` shifted to minimum 0 and divided by ``eps +`` its maximum
+    (pytorch-grad-cam's ``scale_cam_image``)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    shifted = maps - maps.min(axis=(-2, -1), keepdims=True)
+    out: np.ndarray = shifted / (eps + shifted.max(axis=(-2, -1), keepdims=True))
+    return out
+
+
+def postprocess(raw: np.ndarray, size: tuple[int, int] | None = None, normalise: bool = True) -> np.ndarray:
+    """The shared post-processing of raw maps ``(N, h, w)``: ReLU, per-image min-max (unless ``normalise`` is False,
+    InterpretDL's way), then the bilinear upsampling to ``size`` (the input's H, W) when given."""
+    maps = np.maximum(np.asarray(raw, dtype=np.float64), 0.0)
+    if normalise:
+        maps = min_max(maps)
+    return maps if size is None else resize_bilinear(maps, size)
+
+
+def gradcam_weights(gradient: np.ndarray) -> np.ndarray:
+    """Grad-CAM's channel weights ``(N, C)``: the gradient ``(N, C, H, W)`` averaged over H and W."""
+    out: np.ndarray = np.asarray(gradient, dtype=np.float64).mean(axis=(2, 3))
+    return out
+
+
+def gradcampp_weights(activation: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """Grad-CAM++'s channel weights ``(N, C)`` as pytorch-grad-cam computes them: ``alpha = g^2 / (2 g^2 +
+    sum_ij(A) g^3 + 1e-6)`` where ``g != 0`` (else 0), weights ``sum_ij(alpha * relu(g))``."""
+    a, g = np.asarray(activation, dtype=np.float64), np.asarray(gradient, dtype=np.float64)
+    g2 = g ** 2
+    alpha = g2 / (2 * g2 + a.sum(axis=(2, 3), keepdims=True) * g2 * g + GRADCAMPP_EPS)
+    alpha = np.where(g != 0, alpha, 0.0)
+    out: np.ndarray = (np.maximum(g, 0.0) * alpha).sum(axis=(2, 3))
+    return out
+
+
+def weighted_map(activation: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The raw map ``(N, H, W)``: ``sum_c weights[n, c] * activation[n, c]``."""
+    out: np.ndarray = np.einsum("nc,nchw->nhw", np.asarray(weights, np.float64), np.asarray(activation, np.float64))
+    return out
+
+
+def target_cotangent(logits: np.ndarray, classes: Sequence[int], target: str = "logit") -> np.ndarray:
+    """The cotangent on the logits ``(N, K)`` that backpropagates the target of each image's class: one-hot for
+    the raw logit; ``p_k (e_k - p)`` (the gradient of the softmax probability ``p_k``) for ``'softmax'``."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    logits = np.asarray(logits, dtype=np.float64)
+    onehot = np.zeros_like(logits)
+    onehot[np.arange(len(logits)), list(classes)] = 1.0
+    if target == "logit":
+        return onehot
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    pk = (p * onehot).sum(axis=1, keepdims=True)
+    out: np.ndarray = pk * (onehot - p)
+    return out
+
+
+def resolve_classes(logits: np.ndarray, classes: int | Sequence[int] | None) -> list[int]:
+    """One class per image: the given one(s), or each image's top logit (pytorch-grad-cam's default)."""
+    n, k = np.shape(logits)
+    if classes is None:
+        return [int(c) for c in np.argmax(logits, axis=1)]
+    chosen = [int(classes)] * n if isinstance(classes, (int, np.integer)) else [int(c) for c in classes]
+    if len(chosen) != n or any(not 0 <= c < k for c in chosen):
+        raise ValueError(f"classes must be one class or one per image ({n}) in [0, {k}), got {classes!r}")
+    return chosen
+
+
+def raw_map(method: str, grad: LayerGradient, classes: Sequence[int], fc_weight: np.ndarray | None = None
+            ) -> np.ndarray:
+    """The map ``(N, H, W)`` of ``method`` before ReLU and min-max, from a layer's activation and gradient (CAM
+    needs the classifier's weight ``(K, C)`` instead of the gradient, and the layer that feeds its pooling)."""
+    if method == "cam":
+        if fc_weight is None:
+            raise ValueError("cam needs the classifier's weight (fc_weight)")
+        return weighted_map(grad.activation, np.asarray(fc_weight, np.float64)[list(classes)])
+    if method == "gradcam":
+        return weighted_map(grad.activation, gradcam_weights(grad.gradient))
+    if method == "gradcampp":
+        return weighted_map(grad.activation, gradcampp_weights(grad.activation, grad.gradient))
+    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+# ------------------------------------------------------------------------------ the registered models' facts
+def _head(config: AttentionConfig) -> tuple[str, str]:
+    """(the layer whose output is globally pooled into the classifier, the classifier's weight name)."""
+    from .models.mobilenetv2 import ECAMobileNetV2Config
+    from .models.resnet import ResNetConfig
+
+    if isinstance(config, ResNetConfig):
+        return config.blocks[-1].name, "fc.weight"
+    if isinstance(config, ECAMobileNetV2Config):
+        return next(iter(config.last())).rpartition(".")[0], "classifier.1.weight"
+    raise ConfigError(f"class activation maps: no pooled layer known for {type(config).__name__} "
+                      f"(ResNetConfig and ECAMobileNetV2Config have one)")
+
+
+def cam_layer(config: AttentionConfig) -> str:
+    """The canonical name of the layer whose output the classifier pools: CAM's layer, Grad-CAM's default
+    (pytorch-grad-cam's ``model.layer4[-1]`` in a ResNet)."""
+    return _head(config)[0]
+
+
+def classifier_weight(config: AttentionConfig, weights: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The classifier's weight ``(K, C)`` (torch layout) among canonical ``weights``."""
+    return np.asarray(weights[_head(config)[1]], dtype=np.float64)
+
+
+def _reference_taps(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray
+                    ) -> tuple[Node, dict[str, Node]]:
+    config.check_weights(weights)
+    params = {k: Node(np.asarray(v, dtype=np.float64)) for k, v in weights.items()}
+    taps: dict[str, Node] = {}
+    y = config.reference_forward(Node(np.asarray(x, dtype=np.float64)), params, training=False, taps=taps)
+    return y, taps
+
+
+def layer_names(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray) -> list[str]:
+    """The canonical layer names the reference can explain (its 4-D taps), in data-flow order."""
+    return [k for k, v in _reference_taps(config, weights, x)[1].items() if v.value.ndim == 4]
+
+
+def reference_layer_gradient(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
+                             layer: str, classes: int | Sequence[int] | None = None, target: str = "logit"
+                             ) -> tuple[LayerGradient, list[int]]:
+    """The float64 eval forward of ``config`` on the NCHW ``x``, the output of ``layer`` and the gradient of each
+    image's target (the class's logit, or its softmax probability) with respect to it; and the classes used."""
+    y, taps = _reference_taps(config, weights, x)
+    if layer not in taps:
+        raise ValueError(f"unknown layer {layer!r} of {config.module_name}; available: "
+                         f"{', '.join(k for k, v in taps.items() if v.value.ndim == 4)}")
+    chosen = resolve_classes(y.value, classes)
+    (grad,) = backward(y, target_cotangent(y.value, chosen, target), [taps[layer]])
+    return LayerGradient(y.value, taps[layer].value, grad), chosen
+
+
+def reference_raw_map(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray, method: str,
+                      layer: str | None = None, classes: int | Sequence[int] | None = None, target: str = "logit"
+                      ) -> np.ndarray:
+    """The float64 reference map ``(N, H', W')`` of ``method`` before ReLU and min-max; ``layer`` defaults to
+    :func:`cam_layer` (the only layer CAM is defined at)."""
+    default = cam_layer(config)
+    layer = default if layer is None else layer
+    if method == "cam" and layer != default:
+        raise ValueError(f"cam is defined at the pooled layer {default!r} only, got {layer!r}")
+    grad, chosen = reference_layer_gradient(config, weights, x, layer, classes, target)
+    fc = classifier_weight(config, weights) if method == "cam" else None
+    return raw_map(method, grad, chosen, fc)

@@ -1,0 +1,135 @@
+"""Class activation maps: attn_core.cam's NumPy pieces against torch, hand calculation and pytorch-grad-cam's
+formulas; each backend's layer gradient and maps against the float64 reference (issue 15)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attn_core import cam
+from attn_core.models import create_model_config
+
+
+def _model(name: str, size: int = 32, classes: int = 5, seed: int = 0
+           ) -> tuple[object, dict[str, np.ndarray], np.ndarray]:
+    config = create_model_config(name, num_classes=classes)
+    rng = np.random.default_rng(seed)
+    weights = config.init_weights(rng)
+    x = rng.standard_normal((2, 3, size, size))
+    return config, weights, x
+
+
+# ------------------------------------------------------------------------------------- post-processing
+@pytest.mark.parametrize("shape,size", [((2, 3), (7, 9)), ((4, 4), (32, 32)), ((1, 5), (3, 5)), ((3, 3), (3, 3))])
+def test_resize_matches_torch_bilinear(shape: tuple[int, int], size: tuple[int, int]) -> None:
+    torch = pytest.importorskip("torch")
+    maps = np.random.default_rng(1).standard_normal((2, *shape))
+    want = torch.nn.functional.interpolate(torch.from_numpy(maps)[:, None], size=size, mode="bilinear",
+                                           align_corners=False)[:, 0].numpy()
+    np.testing.assert_allclose(cam.resize_bilinear(maps, size), want, rtol=0, atol=1e-12)
+
+
+def test_resize_refuses_downsampling() -> None:
+    with pytest.raises(ValueError, match="only upsamples"):
+        cam.resize_bilinear(np.zeros((1, 8, 8)), (4, 8))
+
+
+def test_postprocess_by_hand() -> None:
+    raw = np.array([[[-1.0, 0.0], [1.0, 3.0]]])
+    # ReLU -> [[0, 0], [1, 3]]; min 0, max 3 -> divided by 3 + 1e-7
+    np.testing.assert_allclose(cam.postprocess(raw), [[[0, 0], [1 / (3 + 1e-7), 3 / (3 + 1e-7)]]], rtol=1e-15)
+    np.testing.assert_array_equal(cam.postprocess(raw, normalise=False), [[[0, 0], [1, 3]]])
+    # a constant map stays 0 (min-max's eps), as pytorch-grad-cam's scale_cam_image gives
+    np.testing.assert_array_equal(cam.postprocess(np.full((1, 2, 2), 5.0)), np.zeros((1, 2, 2)))
+    assert cam.postprocess(raw, (4, 4)).shape == (1, 4, 4)
+
+
+def test_gradcampp_weights_by_hand() -> None:
+    # pytorch-grad-cam's grad_cam_plusplus.py: alpha = g^2 / (2 g^2 + sum(A) g^3 + 1e-6), 0 where g == 0,
+    # weights = sum(relu(g) * alpha)
+    a = np.array([[[[1.0, 2.0], [0.0, 1.0]]]])          # sum(A) = 4
+    g = np.array([[[[1.0, -1.0], [0.0, 2.0]]]])
+    alpha = [1 / (2 + 4 + 1e-6), 0.0, 0.0, 4 / (8 + 32 + 1e-6)]  # the -1 gradient is cut by relu(g)
+    want = 1.0 * alpha[0] + 2.0 * alpha[3]
+    np.testing.assert_allclose(cam.gradcampp_weights(a, g), [[want]], rtol=1e-15)
+    np.testing.assert_allclose(cam.gradcam_weights(g), [[0.5]], rtol=1e-15)
+
+
+def test_softmax_cotangent_is_the_probability_gradient() -> None:
+    logits = np.array([[0.3, -1.2, 2.0], [1.0, 1.0, 0.0]])
+    ct = cam.target_cotangent(logits, [2, 0], "softmax")
+
+    def prob(z: np.ndarray, n: int, k: int) -> float:
+        e = np.exp(z[n] - z[n].max())
+        return float(e[k] / e.sum())
+
+    h = 1e-6
+    for n, k in ((0, 2), (1, 0)):
+        for j in range(3):
+            dz = np.zeros_like(logits)
+            dz[n, j] = h
+            fd = (prob(logits + dz, n, k) - prob(logits - dz, n, k)) / (2 * h)
+            assert ct[n, j] == pytest.approx(fd, abs=1e-9)
+    np.testing.assert_array_equal(cam.target_cotangent(logits, [2, 0]), [[0, 0, 1], [1, 0, 0]])
+
+
+def test_classes_default_to_the_top_logit_and_bad_ones_are_refused() -> None:
+    logits = np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
+    assert cam.resolve_classes(logits, None) == [1, 0]
+    assert cam.resolve_classes(logits, 2) == [2, 2]
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        cam.resolve_classes(logits, 3)
+
+
+# ------------------------------------------------------------------------------------- float64 reference
+@pytest.mark.parametrize("name", ["resnet18", "cbamresnet18"])
+def test_reference_gradcam_at_the_pooled_layer_is_cam_over_hw(name: str) -> None:
+    # logit_k = w_k . mean_ij(A) + b_k, so dlogit_k/dA_cij = w_kc / (H W): Grad-CAM's weights are CAM's over H W
+    config, weights, x = _model(name)
+    cam_map = cam.reference_raw_map(config, weights, x, "cam", classes=[1, 3])
+    grad_map = cam.reference_raw_map(config, weights, x, "gradcam", classes=[1, 3])
+    h, w = cam_map.shape[1:]
+    np.testing.assert_allclose(grad_map, cam_map / (h * w), rtol=1e-10, atol=1e-14)
+    # CAM's map averaged over H, W plus the bias is the logit (Zhou et al.'s decomposition)
+    logits = config.reference(weights, x)
+    np.testing.assert_allclose(cam_map.mean(axis=(1, 2)) + weights["fc.bias"][[1, 3]], logits[[0, 1], [1, 3]],
+                               rtol=1e-10)
+
+
+def test_reference_layer_gradient_matches_finite_differences() -> None:
+    config, weights, x = _model("resnet18", size=32, seed=3)
+    grad, chosen = cam.reference_layer_gradient(config, weights, x[:1], "layer3.1", target="softmax")
+    # perturbing layer3.1's output by d moves the target by <gradient, d>: checked through the rest of the net,
+    # layer4 and the head, from the tapped activation
+    from attn_core.autodiff import Node
+    from attn_core.models.resnet import ResNetConfig
+    assert isinstance(config, ResNetConfig)
+    params = {k: Node(v) for k, v in weights.items()}
+
+    def target(act: np.ndarray) -> float:
+        z = Node(act)
+        for b in config.blocks:
+            if b.name.startswith("layer4"):
+                z = config._block_forward(b, z, params, False)
+        from attn_core import ops
+        logits = config.head()(ops.mean(z, (2, 3), keepdims=False), params, "fc").value
+        e = np.exp(logits[0] - logits[0].max())
+        return float(e[chosen[0]] / e.sum())
+
+    d = np.random.default_rng(4).standard_normal(grad.activation.shape)
+    h = 1e-5
+    fd = (target(grad.activation + h * d) - target(grad.activation - h * d)) / (2 * h)
+    assert float((grad.gradient * d).sum()) == pytest.approx(fd, rel=1e-6)
+
+
+def test_reference_unknown_layer_lists_the_available_ones() -> None:
+    config, weights, x = _model("resnet18")
+    with pytest.raises(ValueError, match=r"unknown layer 'layer9'.*available: layer1\.0, layer1\.1"):
+        cam.reference_layer_gradient(config, weights, x, "layer9")
+    with pytest.raises(ValueError, match="cam is defined at the pooled layer 'layer4.1' only"):
+        cam.reference_raw_map(config, weights, x, "cam", layer="layer3.1")
+
+
+def test_cam_layer_of_the_registered_models() -> None:
+    assert cam.cam_layer(create_model_config("seresnet50")) == "layer4.2"
+    assert cam.cam_layer(create_model_config("eca_mobilenetv2")) == "features.18"
