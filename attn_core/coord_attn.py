@@ -100,6 +100,17 @@ def _gated_hw(x: Node, a_h: Node, a_w: Node, w_first: bool, has_skip: bool, taps
     return _with_skip(x, ops.mul(ops.mul(x, first), second), has_skip)
 
 
+def _strip_conv_table(channels: int, k: int, bias: bool) -> list[ParamSpec]:
+    """The depthwise strip convolutions of ELA and StripAttn: ``conv_h`` (C, 1, k, 1) and ``conv_w`` (C, 1, 1, k),
+    each with its bias where ``bias``."""
+    table = []
+    for branch, shape in (("h", (channels, 1, k, 1)), ("w", (channels, 1, 1, k))):
+        table.append(ParamSpec(f"conv_{branch}.weight", shape, "conv_weight"))
+        if bias:
+            table.append(ParamSpec(f"conv_{branch}.bias", (channels,), "conv_bias"))
+    return table
+
+
 def _act(name: str | None, a: Node) -> Node:
     return a if name is None else ops.activation(name, a)
 
@@ -325,12 +336,8 @@ class EfficientLocalAttnConfig(AttentionConfig):
         return int(self.kernel_size) // 2
 
     def param_table(self) -> tuple[ParamSpec, ...]:
-        c, k = self.channels, int(self.kernel_size)
-        table = []
-        for branch, shape in (("h", (c, 1, k, 1)), ("w", (c, 1, 1, k))):
-            table.append(ParamSpec(f"conv_{branch}.weight", shape, "conv_weight"))
-            if self.bias:
-                table.append(ParamSpec(f"conv_{branch}.bias", (c,), "conv_bias"))
+        c = self.channels
+        table = _strip_conv_table(c, int(self.kernel_size), self.bias)
         if self.norm_layer is not None:
             # the GroupNorm affine lives where BatchNorm's does in every framework (Flax: params scale and bias)
             for branch in ("h", "w"):
@@ -400,13 +407,7 @@ class StripAttnConfig(AttentionConfig):
     def param_table(self) -> tuple[ParamSpec, ...]:
         if not self.use_conv:
             return ()
-        c, k = self.channels, int(self.kernel_size)
-        table = []
-        for branch, shape in (("h", (c, 1, k, 1)), ("w", (c, 1, 1, k))):
-            table.append(ParamSpec(f"conv_{branch}.weight", shape, "conv_weight"))
-            if self.bias:
-                table.append(ParamSpec(f"conv_{branch}.bias", (c,), "conv_bias"))
-        return tuple(table)
+        return tuple(_strip_conv_table(self.channels, int(self.kernel_size), self.bias))
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
