@@ -61,7 +61,7 @@ import numpy as np
 from attn_core import AttentionConfig
 from attn_core.autodiff import Node, backward
 from attn_core.native_state import flatten_variables
-from attn_core.training import OptimizerConfig, ScheduleConfig, softmax_cross_entropy
+from attn_core.training import OptimizerConfig, ReferenceOptimizer, ScheduleConfig, learning_rate, softmax_cross_entropy
 
 from .check import _clean, _numbers, infer_framework
 from .model_cases import CLASSES, MODEL_NAMES
@@ -373,6 +373,34 @@ def _diagnose(step: int, comps: Sequence[Comparison]) -> TrainingDiagnosis:
     return TrainingDiagnosis(step, stage, first.quantity, first, text)
 
 
+class _ShiftedSchedule(ReferenceOptimizer):
+    """The reference optimizer whose update ``k`` uses the learning rate of update ``k + shift``."""
+
+    shift = 0
+
+    @property
+    def lr(self) -> float:
+        return learning_rate(self.optimizer, self.schedule, max(self.steps + self.shift, 0))
+
+
+def _lr_hint(preset: TrainingPreset, start: Mapping[str, np.ndarray], grads: Sequence[Mapping[str, np.ndarray]],
+             got: TrainStep) -> str:
+    """Whether the parameters of the last step in ``grads`` are the reference's with the schedule one step early or
+    late (the learning rate the update used differs from the one the optimizer showed before it)."""
+    tol = tolerance_for(_DTYPE)
+    step = len(grads)
+    for shift, what in ((1, "early: scheduler.step() before optimizer.step()?"),
+                        (-1, "late: the schedule stepped after the rate was read, or skipped once?")):
+        replay = _ShiftedSchedule(preset.optimizer, preset.schedule, preset.decay, start)
+        replay.shift = shift
+        for g in grads:
+            replay.step(g)
+        if all(compare(k, got.params.get(k), v, tol, scaled=True).passed for k, v in replay.params.items()):
+            return (f"; the parameters are the reference's with the learning rate of step {step + shift} at step "
+                    f"{step}: the schedule runs one step {what}")
+    return ""
+
+
 def _rank_of(stage: str) -> int:
     return list(STAGES.values()).index(stage)
 
@@ -470,10 +498,14 @@ def check_training(step_fn: Callable[..., Any], model: Any, spec: str | Attentio
                                  "return the new state (Flax)?")
             native_grads = loop.grads()
             grads = None if native_grads is None else handle.canonical_grads(native_grads)
-            comps = _compare_step(reference[i - 1], ref_grads[i - 1], _canonical_step(handle, got_native), grads)
+            got = _canonical_step(handle, got_native)
+            comps = _compare_step(reference[i - 1], ref_grads[i - 1], got, grads)
             per_step.append(comps)
             if diagnosis is None and not all(c.passed for c in comps):
                 diagnosis = _diagnose(i, comps)
+                if diagnosis.stage == "parameter":
+                    start = {k: data.weights[k] for k in reference[0].params}
+                    diagnosis.text += _lr_hint(preset, start, ref_grads[:i], got)
         notes = list(loop.notes)
         if per_step and loop.grads() is None:
             notes.append("the step left no gradients (Flax returns none; torch and Paddle cleared them after the "

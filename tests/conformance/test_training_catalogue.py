@@ -86,7 +86,8 @@ def test_scheduler_stepped_before_the_optimizer_shows_in_the_parameters_when_the
     d = _torch_check(scheduler_first=True).diagnosis
     # StepLR halves the rate after 2 epochs: the second update already uses the third step's rate
     assert d is not None and (d.step, d.stage) == (2, "parameter"), d
-    assert "learning rate" in d.text and "agree" in d.text
+    assert "gradient, learning rate, optimizer state agree at this step" in d.text
+    assert "learning rate of step 3 at step 2" in d.text and "scheduler.step() before optimizer.step()" in d.text
 
 
 def test_decay_on_batchnorm_and_biases_shows_in_the_momentum_buffer_of_a_bias_or_norm_at_step_1():
@@ -279,5 +280,6 @@ def test_an_epoch_schedule_given_to_optax_per_update_shows_in_the_parameters_whe
     d = _flax_check(optax.sgd(per_update), PLAIN_SGD, per_epoch).diagnosis
     # updates 1 and 2 are epoch 0; the per-update schedule halves the rate already at update 2
     assert d is not None and (d.step, d.stage) == (2, "parameter"), d
+    assert "learning rate of step 3 at step 2" in d.text
     right = optax.exponential_decay(PLAIN_SGD.lr, transition_steps=2, decay_rate=0.5, staircase=True)
     assert _flax_check(optax.sgd(right), PLAIN_SGD, per_epoch).passed
