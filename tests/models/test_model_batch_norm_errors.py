@@ -42,8 +42,15 @@ def _run(fw: str, config, x: np.ndarray, train: bool) -> tuple[int, ...]:
     return runner.forward(model, variables, x).shape
 
 
-@pytest.mark.parametrize("fw", FWS)
-@pytest.mark.parametrize("case", sorted(CASES))
+def _params() -> list[object]:
+    """Every case in every framework; in Flax, whose jax.jit compiles the whole network, only the tiny efficient
+    DenseNet is in the fast tier."""
+    return [pytest.param(case, fw, id=f"{case}-{fw}",
+                         marks=(pytest.mark.slow,) if fw == "flax" and case != "sedensenet-efficient" else ())
+            for case in sorted(CASES) for fw in FWS]
+
+
+@pytest.mark.parametrize("case,fw", _params())
 def test_one_value_per_channel_in_training_names_model_and_layer(fw, case):
     make, shape, where = CASES[case]
     config = make()

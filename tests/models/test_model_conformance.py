@@ -135,11 +135,11 @@ NUMERICS: tuple[tuple[ModelCase, tuple[str, ...]], ...] = (
     (dataclasses.replace(_MOBILE_TRAIN, case_id="n2-32x32-train", shape=(2, 3, 32, 32)), ("torch", "paddle")),
     (_model_case("towernet", "n2-255x255"), FRAMEWORKS),
 )
-#: the cases of the fast tier (``-m "not slow"``) in a framework whose default mode runs eagerly (torch, Paddle);
-#: a row in a framework whose default mode compiles (jax.jit in Flax) compiles a whole network, and is slow
-FAST: frozenset[str] = frozenset({"resnet18/n2-40x40-train", "cbamresnet18/n2-40x40-train",
-                                  "sedensenet_bc40_k12/n2-9x7-tiny-train", "sedensenet121/n1-21x19-tiny-train",
-                                  "eca_mobilenetv2/n2-40x40-train", "eca_mobilenetv2/n2-32x32-train"})
+#: the cases of the fast tier (``-m "not slow"``) in a framework whose default mode runs eagerly (torch, Paddle):
+#: one ResNet with attention and the tiny DenseNets; the other full-size networks are slow, and so is a row in a
+#: framework whose default mode compiles (jax.jit in Flax), which compiles a whole network
+FAST: frozenset[str] = frozenset({"cbamresnet18/n2-40x40-train", "sedensenet_bc40_k12/n2-9x7-tiny-train",
+                                  "sedensenet121/n1-21x19-tiny-train"})
 
 
 def _label(case: ModelCase) -> str:
@@ -261,6 +261,7 @@ def test_a_transposed_classifier_weight_fails_output_and_its_gradient(monkeypatc
 
 
 # ----------------------------------------------------------------------------------------------- CLI
+@pytest.mark.slow  # a whole network's cases
 def test_cli_models_only(capsys):
     backend("torch")
     code = main(["--models", "eca_mobilenetv2", "--modules", "none", "--backends", "torch"])
