@@ -208,3 +208,27 @@ def test_the_issue_models_train_as_the_reference(model):
                 continue
             row = run_training_case(data, PRESETS[preset], runner, "float64", ref)
             assert row.status == "pass", f"{backend} {preset}: {row.message}"
+
+
+def test_plots_are_skipped_with_a_reason_without_matplotlib(tmp_path, monkeypatch):
+    import sys
+
+    from conformance.training import Curves, write_plots
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an environment without it imports
+    curves = {("resnet18", "sgd"): {"reference": Curves([2.0, 1.5], []),
+                                    "torch float64": Curves([2.0, 1.5], [0.0, 1e-16])}}
+    why = write_plots(tmp_path / "plots", curves)
+    assert isinstance(why, str) and "matplotlib is not installed" in why and "plots" in why
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plots_draw_one_png_per_model_and_preset(tmp_path):
+    pytest.importorskip("matplotlib")
+    from conformance.training import Curves, write_plots
+
+    curves = {(m, "adam"): {"reference": Curves([2.0, 1.5], []), "paddle float64": Curves([2.0, 1.5], [0.0, 1e-15])}
+              for m in ("resnet18", "seresnet18")}
+    written = write_plots(tmp_path, curves)
+    assert written == [tmp_path / "resnet18-adam.png", tmp_path / "seresnet18-adam.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
