@@ -283,3 +283,20 @@ def test_an_epoch_schedule_given_to_optax_per_update_shows_in_the_parameters_whe
     assert "learning rate of step 3 at step 2" in d.text
     right = optax.exponential_decay(PLAIN_SGD.lr, transition_steps=2, decay_rate=0.5, staircase=True)
     assert _flax_check(optax.sgd(right), PLAIN_SGD, per_epoch).passed
+
+
+@pytest.mark.slow
+def test_the_projects_optax_chain_passes_with_its_learning_rate_compared():
+    import jax
+    import jax.numpy as jnp
+
+    from backends.flax.models import model_from_config
+    from backends.flax.optim import create_optimizer
+
+    nesterov = OptimizerConfig("sgd", lr=2.0 ** -5, momentum=0.875, nesterov=True, weight_decay=2.0 ** -8)
+    warm_cosine = ScheduleConfig("cosine", t_max=2, eta_min=2.0 ** -8, warmup_epochs=1, warmup_start_factor=0.5)
+    params = model_from_config(SPEC).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    report = _flax_check(create_optimizer(params, nesterov, warm_cosine, "no_bias_no_norm"), nesterov, warm_cosine,
+                         "no_bias_no_norm")
+    assert report.passed, str(report)
+    assert all(any(c.quantity == "lr" for c in comps) for comps in report.per_step)
