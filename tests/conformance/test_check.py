@@ -127,6 +127,7 @@ def test_correct_ports_with_cancelling_gradients_pass_in_float32(key, kwargs):
     report = check(module, module.config)
     assert report.passed, str(report)
 
+@pytest.mark.slow  # a subprocess run
 def test_framework_is_inferred_without_importing_the_others():
     code = ("import sys, torch\n"
             "from conformance import check\n"

@@ -196,6 +196,7 @@ def test_a_conversion_that_changes_the_logits_exits_1_and_writes_nothing(tmp_pat
         convert(torch_file, dst, model="resnet18", model_kwargs=KW, input_size=32)
 
 
+@pytest.mark.slow  # subprocess runs
 def test_module_entry_point_runs_and_imports_no_framework_until_needed(tmp_path, torch_file):
     r = subprocess.run([sys.executable, "-m", "conformance.convert", str(torch_file), str(tmp_path / "r.msgpack"),
                         "--model", "resnet18", "--model-kwargs", "num_classes=10", "--input-size", "32"],
