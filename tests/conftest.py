@@ -46,10 +46,13 @@ def fresh_flax_programs() -> Iterator[None]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A row in a framework's other mode (torch.compile, to_static, Flax op by op) is slow: it compiles or traces
-    what the default mode runs directly, so the fast tier keeps each framework's default mode only."""
+    what the default mode runs directly, so the fast tier keeps each framework's default mode only. A test on the
+    benchmarks' quick run (the ``quick_run`` fixture) is slow too: it waits for a benchmark in a subprocess."""
     from attn_core.frameworks import FRAMEWORK_INFO
 
     for item in items:
+        if "quick_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
         params = item.callspec.params if hasattr(item, "callspec") else {}
         fw = next((params[k] for k in ("fw", "backend_name", "backend") if k in params), None)
         mode = params.get("mode")
