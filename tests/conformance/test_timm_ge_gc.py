@@ -318,11 +318,12 @@ TIMM_CASES = [
     ("gca", dict(fuse_scale=True), 8, (2, 8, 5, 3)),
 ]
 TIMM_IDS = [f"{key}-{i}" for i, (key, *_rest) in enumerate(TIMM_CASES)]
-# in Paddle and Flax (seconds each, for the jit): one form timm builds, the global and the strided gathers with
-# parameters, gc and gca; the others in the slow tier
+# in Paddle: one form timm builds, the global and the strided gathers with parameters, gc and gca; in Flax (seconds
+# each, for the jit) the first of them; the others in the slow tier
 FAST = ("ge-0", "ge-7", "ge-10", "gc-14", "gca-16")
-OTHER_BACKEND_CASES = [pytest.param(case, id=i, marks=() if i in FAST else (pytest.mark.slow,))
-                       for case, i in zip(TIMM_CASES, TIMM_IDS, strict=True)]
+OTHER_BACKEND_CASES = [pytest.param(case, fw, id=f"{i}-{fw}",
+                                    marks=() if i == FAST[0] or (i in FAST and fw == "paddle") else (pytest.mark.slow,))
+                       for case, i in zip(TIMM_CASES, TIMM_IDS, strict=True) for fw in FRAMEWORKS if fw != "torch"]
 
 
 def _input(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -354,8 +355,7 @@ def test_torch_module_equals_timm(case, training):
         np.testing.assert_allclose(state_o[name], value, rtol=RTOL, atol=1e-14, err_msg=name)
 
 
-@pytest.mark.parametrize("fw", [f for f in FRAMEWORKS if f != "torch"])
-@pytest.mark.parametrize("case", OTHER_BACKEND_CASES)
+@pytest.mark.parametrize("case,fw", OTHER_BACKEND_CASES)
 def test_other_backends_equal_timm(fw, case):
     """Paddle and Flax, given timm's weights as canonical weights, compute timm's output in eval and in training
     (float64), and the running statistics timm's BatchNorm keeps."""

@@ -208,10 +208,14 @@ TIMM_CASES = [
                   "radix": 3, "groups": 2, "rd_ratio": 0.5, "rd_divisor": 4}),
 ]
 TIMM_IDS = [f"{k}-c{c}-" + "-".join(f"{a}{b}" for a, b in kw.items()) for k, c, kw in TIMM_CASES]
-#: the cases Paddle and Flax run in the fast tier (one strided, channel-changing form of each key); the rest are slow
+#: the cases Paddle runs in the fast tier (one strided, channel-changing form of each key) and Flax the first of
+#: them in eval (each Flax row jit-compiles its own programs); the rest are slow
 FAST_THROUGH_WEIGHTS = (1, 6)
-THROUGH_WEIGHTS = [pytest.param(*case, id=name, marks=() if i in FAST_THROUGH_WEIGHTS else pytest.mark.slow)
-                   for i, (case, name) in enumerate(zip(TIMM_CASES, TIMM_IDS, strict=True))]
+THROUGH_WEIGHTS = [pytest.param(*case, training, fw, id=f"{name}-{'train' if training else 'eval'}-{fw}",
+                                marks=() if i in FAST_THROUGH_WEIGHTS and (fw == "paddle" or (
+                                    i == FAST_THROUGH_WEIGHTS[0] and not training)) else pytest.mark.slow)
+                   for i, (case, name) in enumerate(zip(TIMM_CASES, TIMM_IDS, strict=True))
+                   for training in (False, True) for fw in FRAMEWORKS if fw != "torch"]
 
 
 def _timm_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -252,9 +256,7 @@ def test_equal_to_timm_in_torch(key, channels, kw, training):
             np.testing.assert_allclose(got[3][name], value, rtol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("fw", [f for f in FRAMEWORKS if f != "torch"])
-@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("key,channels,kw", THROUGH_WEIGHTS)
+@pytest.mark.parametrize("key,channels,kw,training,fw", THROUGH_WEIGHTS)
 def test_equal_to_timm_through_canonical_weights(fw, key, channels, kw, training):
     """Paddle and Flax hold timm's state_dict as the canonical weights (the same names, torch's layout) and give
     timm's output, gradients and running statistics, in float64 through the runner."""
