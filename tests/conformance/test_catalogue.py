@@ -386,6 +386,7 @@ def _flax_simam(variance: Callable[..., Any], axes: tuple[int, int] = (1, 2)) ->
     return SimAM()
 
 
+@pytest.mark.slow  # a further Flax entry: its check jit-compiles the port for every case
 def test_simam_variance_through_jnp_var_default():
     """``jnp.var`` as SimAM's ``sum(d) / n`` term: its default ``ddof=0`` divides by ``H * W``, not ``H * W - 1``
     (porting notes, section 1, row 14: ``torch.var`` and ``paddle.var`` are unbiased by default, ``jnp.var`` is
@@ -463,6 +464,7 @@ def _flax_eca(k: int) -> Any:
     return ECA()
 
 
+@pytest.mark.slow  # a further Flax entry: its check jit-compiles the port for every case
 def test_flax_same_padding():
     """Flax's ``padding='SAME'`` against torch's symmetric padding (porting notes, section 1, row 10: "default
     'SAME', extra padding on bottom/right").
@@ -552,6 +554,7 @@ def _flax_spatial_bn(make_bn: Callable[[bool], Any]) -> Any:
     return SpatialAttention()
 
 
+@pytest.mark.slow  # a further Flax entry: its check jit-compiles the port for every case
 def test_flax_batchnorm_default_momentum():
     """``flax.linen.BatchNorm`` left at its default ``momentum=0.99`` (porting notes, section 1, row 4: "never rely
     on Flax's 0.99 default"; torch's 0.1 is Flax's 0.9). As in Paddle, outputs and gradients are right and only

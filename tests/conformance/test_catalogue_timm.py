@@ -134,6 +134,7 @@ def _flax_ecam(rd: int, k: int) -> Any:
     return EcaMlp()
 
 
+@pytest.mark.slow  # a further Flax entry: its check jit-compiles the port for every case
 def test_flax_ecam_width_by_integer_division():
     """timm's ECA with an MLP (``EcaModule(use_mlp=True)``) lifts the channel row to ``make_divisible(C / 8, 8)``
     feature rows; a port that takes ``C // 8``, as the seed articles' SE takes ``C // r`` (porting notes, section 2,
@@ -182,6 +183,7 @@ def _flax_light_cbam(rd: int, channel_pool: Callable[[Any, Any], Any]) -> Any:
     return LightCbam()
 
 
+@pytest.mark.slow  # a further Flax entry: its check jit-compiles the port for every case
 def test_flax_light_cbam_pools_summed():
     """timm's ``LightCbamModule`` pools ``0.5 * mean + 0.5 * max`` where CBAM runs its MLP on the mean and on the
     max and sums the results; a port that keeps CBAM's sum, ``mean + max``, feeds the MLP twice the descriptor
