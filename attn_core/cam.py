@@ -112,8 +112,12 @@ def gradcampp_weights(activation: np.ndarray, gradient: np.ndarray) -> np.ndarra
 
 
 def weighted_map(activation: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The raw map ``(N, H, W)``: ``sum_c weights[n, c] * activation[n, c]``."""
-    out: np.ndarray = np.einsum("nc,nchw->nhw", np.asarray(weights, np.float64), np.asarray(activation, np.float64))
+    """The raw map ``(N, H, W)``: ``sum_c weights[n, c] * activation[n, c]``; a ValueError when the shapes do not
+    fit (an activation in another layout than NCHW)."""
+    a, w = np.asarray(activation, np.float64), np.asarray(weights, np.float64)
+    if a.ndim != 4 or w.shape != a.shape[:2]:
+        raise ValueError(f"channel weights of shape {w.shape} do not fit an NCHW activation of shape {a.shape}")
+    out: np.ndarray = np.einsum("nc,nchw->nhw", w, a)
     return out
 
 

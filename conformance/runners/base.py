@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attn_core import AttentionConfig
+from attn_core.cam import LayerGradient
 from attn_core.checkpoint import CheckpointError
 from attn_core.frameworks import FRAMEWORK_INFO, MODES
 from attn_core.layout import NCHW_TO_NHWC, NHWC_TO_NCHW
@@ -436,9 +437,50 @@ class Runner:
         except (TypeError, ValueError, AttributeError):
             return None
 
-    def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
-        """Have ``record`` called with ``layer``'s output after each of its forwards."""
+    def _hook(self, layer: Any, record: Callable[[Any], None]) -> Any:
+        """Have ``record`` called with ``layer``'s output after each of its forwards; returns the hook's handle
+        (``.remove()``)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------------- class activation maps
+    def layer_gradient(self, module: Any, variables: Any, x: np.ndarray, layer: str,
+                       cotangent: Callable[[np.ndarray], np.ndarray]) -> LayerGradient:
+        """One eval-mode forward of the model ``module`` on the NCHW ``x`` (in its dtype) and the backward of
+        ``cotangent(logits)`` (float64 ``(N, K)`` in and out: :func:`attn_core.cam.target_cotangent`): the logits,
+        the output of the submodule named ``layer`` (canonical, '.'-separated; called once per forward) and the
+        gradient with respect to it, NCHW float64 (:class:`attn_core.cam.LayerGradient`). A ValueError lists the
+        layer names when ``layer`` is none of them.
+
+        Here for a framework whose submodules exist before the forward (torch, Paddle): a forward hook on the layer
+        (:meth:`_hook`) keeps its output, and :meth:`_grad` differentiates the logits with respect to it."""
+        named = self.submodules(module)
+        if named is None:
+            raise NotImplementedError(f"{self.framework}: no layer gradient")
+        if layer not in named:
+            raise self._unknown_layer(layer, list(named))
+        module.eval()
+        seen: list[Any] = []
+        hook = self._hook(named[layer], seen.append)
+        try:
+            logits = self.call(module, self.tensor(x))
+        finally:
+            hook.remove()
+        ct = self.tensor(cotangent(self.to_numpy(logits, "float64")), self.dtype_name(logits.dtype))
+        return self._layer_result(logits, seen[-1], self._grad(logits, seen[-1], ct))
+
+    def _grad(self, output: Any, wrt: Any, cotangent: Any) -> Any:
+        """The VJP of the framework tensor ``output`` with ``cotangent``, with respect to the tensor ``wrt``."""
+        raise NotImplementedError
+
+    def _unknown_layer(self, layer: str, available: Sequence[str]) -> ValueError:
+        return ValueError(f"{self.framework}: unknown layer {layer!r}; available: {', '.join(available)}")
+
+    def _layer_result(self, logits: Any, activation: Any, gradient: Any) -> LayerGradient:
+        """A :class:`LayerGradient` of framework tensors in the module's layout."""
+        back = NHWC_TO_NCHW if self.default_layout == "NHWC" else (0, 1, 2, 3)
+        return LayerGradient(self.to_numpy(logits, "float64"),
+                             _layout(self.to_numpy(activation, "float64"), back),
+                             _layout(self.to_numpy(gradient, "float64"), back))
 
     # -------------------------------------------------------------------------------- checkpoint files
     def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

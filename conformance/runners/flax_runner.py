@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attn_core import AttentionConfig
+from attn_core.cam import LayerGradient
 from attn_core.checkpoint import CheckpointError
 from attn_core.layout import NHWC_TO_NCHW
 from attn_core.native_state import flatten_variables as _flatten
@@ -167,6 +168,44 @@ class FlaxRunner(Runner):
         with _x64(x.dtype):
             y = module.apply(variables, jnp.asarray(self.nchw_to_native(x)), **kwargs)
         return _layout(np.asarray(y, dtype=np.float64), NHWC_TO_NCHW)
+
+    def layer_gradient(self, module: Any, variables: Any, x: np.ndarray, layer: str,
+                       cotangent: Callable[[np.ndarray], np.ndarray]) -> LayerGradient:
+        """Flax submodules exist only while the module runs: the named one's output gets a zero perturbation
+        added by an interceptor (``nn.intercept_methods``), whose VJP is the gradient at that output."""
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+
+        path = layer.replace(".", "/")
+        kwargs = {"train": False} if self._options(module)["train_arg"] else {}
+        called: list[str] = []
+
+        def run(delta: Any) -> tuple[Any, Any]:
+            seen: list[Any] = []
+
+            def interceptor(next_fun: Callable[..., Any], args: Any, kw: Any, context: Any) -> Any:
+                out = next_fun(*args, **kw)
+                if context.method_name == "__call__":
+                    here = "/".join(str(p) for p in context.module.path)
+                    called.append(here)
+                    if here == path:
+                        out = out if delta is None else out + delta
+                        seen.append(out)
+                return out
+
+            with nn.intercept_methods(interceptor):
+                logits = module.apply(variables, xs, **kwargs)
+            return logits, seen[-1] if seen else None
+
+        with _x64(x.dtype):
+            xs = jnp.asarray(self.nchw_to_native(x))
+            _, first = run(None)  # the layer's shape and dtype, or the paths there are
+            if first is None:
+                raise self._unknown_layer(layer, [p.replace("/", ".") for p in dict.fromkeys(called) if p])
+            logits, vjp, activation = jax.vjp(run, jnp.zeros_like(first), has_aux=True)
+            (grad,) = vjp(jnp.asarray(cotangent(self.to_numpy(logits, "float64")), logits.dtype))
+        return self._layer_result(logits, activation, grad)
 
     def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
         import jax

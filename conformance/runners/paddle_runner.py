@@ -127,8 +127,13 @@ class PaddleRunner(Runner):
     def submodules(self, module: Any) -> dict[str, Any] | None:
         return dict(module.named_sublayers())
 
-    def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
-        layer.register_forward_post_hook(lambda _layer, _inputs, output: record(output))
+    def _hook(self, layer: Any, record: Callable[[Any], None]) -> Any:
+        return layer.register_forward_post_hook(lambda _layer, _inputs, output: record(output))
+
+    def _grad(self, output: Any, wrt: Any, cotangent: Any) -> Any:
+        import paddle
+
+        return paddle.grad([output], [wrt], [cotangent])[0]
 
     def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         import paddle

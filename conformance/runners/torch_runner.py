@@ -73,8 +73,13 @@ class TorchRunner(Runner):
     def submodules(self, module: Any) -> dict[str, Any] | None:
         return {k: v for k, v in module.named_modules() if k}
 
-    def _hook(self, layer: Any, record: Callable[[Any], None]) -> None:
-        layer.register_forward_hook(lambda _layer, _inputs, output: record(output))
+    def _hook(self, layer: Any, record: Callable[[Any], None]) -> Any:
+        return layer.register_forward_hook(lambda _layer, _inputs, output: record(output))
+
+    def _grad(self, output: Any, wrt: Any, cotangent: Any) -> Any:
+        import torch
+
+        return torch.autograd.grad(output, wrt, cotangent)[0]
 
     def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         import torch

@@ -133,3 +133,73 @@ def test_reference_unknown_layer_lists_the_available_ones() -> None:
 def test_cam_layer_of_the_registered_models() -> None:
     assert cam.cam_layer(create_model_config("seresnet50")) == "layer4.2"
     assert cam.cam_layer(create_model_config("eca_mobilenetv2")) == "features.18"
+
+
+# ------------------------------------------------------------------------------------- the backends
+@pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
+@pytest.mark.parametrize("name,layer", [("resnet18", "layer3.1"),
+                                        pytest.param("cbamresnet18", "layer2.0", marks=pytest.mark.slow)])
+def test_layer_gradient_matches_the_reference_in_float64(fw: str, name: str, layer: str) -> None:
+    from tests._fw import runner as get
+
+    runner = get(fw)
+    config, weights, x = _model(name, size=40)
+    ref, classes = cam.reference_layer_gradient(config, weights, x, layer, target="softmax")
+    module, variables = runner.load(runner._models().model_from_config(config), weights, "float64")
+    got = runner.layer_gradient(module, variables, x, layer,
+                                lambda logits: cam.target_cotangent(logits, classes, "softmax"))
+    for q in ("logits", "activation", "gradient"):
+        want = getattr(ref, q)
+        np.testing.assert_allclose(getattr(got, q), want, rtol=1e-9, atol=1e-9 * np.abs(want).max(), err_msg=q)
+    with pytest.raises(ValueError, match=rf"{fw}: unknown layer 'layer9'; available: .*layer1\.0"):
+        runner.layer_gradient(module, variables, x, "layer9", lambda logits: logits)
+
+
+@pytest.mark.slow
+def test_map_rows_pass_in_every_backend() -> None:
+    from conformance.cam import CAM_MODELS, run_cam
+
+    rows = run_cam()
+    assert [(r.module, r.backend) for r in rows] == [(m, fw) for m in CAM_MODELS for fw in ("torch", "paddle", "flax")]
+    layers = {"resnet18": "layer4.1", "seresnet50": "layer4.2", "cbamresnet18": "layer4.1",
+              "eca_mobilenetv2": "features.18"}
+    for r in rows:
+        assert r.status in ("pass", "skip"), (r.backend, r.message, r.comparisons)
+        if r.status == "pass":
+            layer = layers[r.module]
+            assert [c.quantity for c in r.comparisons] == [f"map:cam@{layer}", f"map:gradcam@{layer}"]
+
+
+def test_map_rows_refuse_bad_arguments() -> None:
+    from conformance.cam import run_cam
+
+    with pytest.raises(ValueError, match="unknown backend"):
+        run_cam(["resnet18"], ["mxnet"])
+    with pytest.raises(ValueError, match="float32 and float64, got bfloat16"):
+        run_cam(["resnet18"], dtypes=["bfloat16"])
+
+
+def test_map_rows_catch_a_wrong_classifier_and_a_wrong_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.cam import run_cam
+    from conformance.runners import get_runner
+    from tests._fw import runner as get
+
+    torch_runner, flax_runner = get("torch"), get("flax")
+    export = type(torch_runner).export_weights
+
+    def swapped(self: object, module: object, variables: object) -> dict[str, np.ndarray]:
+        weights = export(torch_runner, module, variables)
+        return {**weights, "fc.weight": weights["fc.weight"][::-1]}  # the classes' rows in reverse order
+
+    monkeypatch.setattr(type(torch_runner), "export_weights", swapped)
+    def untransposed(logits: object, activation: object, gradient: object) -> cam.LayerGradient:
+        return cam.LayerGradient(*(flax_runner.to_numpy(a, "float64") for a in (logits, activation, gradient)))
+
+    # a Flax port whose activation and gradient stay NHWC: (N, H, W, C) read as NCHW
+    monkeypatch.setattr(flax_runner, "_layer_result", untransposed)
+    rows = {r.backend: r for r in run_cam(["resnet18"], ["torch", "flax"])}
+    assert get_runner("torch") is torch_runner
+    assert [c.passed for c in rows["torch"].comparisons] == [False, True]  # CAM fails, Grad-CAM does not read fc
+    assert rows["torch"].status == "fail"
+    assert rows["flax"].status == "error"
+    assert "do not fit an NCHW activation of shape (2, 3, 2, 512)" in rows["flax"].message
