@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                         "models (default: resnet18, seresnet18) on 2 replicas in each backend on CPU (torch DDP and "
                         "Paddle DataParallel on gloo, JAX pmap on 2 host devices), per-replica and synchronised "
                         "BatchNorm, against the float64 reference (conformance.data_parallel)")
+    p.add_argument("--cam", type=_csv, nargs="?", const=[], default=None, metavar="LIST",
+                   help="instead of the cases, each backend's CAM and Grad-CAM maps of the comma-separated "
+                        "registered models (default: resnet18, seresnet50, cbamresnet18, eca_mobilenetv2) in eval "
+                        "mode against the float64 reference map, before ReLU and min-max (conformance.cam)")
     p.add_argument("--dtypes", type=_csv, default=None,
                    help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32; float64 with "
                         "--training, whose float32 rows are a report of where the trajectory leaves the bound)")
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return _training(p, args, argv)
     if args.data_parallel is not None:
         return _data_parallel(p, args, argv)
+    if args.cam is not None:
+        return _cam(p, args, argv)
     for flag in ("optimizers", "steps", "plots"):
         if getattr(args, flag) is not None:
             p.error(f"--{flag} applies to --training only")
@@ -170,6 +176,29 @@ def _data_parallel(p: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     if args.dtypes != ["float64"]:
         p.error("--data-parallel runs float64 only (each framework's CPU collective runs it)")
     return _finish(Report(run_data_parallel(models, args.backends)), args, argv)
+
+
+def _cam(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--cam``: the map rows of :func:`conformance.cam.run_cam` (float32 and float64)."""
+    from attn_core import cam
+    from attn_core.spec import ConfigError
+
+    from .cam import CAM_MODELS, run_cam
+    from .model_cases import model_config
+
+    models = args.cam or list(CAM_MODELS)
+    for m in models:
+        if m not in MODEL_NAMES:
+            p.error(f"unknown model {m!r}; known: {', '.join(MODEL_NAMES)}")
+        try:
+            cam.cam_layer(model_config(m))
+        except ConfigError as err:
+            p.error(str(err))
+    bad = [d for d in args.dtypes if d not in ("float32", "float64")]
+    if bad:
+        p.error(f"--cam runs float32 and float64, got {', '.join(bad)}")
+    progress = _progress(len(models) * len(args.backends) * len(args.dtypes), args.quiet)
+    return _finish(Report(run_cam(models, args.backends, args.dtypes, progress=progress)), args, argv)
 
 
 def _finish(report: Report, args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -203,3 +203,17 @@ def test_map_rows_catch_a_wrong_classifier_and_a_wrong_layout(monkeypatch: pytes
     assert rows["torch"].status == "fail"
     assert rows["flax"].status == "error"
     assert "do not fit an NCHW activation of shape (2, 3, 2, 512)" in rows["flax"].message
+
+
+def test_cam_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.__main__ import main
+
+    pytest.importorskip("torch")
+    assert main(["--cam", "cbamresnet18", "--backends", "torch", "--dtypes", "float64", "-q"]) == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+    for argv, message in ((["--cam", "nosuch"], "unknown model 'nosuch'"),
+                          (["--cam", "sedensenet121"], "no pooled layer known for SEDenseNetConfig"),
+                          (["--cam", "resnet18", "--dtypes", "float16"], "--cam runs float32 and float64")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
