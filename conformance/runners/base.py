@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attn_core import AttentionConfig
-from attn_core.cam import LayerGradient
+from attn_core.cam import LayerGradient, gate_from_io, gate_layers
 from attn_core.checkpoint import CheckpointError
 from attn_core.frameworks import FRAMEWORK_INFO, MODES
 from attn_core.layout import NCHW_TO_NHWC, NHWC_TO_NCHW
@@ -472,15 +472,52 @@ class Runner:
         """The VJP of the framework tensor ``output`` with ``cotangent``, with respect to the tensor ``wrt``."""
         raise NotImplementedError
 
+    def layer_io(self, module: Any, variables: Any, x: np.ndarray, layers: Sequence[str]
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """One eval-mode forward of ``module`` on the NCHW ``x``: ``{layer: (its input, its output)}`` of each named
+        submodule (called once per forward), NCHW float64; a ValueError lists the names when one is unknown."""
+        named = self.submodules(module)
+        if named is None:
+            raise NotImplementedError(f"{self.framework}: no layer inputs and outputs")
+        for layer in layers:
+            if layer not in named:
+                raise self._unknown_layer(layer, list(named))
+        module.eval()
+        seen: dict[str, tuple[Any, Any]] = {}
+        hooks = [self._io_hook(named[layer], functools.partial(seen.__setitem__, layer)) for layer in layers]
+        try:
+            self.call(module, self.tensor(x))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {layer: (self._nchw(seen[layer][0]), self._nchw(seen[layer][1])) for layer in layers}
+
+    def attention_maps(self, module: Any, variables: Any, x: np.ndarray, config: AttentionConfig
+                       ) -> dict[str, np.ndarray]:
+        """Every gate of the registered model ``config`` built as ``module``, from one eval forward on the NCHW
+        ``x``: ``{canonical submodule name: gate}`` (:func:`attn_core.cam.gate_layers`; channel gates
+        ``(N, C, 1, 1)``, spatial ``(N, 1, H, W)``, SimAM's ``(N, C, H, W)``), NCHW float64, each read off the
+        submodule's input and output (:func:`attn_core.cam.gate_from_io`)."""
+        kinds = gate_layers(config)
+        io = self.layer_io(module, variables, x, list(kinds))
+        return {name: gate_from_io(*io[name], kind) for name, kind in kinds.items()}
+
+    def _io_hook(self, layer: Any, record: Callable[[tuple[Any, Any]], None]) -> Any:
+        """Have ``record`` called with ``(layer's first input, its output)`` after each of its forwards; returns
+        the hook's handle (``.remove()``)."""
+        raise NotImplementedError
+
+    def _nchw(self, value: Any) -> np.ndarray:
+        """A framework tensor in the module's layout as float64 NumPy, a 4-D one in NCHW."""
+        return _layout(self.to_numpy(value, "float64"), NHWC_TO_NCHW if self.default_layout == "NHWC"
+                       else (0, 1, 2, 3))
+
     def _unknown_layer(self, layer: str, available: Sequence[str]) -> ValueError:
         return ValueError(f"{self.framework}: unknown layer {layer!r}; available: {', '.join(available)}")
 
     def _layer_result(self, logits: Any, activation: Any, gradient: Any) -> LayerGradient:
         """A :class:`LayerGradient` of framework tensors in the module's layout."""
-        back = NHWC_TO_NCHW if self.default_layout == "NHWC" else (0, 1, 2, 3)
-        return LayerGradient(self.to_numpy(logits, "float64"),
-                             _layout(self.to_numpy(activation, "float64"), back),
-                             _layout(self.to_numpy(gradient, "float64"), back))
+        return LayerGradient(self.to_numpy(logits, "float64"), self._nchw(activation), self._nchw(gradient))
 
     # -------------------------------------------------------------------------------- checkpoint files
     def read_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

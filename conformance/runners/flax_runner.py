@@ -184,17 +184,13 @@ class FlaxRunner(Runner):
         def run(delta: Any) -> tuple[Any, Any]:
             seen: list[Any] = []
 
-            def interceptor(next_fun: Callable[..., Any], args: Any, kw: Any, context: Any) -> Any:
-                out = next_fun(*args, **kw)
-                if context.method_name == "__call__":
-                    here = "/".join(str(p) for p in context.module.path)
-                    called.append(here)
-                    if here == path:
-                        out = out if delta is None else out + delta
-                        seen.append(out)
+            def perturb(here: str, args: Any, out: Any) -> Any:
+                if here == path:
+                    out = out if delta is None else out + delta
+                    seen.append(out)
                 return out
 
-            with nn.intercept_methods(interceptor):
+            with nn.intercept_methods(_by_path(perturb, called)):
                 logits = module.apply(variables, xs, **kwargs)
             return logits, seen[-1] if seen else None
 
@@ -206,6 +202,29 @@ class FlaxRunner(Runner):
             logits, vjp, activation = jax.vjp(run, jnp.zeros_like(first), has_aux=True)
             (grad,) = vjp(jnp.asarray(cotangent(self.to_numpy(logits, "float64")), logits.dtype))
         return self._layer_result(logits, activation, grad)
+
+    def layer_io(self, module: Any, variables: Any, x: np.ndarray, layers: Sequence[str]
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The named submodules' ``__call__`` inputs and outputs, intercepted (``nn.intercept_methods``) by path."""
+        import flax.linen as nn
+        import jax.numpy as jnp
+
+        wanted = {layer.replace(".", "/"): layer for layer in layers}
+        seen: dict[str, tuple[Any, Any]] = {}
+        called: list[str] = []
+
+        def keep(here: str, args: Any, out: Any) -> Any:
+            if here in wanted:
+                seen[wanted[here]] = (args[0], out)
+            return out
+
+        kwargs = {"train": False} if self._options(module)["train_arg"] else {}
+        with _x64(x.dtype), nn.intercept_methods(_by_path(keep, called)):
+            module.apply(variables, jnp.asarray(self.nchw_to_native(x)), **kwargs)
+        for layer in layers:
+            if layer not in seen:
+                raise self._unknown_layer(layer, [p.replace("/", ".") for p in dict.fromkeys(called) if p])
+        return {layer: (self._nchw(seen[layer][0]), self._nchw(seen[layer][1])) for layer in layers}
 
     def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
         import jax
@@ -234,16 +253,12 @@ class FlaxRunner(Runner):
         wanted = {s.replace(".", "/"): s for s in subs}
         called: list[str] = []
 
-        def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
-            out = next_fun(*args, **kwargs)
-            if context.method_name == "__call__":
-                path = "/".join(str(p) for p in context.module.path)
-                called.append(path)
-                if path in wanted:
-                    records[wanted[path]].append(self.output_array(out))
+        def record(path: str, args: Any, out: Any) -> Any:
+            if path in wanted:
+                records[wanted[path]].append(self.output_array(out))
             return out
 
-        with nn.intercept_methods(interceptor):
+        with nn.intercept_methods(_by_path(record, called)):
             self.execute(handle, weights, x, None, dtype, training, "eager")
         for s in subs:
             if not records[s]:
@@ -405,6 +420,20 @@ def _state(handle: Handle, updates: Mapping[str, Any], training: bool) -> dict[s
         return {}
     flat = _flatten(updates)
     return {b.native: _np(flat[b.native]) for b in handle.state_bindings if b.native in flat}
+
+
+def _by_path(on_output: Callable[[str, Any, Any], Any], called: list[str]) -> Callable[..., Any]:
+    """An ``nn.intercept_methods`` interceptor: after each submodule's ``__call__``, its '/'-joined path is appended
+    to ``called`` and ``on_output(path, args, output)`` is what the call returns."""
+    def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
+        out = next_fun(*args, **kwargs)
+        if context.method_name != "__call__":
+            return out
+        path = "/".join(str(p) for p in context.module.path)
+        called.append(path)
+        return on_output(path, args, out)
+
+    return interceptor
 
 
 def _x64(dtype: str | np.dtype[Any]) -> contextlib.AbstractContextManager[Any]:

@@ -130,6 +130,9 @@ class PaddleRunner(Runner):
     def _hook(self, layer: Any, record: Callable[[Any], None]) -> Any:
         return layer.register_forward_post_hook(lambda _layer, _inputs, output: record(output))
 
+    def _io_hook(self, layer: Any, record: Callable[[tuple[Any, Any]], None]) -> Any:
+        return layer.register_forward_post_hook(lambda _layer, inputs, output: record((inputs[0], output)))
+
     def _grad(self, output: Any, wrt: Any, cotangent: Any) -> Any:
         import paddle
 

@@ -217,3 +217,47 @@ def test_cam_command_line(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- attention gates
+def test_gate_from_io_by_hand() -> None:
+    a = np.array([[[[1.0, -4.0], [2.0, 0.0]], [[0.0, 0.5], [0.0, 0.0]]]])  # (1, 2, 2, 2)
+    channel = np.array([0.25, 0.75])[None, :, None, None]
+    np.testing.assert_array_equal(cam.gate_from_io(a, a * channel, "channel"), channel)
+    spatial = np.array([[0.5, 0.125], [1.0, 0.9]])[None, None]
+    got = cam.gate_from_io(a, a * spatial, "spatial")
+    # the last position's input is 0 in every channel: its gate is not observable
+    np.testing.assert_array_equal(got[..., :1, :], spatial[..., :1, :])
+    assert got[0, 0, 1, 0] == 1.0 and np.isnan(got[0, 0, 1, 1])
+    full = cam.gate_from_io(a, 0.5 * a, "full")
+    assert np.isnan(full).sum() == 4 and np.all(full[a != 0] == 0.5)
+    assert cam.gate_layers(create_model_config("cbamresnet18"))["layer4.1.se.spatial"] == "spatial"
+    assert cam.gate_layers(create_model_config("resnet18")) == {}
+
+
+@pytest.mark.parametrize("fw", ["torch", pytest.param("paddle", marks=pytest.mark.slow),
+                                pytest.param("flax", marks=pytest.mark.slow)])
+def test_attention_maps_are_the_reference_gates_of_each_input(fw: str) -> None:
+    # each gate the backend applied equals the float64 reference gate of the same module on the input it received
+    from attn_core.autodiff import Node
+    from attn_core.models.resnet import ResNetConfig
+    from attn_core.spec import subtree
+    from tests._fw import runner as get
+
+    runner = get(fw)
+    config, weights, x = _model("cbamresnet18", size=32)
+    assert isinstance(config, ResNetConfig)
+    module, variables = runner.load(runner._models().model_from_config(config), weights, "float64")
+    gates = runner.attention_maps(module, variables, x, config)
+    assert list(gates) == [f"{b.name}.se.{half}" for b in config.blocks for half in ("channel", "spatial")]
+    io = runner.layer_io(module, variables, x, list(gates))
+    params = {k: Node(v) for k, v in weights.items()}
+    for b in config.blocks:
+        assert b.attn is not None
+        for half in ("channel", "spatial"):
+            name = f"{b.name}.se.{half}"
+            taps: dict[str, Node] = {}
+            getattr(b.attn, half).reference_forward(Node(io[name][0]), subtree(params, name), False, taps)
+            want = taps["gate"].value
+            assert gates[name].shape == want.shape, name
+            np.testing.assert_allclose(gates[name], want, rtol=1e-9, atol=1e-12, err_msg=name)
