@@ -261,3 +261,67 @@ def test_attention_maps_are_the_reference_gates_of_each_input(fw: str) -> None:
             want = taps["gate"].value
             assert gates[name].shape == want.shape, name
             np.testing.assert_allclose(gates[name], want, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+# ------------------------------------------------------------------------------------- python -m conformance.explain
+def _png(path: object, size: int = 64) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, x = np.mgrid[0:size, 0:size] / size
+    plt.imsave(str(path), np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x)], -1))
+
+
+def test_explain_writes_the_pictures(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from conformance.explain import main
+
+    pytest.importorskip("torch")
+    tmp = Path(str(tmp_path))
+    _png(tmp / "img.png")
+    assert main(["cbamresnet18", str(tmp / "img.png"), "--out", str(tmp / "out"), "--backends", "torch",
+                 "--class", "3"]) == 0
+    assert sorted(p.name for p in (tmp / "out").iterdir()) == [
+        "cbamresnet18-gates.png", "cbamresnet18-gradcam-panel.png", "cbamresnet18-gradcam-torch.png"]
+    assert "eval mode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--layer", "layer9"], "unknown layer 'layer9'; available:"),
+    (["--class", "1000"], r"in [0, 1000)"),
+    (["--method", "cam", "--layer", "layer3.1"], "cam is defined at the pooled layer 'layer4.1' only"),
+    (["--backends", "mxnet"], "unknown backend 'mxnet'"),
+])
+def test_explain_bad_input_writes_nothing(tmp_path: object, capsys: pytest.CaptureFixture[str], extra: list[str],
+                                          message: str) -> None:
+    from pathlib import Path
+
+    from conformance.explain import main
+
+    pytest.importorskip("torch")
+    tmp = Path(str(tmp_path))
+    _png(tmp / "img.png", 40)
+    with pytest.raises(SystemExit):
+        main(["resnet18", str(tmp / "img.png"), "--out", str(tmp / "out"), "--backends", "torch", *extra])
+    assert message in capsys.readouterr().err
+    assert not (tmp / "out").exists()
+
+
+def test_explain_unreadable_image_and_wrong_size(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from conformance.explain import main
+
+    tmp = Path(str(tmp_path))
+    (tmp / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit):
+        main(["resnet18", str(tmp / "bad.png"), "--out", str(tmp / "out")])
+    assert "bad.png: not a readable image" in capsys.readouterr().err
+    _png(tmp / "small.png", 40)  # TowerNet takes H and W from 255 to 510 only
+    with pytest.raises(SystemExit):
+        main(["towernet", str(tmp / "small.png"), "--out", str(tmp / "out"), "--backends", "torch"])
+    assert "255" in capsys.readouterr().err
+    assert not (tmp / "out").exists()
