@@ -32,7 +32,7 @@ from .spec import AttentionConfig, ConfigError
 __all__ = ["METHODS", "TARGETS", "LayerGradient", "resize_bilinear", "min_max", "postprocess", "gradcam_weights",
            "gradcampp_weights", "weighted_map", "target_cotangent", "resolve_classes", "raw_map", "cam_layer",
            "classifier_weight", "layer_names", "reference_layer_gradient", "reference_raw_map", "GATE_KINDS",
-           "gate_layers", "gate_from_io"]
+           "gate_layers"]
 
 #: the class activation methods
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcampp")
@@ -276,26 +276,3 @@ def gate_layers(config: AttentionConfig) -> dict[str, str]:
             if kind is not None:
                 out[n] = kind
     return out
-
-
-def gate_from_io(inputs: np.ndarray, output: np.ndarray, kind: str) -> np.ndarray:
-    """The gate of a module whose NCHW ``output`` is ``inputs`` times it: a channel gate ``(N, C, 1, 1)`` or a
-    spatial one ``(N, 1, H, W)`` read where the input is largest in magnitude along the axes it is shared over
-    (the ratio is exact there up to one rounding), a full gate ``(N, C, H, W)`` elementwise, NaN where the input
-    is 0 (the gate is not observable there)."""
-    a, y = np.asarray(inputs, np.float64), np.asarray(output, np.float64)
-    if kind == "full":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out: np.ndarray = np.where(a != 0, y / np.where(a != 0, a, 1.0), np.nan)
-        return out
-    if kind not in GATE_KINDS:
-        raise ValueError(f"unknown gate kind {kind!r}; expected one of {', '.join(GATE_KINDS)}")
-    axes = (2, 3) if kind == "channel" else (1,)
-    moved = np.moveaxis(a, axes, range(-len(axes), 0))
-    flat_a = moved.reshape(*moved.shape[:-len(axes)], -1)
-    flat_y = np.moveaxis(y, axes, range(-len(axes), 0)).reshape(flat_a.shape)
-    idx = np.argmax(np.abs(flat_a), axis=-1)[..., None]
-    pick_a, pick_y = np.take_along_axis(flat_a, idx, -1), np.take_along_axis(flat_y, idx, -1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gate = np.where(pick_a != 0, pick_y / np.where(pick_a != 0, pick_a, 1.0), np.nan)[..., 0]
-    return gate[:, :, None, None] if kind == "channel" else gate[:, None]

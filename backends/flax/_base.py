@@ -59,6 +59,13 @@ class AttentionModule(nn.Module):
         dt = compute_dtype_of(x)
         return self.config, dt, x.astype(dt)
 
+    def expose_gate(self, g: jax.Array) -> jax.Array:
+        """The gate ``g`` (broadcastable to the input, NHWC), sown as ``intermediates`` ``gate`` of this module: a
+        no-op unless ``apply`` is given ``mutable=["intermediates"]``, as torch's and Paddle's ``gate`` identity
+        without hooks."""
+        self.sow("intermediates", "gate", g)
+        return g
+
 
 def device_dtypes() -> tuple[str, ...]:
     """The dtypes JAX computes in here: every floating one, float64 only with 64-bit mode on (``jax.enable_x64``),

@@ -32,7 +32,7 @@ class ChannelAttention(AttentionModule):
         act = ACTIVATIONS[cfg.act_layer]
         avg = fc2(act(fc1(jnp.mean(xc, axis=(1, 2), keepdims=True))))
         mx = fc2(act(fc1(max_with_shared_ties(xc, (1, 2)))))
-        return (xc * ACTIVATIONS[cfg.gate_layer](avg + mx).astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(ACTIVATIONS[cfg.gate_layer](avg + mx).astype(dt))).astype(x.dtype)
 
 
 class SpatialAttention(AttentionModule):
@@ -56,7 +56,7 @@ class SpatialAttention(AttentionModule):
         z = SpatialConv(cfg.kernel_size, cfg.bias, dt, name="conv")(pooled)
         if cfg.norm:
             z = batch_norm(train, cfg.bn_eps, cfg.bn_momentum, "bn")(z)
-        return (xc * ACTIVATIONS[cfg.gate_layer](z).astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(ACTIVATIONS[cfg.gate_layer](z).astype(dt))).astype(x.dtype)
 
 
 class CBAM(AttentionModule):

@@ -27,4 +27,4 @@ class ECAModule(AttentionModule):
         s = jnp.mean(xc, axis=(1, 2)).reshape(n, c, 1)  # channels as the 1-D spatial axis, one feature
         p = cfg.padding
         z = nn.Conv(1, (cfg.k,), padding=((p, p),), use_bias=False, dtype=dt, name="conv")(s)
-        return (xc * jax.nn.sigmoid(z).reshape(n, 1, 1, c).astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(jax.nn.sigmoid(z).reshape(n, 1, 1, c).astype(dt))).astype(x.dtype)

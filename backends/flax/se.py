@@ -31,4 +31,4 @@ class SEModule(AttentionModule):
         s = jnp.mean(xc, axis=(1, 2), keepdims=True)
         h = ACTIVATIONS[cfg.act_layer](pointwise(cfg.hidden, cfg.bias, "fc1", dt)(s))
         g = ACTIVATIONS[cfg.gate_layer](pointwise(cfg.channels, cfg.bias, "fc2", dt)(h))
-        return (xc * g.astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(g.astype(dt))).astype(x.dtype)

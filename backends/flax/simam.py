@@ -35,4 +35,4 @@ class SimAM(AttentionModule):
         # and the quotient (at most 16) scaled back, both exact (a prescaled numerator is folded away under jit)
         d = jnp.square(dev / (s * 0.0625) * 0.0625)
         v = jnp.sum(d, axis=(1, 2), keepdims=True) / n
-        return (xc * jax.nn.sigmoid(d / (4 * (v + cfg.e_lambda / s / s)) + 0.5)).astype(x.dtype)
+        return (xc * self.expose_gate(jax.nn.sigmoid(d / (4 * (v + cfg.e_lambda / s / s)) + 0.5))).astype(x.dtype)

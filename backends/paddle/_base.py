@@ -72,6 +72,19 @@ class AttentionModule(nn.Layer):
         """The output ``y``, computed in ``compute`` (:meth:`prepare`), in the input ``x``'s dtype."""
         return y if compute is None else y.astype(x.dtype)
 
+    def add_gate(self) -> None:
+        """Give the module its ``gate`` sublayer: an identity that the gate passes through (:meth:`expose_gate`)."""
+        self.gate = nn.Identity()
+
+    def gate_hooked(self) -> bool:
+        """Whether forward hooks on the ``gate`` sublayer wait for the gate."""
+        return bool(self.gate._forward_post_hooks or self.gate._forward_pre_hooks)
+
+    def expose_gate(self, g: paddle.Tensor) -> paddle.Tensor:
+        """The gate ``g`` (broadcastable to the input, NCHW) through the ``gate`` sublayer where hooks on it read it
+        (Paddle's forward post-hooks), else as it is: the forward costs no layer call when nobody looks."""
+        return self.gate(g) if self.gate_hooked() else g
+
     def extra_repr(self) -> str:
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"
                          for f in dataclasses.fields(self.config) if f.init)

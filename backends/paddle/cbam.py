@@ -26,7 +26,7 @@ class ChannelAttention(SqueezeMLP):
         compute, xc = self.prepare(x)
         avg = conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute)
         mx = conv_as(self.fc2, self._act(conv_as(self.fc1, amax(xc, [2, 3]), compute)), compute)
-        y = xc * self._gate(avg + mx)
+        y = xc * self.expose_gate(self._gate(avg + mx))
         return self.finish(y, x, compute)
 
 
@@ -43,6 +43,7 @@ class SpatialAttention(AttentionModule):
         self.bn = BatchNorm2D(1, momentum=bn_momentum_for("paddle", cfg.bn_momentum), epsilon=cfg.bn_eps) \
             if cfg.norm else None
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
         self._mean_first = cfg.order == "mean_max"
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -52,7 +53,7 @@ class SpatialAttention(AttentionModule):
         if self.bn is not None:
             z = self.bn(z)  # in z's dtype, whatever its own (BatchNorm2D)
         # expanded over C first: Paddle's CPU multiply is slower broadcasting (N, 1, H, W) over C than both steps
-        y = xc * self._gate(z).expand_as(xc)
+        y = xc * self.expose_gate(self._gate(z)).expand_as(xc)
         return self.finish(y, x, compute)
 
 

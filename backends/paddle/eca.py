@@ -19,9 +19,10 @@ class ECAModule(AttentionModule):
         super().__init__()
         self.config = cfg = ECAConfig(channels, kernel_size, gamma, beta)
         self.conv = nn.Conv1D(1, 1, cfg.k, padding=cfg.padding, bias_attr=False)
+        self.add_gate()
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)
         s = mean_hw(xc).squeeze(axis=[2, 3]).unsqueeze(1)  # (N, 1, C); no shape values, so unknown N stays unknown
-        y = xc * F.sigmoid(conv_as(self.conv, s, compute)).squeeze(1).unsqueeze([2, 3])
+        y = xc * self.expose_gate(F.sigmoid(conv_as(self.conv, s, compute)).squeeze(1).unsqueeze([2, 3]))
         return self.finish(y, x, compute)

@@ -24,6 +24,7 @@ class SqueezeMLP(AttentionModule):
         self.fc2 = nn.Conv2D(cfg.hidden, cfg.channels, 1, bias_attr=None if cfg.bias else False)
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
 
 class SEModule(SqueezeMLP):
@@ -36,5 +37,6 @@ class SEModule(SqueezeMLP):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)
-        y = xc * self._gate(conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute))
+        g = self._gate(conv_as(self.fc2, self._act(conv_as(self.fc1, mean_hw(xc), compute)), compute))
+        y = xc * self.expose_gate(g)
         return self.finish(y, x, compute)

@@ -20,6 +20,7 @@ class SimAM(AttentionModule):
     def __init__(self, channels: int | None = None, e_lambda: float = 1e-4) -> None:
         super().__init__()
         self.config = SimAMConfig(channels, e_lambda)
+        self.add_gate()
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)  # half: statistics, gate and product in float32, rounded once at the end
@@ -36,7 +37,7 @@ class SimAM(AttentionModule):
             n, c = simam_denominator_count(h, w), xc.shape[1]
             weight = paddle.full([c], (n / (4 * h * w)) ** 0.5, dtype=xc.dtype)
             z = F.instance_norm(xc - xc[:, :, :1, :1], weight=weight, eps=self.config.e_lambda * n / (h * w))
-            y = xc * F.sigmoid(z * z + 0.5)
+            y = xc * self.expose_gate(F.sigmoid(z * z + 0.5))
             return self.finish(y, x, compute)
         if h >= 0 and w >= 0:
             n, hw = scalar(simam_denominator_count(h, w), xc), scalar(h * w, xc)
@@ -57,5 +58,5 @@ class SimAM(AttentionModule):
         d = d / s
         d = d * d  # not pow(2): slow on Paddle CPU
         v = d.sum(axis=[2, 3], keepdim=True) / n
-        y = xc * F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, xc) / s / s)) + 0.5)
+        y = xc * self.expose_gate(F.sigmoid(d / (4 * (v + scalar(self.config.e_lambda, xc) / s / s)) + 0.5))
         return self.finish(y, x, compute)

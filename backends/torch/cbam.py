@@ -27,7 +27,7 @@ class ChannelAttention(SqueezeMLP):
         # the shared MLP once on the 2N pooled rows (mean, then max), its two halves summed as mlp(avg) + mlp(max)
         h = pointwise_as(self.fc2, self._act(pointwise_as(self.fc1, torch.cat([mean_hw(xc), xc.amax((2, 3))]),
                                                           compute)), compute)
-        y = xc * self._gate(h[:n] + h[n:])[:, :, None, None]
+        y = xc * self.expose_gate(self._gate(h[:n] + h[n:])[:, :, None, None])
         return self.finish(y, x, compute)
 
 
@@ -44,6 +44,7 @@ class SpatialAttention(AttentionModule):
         self.bn = nn.BatchNorm2d(1, eps=cfg.bn_eps, momentum=bn_momentum_for("torch", cfg.bn_momentum)) \
             if cfg.norm else None
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
         self._mean_first = cfg.order == "mean_max"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ class SpatialAttention(AttentionModule):
         z = conv_as(self.conv, torch.cat([avg, mx] if self._mean_first else [mx, avg], 1), compute)
         if self.bn is not None:
             z = batch_norm_as(self.bn, z, compute)
-        y = xc * self._gate(z)
+        y = xc * self.expose_gate(self._gate(z))
         return self.finish(y, x, compute)
 
 

@@ -18,8 +18,9 @@ class ECAModule(AttentionModule):
         super().__init__()
         self.config = cfg = ECAConfig(channels, kernel_size, gamma, beta)
         self.conv = nn.Conv1d(1, 1, cfg.k, padding=cfg.padding, bias=False)
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
-        y = xc * torch.sigmoid(conv1d_as(self.conv, mean_hw(xc), compute))[:, :, None, None]
+        y = xc * self.expose_gate(torch.sigmoid(conv1d_as(self.conv, mean_hw(xc), compute))[:, :, None, None])
         return self.finish(y, x, compute)

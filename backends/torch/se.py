@@ -24,6 +24,7 @@ class SqueezeMLP(AttentionModule):
         self.fc2 = nn.Conv2d(cfg.hidden, cfg.channels, 1, bias=cfg.bias)
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
 
 class SEModule(SqueezeMLP):
@@ -38,5 +39,5 @@ class SEModule(SqueezeMLP):
         compute, xc = self.prepare(x)
         s = mean_hw(xc)
         g = self._gate(pointwise_as(self.fc2, self._act(pointwise_as(self.fc1, s, compute)), compute))
-        y = xc * g[:, :, None, None]
+        y = xc * self.expose_gate(g[:, :, None, None])
         return self.finish(y, x, compute)

@@ -16,6 +16,7 @@ class SimAM(AttentionModule):
     def __init__(self, channels: int | None = None, e_lambda: float = 1e-4) -> None:
         super().__init__()
         self.config = SimAMConfig(channels, e_lambda)
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)  # half: statistics, gate and product in float32, rounded once at the end
@@ -35,5 +36,7 @@ class SimAM(AttentionModule):
         s = torch.where(s == 0, torch.ones_like(s), s)  # attn_core.simam.simam_deviation_scale
         d = (d / s).square() if grad else d.div_(s).square_()
         scale = 4 * (d.sum((2, 3), keepdim=True) / n + self.config.e_lambda / s / s)
-        y = xc * torch.sigmoid(d / scale + 0.5) if grad else d.div_(scale).add_(0.5).sigmoid_().mul_(xc)
+        g = torch.sigmoid(d / scale + 0.5) if grad else d.div_(scale).add_(0.5).sigmoid_()
+        # a hook may keep the gate: then the product is a fresh tensor, not written over it
+        y = xc * self.expose_gate(g) if grad or self.gate_hooked() else g.mul_(xc)
         return self.finish(y, x, compute)

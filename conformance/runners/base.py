@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attn_core import AttentionConfig
-from attn_core.cam import LayerGradient, gate_from_io, gate_layers
+from attn_core.cam import LayerGradient, gate_layers
 from attn_core.checkpoint import CheckpointError
 from attn_core.frameworks import FRAMEWORK_INFO, MODES
 from attn_core.layout import NCHW_TO_NHWC, NHWC_TO_NCHW
@@ -496,11 +496,28 @@ class Runner:
                        ) -> dict[str, np.ndarray]:
         """Every gate of the registered model ``config`` built as ``module``, from one eval forward on the NCHW
         ``x``: ``{canonical submodule name: gate}`` (:func:`attn_core.cam.gate_layers`; channel gates
-        ``(N, C, 1, 1)``, spatial ``(N, 1, H, W)``, SimAM's ``(N, C, H, W)``), NCHW float64, each read off the
-        submodule's input and output (:func:`attn_core.cam.gate_from_io`)."""
-        kinds = gate_layers(config)
-        io = self.layer_io(module, variables, x, list(kinds))
-        return {name: gate_from_io(*io[name], kind) for name, kind in kinds.items()}
+        ``(N, C, 1, 1)``, spatial ``(N, 1, H, W)``, SimAM's ``(N, C, H, W)``), NCHW float64, each the very gate
+        the framework multiplied by, as its ``gate`` submodule sees it (:meth:`_gates`): nothing is divided out."""
+        return self._gates(module, variables, x, list(gate_layers(config)))
+
+    def _gates(self, module: Any, variables: Any, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """One eval forward on the NCHW ``x`` with a hook (:meth:`_hook`) on each named gate module's ``gate``
+        identity submodule, which the backends call only while it is hooked: ``{layer: its gate}``, NCHW float64."""
+        named = self.submodules(module)
+        if named is None:
+            raise NotImplementedError(f"{self.framework}: no attention gates")
+        for layer in layers:
+            if f"{layer}.gate" not in named:
+                raise self._unknown_layer(f"{layer}.gate", [n for n in named if n.endswith(".gate")])
+        module.eval()
+        seen: dict[str, Any] = {}
+        hooks = [self._hook(named[f"{layer}.gate"], functools.partial(seen.__setitem__, layer)) for layer in layers]
+        try:
+            self.call(module, self.tensor(x))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {layer: self._nchw(seen[layer]) for layer in layers}
 
     def _io_hook(self, layer: Any, record: Callable[[tuple[Any, Any]], None]) -> Any:
         """Have ``record`` called with ``(layer's first input, its output)`` after each of its forwards; returns

@@ -226,6 +226,25 @@ class FlaxRunner(Runner):
                 raise self._unknown_layer(layer, [p.replace("/", ".") for p in dict.fromkeys(called) if p])
         return {layer: (self._nchw(seen[layer][0]), self._nchw(seen[layer][1])) for layer in layers}
 
+    def _gates(self, module: Any, variables: Any, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """The gates each named module sows (``intermediates``, ``gate``; ``expose_gate`` of the backend), read
+        from one forward with that collection mutable."""
+        import jax.numpy as jnp
+
+        kwargs = {"train": False} if self._options(module)["train_arg"] else {}
+        with _x64(x.dtype):
+            _, state = module.apply(variables, jnp.asarray(self.nchw_to_native(x)), mutable=["intermediates"],
+                                    **kwargs)
+        out: dict[str, np.ndarray] = {}
+        for layer in layers:
+            node: Any = state.get("intermediates", {})
+            for part in layer.split("."):
+                node = node.get(part, {}) if isinstance(node, Mapping) else {}
+            if "gate" not in node:
+                raise self._unknown_layer(layer, _sown_gates(state.get("intermediates", {})))
+            out[layer] = self._nchw(node["gate"][-1])
+        return out
+
     def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
         import jax
         import jax.numpy as jnp
@@ -434,6 +453,14 @@ def _by_path(on_output: Callable[[str, Any, Any], Any], called: list[str]) -> Ca
         return on_output(path, args, out)
 
     return interceptor
+
+
+def _sown_gates(tree: Any, prefix: str = "") -> list[str]:
+    """The dotted paths of the modules that sowed a ``gate`` in the ``intermediates`` tree."""
+    if not isinstance(tree, Mapping):
+        return []
+    here = [prefix[:-1]] if "gate" in tree else []
+    return here + [p for k, v in tree.items() if k != "gate" for p in _sown_gates(v, f"{prefix}{k}.")]
 
 
 def _x64(dtype: str | np.dtype[Any]) -> contextlib.AbstractContextManager[Any]:

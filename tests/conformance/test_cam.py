@@ -220,17 +220,7 @@ def test_cam_command_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------- attention gates
-def test_gate_from_io_by_hand() -> None:
-    a = np.array([[[[1.0, -4.0], [2.0, 0.0]], [[0.0, 0.5], [0.0, 0.0]]]])  # (1, 2, 2, 2)
-    channel = np.array([0.25, 0.75])[None, :, None, None]
-    np.testing.assert_array_equal(cam.gate_from_io(a, a * channel, "channel"), channel)
-    spatial = np.array([[0.5, 0.125], [1.0, 0.9]])[None, None]
-    got = cam.gate_from_io(a, a * spatial, "spatial")
-    # the last position's input is 0 in every channel: its gate is not observable
-    np.testing.assert_array_equal(got[..., :1, :], spatial[..., :1, :])
-    assert got[0, 0, 1, 0] == 1.0 and np.isnan(got[0, 0, 1, 1])
-    full = cam.gate_from_io(a, 0.5 * a, "full")
-    assert np.isnan(full).sum() == 4 and np.all(full[a != 0] == 0.5)
+def test_gate_layers_by_hand() -> None:
     assert cam.gate_layers(create_model_config("cbamresnet18"))["layer4.1.se.spatial"] == "spatial"
     assert cam.gate_layers(create_model_config("resnet18")) == {}
 
@@ -261,6 +251,32 @@ def test_attention_maps_are_the_reference_gates_of_each_input(fw: str) -> None:
             want = taps["gate"].value
             assert gates[name].shape == want.shape, name
             np.testing.assert_allclose(gates[name], want, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
+def test_simam_gate_where_its_input_is_zero_is_the_reference_gate(fw: str) -> None:
+    # conv2 of the first block zeroed for channel 0: SimAM's input there is exactly 0, where its gate
+    # sigmoid(0 / (4 (0 + lambda)) + 0.5) = sigmoid(0.5) is defined and no output / input ratio could recover it
+    from attn_core.autodiff import Node
+    from attn_core.simam import SimAMConfig
+    from tests._fw import runner as get
+
+    runner = get(fw)
+    config, weights, x = _model("simamresnet18", size=16)
+    name = "layer1.0.simam"
+    weights[f"{name[:-len('simam')]}conv2.weight"][0] = 0.0
+    module, variables = runner.load(runner._models().model_from_config(config), weights, "float64")
+    gates = runner.attention_maps(module, variables, x, config)
+    assert list(gates)[0] == name and len(gates) == 8
+    assert all(np.isfinite(g).all() for g in gates.values())
+    inputs = runner.layer_io(module, variables, x, [name])[name][0]
+    assert np.all(inputs[:, 0] == 0) and np.all(inputs[:, 1:] != 0)
+    taps: dict[str, Node] = {}
+    SimAMConfig(inputs.shape[1]).reference_forward(Node(inputs), {}, False, taps)
+    want = taps["gate"].value
+    assert gates[name].shape == want.shape == inputs.shape
+    np.testing.assert_allclose(want[:, 0], 1 / (1 + np.exp(-0.5)), rtol=1e-15)
+    np.testing.assert_allclose(gates[name], want, rtol=1e-9, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------- python -m conformance.explain
