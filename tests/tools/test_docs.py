@@ -40,7 +40,7 @@ EXAMPLES = [pytest.param(code, id=f"{_name(page)}:{line}") for page in PAGES for
 def test_pages_exist():
     names = [_name(p) for p in PAGES]
     for page in ("docs/modules.md", "docs/conformance.md", "docs/porting-bugs.md", "docs/checkpoints.md",
-                 "docs/performance.md"):
+                 "docs/performance.md", "docs/training.md"):
         assert page in names
 
 
