@@ -107,15 +107,17 @@ class TrainingData:
     labels: tuple[np.ndarray, ...]
 
 
-def training_data(model: str, steps: int = STEPS, shape: tuple[int, int, int, int] = BATCH) -> TrainingData:
+def training_data(model: str, steps: int = STEPS, shape: tuple[int, int, int, int] = BATCH,
+                  config: AttentionConfig | None = None) -> TrainingData:
     """The seeded data of ``model``'s trajectories (the same for every preset and backend): its weights drawn as
     ``config.init_weights`` draws them, and per step an input with a non-zero mean per channel and labels in
-    ``[0, CLASSES)``, each from the seed of the model's name and the step."""
+    ``[0, CLASSES)``, each from the seed of the model's name and the step. ``config`` (default: the registered
+    model's) builds a smaller network of the same family under the registered name."""
     if model not in MODEL_NAMES:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    config = model_config(model)
+    config = model_config(model) if config is None else config
     weights = config.init_weights(np.random.default_rng(zlib.crc32(f"{model}/training".encode())))
     batches, labels = [], []
     for step in range(1, steps + 1):
