@@ -82,7 +82,7 @@ def test_classes_default_to_the_top_logit_and_bad_ones_are_refused() -> None:
 
 
 # ------------------------------------------------------------------------------------- float64 reference
-@pytest.mark.parametrize("name", ["resnet18", "cbamresnet18"])
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("cbamresnet18", marks=pytest.mark.slow)])
 def test_reference_gradcam_at_the_pooled_layer_is_cam_over_hw(name: str) -> None:
     # logit_k = w_k . mean_ij(A) + b_k, so dlogit_k/dA_cij = w_kc / (H W): Grad-CAM's weights are CAM's over H W
     config, weights, x = _model(name)
@@ -136,7 +136,8 @@ def test_cam_layer_of_the_registered_models() -> None:
 
 
 # ------------------------------------------------------------------------------------- the backends
-@pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
+@pytest.mark.parametrize("fw", ["torch", pytest.param("paddle", marks=pytest.mark.slow),
+                                pytest.param("flax", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name,layer", [("resnet18", "layer3.1"),
                                         pytest.param("cbamresnet18", "layer2.0", marks=pytest.mark.slow)])
 def test_layer_gradient_matches_the_reference_in_float64(fw: str, name: str, layer: str) -> None:
@@ -179,6 +180,7 @@ def test_map_rows_refuse_bad_arguments() -> None:
         run_cam(["resnet18"], dtypes=["bfloat16"])
 
 
+@pytest.mark.slow(reason="jit-compiles a Flax ResNet-18 map row")
 def test_map_rows_catch_a_wrong_classifier_and_a_wrong_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     from conformance.cam import run_cam
     from conformance.runners import get_runner
@@ -253,7 +255,8 @@ def test_attention_maps_are_the_reference_gates_of_each_input(fw: str) -> None:
             np.testing.assert_allclose(gates[name], want, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("fw", ["torch", "paddle", "flax"])
+@pytest.mark.parametrize("fw", ["torch", pytest.param("paddle", marks=pytest.mark.slow),
+                                pytest.param("flax", marks=pytest.mark.slow)])  # Flax jit-compiles a network
 def test_simam_gate_where_its_input_is_zero_is_the_reference_gate(fw: str) -> None:
     # conv2 of the first block zeroed for channel 0: SimAM's input there is exactly 0, where its gate
     # sigmoid(0 / (4 (0 + lambda)) + 0.5) = sigmoid(0.5) is defined and no output / input ratio could recover it
@@ -290,6 +293,7 @@ def _png(path: object, size: int = 64) -> None:
     plt.imsave(str(path), np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x)], -1))
 
 
+@pytest.mark.slow(reason="a CBAM-ResNet-18 map, its gates and three PNGs")
 def test_explain_writes_the_pictures(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     from pathlib import Path
 

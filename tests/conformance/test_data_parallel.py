@@ -116,6 +116,7 @@ def _check(rows, expected: dict[str, str]) -> None:
             assert quantities == {"loss[0]", "loss[1]", "grad", "state[0]", "state[1]"}
 
 
+@pytest.mark.slow(reason="spawns two torch processes (15 to 50 s on 2 busy cores)")
 def test_torch_ddp_per_replica_row():
     _check(dp.run_data_parallel(["resnet18"], ["torch"], TIMEOUT_S, variants=(dp.PER_REPLICA,)),
            {dp.PER_REPLICA: "pass"})

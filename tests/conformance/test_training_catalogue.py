@@ -82,6 +82,7 @@ def test_the_correct_torch_loop_passes_and_reports_every_quantity():
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
+@pytest.mark.slow(reason="a torch trajectory past the first lr change; the fast tier keeps the step-1 diagnoses")
 def test_scheduler_stepped_before_the_optimizer_shows_in_the_parameters_when_the_lr_changes():
     d = _torch_check(scheduler_first=True).diagnosis
     # StepLR halves the rate after 2 epochs: the second update already uses the third step's rate
@@ -97,12 +98,14 @@ def test_decay_on_batchnorm_and_biases_shows_in_the_momentum_buffer_of_a_bias_or
     assert name.endswith(".bias") or ".norm" in name, d.quantity
 
 
+@pytest.mark.slow(reason="a further torch trajectory; the fast tier keeps the decay on BatchNorm's")
 def test_batchnorm_momentum_unconverted_shows_in_the_running_statistics_at_step_1():
     d = _torch_check(bn_momentum=0.9).diagnosis  # Paddle's / Flax's 0.9 given to torch, whose 0.1 is the same
     assert d is not None and (d.step, d.stage) == (1, "running statistics"), d
     assert d.quantity.startswith("state:") and d.quantity.endswith(("running_mean", "running_var"))
 
 
+@pytest.mark.slow(reason="two 4-step torch trajectories")
 def test_cosine_past_t_max_rising_in_torch_where_the_source_held_its_floor():
     import torch
 
@@ -208,6 +211,7 @@ def test_paddle_momentum_left_at_its_default_0_9_shows_in_the_parameters_at_step
     assert any("no gradients" in n for n in right.notes)  # train_batch clears them
 
 
+@pytest.mark.slow(reason="a second Paddle trajectory; the fast tier keeps Paddle's momentum default")
 def test_paddle_batchnorm_momentum_given_torchs_value_shows_in_the_running_statistics_at_step_1():
     d = _paddle_check(momentum=0.0, bn_momentum=0.1).diagnosis  # SPEC's torch 0.1 is Paddle's 0.9
     assert d is not None and (d.step, d.stage) == (1, "running statistics"), d
