@@ -70,7 +70,7 @@ from .runners.base import NativeTrainStep, TrainStep, _canonical_step
 from .runners.handle import ParamMap
 from .suite import Comparison, Report, Row, compare
 from .tolerances import tolerance_for
-from .training import TrainingData, TrainingPreset, reference_trajectory, training_data
+from .training import TrainingData, TrainingPreset, reference_trajectory, training_data, worst_per_quantity
 
 __all__ = ["check_training", "TrainingCheckReport", "TrainingDiagnosis", "STAGES", "SHAPE"]
 
@@ -405,25 +405,6 @@ def _rank_of(stage: str) -> int:
     return list(STAGES.values()).index(stage)
 
 
-def _worst(per_step: Sequence[Sequence[Comparison]]) -> list[Comparison]:
-    """Each quantity's worst step, its detail naming that step and the first step out of bound."""
-    worst: dict[str, tuple[int, Comparison]] = {}
-    first: dict[str, int] = {}
-    for step, comps in enumerate(per_step, start=1):
-        for c in comps:
-            if c.quantity not in worst or c.worst_ratio > worst[c.quantity][1].worst_ratio:
-                worst[c.quantity] = (step, c)
-            if not c.passed:
-                first.setdefault(c.quantity, step)
-    out = []
-    for quantity, (step, c) in worst.items():
-        where = f"worst at step {step}" + (f", first out of bound at step {first[quantity]}"
-                                           if quantity in first else "")
-        out.append(Comparison(c.quantity, c.max_abs, c.max_rel, c.worst_ratio, c.nonfinite,
-                              quantity not in first, "; ".join(filter(None, [where, c.detail]))))
-    return out
-
-
 # ------------------------------------------------------------------------------------------- check_training
 def check_training(step_fn: Callable[..., Any], model: Any, spec: str | AttentionConfig,
                    optimizer: OptimizerConfig | Mapping[str, Any], schedule: ScheduleConfig | Mapping[str, Any]
@@ -514,6 +495,6 @@ def check_training(step_fn: Callable[..., Any], model: Any, spec: str | Attentio
             notes.append(f"{framework}: the learning rate could not be read; the parameters carry it")
     row = Row(data.model, f"{opt_config.name}-{steps}steps", framework, _DTYPE, "user step",
               "pass" if diagnosis is None else "error" if diagnosis.stage == "error" else "fail",
-              _worst(per_step), "" if diagnosis is None else diagnosis.text)
+              worst_per_quantity(per_step), "" if diagnosis is None else diagnosis.text)
     return TrainingCheckReport(data.model, framework, opt_config, sched_config, decay, Report([row]), per_step,
                                diagnosis, notes)

@@ -44,7 +44,7 @@ from .tolerances import Tolerance, tolerance_for
 
 __all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "BATCH", "STEPS", "EARLY_STEPS", "TrainingData",
            "Curves", "TrainingRun", "TrajectoryComparison", "training_data", "reference_trajectory",
-           "compare_trajectory", "trajectory_verdict",
+           "compare_trajectory", "worst_per_quantity", "trajectory_verdict",
            "run_training_case", "run_training", "write_plots"]
 
 #: the models of ``--training`` without a list (issue 14)
@@ -177,26 +177,35 @@ class TrajectoryComparison:
 def compare_trajectory(ref: Sequence[TrainStep], got: Sequence[TrainStep], tol: Tolerance,
                        optimizer_state: bool = True) -> TrajectoryComparison:
     """Compare a backend's trajectory with the reference after every step (see :class:`TrajectoryComparison`)."""
+    per_step = [_step_comparisons(r, g, tol, optimizer_state) for r, g in zip(ref, got, strict=True)]
+    first_step, first_quantity = None, ""
+    for step, comps in enumerate(per_step, start=1):
+        failed = [c.quantity for c in comps if not c.passed]
+        if failed:
+            first_step, first_quantity = step, failed[0]
+            break
+    return TrajectoryComparison(worst_per_quantity(per_step), first_step, first_quantity,
+                                [max(c.worst_ratio for c in comps) for comps in per_step])
+
+
+def worst_per_quantity(per_step: Sequence[Sequence[Comparison]]) -> list[Comparison]:
+    """Each quantity's worst step of ``per_step`` (one list of comparisons per step), its detail naming that step
+    and the first step out of bound."""
     worst: dict[str, tuple[int, Comparison]] = {}
     first: dict[str, int] = {}
-    first_step, first_quantity, ratios = None, "", []
-    for step, (r, g) in enumerate(zip(ref, got, strict=True), start=1):
-        comps = _step_comparisons(r, g, tol, optimizer_state)
-        ratios.append(max(c.worst_ratio for c in comps))
+    for step, comps in enumerate(per_step, start=1):
         for c in comps:
             if c.quantity not in worst or c.worst_ratio > worst[c.quantity][1].worst_ratio:
                 worst[c.quantity] = (step, c)
             if not c.passed:
                 first.setdefault(c.quantity, step)
-                if first_step is None:
-                    first_step, first_quantity = step, c.quantity
     out = []
     for quantity, (step, c) in worst.items():
         where = f"worst at step {step}" + (f", first out of bound at step {first[quantity]}"
                                            if quantity in first else "")
         out.append(Comparison(c.quantity, c.max_abs, c.max_rel, c.worst_ratio, c.nonfinite,
                               quantity not in first, "; ".join(filter(None, [where, c.detail]))))
-    return TrajectoryComparison(out, first_step, first_quantity, ratios)
+    return out
 
 
 def trajectory_verdict(result: TrajectoryComparison, dtype: str) -> tuple[str, str, str]:
