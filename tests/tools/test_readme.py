@@ -50,6 +50,7 @@ def test_ci_lints_and_type_checks_before_the_tests():
     tests = next(i for i, line in enumerate(ci) if line.startswith("python -m pytest"))
     assert ci.index("ruff check .") < tests and ci.index("mypy") < tests
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert "lint]" in re.search(r"^test = \[(.*)\]$", pyproject, flags=re.M).group(1)
+    test_extra = re.search(r"^test = \[(.*)\]$", pyproject, flags=re.M).group(1)
+    assert "lint" in re.search(r"attn-modules\[([^\]]*)\]", test_extra).group(1).split(",")
     lint = re.search(r"^lint = \[(.*)\]$", pyproject, flags=re.M).group(1)
     assert '"ruff' in lint and '"mypy' in lint
