@@ -44,6 +44,40 @@ def fresh_flax_programs() -> Iterator[None]:
     clear_flax_programs()
 
 
+#: tests measured among the fast tier's costliest (each jit-compiles a whole Flax network or port, trains a whole
+#: model, or waits for a subprocess) whose ground another fast test covers: the slow tier runs them
+_HEAVY = (
+    "tests/tools/test_benchmarks.py::test_published_peers_equal_the_project[TripletAttention-flax]",
+    "tests/tools/test_benchmarks.py::test_published_peers_equal_the_project[PSA_s-flax]",
+    "tests/tools/test_benchmarks.py::test_published_peers_equal_the_project[PSA_p-flax]",
+    "tests/tools/test_benchmarks.py::test_published_peers_equal_the_project[BAM-flax]",
+    "tests/tools/test_benchmarks.py::test_published_peers_equal_the_project[GAM_Attention-flax]",
+    "tests/tools/test_benchmarks.py::test_measure_group_is_bounded_and_keeps_the_least_spread_attempt",
+    "tests/tools/test_quiet_output.py::test_python_m_benchmarks_is_quiet_unless_verbose",
+    "tests/conformance/test_catalogue_timm.py::test_flax_gather_excite_counts_the_padding",
+    "tests/conformance/test_catalogue.py::test_flax_pooling_over_nchw_axes",
+    "tests/conformance/test_timm_non_local.py::test_every_backend_exports_timms_names[flax]",
+    "tests/conformance/test_timm_non_local.py::test_check_diagnoses_a_port_at_the_bilinear_transform",
+    "tests/conformance/test_timm_ge_gc.py::test_global_context_starts_as_timm[flax]",
+    "tests/conformance/test_timm_coord.py::test_flax_half_rows_normalise_in_float32",
+    "tests/conformance/test_timm_se_eca_cbam.py::test_paddle_and_flax_compute_timms_output_from_its_weights[cbam-c24--flax]",
+    "tests/conformance/test_check.py::test_flax_taps_are_intercepted_and_transposed[no_sigmoid]",
+    "tests/conformance/test_convert.py::test_nonfinite_weights_convert_to_an_exact_copy_when_allowed[pdparams]",
+    "tests/conformance/test_convert.py::test_flax_variables_in_safetensors_and_formats_named_by_option",
+    "tests/models/test_model_conformance.py::test_one_batchnorm_with_another_momentum_fails_its_running_statistics",
+    "tests/models/test_model_conformance.py::test_a_runner_that_keeps_the_first_step_only_fails_the_running_statistics",
+    "tests/models/test_model_conformance.py::test_float32_model_rows_compare_outputs_and_statistics_not_gradients",
+    "tests/models/test_model_conformance.py::test_a_transposed_classifier_weight_fails_output_and_its_gradient",
+    "tests/models/test_model_checkpoint.py::test_every_pair_of_backends_gives_the_reference_logits[resnet18]",
+    "tests/models/test_training_workflows.py::test_torch_training_loop_on_our_seresnet18",
+    "tests/models/test_towernet_mobilenet.py::test_mobilenet_dropout_acts_in_training_only[torch]",
+    "tests/models/test_towernet_mobilenet.py::test_flax_mobilenet_dropout_needs_an_rng_and_acts_in_training_only",
+    "tests/backends/test_running_stats.py::test_wrapped_flax_module_state_comes_from_the_updated_batch_stats",
+    "tests/backends/test_running_stats.py::test_flax_native_batch_norm_with_the_right_momentum_stores_the_biased_variance",
+    "tests/backends/test_backend_inputs.py::test_any_channel_count_when_not_configured[flax]",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A row in a framework's other mode (torch.compile, to_static, Flax op by op) is slow: it compiles or traces
     what the default mode runs directly, so the fast tier keeps each framework's default mode only. A test on the
@@ -51,7 +85,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     from attn_core.frameworks import FRAMEWORK_INFO
 
     for item in items:
-        if "quick_run" in getattr(item, "fixturenames", ()):
+        if "quick_run" in getattr(item, "fixturenames", ()) or item.nodeid.startswith(_HEAVY):
             item.add_marker(pytest.mark.slow)
         params = item.callspec.params if hasattr(item, "callspec") else {}
         fw = next((params[k] for k in ("fw", "backend_name", "backend") if k in params), None)
