@@ -133,6 +133,17 @@ def spec_for(name: str, channels: int | None = None, **options: Any) -> Attentio
     return create_config(name, channels, **options)
 
 
+def runner_for(module: Any, framework: str | None, caller: str) -> tuple[str, Any]:
+    """``(framework, runner)`` of a user's module (``framework`` names it, or it is inferred); ``ImportError``
+    naming ``conformance.<caller>`` when that framework is not installed."""
+    framework = framework or infer_framework(module)
+    runner = get_runner(framework)
+    ok, why = runner.available()
+    if not ok:
+        raise ImportError(f"conformance.{caller}: {why}")
+    return framework, runner
+
+
 def infer_framework(module: Any) -> str:
     """'torch', 'paddle' or 'flax' from the module's type, looking only at frameworks already imported (a module of
     a framework is an instance of its class, so its framework is in ``sys.modules``)."""
@@ -350,11 +361,7 @@ def check(module: Any, spec: AttentionConfig, framework: str | None = None, para
         hint = " (for a registry name use conformance.spec_for(name, channels, **options))" \
             if isinstance(spec, str) else ""
         raise TypeError(f"spec must be an attn_core config such as SEConfig(64), got {type(spec).__name__}{hint}")
-    framework = framework or infer_framework(module)
-    runner = get_runner(framework)
-    ok, why = runner.available()
-    if not ok:
-        raise ImportError(f"conformance.check: {why}")
+    framework, runner = runner_for(module, framework, "check")
     for d in dtypes:
         if d not in TOLERANCES:
             raise ValueError(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")

@@ -63,9 +63,9 @@ from attn_core.autodiff import Node, backward
 from attn_core.native_state import flatten_variables
 from attn_core.training import OptimizerConfig, ReferenceOptimizer, ScheduleConfig, learning_rate, softmax_cross_entropy
 
-from .check import _clean, _numbers, infer_framework
+from .check import _clean, _numbers, runner_for
 from .model_cases import CLASSES, MODEL_NAMES
-from .runners import Handle, get_runner
+from .runners import Handle
 from .runners.base import NativeTrainStep, TrainStep, _canonical_step
 from .runners.handle import ParamMap
 from .suite import Comparison, Report, Row, compare
@@ -442,11 +442,7 @@ def check_training(step_fn: Callable[..., Any], model: Any, spec: str | Attentio
         raise TypeError(f"step_fn must be callable, got {step_fn!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    framework = framework or infer_framework(model)
-    runner = get_runner(framework)
-    ok, why = runner.available()
-    if not ok:
-        raise ImportError(f"conformance.check_training: {why}")
+    framework, runner = runner_for(model, framework, "check_training")
     if framework == "flax" and state is None:
         raise ValueError("a Flax check needs state=: the TrainState your step function takes")
     preset = TrainingPreset("user", opt_config, sched_config or ScheduleConfig(), decay, "check_training")
