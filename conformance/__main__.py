@@ -1,6 +1,7 @@
 """``python -m conformance``: every module x case x installed backend against the float64 reference; with
 ``--models``, every registered model too (``--modules none`` for the models alone); with ``--training``, models
-trained step by step in every backend against the float64 reference trajectory (:mod:`conformance.training`)."""
+trained step by step in every backend against the float64 reference trajectory (:mod:`conformance.training`); with
+``--export``, every eval case exported to each framework's deployment formats (:mod:`conformance.export`)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of the cases, each backend's CAM and Grad-CAM maps of the comma-separated "
                         "registered models (default: resnet18, seresnet50, cbamresnet18, eca_mobilenetv2) in eval "
                         "mode against the float64 reference map, before ReLU and min-max (conformance.cam)")
+    p.add_argument("--export", action="store_true",
+                   help="instead of the cases, export each eval case of --modules (default: all) and --models "
+                        "(default: none; opt-in, e.g. seresnet50,eca_mobilenetv2,cbamresnet18) to every deployment "
+                        "format of each backend (torch.onnx; Paddle jit.save and paddle2onnx; Flax jax.export and "
+                        "jax2onnx), run it in its runtime at another batch size than exported, and compare with the "
+                        "float64 reference in float32; the JSON report holds each exported graph's operator counts "
+                        "(conformance.export; needs the 'export' extra, n/a rows say what is missing)")
     p.add_argument("--dtypes", type=_csv, default=None,
                    help=f"comma-separated subset of {','.join(TOLERANCES)} (default: float32; float64 with "
                         "--training, whose float32 rows are a report of where the trajectory leaves the bound)")
@@ -97,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return _data_parallel(p, args, argv)
     if args.cam is not None:
         return _cam(p, args, argv)
+    if args.export:
+        return _export(p, args, argv)
     for flag in ("optimizers", "steps", "plots"):
         if getattr(args, flag) is not None:
             p.error(f"--{flag} applies to --training only")
@@ -199,6 +209,29 @@ def _cam(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] |
         p.error(f"--cam runs float32 and float64, got {', '.join(bad)}")
     progress = _progress(len(models) * len(args.backends) * len(args.dtypes), args.quiet)
     return _finish(Report(run_cam(models, args.backends, args.dtypes, progress=progress)), args, argv)
+
+
+def _export(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--export``: the rows of :func:`conformance.export.run_export` (float32 only, default mode only)."""
+    from .export import export_cases, run_export
+    from .exporters import exporters
+
+    if args.dtypes != ["float32"]:
+        p.error("--export runs float32 only (the dtype deployment runtimes are given)")
+    if args.modes != ["default"] or args.no_grad:
+        p.error("--export compares eval-mode forward outputs of the exported program: no --modes, no --no-grad")
+    modules = [] if args.modules == ["none"] else args.modules
+    for m in modules:
+        if m not in MODULES:
+            p.error(f"unknown module {m!r}; known: {', '.join(MODULES)}, or none")
+    for m in args.models:
+        if m not in MODEL_NAMES:
+            p.error(f"unknown model {m!r}; known: {', '.join(MODEL_NAMES)}")
+    if not modules and not args.models:
+        p.error("nothing to export: --modules none without --models")
+    total = len(export_cases(modules, args.models)) * sum(len(exporters(b)) for b in args.backends)
+    rows = run_export(modules, args.models, args.backends, progress=_progress(total, args.quiet))
+    return _finish(Report(rows), args, argv)
 
 
 def _finish(report: Report, args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -126,6 +126,8 @@ class Row:
     message: str = ""
     seconds: float = math.nan
     note: str = ""
+    #: an export row's operator counts of the exported graph (:mod:`conformance.export`); empty otherwise
+    ops: dict[str, int] = field(default_factory=dict)
 
     @property
     def worst(self) -> Comparison | None:

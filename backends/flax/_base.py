@@ -48,7 +48,9 @@ class AttentionModule(nn.Module):
         # before init has created them, the parameters are Flax's default float32 (what init will create)
         param_dtypes = {jnp.dtype(a.dtype).name for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)} or (
             {"float32"} if self.config.param_table() else set())
-        self.config.check_input(tuple(x.shape), str(x.dtype), bool(jnp.issubdtype(x.dtype, jnp.floating)),
+        # a symbolic size (jax.export's batch dimension) is not an int: unchecked, as one unknown at trace time
+        shape = tuple(s if isinstance(s, int) else None for s in x.shape)
+        self.config.check_input(shape, str(x.dtype), bool(jnp.issubdtype(x.dtype, jnp.floating)),
                                 layout="NHWC", training=train, param_dtypes=param_dtypes,
                                 device_dtypes=device_dtypes(), framework="flax")
 

@@ -53,13 +53,18 @@ class AttentionModule(nn.Module):
         # the check depends on the shape and dtype of the input and the parameters only: the last combination that
         # passed is not checked again (the check would cost a tenth of a small module's forward)
         param_dtypes = tuple(p.dtype for p in self._param_tensors())
+        # under torch.export a dynamic size is a SymInt: unchecked (None), so that no check specialises it, and the
+        # key is not kept, since a SymInt belongs to the one trace that made it
+        symbolic = any(isinstance(s, torch.SymInt) for s in x.shape)
+        shape = tuple(None if isinstance(s, torch.SymInt) else int(s) for s in x.shape)
         key = (x.shape, x.dtype, param_dtypes, training)
-        if self.__dict__.get("_checked_input") == key:
+        if not symbolic and self.__dict__.get("_checked_input") == key:
             return
-        self.config.check_input(tuple(x.shape), _name(x.dtype), x.is_floating_point(), training=training,
+        self.config.check_input(shape, _name(x.dtype), x.is_floating_point(), training=training,
                                 param_dtypes={_name(d) for d in param_dtypes}, device_dtypes=device_dtypes(x),
                                 framework="torch")
-        self.__dict__["_checked_input"] = key
+        if not symbolic:
+            self.__dict__["_checked_input"] = key
 
     def prepare(self, x: Any) -> tuple[torch.dtype | None, torch.Tensor]:
         """The opening of every module's ``forward``: ``x`` checked (:meth:`check_input`, in training mode as such),

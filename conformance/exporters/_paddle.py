@@ -1,0 +1,125 @@
+"""Paddle's export paths: ``paddle.jit.save`` (a PIR program with a None batch) run by a Paddle Inference
+predictor, and ``paddle2onnx`` run in onnxruntime.
+
+``paddle2onnx`` 2.1 pins ``onnx<=1.17`` while ``jax2onnx`` needs ``onnx>=1.20.1``, so the two cannot share one
+environment: the 'export' extra holds jax2onnx, and paddle2onnx's rows say n/a with that reason unless it is
+installed with an onnx inside its pin (an environment of its own: ``pip install -e ".[paddle]" paddle2onnx``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import EXPORT_OPSET, Artifact, Exporter, check_eval, counts, onnx_ops, run_onnx
+
+#: the newest onnx that paddle2onnx 2.1 declares it works with
+PADDLE2ONNX_ONNX_MAX = (1, 17)
+
+
+def _save(module: Any, example: np.ndarray, directory: Path) -> Path:
+    """``paddle.jit.save`` of ``module`` with an input of None batch: the path prefix of its files."""
+    import paddle
+
+    from ..runners.paddle_runner import _dygraph_on_cpu
+
+    prefix = directory / "model"
+    spec = paddle.static.InputSpec([None, *example.shape[1:]], "float32", name="x")
+    with _dygraph_on_cpu():
+        paddle.jit.save(module, str(prefix), input_spec=[spec])
+    return prefix
+
+
+def _program_ops(program: Path) -> dict[str, int]:
+    """The op names of a PIR program file (``model.json``), dialect prefix dropped (``p`` is a parameter)."""
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "ops" and isinstance(value, list):
+                    names.extend(str(op.get("#", "?")).rpartition(".")[2] for op in value if isinstance(op, dict))
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(program.read_text()))
+    return counts(["parameter" if n == "p" else n for n in names])
+
+
+class PaddleJitSave(Exporter):
+    name = "jit.save"
+    framework = "paddle"
+    format = "PIR program (.json + .pdiparams)"
+    runtime = "Paddle Inference"
+    requires = ("paddle",)
+
+    def eval(self, module: Any) -> None:
+        module.eval()
+
+    def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
+        self.require()
+        check_eval(self.framework, module)
+        prefix = _save(module, example, directory)
+        program = prefix.with_suffix(".json")
+        return Artifact(program, _program_ops(program))
+
+    def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
+        from paddle import inference
+
+        config = inference.Config(str(artifact.path), str(artifact.path.with_suffix(".pdiparams")))
+        config.disable_gpu()
+        config.disable_glog_info()
+        predictor = inference.create_predictor(config)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(np.ascontiguousarray(x, np.float32))
+        predictor.run()
+        y: np.ndarray = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        return y
+
+
+class Paddle2Onnx(Exporter):
+    name = "paddle2onnx"
+    framework = "paddle"
+    format = f"ONNX opset {EXPORT_OPSET}"
+    runtime = "onnxruntime"
+    requires = ("paddle", "paddle2onnx", "onnx", "onnxruntime")
+    onnx = True
+
+    def unavailable(self) -> str | None:
+        if importlib.util.find_spec("paddle2onnx") is None:
+            return ("paddle2onnx not installed: it pins onnx<=1.17, which jax2onnx (the 'export' extra) cannot "
+                    "share; pip install paddle2onnx in an environment of its own, without the 'export' extra")
+        if importlib.util.find_spec("onnx") is not None:
+            version = importlib.metadata.version("onnx")
+            if tuple(int(p) for p in version.split(".")[:2]) > PADDLE2ONNX_ONNX_MAX:
+                return (f"onnx {version} is installed, outside paddle2onnx's pin onnx<=1.17; pip install "
+                        "paddle2onnx in an environment of its own, without the 'export' extra")
+        return super().unavailable()
+
+    def eval(self, module: Any) -> None:
+        module.eval()
+
+    def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
+        import paddle2onnx
+
+        self.require()
+        check_eval(self.framework, module)
+        prefix = _save(module, example, directory)
+        path = directory / "model.onnx"
+        paddle2onnx.export(str(prefix.with_suffix(".json")), str(prefix.with_suffix(".pdiparams")), str(path),
+                           opset_version=EXPORT_OPSET)
+        return Artifact(path, onnx_ops(path))
+
+    def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
+        return run_onnx(artifact.path, x)
+
+
+EXPORTERS: tuple[Exporter, ...] = (PaddleJitSave(), Paddle2Onnx())
