@@ -10,6 +10,12 @@ suite's model rows: :func:`conformance.tolerances.on_scale`) renames it to ``dst
 written; an existing ``dst`` is refused unless ``overwrite``, a ``dst`` that is a directory always. The canonical
 file names no framework: its side of the comparison runs in ``verify_with`` (torch by default).
 
+A ``.onnx`` destination is an export, not a checkpoint: the model is built in the source's framework (the
+canonical file's: ``verify_with``), exported by its ONNX exporter (:mod:`conformance.exporters`: torch.onnx,
+paddle2onnx, jax2onnx) with a dynamic batch, and run in onnxruntime on the seeded input against that framework's
+eval logits; it is renamed to ``dst`` only when they agree. An exporter that is not installed is a ConvertError
+naming what to install.
+
 A source holding NaN or inf weights (a diverged run) is refused with a NonFiniteError naming the tensors, unless
 ``allow_nonfinite``; such a checkpoint then converts to an exact copy, and its logits verify when both frameworks
 give NaN and inf in the same places and the finite logits agree.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +40,7 @@ from attn_core.checkpoint import CheckpointError, check_checkpoint, checkpoint_m
 from attn_core.models import MODEL_CONFIGS, create_model_config
 from attn_core.native_state import canonical_from_native
 
+from ..runners import get_runner
 from . import formats, verify
 from .formats import FORMATS, Contents, ConvertError
 
@@ -69,6 +77,8 @@ class ConvertResult:
             return "verify: skipped (--no-verify)"
         shape = "x".join(map(str, self.input_shape))
         changed = f"{len(d.changed)} DIFFER ({', '.join(d.changed[:5])})" if d.changed else "identical"
+        if self.dst_format == "onnx":  # an exporter may fold weights (BatchNorm into a convolution): none to read
+            changed = "not read back (ONNX holds the exported graph's constants)"
         nonfinite = f", {d.nonfinite} non-finite logits compared by place" if d.nonfinite else ""
         return (f"verify: {self.src_framework} vs {self.dst_framework} logits on a seeded {shape} input, eval mode: "
                 f"max abs diff {d.max_abs:.3g}, max rel diff {d.max_rel:.3g}, max |logit| {d.max_logit:.3g} "
@@ -164,6 +174,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, src_for
     if not allow_nonfinite:
         _check_finite(weights, src)
     src_fw = contents.framework or verify_with
+    if dfmt == "onnx":
+        return _to_onnx(dst, ConvertResult(str(src), str(dst), name, kwargs, sfmt, dfmt, src_fw, "onnxruntime",
+                                           None, None), config, weights, verify_outputs, input_size)
     dst_fw = dfmt if dfmt in verify.BACKENDS else verify_with
     metadata = checkpoint_metadata(config, contents.metadata.get("framework", src_fw), name)
     module, variables = verify.build(dst_fw, config, weights) if dfmt != "safetensors" else (None, None)
@@ -196,3 +209,47 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, src_for
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _to_onnx(dst: Path, result: ConvertResult, config: AttentionConfig, weights: Mapping[str, np.ndarray],
+             verify_outputs: bool, input_size: int | None) -> ConvertResult:
+    """Export the model in ``result.src_framework`` through its ONNX exporter with a dynamic batch (traced at
+    batch 3, verified at 2), verify it in onnxruntime against the framework's eval logits on the seeded input, and
+    only then rename it to ``dst``; the export folder next to ``dst`` is removed in every case."""
+    from ..exporters import ExportError, exporters
+
+    fw = result.src_framework
+    exporter = next(e for e in exporters(fw) if e.onnx)
+    why = exporter.unavailable()
+    if why is not None:
+        raise ConvertError(f"{dst}: {fw} -> ONNX ({exporter.name}): {why}")
+    x = verify.input_for(config, input_size)
+    example = np.random.default_rng(1).standard_normal((3, *x.shape[1:])).astype(np.float32)
+    runner = get_runner(fw)
+    module, variables = verify.build(fw, config, weights)
+    exporter.eval(module)  # a freshly built module: eval is the mode a deployed model runs in
+    try:
+        folder = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}."))
+    except OSError as err:
+        raise ConvertError(f"{dst}: cannot write in the folder {dst.parent}: {err.strerror or err}") from None
+    try:
+        try:
+            artifact = exporter.export(module, variables, runner.nchw_to_native(example), folder)
+        except ExportError as err:
+            raise ConvertError(f"{dst}: {err}") from None
+        except OSError as err:
+            raise ConvertError(f"{dst}: writing failed: {err.strerror or err}") from None
+        if verify_outputs:
+            ref = verify.logits(fw, module, variables, x)
+            got = np.asarray(exporter.run(artifact, runner.nchw_to_native(x)), np.float64)
+            result = dataclasses.replace(result, input_shape=x.shape,
+                                         difference=verify.compare(got, ref, {}, {}))
+            if result.difference is not None and not result.difference.ok:
+                raise VerificationError(result)
+        try:
+            os.replace(artifact.path, dst)
+        except OSError as err:
+            raise ConvertError(f"{dst}: cannot be replaced: {err.strerror or err}") from None
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

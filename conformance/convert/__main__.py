@@ -1,11 +1,12 @@
-"""``python -m conformance.convert SRC DST [--model NAME]``: convert a checkpoint between frameworks, verified.
+"""``python -m conformance.convert SRC DST [--model NAME]``: convert a checkpoint between frameworks, or export it
+to ONNX (``DST`` ending in ``.onnx``), verified.
 
 Exit status: 0 converted and verified (or ``--no-verify``); 1 the weights read back from the written file, or
 the converted model's logits, differ from the source's (beyond float32's tolerance on the logits' scale); 2 nothing
 was converted, with one line of reason on stderr (usage, an unknown format, model or ``--model-kwargs`` key, a
 source that is missing, a directory, unreadable, truncated or another model's weights, a source holding NaN or inf
 without ``--allow-nonfinite``, a DST that exists without ``--force``, a DST that is a directory, a folder that
-cannot be written, a framework that is not installed). Only 0 writes DST.
+cannot be written, a framework or an ONNX exporter that is not installed, an ONNX source). Only 0 writes DST.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def parse_model_kwargs(text: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     exts = ", ".join(f"{k} {v}" for k, v in EXTENSIONS.items())
     p = argparse.ArgumentParser(prog="python -m conformance.convert", description=(
-        "Convert a checkpoint between torch, Paddle, Flax and the canonical safetensors file; verify it by "
-        "running the model in both frameworks on a fixed seeded input. Nothing is written unless it passes."),
+        "Convert a checkpoint between torch, Paddle, Flax and the canonical safetensors file, or export it to ONNX "
+        "through the source framework's exporter; verify it by running the model in both frameworks (ONNX: in "
+        "onnxruntime) on a fixed seeded input. Nothing is written unless it passes."),
         epilog=f"formats by extension: {exts}. Exit status: 0 written, 1 weights or logits differ, 2 cannot convert.")
     p.add_argument("src", help="the checkpoint to convert")
     p.add_argument("dst", help="the file to write")

@@ -9,6 +9,8 @@
   (``.msgpack``).
 * ``safetensors``: the canonical checkpoint (``.safetensors``, :mod:`attn_core.checkpoint`). A safetensors file
   whose keys are flattened Flax variables (``params.conv1.kernel`` or ``params/conv1/kernel``) reads as ``flax``.
+* ``onnx``: a target only (``.onnx``), written by :func:`conformance.convert.convert` through the source
+  framework's ONNX exporter.
 
 Every reader turns an unreadable or truncated file into a CheckpointError naming the file and the format.
 """
@@ -31,11 +33,12 @@ from ..runners import get_runner
 
 __all__ = ["FORMATS", "EXTENSIONS", "Contents", "format_of", "read", "write"]
 
-#: a framework's own checkpoint (read and written by its runner), or the canonical safetensors file
-FORMATS: tuple[str, ...] = (*FRAMEWORKS, "safetensors")
+#: a framework's own checkpoint (read and written by its runner), the canonical safetensors file, or ONNX (a
+#: deployment target only, written by the source framework's exporter: :mod:`conformance.exporters`)
+FORMATS: tuple[str, ...] = (*FRAMEWORKS, "safetensors", "onnx")
 EXTENSIONS: Mapping[str, str] = MappingProxyType({**{ext: fw for fw in FRAMEWORKS
                                                      for ext in FRAMEWORK_INFO[fw].checkpoint_extensions},
-                                                  ".safetensors": "safetensors"})
+                                                  ".safetensors": "safetensors", ".onnx": "onnx"})
 _FLAX_COLLECTIONS = ("params", "batch_stats")
 
 
@@ -82,6 +85,9 @@ def read(path: str | os.PathLike[str], fmt: str) -> Contents:
         raise ConvertError(f"{path}: no such file")
     if fmt == "safetensors":
         return _read_safetensors(path)
+    if fmt == "onnx":
+        raise ConvertError(f"{path}: ONNX is a deployment target, not a checkpoint to convert from; give the "
+                           f"model's checkpoint ({', '.join(k for k, v in EXTENSIONS.items() if v != 'onnx')})")
     return Contents(fmt, get_runner(fmt).read_checkpoint(path))
 
 
