@@ -43,7 +43,8 @@ from .suite import Comparison, Report, Row, compare
 from .tolerances import Tolerance, tolerance_for
 
 __all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "BATCH", "STEPS", "EARLY_STEPS", "TrainingData",
-           "Curves", "TrainingRun", "TrajectoryComparison", "training_data", "reference_trajectory",
+           "Curves", "TrainingRun", "TrajectoryComparer", "TrajectoryComparison", "training_data",
+           "reference_trajectory",
            "compare_trajectory", "worst_per_quantity", "LR_SCALE", "preset_for", "trajectory_verdict",
            "run_training_case", "run_training", "write_plots"]
 
@@ -188,18 +189,57 @@ class TrajectoryComparison:
     ratios: list[float]
 
 
-def compare_trajectory(ref: Sequence[TrainStep], got: Sequence[TrainStep], tol: Tolerance,
+@dataclass
+class Curves:
+    """What a plot shows of one row: the loss and the largest parameter difference from the reference per step."""
+
+    loss: list[float] = field(default_factory=list)
+    param_diff: list[float] = field(default_factory=list)
+
+
+class TrajectoryComparer:
+    """Compares a backend's steps with the reference ``ref`` one at a time, as the backend takes them, keeping
+    only each step's comparisons, loss and largest parameter difference (a network's trajectory is too large to
+    hold twice)."""
+
+    def __init__(self, ref: Sequence[TrainStep], tol: Tolerance, optimizer_state: bool = True) -> None:
+        self.ref, self.tol, self.optimizer_state = ref, tol, optimizer_state
+        self.per_step: list[list[Comparison]] = []
+        self.curves = Curves()
+        self.lr_unreported = False
+
+    def add(self, got: TrainStep) -> None:
+        """Compare the next step with its reference step."""
+        if len(self.per_step) >= len(self.ref):
+            raise ValueError(f"the backend took more steps than the reference's {len(self.ref)}")
+        ref = self.ref[len(self.per_step)]
+        self.lr_unreported = self.lr_unreported or got.lr is None
+        self.per_step.append(_step_comparisons(ref, got, self.tol, self.optimizer_state))
+        self.curves.loss.append(got.loss)
+        diffs = [float(np.max(np.abs(got.params[k] - v))) for k, v in ref.params.items() if k in got.params and v.size]
+        self.curves.param_diff.append(max(diffs, default=math.nan))
+
+    def result(self) -> TrajectoryComparison:
+        """The comparison of every step added (see :class:`TrajectoryComparison`)."""
+        if len(self.per_step) != len(self.ref):
+            raise ValueError(f"the backend took {len(self.per_step)} steps, the reference {len(self.ref)}")
+        first_step, first_quantity = None, ""
+        for step, comps in enumerate(self.per_step, start=1):
+            failed = [c.quantity for c in comps if not c.passed]
+            if failed:
+                first_step, first_quantity = step, failed[0]
+                break
+        return TrajectoryComparison(worst_per_quantity(self.per_step), first_step, first_quantity,
+                                    [max(c.worst_ratio for c in comps) for comps in self.per_step])
+
+
+def compare_trajectory(ref: Sequence[TrainStep], got: Iterable[TrainStep], tol: Tolerance,
                        optimizer_state: bool = True) -> TrajectoryComparison:
     """Compare a backend's trajectory with the reference after every step (see :class:`TrajectoryComparison`)."""
-    per_step = [_step_comparisons(r, g, tol, optimizer_state) for r, g in zip(ref, got, strict=True)]
-    first_step, first_quantity = None, ""
-    for step, comps in enumerate(per_step, start=1):
-        failed = [c.quantity for c in comps if not c.passed]
-        if failed:
-            first_step, first_quantity = step, failed[0]
-            break
-    return TrajectoryComparison(worst_per_quantity(per_step), first_step, first_quantity,
-                                [max(c.worst_ratio for c in comps) for comps in per_step])
+    comparer = TrajectoryComparer(ref, tol, optimizer_state)
+    for step in got:
+        comparer.add(step)
+    return comparer.result()
 
 
 def worst_per_quantity(per_step: Sequence[Sequence[Comparison]]) -> list[Comparison]:
@@ -240,22 +280,6 @@ def trajectory_verdict(result: TrajectoryComparison, dtype: str) -> tuple[str, s
     return "pass", "", "; ".join([*notes, message])
 
 
-@dataclass
-class Curves:
-    """What a plot shows of one row: the loss and the largest parameter difference from the reference per step."""
-
-    loss: list[float] = field(default_factory=list)
-    param_diff: list[float] = field(default_factory=list)
-
-
-def _param_diffs(ref: Sequence[TrainStep], got: Sequence[TrainStep]) -> list[float]:
-    out = []
-    for r, g in zip(ref, got, strict=True):
-        diffs = [float(np.max(np.abs(g.params[k] - v))) for k, v in r.params.items() if k in g.params and v.size]
-        out.append(max(diffs, default=math.nan))
-    return out
-
-
 def run_training_case(data: TrainingData, preset: TrainingPreset, runner: Runner, dtype: str,
                       reference: Sequence[TrainStep], curves: dict[str, Curves] | None = None) -> Row:
     """One model x preset x backend x dtype row against the ``reference`` trajectory of ``data`` (module
@@ -274,20 +298,21 @@ def run_training_case(data: TrainingData, preset: TrainingPreset, runner: Runner
         return row
     try:
         handle = runner.build_handle(data.model, data.config)
-        got = runner.train(handle, data.weights, data.batches[:steps], data.labels[:steps], preset.optimizer,
-                           preset.schedule, preset.decay, dtype)
+        comparer = TrajectoryComparer(reference, tolerance_for(dtype), optimizer_state=dtype == "float64")
+        runner.train_each(handle, data.weights, data.batches[:steps], data.labels[:steps], preset.optimizer,
+                          preset.schedule, preset.decay, dtype, on_step=comparer.add)
+        result = comparer.result()
     except Exception as err:  # noqa: BLE001 - any failure of a backend is reported as that row's error
         row.status = "error"
         row.message = f"{type(err).__name__}: {err}".strip()
         row.message += "\n" + "".join(traceback.format_exception(err)[-3:]).rstrip()
         return row
-    result = compare_trajectory(reference, got, tolerance_for(dtype), optimizer_state=dtype == "float64")
     row.comparisons = result.comparisons
     row.status, row.message, row.note = trajectory_verdict(result, dtype)
-    if got[0].lr is None:
+    if comparer.lr_unreported:
         row.note = f"{runner.framework} does not report its learning rate: the parameters carry it; " + row.note
     if curves is not None:
-        curves[f"{runner.framework} {dtype}"] = Curves([s.loss for s in got], _param_diffs(reference, got))
+        curves[f"{runner.framework} {dtype}"] = comparer.curves
     return row
 
 

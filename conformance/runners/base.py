@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attn_core import AttentionConfig
-from attn_core.cam import LayerGradient, gate_layers
+from attn_core.cam import GATE_NAMES, LayerGradient, gate_paths
 from attn_core.checkpoint import CheckpointError
 from attn_core.frameworks import FRAMEWORK_INFO, MODES
 from attn_core.layout import NCHW_TO_NHWC, NHWC_TO_NCHW
@@ -296,6 +296,15 @@ class Runner:
         and learning-rate schedule that ``backends.<framework>.optim.create_optimizer`` makes of ``optimizer``,
         ``schedule`` and the decay rule ``decay`` (one schedule step per optimizer step). ``batches`` are NCHW
         arrays, ``labels`` integer arrays of shape ``(N,)``. Returns one :class:`TrainStep` per batch."""
+        steps: list[TrainStep] = []
+        self.train_each(handle, weights, batches, labels, optimizer, schedule, decay, dtype, on_step=steps.append)
+        return steps
+
+    def train_each(self, handle: Handle, weights: Mapping[str, np.ndarray], batches: Sequence[np.ndarray],
+                   labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None = None,
+                   decay: str = "all", dtype: str = "float64", *, on_step: Callable[[TrainStep], None]) -> None:
+        """:meth:`train`, handing each step to ``on_step`` as soon as it is taken instead of keeping the
+        trajectory: a whole network's parameters and optimizer slots per step would otherwise be held K times."""
         if handle.framework != self.framework:
             raise ValueError(f"a {handle.framework} handle given to the {self.framework} runner")
         if len(batches) != len(labels):
@@ -309,8 +318,8 @@ class Runner:
             raise ValueError("each batch must be NCHW with one integer label per sample: " + "; ".join(bad))
         if handle.layout == "NHWC":
             xs = [np.ascontiguousarray(np.transpose(x, NCHW_TO_NHWC)) for x in xs]
-        steps = self._train(handle, native, xs, ys, optimizer, schedule, decay, dtype)
-        return [_canonical_step(handle, s) for s in steps]
+        self._train(handle, native, xs, ys, optimizer, schedule, decay, dtype,
+                    lambda step: on_step(_canonical_step(handle, step)))
 
     def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
             cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False,
@@ -494,30 +503,33 @@ class Runner:
 
     def attention_maps(self, module: Any, variables: Any, x: np.ndarray, config: AttentionConfig
                        ) -> dict[str, np.ndarray]:
-        """Every gate of the registered model ``config`` built as ``module``, from one eval forward on the NCHW
-        ``x``: ``{canonical submodule name: gate}`` (:func:`attn_core.cam.gate_layers`; channel gates
-        ``(N, C, 1, 1)``, spatial ``(N, 1, H, W)``, SimAM's ``(N, C, H, W)``), NCHW float64, each the very gate
-        the framework multiplied by, as its ``gate`` submodule sees it (:meth:`_gates`): nothing is divided out."""
-        return self._gates(module, variables, x, list(gate_layers(config)))
+        """Every gate of the registered model or attention module ``config`` built as ``module``, from one eval
+        forward on the NCHW ``x``: ``{canonical gate name: gate}`` (:func:`attn_core.cam.gate_layers`: channel gates
+        ``(N, C, 1, 1)``, spatial ``(N, 1, H, W)``, full ``(N, C, H, W)``, CoordAttn's height ``(N, C, H, 1)`` and
+        width ``(N, C, 1, W)``), NCHW float64, each the very gate the framework multiplied by, as its gate
+        submodule sees it (:meth:`_gates`): nothing is divided out."""
+        return self._gates(module, variables, x, gate_paths(config))
 
-    def _gates(self, module: Any, variables: Any, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        """One eval forward on the NCHW ``x`` with a hook (:meth:`_hook`) on each named gate module's ``gate``
-        identity submodule, which the backends call only while it is hooked: ``{layer: its gate}``, NCHW float64."""
+    def _gates(self, module: Any, variables: Any, x: np.ndarray, paths: Mapping[str, str]
+               ) -> dict[str, np.ndarray]:
+        """One eval forward on the NCHW ``x`` with a hook (:meth:`_hook`) on each gate identity submodule
+        ``paths[name]``, which the backends call only while it is hooked: ``{name: its gate}``, NCHW float64."""
         named = self.submodules(module)
         if named is None:
             raise NotImplementedError(f"{self.framework}: no attention gates")
-        for layer in layers:
-            if f"{layer}.gate" not in named:
-                raise self._unknown_layer(f"{layer}.gate", [n for n in named if n.endswith(".gate")])
+        gates = [n for n in named if n.rpartition(".")[2] in GATE_NAMES]
+        for path in paths.values():
+            if path not in named:
+                raise self._unknown_layer(path, gates)
         module.eval()
         seen: dict[str, Any] = {}
-        hooks = [self._hook(named[f"{layer}.gate"], functools.partial(seen.__setitem__, layer)) for layer in layers]
+        hooks = [self._hook(named[path], functools.partial(seen.__setitem__, name)) for name, path in paths.items()]
         try:
             self.call(module, self.tensor(x))
         finally:
             for hook in hooks:
                 hook.remove()
-        return {layer: self._nchw(seen[layer]) for layer in layers}
+        return {name: self._nchw(seen[name]) for name in paths}
 
     def _io_hook(self, layer: Any, record: Callable[[tuple[Any, Any]], None]) -> Any:
         """Have ``record`` called with ``(layer's first input, its output)`` after each of its forwards; returns
@@ -581,27 +593,26 @@ class Runner:
 
     def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
                labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
-               decay: str, dtype: str) -> list[NativeTrainStep]:
-        """:meth:`train` on batches in the module's layout with ``native`` weights (see :class:`NativeTrainStep`)."""
+               decay: str, dtype: str, record: Callable[[NativeTrainStep], None]) -> None:
+        """:meth:`train_each` on batches in the module's layout with ``native`` weights: each step goes to
+        ``record`` (see :class:`NativeTrainStep`)."""
         raise NotImplementedError(f"{self.framework}: no native training loop")
 
     def _eager_train(self, handle: Handle, module: Any, batches: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                     optimizer: OptimizerConfig, schedule: ScheduleConfig | None, decay: str, dtype: str
-                     ) -> list[NativeTrainStep]:
+                     optimizer: OptimizerConfig, schedule: ScheduleConfig | None, decay: str, dtype: str,
+                     record: Callable[[NativeTrainStep], None]) -> None:
         """The training loop of a framework whose module holds its state (torch, Paddle): ``module`` in training
         mode, its backend's ``optim`` converter, one :meth:`_loss_step` and one scheduler step per batch."""
         optim = importlib.import_module(f"{self.backend_package}.optim")
         opt, scheduler = optim.create_optimizer(module, optimizer, schedule, decay)
-        out = []
         for x, y in zip(batches, labels, strict=True):
             lr = float(optim.current_lr(opt))  # the lr this step's update uses
             loss = self._loss_step(module, opt, x, y, dtype)
             scheduler.step()
             arrays = self._named_arrays(module)
-            out.append(NativeTrainStep(loss, lr, {b.native: arrays[b.native] for b in handle.trainable},
-                                       optim.optimizer_state(module, opt),
-                                       {b.native: arrays[b.native] for b in handle.state_bindings}))
-        return out
+            record(NativeTrainStep(loss, lr, {b.native: arrays[b.native] for b in handle.trainable},
+                                   optim.optimizer_state(module, opt),
+                                   {b.native: arrays[b.native] for b in handle.state_bindings}))
 
     def _loss_step(self, module: Any, opt: Any, x: np.ndarray, labels: np.ndarray, dtype: str) -> float:
         """One update of ``opt`` on the framework's mean softmax cross-entropy of ``module`` on ``x`` (cast to

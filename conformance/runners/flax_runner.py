@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attn_core import AttentionConfig
-from attn_core.cam import LayerGradient
+from attn_core.cam import GATE_NAMES, LayerGradient
 from attn_core.checkpoint import CheckpointError
 from attn_core.layout import NHWC_TO_NCHW
 from attn_core.native_state import flatten_variables as _flatten
@@ -226,9 +226,10 @@ class FlaxRunner(Runner):
                 raise self._unknown_layer(layer, [p.replace("/", ".") for p in dict.fromkeys(called) if p])
         return {layer: (self._nchw(seen[layer][0]), self._nchw(seen[layer][1])) for layer in layers}
 
-    def _gates(self, module: Any, variables: Any, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        """The gates each named module sows (``intermediates``, ``gate``; ``expose_gate`` of the backend), read
-        from one forward with that collection mutable."""
+    def _gates(self, module: Any, variables: Any, x: np.ndarray, paths: Mapping[str, str]
+               ) -> dict[str, np.ndarray]:
+        """The gates the modules sow (``intermediates``; ``expose_gate`` of the backend) under the last part of
+        each path, read from one forward with that collection mutable."""
         import jax.numpy as jnp
 
         kwargs = {"train": False} if self._options(module)["train_arg"] else {}
@@ -236,13 +237,14 @@ class FlaxRunner(Runner):
             _, state = module.apply(variables, jnp.asarray(self.nchw_to_native(x)), mutable=["intermediates"],
                                     **kwargs)
         out: dict[str, np.ndarray] = {}
-        for layer in layers:
+        for name, path in paths.items():
             node: Any = state.get("intermediates", {})
-            for part in layer.split("."):
+            *parents, sown = path.split(".")
+            for part in parents:
                 node = node.get(part, {}) if isinstance(node, Mapping) else {}
-            if "gate" not in node:
-                raise self._unknown_layer(layer, _sown_gates(state.get("intermediates", {})))
-            out[layer] = self._nchw(node["gate"][-1])
+            if sown not in node:
+                raise self._unknown_layer(path, _sown_gates(state.get("intermediates", {})))
+            out[name] = self._nchw(node[sown][-1])
         return out
 
     def train_forward(self, module: Any, variables: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -367,15 +369,15 @@ class FlaxRunner(Runner):
 
     def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
                labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
-               decay: str, dtype: str) -> list[NativeTrainStep]:
+               decay: str, dtype: str, record: Callable[[NativeTrainStep], None]) -> None:
         import jax
 
         with _x64(dtype), jax.default_matmul_precision("highest"):
-            return self._train_steps(handle, native, batches, labels, optimizer, schedule, decay, dtype)
+            self._train_steps(handle, native, batches, labels, optimizer, schedule, decay, dtype, record)
 
     def _train_steps(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
                      labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
-                     decay: str, dtype: str) -> list[NativeTrainStep]:
+                     decay: str, dtype: str, record: Callable[[NativeTrainStep], None]) -> None:
         import jax
         import jax.numpy as jnp
         import optax
@@ -402,7 +404,6 @@ class FlaxRunner(Runner):
 
         step = jax.jit(update)  # as Flax trains
         opt_state = tx.init(params)
-        out = []
         for x, y in zip(batches, labels, strict=True):
             lr = current_lr(opt_state)  # the lr this step's update uses
             params, rest, opt_state, loss = step(params, rest, opt_state, jnp.asarray(x, dtype=dtype),
@@ -410,11 +411,10 @@ class FlaxRunner(Runner):
             flat = _flatten({"params": params, **rest})
             slots = {_param_path(k): {slot: _np(v) for slot, v in by_slot.items()}
                      for k, by_slot in optimizer_state(opt_state, params).items()}
-            out.append(NativeTrainStep(float(loss), lr, {b.native: _np(flat[b.native]) for b in handle.trainable
-                                                           if b.native in flat},
-                                       slots, {b.native: _np(flat[b.native]) for b in handle.state_bindings
-                                               if b.native in flat}))
-        return out
+            record(NativeTrainStep(float(loss), lr, {b.native: _np(flat[b.native]) for b in handle.trainable
+                                                       if b.native in flat},
+                                   slots, {b.native: _np(flat[b.native]) for b in handle.state_bindings
+                                           if b.native in flat}))
 
 
 def _param_path(key: str) -> str:
@@ -456,11 +456,11 @@ def _by_path(on_output: Callable[[str, Any, Any], Any], called: list[str]) -> Ca
 
 
 def _sown_gates(tree: Any, prefix: str = "") -> list[str]:
-    """The dotted paths of the modules that sowed a ``gate`` in the ``intermediates`` tree."""
+    """The dotted paths of the gates sown in the ``intermediates`` tree."""
     if not isinstance(tree, Mapping):
         return []
-    here = [prefix[:-1]] if "gate" in tree else []
-    return here + [p for k, v in tree.items() if k != "gate" for p in _sown_gates(v, f"{prefix}{k}.")]
+    here = [f"{prefix}{k}" for k in tree if k in GATE_NAMES]
+    return here + [p for k, v in tree.items() if k not in GATE_NAMES for p in _sown_gates(v, f"{prefix}{k}.")]
 
 
 def _x64(dtype: str | np.dtype[Any]) -> contextlib.AbstractContextManager[Any]:

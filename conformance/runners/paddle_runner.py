@@ -234,11 +234,11 @@ class PaddleRunner(Runner):
 
     def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
                labels: Sequence[np.ndarray], optimizer: OptimizerConfig, schedule: ScheduleConfig | None,
-               decay: str, dtype: str) -> list[NativeTrainStep]:
+               decay: str, dtype: str, record: Callable[[NativeTrainStep], None]) -> None:
         with _dygraph_on_cpu():
             module = _loaded_copy(handle, native, dtype)
             module.train()
-            return self._eager_train(handle, module, batches, labels, optimizer, schedule, decay, dtype)
+            self._eager_train(handle, module, batches, labels, optimizer, schedule, decay, dtype, record)
 
     def _loss_step(self, module: Any, opt: Any, x: np.ndarray, labels: np.ndarray, dtype: str) -> float:
         import paddle
