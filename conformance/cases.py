@@ -333,12 +333,17 @@ CASES: tuple[Case, ...] = (
        bias=True, **_PSA["paper_sequential"]),
     Case("psa", "c8-x8-softmax", (2, 8, 5, 7), tuple(_PSA["paper_parallel"].items()),
          note="input x 8: near one-hot softmaxes", input_scale=8.0),
-    # GAM (not in timm, no authors' code): the paper's form (GAM_PRESETS['paper'])
+    # GAM (not in timm, no authors' code): the paper's form (GAM_PRESETS['paper']), then its grouped ResNet-50 form
     _c("gam", "c16-paper", (2, 16, 7, 5), "r = 4, 7x7 convolutions wider than the W = 5 map, running statistics"),
     _c("gam", "c8-train", (3, 8, 4, 5), "two BatchNorms on batch statistics", training=True),
     _c("gam", "c12-r3-b1", (1, 12, 5, 8), "r = 3, batch 1", rate=3),
     _c("gam", "c8-k3-1x1-train", (4, 8, 1, 1), "3x3 at 1x1 in training: each BatchNorm sees N = 4 values",
        training=True, kernel_size=3),
+    # GAM_PRESETS['grouped'] (the paper's ResNet-50: grouped 7x7 convolutions, a channel shuffle of the spatial gate)
+    _c("gam", "c16-grouped", (2, 16, 7, 5), "4 groups (Cr = 4: one channel per group) and a shuffle of 4 groups",
+       groups=4, shuffle_groups=4),
+    _c("gam", "c24-g2-s3-train", (3, 24, 4, 5), "2 groups, a shuffle of 3 groups, BatchNorms on batch statistics",
+       training=True, groups=2, shuffle_groups=3),
 )
 
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in CASES))

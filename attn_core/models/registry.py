@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from ..cbam import CBAM_PRESETS
+from ..gam import GAM_PRESETS
 from ..spec import AttentionConfig, ConfigError
 from .densenet import SEDenseNetConfig
 from .mobilenetv2 import ECAMobileNetV2Config
@@ -34,11 +35,13 @@ for _prefix, (_attn, _kw) in _ATTN.items():
 
 # the modules timm lacks, each in a ResNet-18 and a ResNet-50 at its default preset; shuffle attention's default 64
 # groups need 128 channels, so the ResNet-18 (64 channels in its first stage) takes 16. GAM's full 7x7 convolutions
-# (C -> C/4 -> C) give a ResNet-50 529 M parameters, too many for the suite's float64 rows: GAM has a ResNet-18 only
+# (C -> C/4 -> C) would give a ResNet-50 529 M parameters: its ResNet-50 is the paper's, with GAM_PRESETS['grouped']
+# (grouped convolutions and a channel shuffle: 158.9 M parameters)
+_KWARGS = {("shuffle", 18): {"groups": 16}, ("gam", 50): dict(GAM_PRESETS["grouped"])}
 for _key in ("srm", "gct", "shuffle", "triplet", "bam", "gam", "psa"):
-    for _depth in (18,) if _key == "gam" else (18, 50):
+    for _depth in (18, 50):
         _block, _layers = _DEPTHS[_depth]
-        _kw = {"groups": 16} if (_key, _depth) == ("shuffle", 18) else {}
+        _kw = _KWARGS.get((_key, _depth), {})
         _table[f"{_key}resnet{_depth}"] = partial(ResNetConfig, _block, _layers, attn_layer=_key,
                                                   attn_kwargs=tuple(sorted(_kw.items())))
 

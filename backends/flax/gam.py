@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from attn_core import GAMConfig
 
@@ -20,6 +21,8 @@ class GAM(AttentionModule):
     kernel_size: int = 7
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    groups: int = 1
+    shuffle_groups: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -29,4 +32,8 @@ class GAM(AttentionModule):
         mlp, convs = (tuple((name.partition(".")[2], spec) for name, spec in part) for part in (layers[:3], layers[3:]))
         x1 = xc * jax.nn.sigmoid(Sequential(mlp, name="channel_attention")(xc, train))
         s = Sequential(convs, cfg.bn_eps, cfg.bn_momentum, name="spatial_attention")(x1, train)
+        g = cfg.shuffle_groups
+        if g > 1:  # NHWC: channel j * g + i is channel i * C / g + j (commutes with the sigmoid)
+            n, h, w, c = s.shape
+            s = jnp.swapaxes(s.reshape(n, h, w, g, c // g), -1, -2).reshape(n, h, w, c)
         return (x1 * jax.nn.sigmoid(s).astype(dt)).astype(x.dtype)

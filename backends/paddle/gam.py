@@ -16,11 +16,11 @@ class GAM(AttentionModule):
     __doc__ = GAMConfig.__doc__
 
     def __init__(self, channels: int, rate: float = 4, kernel_size: int = 7, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1) -> None:
+                 bn_momentum: float = 0.1, groups: int = 1, shuffle_groups: int = 1) -> None:
         from ._layers import attach, build_layer  # here: _layers reaches the registry, which imports this module
 
         super().__init__()
-        self.config = cfg = GAMConfig(channels, rate, kernel_size, bn_eps, bn_momentum)
+        self.config = cfg = GAMConfig(channels, rate, kernel_size, bn_eps, bn_momentum, groups, shuffle_groups)
         for name, spec in cfg.layers():
             attach(self, name, nn.ReLU() if spec == "relu" else build_layer(spec))
 
@@ -32,4 +32,6 @@ class GAM(AttentionModule):
         convs = self.spatial_attention
         s = F.relu(convs[1](conv_as(convs[0], x1, compute)))  # the BatchNorms in their input's dtype (BatchNorm2D)
         s = convs[4](conv_as(convs[3], s, compute))
+        if self.config.shuffle_groups > 1:  # the shuffle commutes with the sigmoid: the copies shuffle the gate
+            s = F.channel_shuffle(s, self.config.shuffle_groups)
         return self.finish(x1 * F.sigmoid(s), x, compute)

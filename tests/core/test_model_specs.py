@@ -90,7 +90,7 @@ def test_towernet_input_size_rule():
     for bad in ((1, 3, 64, 64), (1, 3, 256, 511), (1, 3, 254, 256)):  # 511 leaves b6 a 2x2 map, 254 a 0x0 one
         with pytest.raises(InputShapeError, match="from 255 to 510"):
             cfg.check_input(bad, "float32", True)
-    assert len(MODEL_CONFIGS) == 41  # 20 ResNets, 3 of timm, 13 with the modules timm lacks, 5 others
+    assert len(MODEL_CONFIGS) == 42  # 20 ResNets, 3 of timm, 14 with the modules timm lacks, 5 others
 
 
 def _directional_check(config, x_shape, training, seed=0, directions=2):
