@@ -56,7 +56,8 @@ VALID = {
     "bam": {"channels": 32, "reduction_ratio": 4, "num_layers": 2, "dilation_conv_num": 1, "dilation_val": 2,
             "bn_eps": 0.0009765625, "bn_momentum": 0.125},
     "psa": {"channels": 16, "ratio": 2, "ln_eps": 0.0009765625},
-    "gam": {"channels": 16, "rate": 2, "kernel_size": 3, "bn_eps": 0.0009765625, "bn_momentum": 0.125},
+    "gam": {"channels": 16, "rate": 2, "kernel_size": 3, "bn_eps": 0.0009765625, "bn_momentum": 0.125, "groups": 2,
+            "shuffle_groups": 4},
 }
 
 
