@@ -32,7 +32,7 @@ from .spec import AttentionConfig, ConfigError
 __all__ = ["METHODS", "TARGETS", "LayerGradient", "resize_bilinear", "min_max", "postprocess", "gradcam_weights",
            "gradcampp_weights", "weighted_map", "target_cotangent", "resolve_classes", "raw_map", "cam_layer",
            "classifier_weight", "layer_names", "reference_layer_gradient", "reference_raw_map", "GATE_KINDS",
-           "gate_layers"]
+           "GATE_NAMES", "NO_GATE", "module_gates", "gate_layers", "gate_paths", "reference_gates"]
 
 #: the class activation methods
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcampp")
@@ -233,46 +233,118 @@ def reference_raw_map(config: AttentionConfig, weights: Mapping[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------ attention gates
-#: what a gate multiplies: 'channel' (N, C, 1, 1), 'spatial' (N, 1, H, W) or 'full' (N, C, H, W)
-GATE_KINDS: tuple[str, ...] = ("channel", "spatial", "full")
+#: what a gate multiplies: 'channel' (N, C, 1, 1), 'spatial' (N, 1, H, W), 'full' (N, C, H, W), 'height'
+#: (N, C, H, 1) or 'width' (N, C, 1, W)
+GATE_KINDS: tuple[str, ...] = ("channel", "spatial", "full", "height", "width")
+#: the names a gate goes by in a module (:func:`module_gates`, the last part of a :func:`gate_paths` path)
+GATE_NAMES: tuple[str, ...] = ("gate", "gate_h", "gate_w", "channel_gate", "spatial_gate", "bam_gate",
+                               "sa_channel_gate", "sa_spatial_gate")
 
 
-def _gate_kind(config: AttentionConfig) -> str | None:
+def _module_gate_table() -> tuple[tuple[type[AttentionConfig], tuple[tuple[str, str], ...]], ...]:
+    """(config class, ((gate name, kind), ...)) of the registered modules with gates, the name being both the
+    reference tap and the backends' identity submodule (torch, Paddle) or sown ``intermediates`` (Flax)."""
+    from .bam import BAMConfig
     from .cbam import ChannelAttentionConfig, SpatialAttentionConfig
+    from .cbam_variants import LightCBAMConfig
+    from .coord_attn import CoordAttnConfig, EfficientLocalAttnConfig, SimpleCoordAttnConfig, StripAttnConfig
     from .eca import ECAConfig
+    from .eca_variants import CECAConfig, ECAMConfig
+    from .gct import GCTConfig
     from .se import SEConfig
+    from .se_variants import EffectiveSEConfig
+    from .shuffle import ShuffleAttentionConfig
     from .simam import SimAMConfig
+    from .srm import SRMConfig
 
-    if isinstance(config, (SEConfig, ECAConfig, ChannelAttentionConfig)):
-        return "channel"
-    if isinstance(config, SpatialAttentionConfig):
-        return "spatial"
-    if isinstance(config, SimAMConfig):
-        return "full"
-    return None
+    channel, spatial, full = (("gate", "channel"),), (("gate", "spatial"),), (("gate", "full"),)
+    return ((SEConfig, channel), (ECAConfig, channel), (ChannelAttentionConfig, channel),
+            (EffectiveSEConfig, channel), (ECAMConfig, channel), (CECAConfig, channel), (SRMConfig, channel),
+            (GCTConfig, channel), (SpatialAttentionConfig, spatial), (SimAMConfig, full),
+            (SimpleCoordAttnConfig, full), (StripAttnConfig, full),
+            (CoordAttnConfig, (("gate_h", "height"), ("gate_w", "width"))),
+            (EfficientLocalAttnConfig, (("gate_h", "height"), ("gate_w", "width"))),
+            (LightCBAMConfig, (("channel_gate", "channel"), ("spatial_gate", "spatial"))),
+            (BAMConfig, (("bam_gate", "full"),)),
+            (ShuffleAttentionConfig, (("sa_channel_gate", "channel"), ("sa_spatial_gate", "full"))))
 
 
-def gate_layers(config: AttentionConfig) -> dict[str, str]:
-    """``{canonical submodule name: gate kind}`` of every gate of a registered model, in data-flow order: the
-    modules whose output is their input times a gate (SE, ECA, CBAM's channel and spatial halves, SimAM); a
-    module of another form (SRM, GCT, ...) has no gate here."""
+#: the registered modules without a gate, and why (docs/conformance.md lists them)
+NO_GATE: dict[str, str] = {
+    "gca": "GlobalContext with fuse_add only (timm's GlobalContextAdd): the context is added to the input, "
+           "nothing multiplies it",
+    "nl": "NonLocalAttn adds an attention-weighted sum over positions to the input: an (HW x HW) attention "
+          "matrix, no factor of the input",
+    "bat": "BatNonLocalAttn adds a bilinear transform P u Q of a reduced embedding to the input: no factor of "
+           "the input",
+}
+
+
+def module_gates(config: AttentionConfig) -> dict[str, str]:
+    """``{gate name: kind}`` of one registered attention module (not a model): the tensors the module multiplies
+    its input by, each recorded under that name in the reference's taps and exposed by the backends under that
+    name; CBAM's are its ``channel`` and ``spatial`` halves' ``gate`` (``'channel.gate'``, ``'spatial.gate'``)."""
     from .cbam import CBAMConfig
+    from .gather_excite import GatherExciteConfig
+    from .global_context import GlobalContextConfig
+
+    if isinstance(config, CBAMConfig):
+        return {"channel.gate": "channel", "spatial.gate": "spatial"}
+    if isinstance(config, GatherExciteConfig):  # a global gather gates channels, an extent every position
+        return {"gate": "channel" if config.extent == 0 else "full"}
+    if isinstance(config, GlobalContextConfig):
+        return {"gate": "channel"} if config.fuse_scale else {}
+    for cls, gates in _module_gate_table():
+        if type(config) is cls:
+            return dict(gates)
+    return {}
+
+
+def _gate_name(prefix: str, gate: str) -> str:
+    """The canonical name of gate ``gate`` of the module at ``prefix``: a module's single ``gate`` goes by the
+    module's name (a lone module's by ``'gate'``), any other gate by its own path."""
+    head, _, last = gate.rpartition(".")
+    if last == "gate":
+        return ".".join(p for p in (prefix, head) if p) or "gate"
+    return f"{prefix}.{gate}" if prefix else gate
+
+
+def _gated_modules(config: AttentionConfig) -> list[tuple[str, AttentionConfig]]:
+    """(canonical path, config) of the attention modules of a registered model, or ``[('', config)]`` for an
+    attention module itself."""
     from .models.mobilenetv2 import ECAMobileNetV2Config
     from .models.resnet import ResNetConfig
 
-    found: list[tuple[str, AttentionConfig]] = []
     if isinstance(config, ResNetConfig):
+        found: list[tuple[str, AttentionConfig]] = []
         for b in config.blocks:
             found += [(f"{b.name}.simam", b.simam)] if b.simam is not None else []
             found += [(f"{b.name}.se", b.attn)] if b.attn is not None else []
-    elif isinstance(config, ECAMobileNetV2Config):
-        found = [(b.eca_name, b.eca) for b in config.blocks]
-    out: dict[str, str] = {}
-    for name, attn in found:
-        parts = [(f"{name}.channel", attn.channel), (f"{name}.spatial", attn.spatial)] \
-            if isinstance(attn, CBAMConfig) else [(name, attn)]
-        for n, c in parts:
-            kind = _gate_kind(c)
-            if kind is not None:
-                out[n] = kind
-    return out
+        return found
+    if isinstance(config, ECAMobileNetV2Config):
+        return [(b.eca_name, b.eca) for b in config.blocks]
+    return [("", config)]
+
+
+def gate_paths(config: AttentionConfig) -> dict[str, str]:
+    """``{canonical gate name: the path of the submodule it passes through}`` of a registered model or
+    attention module, in data-flow order: a module's single ``gate`` goes by the module's name (``'layer1.0.se'``,
+    CBAM's ``'layer1.0.se.channel'``), a module with named gates by their paths (``'layer1.0.se.gate_h'``)."""
+    return {_gate_name(name, gate): f"{name}.{gate}" if name else gate
+            for name, attn in _gated_modules(config) for gate in module_gates(attn)}
+
+
+def gate_layers(config: AttentionConfig) -> dict[str, str]:
+    """``{canonical gate name: gate kind}`` of every gate of a registered model or attention module, in
+    data-flow order (:func:`gate_paths`; :func:`module_gates` the gates of each module)."""
+    return {_gate_name(name, gate): kind
+            for name, attn in _gated_modules(config) for gate, kind in module_gates(attn).items()}
+
+
+def reference_gates(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+    """The float64 gates of one registered attention module on the NCHW ``x`` in eval mode, under the names of
+    :func:`gate_layers`, read from its reference taps (CBAM's ``channel_gate`` and ``spatial_gate``)."""
+    taps = _reference_taps(config, weights, x)[1]
+    renamed = {"channel.gate": "channel_gate", "spatial.gate": "spatial_gate"}  # CBAM's taps of its halves
+    return {_gate_name("", g): taps[renamed.get(g, g)].value for g in module_gates(config)}

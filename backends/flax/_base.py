@@ -61,11 +61,11 @@ class AttentionModule(nn.Module):
         dt = compute_dtype_of(x)
         return self.config, dt, x.astype(dt)
 
-    def expose_gate(self, g: jax.Array) -> jax.Array:
-        """The gate ``g`` (broadcastable to the input, NHWC), sown as ``intermediates`` ``gate`` of this module: a
-        no-op unless ``apply`` is given ``mutable=["intermediates"]``, as torch's and Paddle's ``gate`` identity
-        without hooks."""
-        self.sow("intermediates", "gate", g)
+    def expose_gate(self, g: jax.Array, name: str = "gate") -> jax.Array:
+        """The gate ``g`` (NHWC where it is 4-D), sown as ``intermediates`` ``name`` of this module: a no-op
+        unless ``apply`` is given ``mutable=["intermediates"]``, as torch's and Paddle's gate identities without
+        hooks."""
+        self.sow("intermediates", name, g)
         return g
 
 

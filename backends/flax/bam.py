@@ -91,4 +91,5 @@ class BAM(AttentionModule):
         cfg, dt, xc = self.prepare(x, train)
         m_c = Branch(ChannelLayers, "gate_c", cfg, dt, name="channel_att")(xc, train)
         m_s = Branch(SpatialLayers, "gate_s", cfg, dt, name="spatial_att")(xc, train)
-        return (xc * BAMGate(cfg.combine == "product", name="gate")(m_c, m_s)).astype(x.dtype)
+        gate = BAMGate(cfg.combine == "product", name="gate")(m_c, m_s)
+        return (xc * self.expose_gate(gate, "bam_gate")).astype(x.dtype)

@@ -16,7 +16,7 @@ from ._ops import ACTIVATIONS, max_with_shared_ties
 
 
 class _LightChannel(nn.Module):
-    """The channel half, ``x * sigmoid(fc2(act(fc1(0.5 * mean_hw + 0.5 * max_hw))))``, its layers under timm's
+    """The channel half's gate, ``sigmoid(fc2(act(fc1(0.5 * mean_hw + 0.5 * max_hw))))``, its layers under timm's
     names (``fc1``, ``fc2``)."""
 
     channels: int
@@ -30,7 +30,7 @@ class _LightChannel(nn.Module):
         pooled = 0.5 * jnp.mean(x, axis=(1, 2), keepdims=True) + 0.5 * max_with_shared_ties(x, (1, 2))
         h = pointwise(self.hidden, self.bias, "fc1", self.dtype)(pooled)
         h = pointwise(self.channels, self.bias, "fc2", self.dtype)(ACTIVATIONS[self.act_layer](h))
-        return x * jax.nn.sigmoid(h).astype(x.dtype)
+        return jax.nn.sigmoid(h).astype(x.dtype)
 
 
 class _ConvNorm(nn.Module):
@@ -48,7 +48,7 @@ class _ConvNorm(nn.Module):
 
 
 class _LightSpatial(nn.Module):
-    """The spatial half, ``x * sigmoid(bn(conv(0.5 * mean_c + 0.5 * max_c)))``, its layers under timm's names
+    """The spatial half's gate, ``sigmoid(bn(conv(0.5 * mean_c + 0.5 * max_c)))``, its layers under timm's names
     (``conv.conv``, ``conv.bn``)."""
 
     kernel_size: int
@@ -60,7 +60,7 @@ class _LightSpatial(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         pooled = 0.5 * jnp.mean(x, axis=-1, keepdims=True) + 0.5 * max_with_shared_ties(x, -1)
         z = _ConvNorm(self.kernel_size, self.bn_eps, self.bn_momentum, self.dtype, name="conv")(pooled, train)
-        return x * jax.nn.sigmoid(z).astype(x.dtype)
+        return jax.nn.sigmoid(z).astype(x.dtype)
 
 
 class LightCbamModule(AttentionModule):
@@ -81,6 +81,8 @@ class LightCbamModule(AttentionModule):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg, dt, xc = self.prepare(x, train)
-        x1 = _LightChannel(cfg.channels, cfg.hidden, cfg.mlp_bias, cfg.act_layer, dt, name="channel")(xc)
-        y = _LightSpatial(cfg.spatial_kernel_size, cfg.bn_eps, cfg.bn_momentum, dt, name="spatial")(x1, train)
+        g = _LightChannel(cfg.channels, cfg.hidden, cfg.mlp_bias, cfg.act_layer, dt, name="channel")(xc)
+        x1 = xc * self.expose_gate(g, "channel_gate")
+        g = _LightSpatial(cfg.spatial_kernel_size, cfg.bn_eps, cfg.bn_momentum, dt, name="spatial")(x1, train)
+        y = x1 * self.expose_gate(g, "spatial_gate")
         return y.astype(x.dtype)

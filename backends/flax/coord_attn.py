@@ -60,8 +60,9 @@ class CoordAttn(AttentionModule):
             y = batch_norm(train, cfg.bn_eps, cfg.bn_momentum, "bn1")(y)
         y = ACTIVATIONS[cfg.act_layer](y)
         gate = ACTIVATIONS[cfg.gate_layer]
-        a_h = gate(pointwise(cfg.channels, cfg.bias, "conv_h", dt)(y[:, :h]))
-        a_w = gate(pointwise(cfg.channels, cfg.bias, "conv_w", dt)(jnp.swapaxes(y[:, h:], 1, 2)))
+        a_h = self.expose_gate(gate(pointwise(cfg.channels, cfg.bias, "conv_h", dt)(y[:, :h])), "gate_h")
+        a_w = self.expose_gate(gate(pointwise(cfg.channels, cfg.bias, "conv_w", dt)(jnp.swapaxes(y[:, h:], 1, 2))),
+                               "gate_w")
         return gated(xc, a_w.astype(dt), a_h.astype(dt), skip=cfg.has_skip).astype(x.dtype)
 
 
@@ -89,7 +90,8 @@ class SimpleCoordAttn(AttentionModule):
         r_h, r_w = act(fc1(jnp.mean(xc, axis=2))), act(fc1(jnp.mean(xc, axis=1)))
         a_h = nn.Dense(cfg.channels, use_bias=cfg.bias, dtype=dt, name="fc_h")(r_h)[:, :, None, :]
         a_w = nn.Dense(cfg.channels, use_bias=cfg.bias, dtype=dt, name="fc_w")(r_w)[:, None, :, :]
-        return gated(xc, ACTIVATIONS[cfg.gate_layer](a_h + a_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)
+        g = self.expose_gate(ACTIVATIONS[cfg.gate_layer](a_h + a_w).astype(dt))
+        return gated(xc, g, skip=cfg.has_skip).astype(x.dtype)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -118,7 +120,7 @@ class EfficientLocalAttn(AttentionModule):
                 # two-pass as torch
                 z = nn.GroupNorm(num_groups=cfg.norm_groups, epsilon=cfg.norm_eps, dtype=dt, use_fast_variance=False,
                                  name=f"norm_{axis}")(z)
-            gates.append(ACTIVATIONS[cfg.gate_layer](act(z)).astype(dt))
+            gates.append(self.expose_gate(ACTIVATIONS[cfg.gate_layer](act(z)).astype(dt), f"gate_{axis}"))
         return gated(xc, *gates, skip=cfg.has_skip).astype(x.dtype)
 
 
@@ -140,4 +142,5 @@ class StripAttn(AttentionModule):
         if cfg.use_conv:
             s_h = _strip_conv(cfg.channels, cfg.kernel_size, "h", cfg.bias, dt)(s_h)
             s_w = _strip_conv(cfg.channels, cfg.kernel_size, "w", cfg.bias, dt)(s_w)
-        return gated(xc, ACTIVATIONS[cfg.gate_layer](s_h + s_w).astype(dt), skip=cfg.has_skip).astype(x.dtype)
+        g = self.expose_gate(ACTIVATIONS[cfg.gate_layer](s_h + s_w).astype(dt))
+        return gated(xc, g, skip=cfg.has_skip).astype(x.dtype)

@@ -36,7 +36,7 @@ class EcaMlpModule(AttentionModule):
         p = cfg.padding
         z = nn.Conv(1, (cfg.k,), padding=((p, p),), use_bias=True, dtype=dt, name="conv2")(
             ACTIVATIONS[cfg.act_layer](h))
-        return (xc * ACTIVATIONS[cfg.gate_layer](z).reshape(n, 1, 1, c).astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(ACTIVATIONS[cfg.gate_layer](z).reshape(n, 1, 1, c).astype(dt))).astype(x.dtype)
 
 
 class CecaModule(AttentionModule):
@@ -59,4 +59,4 @@ class CecaModule(AttentionModule):
         # circular padding as a concatenation of the row's two ends (p <= C, checked by the config)
         s = jnp.concatenate([s[:, c - p:], s, s[:, :p]], axis=1) if p else s
         z = nn.Conv(1, (cfg.k,), padding=((0, 0),), use_bias=cfg.bias, dtype=dt, name="conv")(s)
-        return (xc * ACTIVATIONS[cfg.gate_layer](z).reshape(n, 1, 1, c).astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(ACTIVATIONS[cfg.gate_layer](z).reshape(n, 1, 1, c).astype(dt))).astype(x.dtype)

@@ -100,4 +100,4 @@ class GatherExcite(AttentionModule):
             g = ConvMlp(cfg.channels, cfg.hidden, cfg.act_layer, dt, name="mlp")(g)
         if g.shape[1] != 1 or g.shape[2] != 1:
             g = resize_nearest(g, (x.shape[1], x.shape[2]))
-        return (xc * ACTIVATIONS[cfg.gate_layer](g).astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(ACTIVATIONS[cfg.gate_layer](g).astype(dt))).astype(x.dtype)

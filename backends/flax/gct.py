@@ -35,4 +35,4 @@ class GCT(AttentionModule):
         else:
             emb = jnp.sum(xc if cfg.after_relu else jnp.abs(xc), axis=(1, 2), keepdims=True) * alpha
             norm = gamma / (jnp.mean(jnp.abs(emb), axis=3, keepdims=True) + cfg.norm_epsilon)
-        return (xc * (1.0 + jnp.tanh(emb * norm + beta))).astype(x.dtype)
+        return (xc * self.expose_gate(1.0 + jnp.tanh(emb * norm + beta))).astype(x.dtype)

@@ -80,7 +80,7 @@ class GlobalContext(AttentionModule):
         y = xc
         if cfg.fuse_scale:
             m = ContextMlp(cfg.channels, cfg.hidden, cfg.act_layer, False, dt, name="mlp_scale")
-            y = y * ACTIVATIONS[cfg.gate_layer](m(context)).astype(dt)
+            y = y * self.expose_gate(ACTIVATIONS[cfg.gate_layer](m(context)).astype(dt))
         if cfg.fuse_add:
             y = y + ContextMlp(cfg.channels, cfg.hidden, cfg.act_layer, True, dt, name="mlp_add")(context).astype(dt)
         return y.astype(x.dtype)

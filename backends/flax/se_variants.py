@@ -28,4 +28,4 @@ class EffectiveSEModule(AttentionModule):
         if cfg.add_maxpool:
             s = 0.5 * s + 0.5 * max_with_shared_ties(xc, (1, 2))
         g = ACTIVATIONS[cfg.gate_layer](pointwise(cfg.channels, True, "fc", dt)(s))
-        return (xc * g.astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(g.astype(dt))).astype(x.dtype)

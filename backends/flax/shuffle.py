@@ -31,12 +31,17 @@ class ShuffleAttention(AttentionModule):
                           for name, value in GATE_PARAMS)
         xg = xc.reshape(n, h, w, g, 2 * b)
         x0, x1 = xg[..., :b], xg[..., b:]
-        xn = x0 * jax.nn.sigmoid(cw * jnp.mean(x0, axis=(1, 2), keepdims=True) + cb)
+        gate_c = jax.nn.sigmoid(cw * jnp.mean(x0, axis=(1, 2), keepdims=True) + cb)
+        xn = x0 * gate_c
         # GroupNorm of b one-channel groups over H, W of each (sample, group): Flax's layer on (N * G, H, W, b)
         per_group = jnp.transpose(x1, (0, 3, 1, 2, 4)).reshape(n * g, h, w, b)
         normed = nn.GroupNorm(num_groups=b, epsilon=cfg.gn_eps, use_scale=cfg.gn_affine, use_bias=cfg.gn_affine,
                               dtype=dt, use_fast_variance=False, name="gn")(per_group)
         normed = jnp.transpose(normed.reshape(n, g, h, w, b), (0, 2, 3, 1, 4))
-        xs = x1 * jax.nn.sigmoid(sw * normed + sb)
+        gate_s = jax.nn.sigmoid(sw * normed + sb)
+        xs = x1 * gate_s
+        if self.is_mutable_collection("intermediates"):  # the groups' gates one after the other, as the reference's
+            for name, gate in (("sa_channel_gate", gate_c), ("sa_spatial_gate", gate_s)):
+                self.expose_gate(gate.reshape(*gate.shape[:3], c // 2), name)
         out = jnp.concatenate([xn, xs], axis=-1).reshape(n, h, w, 2, c // 2)
         return jnp.swapaxes(out, -1, -2).reshape(n, h, w, c).astype(x.dtype)  # channel_shuffle(out, 2)

@@ -31,4 +31,4 @@ class SRM(AttentionModule):
         z = (mean * cfc[:, 0] + std * cfc[:, 1])[:, None, None, :]
         z = BatchNorm(use_running_average=not train, momentum=bn_momentum_for("flax", cfg.bn_momentum),
                       epsilon=cfg.bn_eps, name="bn")(z)
-        return (xc * jax.nn.sigmoid(z).astype(dt)).astype(x.dtype)
+        return (xc * self.expose_gate(jax.nn.sigmoid(z).astype(dt))).astype(x.dtype)

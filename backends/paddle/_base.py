@@ -11,6 +11,7 @@ from paddle import nn
 from attn_core import AttentionConfig
 from attn_core.precision import FLOAT_DTYPES, compute_dtype
 
+from .._common import GateIdentities
 from ._ops import compute_dtype_of
 
 
@@ -27,8 +28,11 @@ def device_dtypes() -> tuple[str, ...]:
     return FLOAT_DTYPES
 
 
-class AttentionModule(nn.Layer):
+class AttentionModule(GateIdentities, nn.Layer):
     """Base class: holds the attn_core config that decided every hyperparameter of the module."""
+
+    _identity = nn.Identity
+    _gate_hook_dicts = ("_forward_post_hooks", "_forward_pre_hooks")  # where Paddle keeps a layer's hooks
 
     config: AttentionConfig
 
@@ -71,19 +75,6 @@ class AttentionModule(nn.Layer):
     def finish(y: paddle.Tensor, x: paddle.Tensor, compute: Any) -> paddle.Tensor:
         """The output ``y``, computed in ``compute`` (:meth:`prepare`), in the input ``x``'s dtype."""
         return y if compute is None else y.astype(x.dtype)
-
-    def add_gate(self) -> None:
-        """Give the module its ``gate`` sublayer: an identity that the gate passes through (:meth:`expose_gate`)."""
-        self.gate = nn.Identity()
-
-    def gate_hooked(self) -> bool:
-        """Whether forward hooks on the ``gate`` sublayer wait for the gate."""
-        return bool(self.gate._forward_post_hooks or self.gate._forward_pre_hooks)
-
-    def expose_gate(self, g: paddle.Tensor) -> paddle.Tensor:
-        """The gate ``g`` (broadcastable to the input, NCHW) through the ``gate`` sublayer where hooks on it read it
-        (Paddle's forward post-hooks), else as it is: the forward costs no layer call when nobody looks."""
-        return self.gate(g) if self.gate_hooked() else g
 
     def extra_repr(self) -> str:
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"

@@ -92,9 +92,10 @@ class BAM(AttentionModule):
         self.channel_att = ChannelGate(cfg)
         self.spatial_att = SpatialGate(cfg)
         self.gate = BAMGate(cfg.combine == "product")
+        self.add_gate("bam_gate")
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)  # checked (BatchNorm counts in training); half computed in float32
         m_c, m_s = self.channel_att(xc, compute), self.spatial_att(xc, compute)
-        y = xc * self.gate(m_c, m_s)
+        y = xc * self.expose_gate(self.gate(m_c, m_s), "bam_gate")
         return self.finish(y, x, compute)

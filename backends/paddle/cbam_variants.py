@@ -53,13 +53,15 @@ class LightCbamModule(AttentionModule):
         self.spatial = _LightSpatialParams(cfg.spatial_kernel_size, cfg.bn_eps,
                                            bn_momentum_for("paddle", cfg.bn_momentum))
         self._act = ACTIVATIONS[cfg.act_layer]
+        self.add_gate("channel_gate", "spatial_gate")
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)
         channel, spatial = self.channel, self.spatial.conv
         pooled = 0.5 * mean_hw(xc) + 0.5 * amax(xc, [2, 3])
-        x1 = xc * F.sigmoid(conv_as(channel.fc2, self._act(conv_as(channel.fc1, pooled, compute)), compute))
+        h = conv_as(channel.fc2, self._act(conv_as(channel.fc1, pooled, compute)), compute)
+        x1 = xc * self.expose_gate(F.sigmoid(h), "channel_gate")
         z = conv_as(spatial.conv, 0.5 * x1.mean(axis=1, keepdim=True) + 0.5 * amax(x1, [1]), compute)
         # expanded over C first: Paddle's CPU multiply is slower broadcasting (N, 1, H, W) over C than both steps
-        y = x1 * F.sigmoid(spatial.bn(z)).expand_as(x1)
+        y = x1 * self.expose_gate(F.sigmoid(spatial.bn(z)), "spatial_gate").expand_as(x1)
         return self.finish(y, x, compute)

@@ -46,6 +46,7 @@ class CoordAttn(AttentionModule):
                  has_skip: bool = False, rd_min: int | None = None, bn_eps: float = 1e-5,
                  bn_momentum: float = 0.1) -> None:
         super().__init__()
+        self.add_gate("gate_h", "gate_w")
         self.config = cfg = CoordAttnConfig(channels, rd_ratio, rd_channels, rd_divisor, se_factor, bias, act_layer,
                                             norm_layer, gate_layer, has_skip, rd_min, bn_eps, bn_momentum)
         self.conv1 = nn.Conv2D(cfg.channels, cfg.hidden, 1, bias_attr=_bias(cfg.bias))
@@ -66,8 +67,8 @@ class CoordAttn(AttentionModule):
         if self.bn1 is not None:
             y = self.bn1(y)  # in y's dtype, whatever its own (BatchNorm2D)
         y = self._act(y)
-        a_h = self._gate(conv_as(self.conv_h, y[:, :, :h], compute))
-        a_w = self._gate(conv_as(self.conv_w, y[:, :, h:].transpose([0, 1, 3, 2]), compute))
+        a_h = self.expose_gate(self._gate(conv_as(self.conv_h, y[:, :, :h], compute)), "gate_h")
+        a_w = self.expose_gate(self._gate(conv_as(self.conv_w, y[:, :, h:].transpose([0, 1, 3, 2]), compute)), "gate_w")
         return self.finish(gated(xc, a_w, a_h, skip=self.config.has_skip), x, compute)
 
 
@@ -78,6 +79,7 @@ class SimpleCoordAttn(AttentionModule):
                  rd_divisor: int | None = 8, se_factor: float = 2.0 / 3, bias: bool = True, act_layer: str = "silu",
                  gate_layer: str = "sigmoid", has_skip: bool = False, rd_min: int | None = None) -> None:
         super().__init__()
+        self.add_gate()
         self.config = cfg = SimpleCoordAttnConfig(channels, rd_ratio, rd_channels, rd_divisor, se_factor, bias,
                                                   act_layer, gate_layer, has_skip, rd_min)
         self.fc1 = nn.Linear(cfg.channels, cfg.hidden, bias_attr=_bias(cfg.bias))
@@ -93,7 +95,7 @@ class SimpleCoordAttn(AttentionModule):
         r_w = self._act(linear_as(self.fc1, xc.mean(axis=2).transpose([0, 2, 1]), compute))
         a_h = linear_as(self.fc_h, r_h, compute).transpose([0, 2, 1]).unsqueeze(-1)
         a_w = linear_as(self.fc_w, r_w, compute).transpose([0, 2, 1]).unsqueeze(-2)
-        return self.finish(gated(xc, self._gate(a_h + a_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self.expose_gate(self._gate(a_h + a_w)), skip=self.config.has_skip), x, compute)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -103,6 +105,7 @@ class EfficientLocalAttn(AttentionModule):
                  gate_layer: str = "sigmoid", norm_layer: str | None = "groupnorm", has_skip: bool = False,
                  norm_groups: int = 1, norm_eps: float = 1e-5) -> None:
         super().__init__()
+        self.add_gate("gate_h", "gate_w")
         self.config = cfg = EfficientLocalAttnConfig(channels, kernel_size, bias, act_layer, gate_layer, norm_layer,
                                                      has_skip, norm_groups, norm_eps)
         self.conv_h, self.conv_w = _strip_convs(cfg.channels, cfg.kernel_size, cfg.bias)
@@ -122,8 +125,8 @@ class EfficientLocalAttn(AttentionModule):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)
-        a_h = self._branch(xc.mean(axis=3, keepdim=True), self.conv_h, self.norm_h, compute)
-        a_w = self._branch(xc.mean(axis=2, keepdim=True), self.conv_w, self.norm_w, compute)
+        a_h = self.expose_gate(self._branch(xc.mean(axis=3, keepdim=True), self.conv_h, self.norm_h, compute), "gate_h")
+        a_w = self.expose_gate(self._branch(xc.mean(axis=2, keepdim=True), self.conv_w, self.norm_w, compute), "gate_w")
         return self.finish(gated(xc, a_h, a_w, skip=self.config.has_skip), x, compute)
 
 
@@ -133,6 +136,7 @@ class StripAttn(AttentionModule):
     def __init__(self, channels: int, use_conv: bool = True, kernel_size: int = 3, bias: bool = False,
                  gate_layer: str = "sigmoid", has_skip: bool = False) -> None:
         super().__init__()
+        self.add_gate()
         self.config = cfg = StripAttnConfig(channels, use_conv, kernel_size, bias, gate_layer, has_skip)
         if cfg.use_conv:
             self.conv_h, self.conv_w = _strip_convs(cfg.channels, cfg.kernel_size, cfg.bias)
@@ -143,4 +147,4 @@ class StripAttn(AttentionModule):
         s_h, s_w = xc.mean(axis=3, keepdim=True), xc.mean(axis=2, keepdim=True)
         if self.config.use_conv:
             s_h, s_w = conv_as(self.conv_h, s_h, compute), conv_as(self.conv_w, s_w, compute)
-        return self.finish(gated(xc, self._gate(s_h + s_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self.expose_gate(self._gate(s_h + s_w)), skip=self.config.has_skip), x, compute)

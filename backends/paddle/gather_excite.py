@@ -76,6 +76,7 @@ class GatherExcite(AttentionModule):
         self.mlp = ConvMlp(c, cfg.hidden) if cfg.use_mlp else None
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
     def _gathered(self, xc: paddle.Tensor, compute: Any) -> paddle.Tensor:
         cfg = self.config
@@ -105,5 +106,5 @@ class GatherExcite(AttentionModule):
         if h != 1 or w != 1:
             _, _, height, width = static_shape(x)
             g = resize_nearest(g, (height, width))
-        y = xc * self._gate(g)
+        y = xc * self.expose_gate(self._gate(g))
         return self.finish(y, x, compute)

@@ -17,6 +17,7 @@ class GCT(AttentionModule):
     def __init__(self, channels: int, epsilon: float = 1e-5, mode: str = "l2", after_relu: bool = False,
                  channel_eps: str = "mean") -> None:
         super().__init__()
+        self.add_gate()
         self.config = cfg = GCTConfig(channels, epsilon, mode, after_relu, channel_eps)
         shape = [1, cfg.channels, 1, 1]
         # the authors' initialisation: alpha 1, gamma 0, beta 0, an identity gate of 1
@@ -36,5 +37,5 @@ class GCT(AttentionModule):
         else:
             emb = (xc if cfg.after_relu else paddle.abs(xc)).sum(axis=[2, 3], keepdim=True) * alpha
             norm = gamma / (paddle.abs(emb).mean(axis=1, keepdim=True) + norm_eps)
-        y = xc * (1.0 + paddle.tanh(emb * norm + beta))
+        y = xc * self.expose_gate(1.0 + paddle.tanh(emb * norm + beta))
         return self.finish(y, x, compute)

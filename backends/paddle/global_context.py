@@ -56,6 +56,8 @@ class GlobalContext(AttentionModule):
         self.mlp_scale = ContextMlp(cfg.channels, cfg.hidden) if cfg.fuse_scale else None
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        if cfg.fuse_scale:  # the added context of fuse_add multiplies nothing: no gate
+            self.add_gate()
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)
@@ -67,7 +69,7 @@ class GlobalContext(AttentionModule):
             context = mean_hw(xc)
         y = xc
         if self.mlp_scale is not None:
-            y = y * self._gate(self.mlp_scale.run(context, self._act, compute))
+            y = y * self.expose_gate(self._gate(self.mlp_scale.run(context, self._act, compute)))
         if self.mlp_add is not None:
             y = y + self.mlp_add.run(context, self._act, compute)
         return self.finish(y, x, compute)

@@ -16,6 +16,7 @@ class EffectiveSEModule(AttentionModule):
 
     def __init__(self, channels: int, add_maxpool: bool = False, gate_layer: str = "hard_sigmoid") -> None:
         super().__init__()
+        self.add_gate()
         self.config = cfg = EffectiveSEConfig(channels, add_maxpool, gate_layer)
         self.fc = nn.Conv2D(cfg.channels, cfg.channels, 1)
         self._gate = ACTIVATIONS[cfg.gate_layer]
@@ -25,5 +26,5 @@ class EffectiveSEModule(AttentionModule):
         s = mean_hw(xc)
         if self.config.add_maxpool:
             s = 0.5 * s + 0.5 * amax(xc, [2, 3])
-        y = xc * self._gate(conv_as(self.fc, s, compute))
+        y = xc * self.expose_gate(self._gate(conv_as(self.fc, s, compute)))
         return self.finish(y, x, compute)

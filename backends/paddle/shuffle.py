@@ -24,6 +24,13 @@ class ShuffleAttention(AttentionModule):
                                                            default_initializer=nn.initializer.Constant(value)))
         # no layer without the affine: Paddle's GroupNorm would still hold a frozen weight of ones in its state_dict
         self.gn = nn.GroupNorm(b, b, epsilon=cfg.gn_eps) if cfg.gn_affine else None
+        self.add_gate("sa_channel_gate", "sa_spatial_gate")
+
+    def _expose_groups(self, g: paddle.Tensor, name: str, n: int) -> None:
+        """The gate ``g`` of every (sample, group), (N * G, b, ., .), as the reference's tap ``name``: the groups'
+        gates one after the other, (N, C / 2, ., .); only while a hook waits for it (no loop: to_static's)."""
+        if self.gate_hooked(name):
+            self.expose_gate(g.reshape([n, self.config.channels // 2, *g.shape[2:]]), name)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)
@@ -37,7 +44,10 @@ class ShuffleAttention(AttentionModule):
             weight, bias = paddle.ones([b], dtype=dt), paddle.zeros([b], dtype=dt)
         else:
             weight, bias = self.gn.weight.astype(dt), self.gn.bias.astype(dt)
-        xn = x0 * F.sigmoid(cw * x0.mean(axis=[2, 3], keepdim=True) + cb)
-        xs = x1 * F.sigmoid(sw * F.group_norm(x1, b, cfg.gn_eps, weight, bias) + sb)
+        gate_c = F.sigmoid(cw * x0.mean(axis=[2, 3], keepdim=True) + cb)
+        gate_s = F.sigmoid(sw * F.group_norm(x1, b, cfg.gn_eps, weight, bias) + sb)
+        self._expose_groups(gate_c, "sa_channel_gate", xc.shape[0])
+        self._expose_groups(gate_s, "sa_spatial_gate", xc.shape[0])
+        xn, xs = x0 * gate_c, x1 * gate_s
         out = paddle.concat([xn, xs], axis=1).reshape([-1, c, 0, 0])
         return self.finish(F.channel_shuffle(out, 2), x, compute)

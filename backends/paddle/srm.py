@@ -19,6 +19,7 @@ class SRM(AttentionModule):
     def __init__(self, channels: int, unbiased: bool = False, eps: float = 1e-5, bn_eps: float = 1e-5,
                  bn_momentum: float = 0.1) -> None:
         super().__init__()
+        self.add_gate()
         self.config = cfg = SRMConfig(channels, unbiased, eps, bn_eps, bn_momentum)
         # the authors' initialisation: zeros, a 0.5 gate
         self.cfc = self.create_parameter([cfg.channels, 2], default_initializer=nn.initializer.Constant(0.0))
@@ -32,5 +33,5 @@ class SRM(AttentionModule):
         std = paddle.sqrt(var + scalar(float(self.config.eps), var))
         cfc = self.cfc.astype(xc.dtype)
         z = (mean * cfc[:, 0] + std * cfc[:, 1]).unsqueeze([2, 3])
-        y = xc * F.sigmoid(self.bn(z))  # the BatchNorm in z's dtype, whatever its own (BatchNorm2D)
+        y = xc * self.expose_gate(F.sigmoid(self.bn(z)))  # the BatchNorm in z's dtype, whatever its own (BatchNorm2D)
         return self.finish(y, x, compute)

@@ -11,6 +11,7 @@ from torch import nn
 from attn_core import AttentionConfig
 from attn_core.precision import FLOAT_DTYPES
 
+from .._common import GateIdentities
 from ._ops import compute_dtype_of
 
 
@@ -24,8 +25,11 @@ def device_dtypes(x: torch.Tensor) -> tuple[str, ...]:
     return FLOAT_DTYPES if x.device.type != "mps" else tuple(d for d in FLOAT_DTYPES if d != "float64")
 
 
-class AttentionModule(nn.Module):
+class AttentionModule(GateIdentities, nn.Module):
     """Base class: holds the attn_core config that decided every hyperparameter of the module."""
+
+    _identity = nn.Identity
+    _gate_hook_dicts = ("_forward_hooks", "_forward_pre_hooks")  # where torch keeps a module's hooks
 
     config: AttentionConfig
 
@@ -78,19 +82,6 @@ class AttentionModule(nn.Module):
     def finish(y: torch.Tensor, x: torch.Tensor, compute: torch.dtype | None) -> torch.Tensor:
         """The output ``y``, computed in ``compute`` (:meth:`prepare`), in the input ``x``'s dtype."""
         return y if compute is None else y.to(x.dtype)
-
-    def add_gate(self) -> None:
-        """Give the module its ``gate`` submodule: an identity that the gate passes through (:meth:`expose_gate`)."""
-        self.gate = nn.Identity()
-
-    def gate_hooked(self) -> bool:
-        """Whether forward hooks on the ``gate`` submodule wait for the gate."""
-        return bool(self.gate._forward_hooks or self.gate._forward_pre_hooks)
-
-    def expose_gate(self, g: torch.Tensor) -> torch.Tensor:
-        """The gate ``g`` (broadcastable to the input, NCHW) through the ``gate`` submodule where hooks on it read it
-        (torch's forward hooks), else as it is: the forward costs no module call when nobody looks."""
-        return self.gate(g) if self.gate_hooked() else g
 
     def extra_repr(self) -> str:
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}"

@@ -51,13 +51,14 @@ class LightCbamModule(AttentionModule):
         self.spatial = _LightSpatialParams(cfg.spatial_kernel_size, cfg.bn_eps,
                                            bn_momentum_for("torch", cfg.bn_momentum))
         self._act = ACTIVATIONS[cfg.act_layer]
+        self.add_gate("channel_gate", "spatial_gate")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
         channel, spatial = self.channel, self.spatial.conv
         pooled = 0.5 * mean_hw(xc) + 0.5 * xc.amax((2, 3))
         h = pointwise_as(channel.fc2, self._act(pointwise_as(channel.fc1, pooled, compute)), compute)
-        x1 = xc * torch.sigmoid(h)[:, :, None, None]
+        x1 = xc * self.expose_gate(torch.sigmoid(h)[:, :, None, None], "channel_gate")
         z = conv_as(spatial.conv, 0.5 * mean_c(x1) + 0.5 * x1.amax(1, keepdim=True), compute)
-        y = x1 * torch.sigmoid(batch_norm_as(spatial.bn, z, compute))
+        y = x1 * self.expose_gate(torch.sigmoid(batch_norm_as(spatial.bn, z, compute)), "spatial_gate")
         return self.finish(y, x, compute)

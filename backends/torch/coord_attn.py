@@ -48,6 +48,7 @@ class CoordAttn(AttentionModule):
         self.conv_w = nn.Conv2d(cfg.hidden, cfg.channels, 1, bias=cfg.bias)
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate("gate_h", "gate_w")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
@@ -57,8 +58,8 @@ class CoordAttn(AttentionModule):
         if self.bn1 is not None:
             y = batch_norm_as(self.bn1, y, compute)
         y_h, y_w = torch.split(self._act(y), [h, w], dim=2)
-        a_h = self._gate(conv_as(self.conv_h, y_h, compute))
-        a_w = self._gate(conv_as(self.conv_w, y_w.transpose(2, 3), compute))
+        a_h = self.expose_gate(self._gate(conv_as(self.conv_h, y_h, compute)), "gate_h")
+        a_w = self.expose_gate(self._gate(conv_as(self.conv_w, y_w.transpose(2, 3), compute)), "gate_w")
         return self.finish(gated(xc, a_w, a_h, skip=self.config.has_skip), x, compute)
 
 
@@ -76,6 +77,7 @@ class SimpleCoordAttn(AttentionModule):
         self.fc_w = nn.Linear(cfg.hidden, cfg.channels, bias=cfg.bias)
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
@@ -84,7 +86,7 @@ class SimpleCoordAttn(AttentionModule):
         r_w = self._act(linear_as(self.fc1, xc.mean(2).transpose(1, 2), compute))
         a_h = linear_as(self.fc_h, r_h, compute).transpose(1, 2).unsqueeze(-1)
         a_w = linear_as(self.fc_w, r_w, compute).transpose(1, 2).unsqueeze(-2)
-        return self.finish(gated(xc, self._gate(a_h + a_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self.expose_gate(self._gate(a_h + a_w)), skip=self.config.has_skip), x, compute)
 
 
 class EfficientLocalAttn(AttentionModule):
@@ -104,6 +106,7 @@ class EfficientLocalAttn(AttentionModule):
             self.norm_h = self.norm_w = None
         self._act = _identity if cfg.act_layer is None else ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate("gate_h", "gate_w")
 
     def _branch(self, strip: torch.Tensor, conv: nn.Conv2d, norm: nn.GroupNorm | None,
                 compute: torch.dtype | None) -> torch.Tensor:
@@ -114,8 +117,8 @@ class EfficientLocalAttn(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
-        a_h = self._branch(xc.mean(3, keepdim=True), self.conv_h, self.norm_h, compute)
-        a_w = self._branch(xc.mean(2, keepdim=True), self.conv_w, self.norm_w, compute)
+        a_h = self.expose_gate(self._branch(xc.mean(3, keepdim=True), self.conv_h, self.norm_h, compute), "gate_h")
+        a_w = self.expose_gate(self._branch(xc.mean(2, keepdim=True), self.conv_w, self.norm_w, compute), "gate_w")
         return self.finish(gated(xc, a_h, a_w, skip=self.config.has_skip), x, compute)
 
 
@@ -129,10 +132,11 @@ class StripAttn(AttentionModule):
         if cfg.use_conv:
             self.conv_h, self.conv_w = _strip_convs(cfg.channels, cfg.kernel_size, cfg.bias)
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
         s_h, s_w = xc.mean(3, keepdim=True), xc.mean(2, keepdim=True)
         if self.config.use_conv:
             s_h, s_w = conv_as(self.conv_h, s_h, compute), conv_as(self.conv_w, s_w, compute)
-        return self.finish(gated(xc, self._gate(s_h + s_w), skip=self.config.has_skip), x, compute)
+        return self.finish(gated(xc, self.expose_gate(self._gate(s_h + s_w)), skip=self.config.has_skip), x, compute)

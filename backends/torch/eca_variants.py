@@ -25,12 +25,13 @@ class EcaMlpModule(AttentionModule):
         self.conv2 = nn.Conv1d(cfg.hidden, 1, cfg.k, padding=cfg.padding, bias=True)
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
         s = mean_hw(xc)[:, None, :]  # (N, 1, C): the channels as the 1-D convolution's length
         z = conv_as(self.conv2, self._act(conv_as(self.conv, s, compute)), compute)
-        y = xc * self._gate(z)[:, 0, :, None, None]
+        y = xc * self.expose_gate(self._gate(z)[:, 0, :, None, None])
         return self.finish(y, x, compute)
 
 
@@ -43,6 +44,7 @@ class CecaModule(AttentionModule):
         self.config = cfg = CECAConfig(channels, kernel_size, gamma, beta, act_layer, gate_layer)
         self.conv = nn.Conv1d(1, 1, cfg.k, padding=0, bias=cfg.bias)
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
@@ -51,5 +53,5 @@ class CecaModule(AttentionModule):
         # circular padding as a concatenation of the row's two ends (p <= C, checked by the config)
         s = torch.cat([s[:, c - p:], s, s[:, :p]], 1) if p else s
         z = conv_as(self.conv, s[:, None, :], compute)
-        y = xc * self._gate(z)[:, 0, :, None, None]
+        y = xc * self.expose_gate(self._gate(z)[:, 0, :, None, None])
         return self.finish(y, x, compute)

@@ -65,6 +65,7 @@ class GatherExcite(AttentionModule):
         self.mlp = ConvMlp(c, cfg.hidden) if cfg.use_mlp else None
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
     def _gathered(self, xc: torch.Tensor, compute: torch.dtype | None) -> torch.Tensor:
         cfg = self.config
@@ -91,5 +92,5 @@ class GatherExcite(AttentionModule):
             g = conv_as(self.mlp.fc2, self._act(conv_as(self.mlp.fc1, g, compute)), compute)
         if g.shape[2] != 1 or g.shape[3] != 1:
             g = resize_nearest(g, (x.shape[2], x.shape[3]))
-        y = xc * self._gate(g)
+        y = xc * self.expose_gate(self._gate(g))
         return self.finish(y, x, compute)

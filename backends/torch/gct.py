@@ -21,6 +21,7 @@ class GCT(AttentionModule):
         self.alpha = nn.Parameter(torch.ones(1, cfg.channels, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, cfg.channels, 1, 1))
         self.beta = nn.Parameter(torch.zeros(1, cfg.channels, 1, 1))
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
@@ -32,5 +33,5 @@ class GCT(AttentionModule):
         else:
             emb = (xc if cfg.after_relu else xc.abs()).sum((2, 3), keepdim=True) * alpha
             norm = gamma / (emb.abs().mean(1, keepdim=True) + cfg.norm_epsilon)
-        y = xc * (1.0 + torch.tanh(emb * norm + beta))
+        y = xc * self.expose_gate(1.0 + torch.tanh(emb * norm + beta))
         return self.finish(y, x, compute)

@@ -52,6 +52,8 @@ class GlobalContext(AttentionModule):
         self.mlp_scale = ContextMlp(cfg.channels, cfg.hidden) if cfg.fuse_scale else None
         self._act = ACTIVATIONS[cfg.act_layer]
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        if cfg.fuse_scale:  # the added context of fuse_add multiplies nothing: no gate
+            self.add_gate()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -72,7 +74,7 @@ class GlobalContext(AttentionModule):
             context = xc.mean((2, 3))
         y = xc
         if self.mlp_scale is not None:
-            y = y * self._gate(self.mlp_scale.run(context, self._act, compute))[:, :, None, None]
+            y = y * self.expose_gate(self._gate(self.mlp_scale.run(context, self._act, compute))[:, :, None, None])
         if self.mlp_add is not None:
             y = y + self.mlp_add.run(context, self._act, compute)[:, :, None, None]
         return self.finish(y, x, compute)

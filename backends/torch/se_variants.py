@@ -19,11 +19,12 @@ class EffectiveSEModule(AttentionModule):
         self.config = cfg = EffectiveSEConfig(channels, add_maxpool, gate_layer)
         self.fc = nn.Conv2d(cfg.channels, cfg.channels, 1, bias=True)
         self._gate = ACTIVATIONS[cfg.gate_layer]
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
         s = mean_hw(xc)
         if self.config.add_maxpool:
             s = 0.5 * s + 0.5 * xc.amax((2, 3))
-        y = xc * self._gate(pointwise_as(self.fc, s, compute))[:, :, None, None]
+        y = xc * self.expose_gate(self._gate(pointwise_as(self.fc, s, compute))[:, :, None, None])
         return self.finish(y, x, compute)

@@ -20,6 +20,7 @@ class SRM(AttentionModule):
         self.config = cfg = SRMConfig(channels, unbiased, eps, bn_eps, bn_momentum)
         self.cfc = nn.Parameter(torch.zeros(cfg.channels, 2))  # the authors' initialisation: a 0.5 gate
         self.bn = nn.BatchNorm2d(cfg.channels, eps=cfg.bn_eps, momentum=bn_momentum_for("torch", cfg.bn_momentum))
+        self.add_gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)  # in training also the BatchNorm's rule: N > 1 (SRMConfig)
@@ -28,5 +29,5 @@ class SRM(AttentionModule):
         std = (torch.var(flat, 2, correction=1 if self.config.unbiased else 0) + self.config.eps).sqrt()
         cfc = self.cfc.to(xc.dtype)
         z = (mean * cfc[:, 0] + std * cfc[:, 1])[:, :, None, None]
-        y = xc * torch.sigmoid(batch_norm_as(self.bn, z, compute))
+        y = xc * self.expose_gate(torch.sigmoid(batch_norm_as(self.bn, z, compute)))
         return self.finish(y, x, compute)

@@ -1,0 +1,64 @@
+"""Attention gates of every registered module (issue 15): which modules have one, and each backend's gate against
+the float64 reference's tap of the same name, from one small eval case per module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attn_core import cam
+from attn_core.registry import CONFIGS
+from conformance.cases import CASES, Case
+
+#: the registered modules whose output is their input times a gate, by hand from each module's math
+GATED = ("se", "eca", "ca", "sa", "cbam", "simam", "coord", "scoord", "ela", "strip", "ese", "ecam", "ceca", "lcbam",
+         "ge", "gc", "srm", "bam", "gct", "shuffle")
+
+
+def _case(key: str) -> Case:
+    """The module's first eval case of the conformance suite (its smallest documented form)."""
+    return next(c for c in CASES if c.module == key and not c.training)
+
+
+def test_the_modules_with_gates() -> None:
+    with_gates = tuple(k for k in CONFIGS if cam.module_gates(_case(k).config()))
+    assert with_gates == GATED
+    assert set(cam.NO_GATE) <= set(CONFIGS) - set(GATED)
+    # GlobalContext gates only with fuse_scale: timm's GlobalContextAdd (gca) adds its context
+    assert cam.module_gates(CONFIGS["gc"](16, fuse_add=True, fuse_scale=False)) == {}
+    for k in GATED:
+        assert set(g.rpartition(".")[2] for g in cam.module_gates(_case(k).config())) <= set(cam.GATE_NAMES), k
+
+
+@pytest.mark.parametrize("key", GATED)
+def test_reference_gates_have_their_kinds_shape(key: str) -> None:
+    case = _case(key)
+    config = case.config()
+    weights, x, _ = case.data(config)
+    gates = cam.reference_gates(config, weights, x)
+    n, c, h, w = x.shape
+    c = c // 2 if key == "shuffle" else c  # each group's channel half is gated by one branch
+    shapes = {"channel": (n, c, 1, 1), "spatial": (n, 1, h, w), "full": (n, c, h, w), "height": (n, c, h, 1),
+              "width": (n, c, 1, w)}
+    assert list(gates) == list(cam.gate_layers(config))
+    for name, kind in cam.gate_layers(config).items():
+        assert gates[name].shape == shapes[kind], (name, kind)
+
+
+@pytest.mark.parametrize("fw", ["torch", "paddle", pytest.param("flax", marks=pytest.mark.slow(
+    reason="Flax traces each module afresh: about a second a module"))])
+@pytest.mark.parametrize("key", GATED)
+def test_attention_maps_of_every_gated_module_are_the_reference_gates(fw: str, key: str) -> None:
+    from tests._fw import runner as get
+
+    runner = get(fw)
+    case = _case(key)
+    config = case.config()
+    weights, x, _ = case.data(config)
+    want = cam.reference_gates(config, weights, x)
+    module, variables = runner.load(runner._project_module(key, config)[0], weights, "float32")
+    got = runner.attention_maps(module, variables, x.astype("float32"), config)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
