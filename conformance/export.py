@@ -82,9 +82,10 @@ def _canonical(runner: Runner, y: np.ndarray) -> np.ndarray:
 
 def run_export(modules: Iterable[str] | None = None, models: Iterable[str] | None = (),
                backends: Sequence[str] | None = None, paths: Iterable[str] | None = None,
-               progress: Callable[[Row], None] | None = None) -> list[Row]:
+               progress: Callable[[Row], None] | None = None, cases: Sequence[Case] | None = None) -> list[Row]:
     """One row per eval case x backend x export path (module docstring). ``paths``: the exporter names to run
-    (None: all); an unknown one is a ValueError naming the known ones."""
+    (None: all); an unknown one is a ValueError naming the known ones. ``cases``, when given, replace the eval
+    cases of ``modules`` and ``models``."""
     backends = list(backends or RUNNERS)
     bad = [b for b in backends if b not in RUNNERS]
     if bad:
@@ -100,7 +101,7 @@ def run_export(modules: Iterable[str] | None = None, models: Iterable[str] | Non
     rows: list[Row] = []
     pending: list[_Pending] = []
     with tempfile.TemporaryDirectory(prefix="attn-export-") as tmp:
-        for case in export_cases(modules, models):
+        for case in export_cases(modules, models) if cases is None else cases:
             config = case.config()
             weights, x, _ = case.data(config)
             reference = config.reference(weights, x, training=False)

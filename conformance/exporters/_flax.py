@@ -8,6 +8,7 @@ program, calls it on the ``.npy`` input and writes the output ``.npy`` (or ``OUT
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -93,7 +94,13 @@ class Jax2Onnx(Exporter):
         from jax2onnx import to_onnx
 
         self.require()
-        model = to_onnx(_apply(module, variables), [("B", *example.shape[1:])], opset=EXPORT_OPSET)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.WARNING))  # jax2onnx logs each pass at INFO on the root logger
+        try:
+            model = to_onnx(_apply(module, variables), [("B", *example.shape[1:])], opset=EXPORT_OPSET)
+        finally:
+            root.setLevel(level)
         path = directory / "model.onnx"
         onnx.save(model, str(path))
         return Artifact(path, onnx_ops(path))

@@ -1,0 +1,195 @@
+"""Export rows (issue 16): modules exported to each framework's deployment formats, run in the format's runtime
+at another batch size than exported, against the float64 reference; the conversion command's .onnx target; the
+refusals (training mode, an input size the model cannot take, an exporter not installed), which write nothing."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+
+import numpy as np
+import pytest
+
+from attn_core.models import create_model_config
+from conformance.cases import select_cases
+from conformance.convert.__main__ import main as convert_main
+from conformance.export import export_batch, export_cases, run_export
+from conformance.exporters import ExportError, exporters
+from conformance.model_cases import select_model_cases
+
+from .._fw import backend
+
+KW = {"num_classes": 10}
+
+
+def _case(module: str, case_id: str | None = None):
+    cases = export_cases([module])
+    return next(c for c in cases if case_id is None or c.case_id == case_id)
+
+
+def _needs(*packages: str) -> None:
+    for p in packages:
+        if importlib.util.find_spec(p) is None:
+            pytest.skip(f"{p} not installed: pip install 'attn-modules[export]'")
+
+
+def _exporter(framework: str, name: str):
+    return next(e for e in exporters(framework) if e.name == name)
+
+
+# ---------------------------------------------------------------------------------------------- fast: errors
+def test_export_batch_is_never_the_case_batch_nor_one():
+    for n in (1, 2, 3, 6):
+        assert export_batch(n) not in (n, 1)
+
+
+def test_export_cases_are_the_eval_cases_only():
+    cases = export_cases(["se"], ["resnet18"])
+    assert cases and not any(c.training for c in cases)
+    assert {c.module for c in cases} == {"se", "resnet18"}
+    assert len(cases) == sum(not c.training for c in [*select_cases(["se"]), *select_model_cases(["resnet18"])])
+
+
+def test_unknown_backend_or_path_is_a_value_error_naming_the_known():
+    with pytest.raises(ValueError, match="known: torch"):
+        run_export(["se"], backends=["tf"])
+    with pytest.raises(ValueError, match="unknown export path.*torch.onnx"):
+        run_export(["se"], backends=["torch"], paths=["tflite"])
+
+
+def test_module_in_training_mode_is_refused_and_nothing_is_written(tmp_path):
+    torch = pytest.importorskip("torch")
+    case = _case("se")
+    module = backend("torch").ATTN_LAYERS["se"].from_config(case.config())
+    module.train()
+    x = np.zeros((2, *case.shape[1:]), np.float32)
+    with pytest.raises(ExportError, match=r"training mode; call \.eval\(\)"):
+        _exporter("torch", "torch.onnx").export(module, None, x, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert isinstance(module, torch.nn.Module) and module.training  # refused, not switched behind the user's back
+
+
+def test_missing_exporter_is_an_na_row_naming_the_extra(monkeypatch):
+    jax2onnx = _exporter("flax", "jax2onnx")
+    monkeypatch.setattr(jax2onnx, "requires", ("jax2onnx_is_missing",))
+    rows = run_export(backends=["flax"], paths=["jax2onnx"], cases=[_case("se")])
+    assert [r.status for r in rows] == ["n/a"]
+    assert "jax2onnx_is_missing not installed" in rows[0].message
+    assert "pip install 'attn-modules[export]'" in rows[0].message
+
+
+def test_paddle2onnx_rows_are_na_with_the_onnx_pin_as_reason():
+    if importlib.util.find_spec("paddle2onnx") is not None and importlib.util.find_spec("onnx") is not None \
+            and tuple(int(p) for p in importlib.metadata.version("onnx").split(".")[:2]) <= (1, 17):
+        pytest.skip("paddle2onnx is installed beside an onnx inside its pin: its rows run")
+    rows = run_export(backends=["paddle"], paths=["paddle2onnx"], cases=[_case("se")])
+    assert [r.status for r in rows] == ["n/a"]
+    assert "onnx<=1.17" in rows[0].message and "environment of its own" in rows[0].message
+
+
+def test_paddle_jit_save_row_runs_at_another_batch_and_counts_ops():
+    pytest.importorskip("paddle")
+    case = _case("se", "c8-b1")  # batch 1, exported at batch 2
+    [row] = run_export(backends=["paddle"], paths=["jit.save"], cases=[case])
+    assert row.status == "pass", row.message
+    assert "exported at batch 2, run at batch 1" in row.note
+    assert row.ops["sigmoid"] == 1 and row.ops["data"] == 1  # SE's one gate, the one input
+
+
+def test_convert_from_onnx_is_refused(tmp_path, capsys):
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"not a checkpoint")
+    assert convert_main([str(src), str(tmp_path / "out.pt"), "--model", "resnet18"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ONNX is a deployment target" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_convert_to_onnx_without_the_exporter_names_the_extra(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    from attn_core.checkpoint import checkpoint_metadata, save_canonical
+
+    config = create_model_config("resnet18", **KW)
+    src = tmp_path / "r18.safetensors"
+    save_canonical(src, config.init_weights(np.random.default_rng(0), np.float32),
+                   checkpoint_metadata(config, "torch", "resnet18"))
+    monkeypatch.setattr(_exporter("torch", "torch.onnx"), "requires", ("onnxscript_is_missing",))
+    assert convert_main([str(src), str(tmp_path / "r18.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "onnxscript_is_missing not installed" in err and "attn-modules[export]" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.safetensors"]
+
+
+def test_convert_to_onnx_at_a_size_towernet_cannot_take_is_refused(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from attn_core.checkpoint import checkpoint_metadata, save_canonical
+
+    config = create_model_config("towernet")
+    src = tmp_path / "tower.safetensors"
+    save_canonical(src, config.init_weights(np.random.default_rng(0), np.float32),
+                   checkpoint_metadata(config, "torch", "towernet"))
+    assert convert_main([str(src), str(tmp_path / "tower.onnx"), "--input-size", "100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "TowerNet" in err and "100" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tower.safetensors"]
+
+
+# ------------------------------------------------------------------------------------- slow: real exports
+@pytest.mark.slow(reason="torch's dynamo exporter and onnxruntime: a few seconds per module")
+@pytest.mark.parametrize("module", ["se", "cbam"])
+def test_torch_onnx_rows_pass(module):
+    pytest.importorskip("torch")
+    _needs("onnx", "onnxscript", "onnxruntime")
+    [row] = run_export(backends=["torch"], paths=["torch.onnx"], cases=[_case(module)])
+    assert row.status == "pass", row.message
+    assert row.ops["Sigmoid"] >= 1 and row.comparisons[0].max_abs < 1e-5
+
+
+@pytest.mark.slow(reason="one fresh process deserializes every program of the run")
+def test_jax_export_rows_run_in_one_fresh_process():
+    pytest.importorskip("flax")
+    cases = [_case("se"), _case("eca")]
+    rows = run_export(backends=["flax"], paths=["jax.export"], cases=cases)
+    assert [r.status for r in rows] == ["pass", "pass"], [r.message for r in rows]
+    assert all(any(k.startswith("stablehlo.") for k in r.ops) for r in rows)
+
+
+@pytest.mark.slow(reason="jax2onnx loads its plugins on first use (seconds)")
+def test_jax2onnx_row_passes():
+    pytest.importorskip("flax")
+    _needs("jax2onnx", "onnx", "onnxruntime")
+    [row] = run_export(backends=["flax"], paths=["jax2onnx"], cases=[_case("se")])
+    assert row.status == "pass", row.message
+    assert row.ops["Sigmoid"] == 1
+
+
+@pytest.mark.slow(reason="a whole network saved by Paddle's jit.save and run by a predictor, on a 32 x 32 input")
+def test_model_row_passes():
+    pytest.importorskip("paddle")
+    [case] = [c for c in export_cases([], ["resnet18"]) if c.shape[2:] == (32, 32)]
+    [row] = run_export(backends=["paddle"], paths=["jit.save"], cases=[case])
+    assert row.status == "pass", row.message
+    assert row.ops["conv2d"] == 20 and row.ops["batch_norm_"] == 20  # ResNet-18's 17 + 3 downsampling convs
+
+
+@pytest.mark.slow(reason="a ResNet-18 exported by torch.onnx and run in onnxruntime")
+def test_convert_torch_checkpoint_to_onnx_is_verified_and_written(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    _needs("onnx", "onnxscript", "onnxruntime")
+    import onnxruntime as ort
+
+    weights = create_model_config("resnet18", **KW).init_weights(np.random.default_rng(0), np.float32)
+    model = backend("torch").load_weights(backend("torch").create_model("resnet18", **KW), weights)
+    src, dst = tmp_path / "r18.pt", tmp_path / "r18.onnx"
+    torch.save(model.state_dict(), src)
+    assert convert_main([str(src), str(dst), "--model", "resnet18", "--model-kwargs", "num_classes=10",
+                         "--input-size", "32"]) == 0
+    assert "torch vs onnxruntime" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.onnx", "r18.pt"]  # no export folder left
+    x = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)  # another batch
+    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    ref = create_model_config("resnet18", **KW).reference(
+        {k: np.asarray(v, np.float64) for k, v in weights.items()}, x.astype(np.float64), training=False)
+    assert np.allclose(got, ref, atol=1e-4 * np.abs(ref).max(), rtol=1e-4)
