@@ -271,12 +271,14 @@ class ReferenceOptimizer:
     """A float64 optimizer with torch's update rules, on a copy of ``params`` (name -> array).
 
     ``decay`` is one of :data:`DECAY_RULES`; parameters it excludes get no weight decay (coupled or decoupled).
+    ``state`` (torch's slot names) and ``steps`` resume an optimizer that has already taken ``steps`` updates.
     Call :meth:`step` with one gradient per parameter; :attr:`params`, :attr:`state` (torch's slot names),
     :attr:`lr` (the rate the next step uses) and :attr:`steps` (updates done) describe it after each step.
     """
 
     def __init__(self, optimizer: OptimizerConfig, schedule: ScheduleConfig | None, decay: str,
-                 params: Mapping[str, np.ndarray]):
+                 params: Mapping[str, np.ndarray], *, state: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+                 steps: int = 0):
         if not isinstance(optimizer, OptimizerConfig):
             raise ConfigError(f"ReferenceOptimizer: optimizer must be an OptimizerConfig, got {optimizer!r}")
         if schedule is not None and not isinstance(schedule, ScheduleConfig):
@@ -286,8 +288,15 @@ class ReferenceOptimizer:
         self._params = {k: np.array(v, dtype=np.float64, copy=True) for k, v in params.items()}
         self.decay = decay
         self.mask = decay_mask(decay, {k: v.shape for k, v in self._params.items()})
-        self._state: dict[str, dict[str, np.ndarray]] = {k: {} for k in self._params}
-        self.steps = 0
+        if steps < 0:
+            raise ConfigError(f"ReferenceOptimizer: steps must be at least 0, got {steps}")
+        unknown = sorted(set(state or {}) - set(self._params))
+        if unknown:
+            raise ConfigError(f"ReferenceOptimizer: state for parameters it does not hold: {', '.join(unknown)}")
+        self._state: dict[str, dict[str, np.ndarray]] = {
+            k: {slot: np.array(v, dtype=np.float64, copy=True) for slot, v in (state or {}).get(k, {}).items()}
+            for k in self._params}
+        self.steps = steps
 
     @property
     def params(self) -> dict[str, np.ndarray]:

@@ -10,7 +10,9 @@ backend runs its framework's own cross-entropy, autograd, optimizer and schedule
 optimizer state (canonical names, torch's slot names) and every BatchNorm running statistic are compared, each
 judged on its own scale (:func:`conformance.suite.compare`'s ``scaled``, as the model cases are).
 
-A float64 row fails at the first step any quantity leaves the float64 bound, and names the quantity and the step. A
+A float64 row fails at the first step any quantity leaves the float64 bound, and names the quantity and the step; a
+step after the first whose trajectory left the bound is judged from the backend's own state before it instead
+(:class:`TrajectoryComparer`, :func:`reference_step_from`). A
 float32 row is a report: it says at which step the trajectory first leaves the float32 bound and how the worst
 difference grew, and fails only when that happens within the first :data:`EARLY_STEPS` steps. In float32 the
 optimizer state is not compared, as the model cases do not compare float32 gradients (a near-tie in a max pool or
@@ -44,7 +46,7 @@ from .tolerances import Tolerance, tolerance_for
 
 __all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "BATCH", "STEPS", "EARLY_STEPS", "TrainingData",
            "Curves", "TrainingRun", "TrajectoryComparer", "TrajectoryComparison", "training_data",
-           "reference_trajectory",
+           "reference_trajectory", "reference_step_from", "Restep", "restep_for",
            "compare_trajectory", "worst_per_quantity", "LR_SCALE", "preset_for", "trajectory_verdict",
            "run_training_case", "run_training", "write_plots"]
 
@@ -142,6 +144,23 @@ def training_data(model: str, steps: int = STEPS, shape: tuple[int, int, int, in
     return TrainingData(model, config, weights, tuple(batches), tuple(labels))
 
 
+def _reference_step(config: AttentionConfig, trainable: Sequence[str], current: dict[str, np.ndarray],
+                    opt: ReferenceOptimizer, x: np.ndarray, y: np.ndarray) -> TrainStep:
+    """One float64 step from the weights ``current`` (updated in place) and the optimizer ``opt`` of
+    ``trainable``."""
+    nodes = {k: Node(v) for k, v in current.items()}
+    logits = config.reference_forward(Node(np.asarray(x, dtype=np.float64)), nodes, training=True)
+    loss, dlogits = softmax_cross_entropy(logits.value, y)
+    grads = backward(logits, dlogits, [nodes[k] for k in trainable])
+    running = config.reference_state(current, x)
+    lr = opt.lr
+    opt.step(dict(zip(trainable, grads, strict=True)))
+    params = opt.params
+    current.update(params)
+    current.update(running)
+    return TrainStep(float(loss), lr, params, opt.state, running)
+
+
 def reference_trajectory(data: TrainingData, preset: TrainingPreset) -> list[TrainStep]:
     """The float64 trajectory: per batch, the reference forward in training mode, the mean cross-entropy and its
     VJP, ``ReferenceOptimizer``'s update, and the running statistics ``config.reference_state`` leaves."""
@@ -149,20 +168,24 @@ def reference_trajectory(data: TrainingData, preset: TrainingPreset) -> list[Tra
     trainable = [p.name for p in config.param_table() if p.trainable]
     current = {k: np.array(v, dtype=np.float64) for k, v in data.weights.items()}
     opt = ReferenceOptimizer(preset.optimizer, preset.schedule, preset.decay, {k: current[k] for k in trainable})
-    out = []
-    for x, y in zip(data.batches, data.labels, strict=True):
-        nodes = {k: Node(v) for k, v in current.items()}
-        logits = config.reference_forward(Node(np.asarray(x, dtype=np.float64)), nodes, training=True)
-        loss, dlogits = softmax_cross_entropy(logits.value, y)
-        grads = backward(logits, dlogits, [nodes[k] for k in trainable])
-        running = config.reference_state(current, x)
-        lr = opt.lr
-        opt.step(dict(zip(trainable, grads, strict=True)))
-        params = opt.params
-        current.update(params)
-        current.update(running)
-        out.append(TrainStep(float(loss), lr, params, opt.state, running))
-    return out
+    return [_reference_step(config, trainable, current, opt, x, y)
+            for x, y in zip(data.batches, data.labels, strict=True)]
+
+
+def reference_step_from(data: TrainingData, preset: TrainingPreset, step: int, before: TrainStep) -> TrainStep:
+    """The reference's step ``step`` (1-based) taken from a backend's own state ``before`` it (its parameters,
+    optimizer state and running statistics after step ``step - 1``) instead of the reference's: what
+    :class:`TrajectoryComparer` judges a step by once the trajectory has left the bound."""
+    if not 2 <= step <= len(data.batches):
+        raise ValueError(f"step must be in [2, {len(data.batches)}], got {step}")
+    trainable = [p.name for p in data.config.param_table() if p.trainable]
+    current = {k: np.array(v, dtype=np.float64) for k, v in data.weights.items()}
+    current.update({k: np.asarray(v, dtype=np.float64) for k, v in before.params.items()})
+    current.update({k: np.asarray(v, dtype=np.float64) for k, v in before.running.items()})
+    state = {k: slots for k, slots in before.optimizer_state.items() if k in trainable}
+    opt = ReferenceOptimizer(preset.optimizer, preset.schedule, preset.decay, {k: current[k] for k in trainable},
+                             state=state, steps=step - 1)
+    return _reference_step(data.config, trainable, current, opt, data.batches[step - 1], data.labels[step - 1])
 
 
 def _step_comparisons(ref: TrainStep, got: TrainStep, tol: Tolerance, optimizer_state: bool) -> list[Comparison]:
@@ -178,15 +201,29 @@ def _step_comparisons(ref: TrainStep, got: TrainStep, tol: Tolerance, optimizer_
     return out
 
 
+#: ``(step, state before it) -> the reference's step from that state`` (:func:`reference_step_from`)
+Restep = Callable[[int, TrainStep], TrainStep]
+
+
+def restep_for(data: TrainingData, preset: TrainingPreset) -> Restep:
+    """The :data:`Restep` of the reference trajectory of ``data`` and ``preset`` (:func:`reference_step_from`)."""
+    return lambda step, before: reference_step_from(data, preset, step, before)
+
+
 @dataclass(frozen=True)
 class TrajectoryComparison:
     """Per quantity its worst step's comparison (its detail naming that step and the first step out of bound), the
-    first failing step (1-based) and quantity, and per step the worst error as a multiple of the tolerance."""
+    first failing step (1-based) and quantity, and per step the worst error of the trajectory as a multiple of the
+    tolerance. ``drift`` is the step and quantity at which the trajectory left the bound while every step, judged
+    from the backend's own state before it, held it; ``restepped`` the steps so judged (:class:`TrajectoryComparer`).
+    """
 
     comparisons: list[Comparison]
     first_step: int | None
     first_quantity: str
     ratios: list[float]
+    drift: tuple[int, str] | None = None
+    restepped: tuple[int, ...] = ()
 
 
 @dataclass
@@ -200,21 +237,45 @@ class Curves:
 class TrajectoryComparer:
     """Compares a backend's steps with the reference ``ref`` one at a time, as the backend takes them, keeping
     only each step's comparisons, loss and largest parameter difference (a network's trajectory is too large to
-    hold twice)."""
+    hold twice).
 
-    def __init__(self, ref: Sequence[TrainStep], tol: Tolerance, optimizer_state: bool = True) -> None:
-        self.ref, self.tol, self.optimizer_state = ref, tol, optimizer_state
+    With ``restep`` (:func:`reference_step_from`), a step after the first whose trajectory leaves the bound is
+    judged instead against the reference's step from the backend's own state before it, since a trajectory
+    amplifies the rounding of earlier steps by the condition of every later one (ECA-MobileNetV2's Nesterov
+    trajectory 10 times per step in every framework alike) while a port's error is made within a step; the step
+    fails only when it leaves the bound from there too. Until the first failure the previous step is kept for it.
+    """
+
+    def __init__(self, ref: Sequence[TrainStep], tol: Tolerance, optimizer_state: bool = True,
+                 restep: Restep | None = None) -> None:
+        self.ref, self.tol, self.optimizer_state, self.restep = ref, tol, optimizer_state, restep
         self.per_step: list[list[Comparison]] = []
+        self.ratios: list[float] = []
         self.curves = Curves()
         self.lr_unreported = False
+        self.drift: tuple[int, str] | None = None
+        self.restepped: list[int] = []
+        self._before: TrainStep | None = None
+        self._failed = False
 
     def add(self, got: TrainStep) -> None:
         """Compare the next step with its reference step."""
         if len(self.per_step) >= len(self.ref):
             raise ValueError(f"the backend took more steps than the reference's {len(self.ref)}")
-        ref = self.ref[len(self.per_step)]
+        step = len(self.per_step) + 1
+        ref = self.ref[step - 1]
         self.lr_unreported = self.lr_unreported or got.lr is None
-        self.per_step.append(_step_comparisons(ref, got, self.tol, self.optimizer_state))
+        comps = _step_comparisons(ref, got, self.tol, self.optimizer_state)
+        self.ratios.append(max((c.worst_ratio for c in comps), default=0.0))
+        left = [c.quantity for c in comps if not c.passed]
+        if left and self.restep is not None and self._before is not None and not self._failed:
+            comps = _step_comparisons(self.restep(step, self._before), got, self.tol, self.optimizer_state)
+            self.restepped.append(step)
+            if self.drift is None and all(c.passed for c in comps):
+                self.drift = (step, left[0])
+        self._failed = self._failed or any(not c.passed for c in comps)
+        self._before = got if self.restep is not None and not self._failed else None
+        self.per_step.append(comps)
         self.curves.loss.append(got.loss)
         diffs = [float(np.max(np.abs(got.params[k] - v))) for k, v in ref.params.items() if k in got.params and v.size]
         self.curves.param_diff.append(max(diffs, default=math.nan))
@@ -229,14 +290,14 @@ class TrajectoryComparer:
             if failed:
                 first_step, first_quantity = step, failed[0]
                 break
-        return TrajectoryComparison(worst_per_quantity(self.per_step), first_step, first_quantity,
-                                    [max(c.worst_ratio for c in comps) for comps in self.per_step])
+        return TrajectoryComparison(worst_per_quantity(self.per_step), first_step, first_quantity, self.ratios,
+                                    self.drift, tuple(self.restepped))
 
 
 def compare_trajectory(ref: Sequence[TrainStep], got: Iterable[TrainStep], tol: Tolerance,
-                       optimizer_state: bool = True) -> TrajectoryComparison:
+                       optimizer_state: bool = True, restep: Restep | None = None) -> TrajectoryComparison:
     """Compare a backend's trajectory with the reference after every step (see :class:`TrajectoryComparison`)."""
-    comparer = TrajectoryComparer(ref, tol, optimizer_state)
+    comparer = TrajectoryComparer(ref, tol, optimizer_state, restep)
     for step in got:
         comparer.add(step)
     return comparer.result()
@@ -272,19 +333,27 @@ def trajectory_verdict(result: TrajectoryComparison, dtype: str) -> tuple[str, s
              f"(step {steps})"
     notes = [] if dtype == "float64" else [f"optimizer state not compared in {dtype} (conformance.training: "
                                            "gradients are compared in float64 only)"]
+    if result.drift is not None:
+        notes.append(f"the trajectory left the {dtype} bound at step {result.drift[0]} ({result.drift[1]}) while "
+                     f"every step from the backend's own state before it held it (steps "
+                     f"{', '.join(map(str, result.restepped))}): earlier rounding amplified, not the port's")
     if result.first_step is None:
         return "pass", "", "; ".join([*notes, growth])
-    message = f"first out of the {dtype} bound at step {result.first_step}: {result.first_quantity}; {growth}"
+    where = " (the reference's step from the backend's own state)" if result.first_step in result.restepped else ""
+    message = f"first out of the {dtype} bound at step {result.first_step}{where}: {result.first_quantity}; {growth}"
     if dtype == "float64" or result.first_step <= EARLY_STEPS:
         return "fail", message, "; ".join(notes)
     return "pass", "", "; ".join([*notes, message])
 
 
 def run_training_case(data: TrainingData, preset: TrainingPreset, runner: Runner, dtype: str,
-                      reference: Sequence[TrainStep], curves: dict[str, Curves] | None = None) -> Row:
+                      reference: Sequence[TrainStep], curves: dict[str, Curves] | None = None, *,
+                      restep: Restep | None = None) -> Row:
     """One model x preset x backend x dtype row against the ``reference`` trajectory of ``data`` (module
     docstring); with ``curves``, its loss and parameter difference per step are stored there under
-    ``'<backend> <dtype>'``."""
+    ``'<backend> <dtype>'``. ``restep`` (:func:`restep_for` the reference's data and preset) judges a float64 step
+    whose trajectory left the bound from the backend's own state (:class:`TrajectoryComparer`); without it the
+    trajectory alone is judged."""
     steps = len(reference)
     row = Row(data.model, f"{preset.name}-{steps}steps", runner.framework, dtype,
               runner.mode_label(runner.default_mode), "pass")
@@ -298,7 +367,9 @@ def run_training_case(data: TrainingData, preset: TrainingPreset, runner: Runner
         return row
     try:
         handle = runner.build_handle(data.model, data.config)
-        comparer = TrajectoryComparer(reference, tolerance_for(dtype), optimizer_state=dtype == "float64")
+        # float64 only: a float32 row leaving its bound after EARLY_STEPS is already a report, not a failure
+        comparer = TrajectoryComparer(reference, tolerance_for(dtype), optimizer_state=dtype == "float64",
+                                      restep=restep if dtype == "float64" else None)
         runner.train_each(handle, data.weights, data.batches[:steps], data.labels[:steps], preset.optimizer,
                           preset.schedule, preset.decay, dtype, on_step=comparer.add)
         result = comparer.result()
@@ -347,7 +418,8 @@ def run_training(models: Iterable[str] | None = None, presets: Iterable[str] | N
             by_row = {"reference": Curves([s.loss for s in reference], [])}
             for runner in runners:
                 for dtype in dtypes:
-                    row = run_training_case(data, preset, runner, dtype, reference, by_row)
+                    row = run_training_case(data, preset, runner, dtype, reference, by_row,
+                                            restep=restep_for(data, preset))
                     rows.append(row)
                     if progress is not None:
                         progress(row)

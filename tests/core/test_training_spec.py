@@ -159,6 +159,35 @@ def test_decay_mask_errors():
         ReferenceOptimizer(OptimizerConfig("sgd", lr=0.1), None, "no_bias_no_norm", {})
 
 
+@pytest.mark.parametrize("optimizer", [
+    OptimizerConfig("sgd", lr=0.1, momentum=0.5, nesterov=True, weight_decay=0.1),
+    OptimizerConfig("adamw", lr=0.1, weight_decay=0.1)])
+def test_an_optimizer_resumed_from_its_state_and_step_count_continues_as_the_original(optimizer):
+    # what conformance.training.reference_step_from relies on: the state and the step count are all there is
+    schedule = ScheduleConfig("cosine", t_max=4, warmup_epochs=1, warmup_start_factor=0.5)
+    rng = np.random.default_rng(3)
+    grads = [{k: rng.standard_normal(s) for k, s in SHAPES.items()} for _ in range(3)]
+    whole = ReferenceOptimizer(optimizer, schedule, "no_bias_no_norm", {k: np.ones(s) for k, s in SHAPES.items()})
+    for g in grads[:2]:
+        whole.step(g)
+    resumed = ReferenceOptimizer(optimizer, schedule, "no_bias_no_norm", whole.params, state=whole.state, steps=2)
+    assert resumed.lr == whole.lr != learning_rate(optimizer, schedule, 0)
+    whole.step(grads[2])
+    resumed.step(grads[2])
+    for name in SHAPES:
+        np.testing.assert_array_equal(resumed.params[name], whole.params[name])
+    fresh = ReferenceOptimizer(optimizer, schedule, "no_bias_no_norm", resumed.params)
+    assert fresh.state != {} and all(not slots for slots in fresh.state.values())  # a fresh one has no buffers
+
+
+def test_a_resumed_optimizer_refuses_a_negative_step_count_and_state_of_unknown_parameters():
+    opt = OptimizerConfig("sgd", lr=0.1, momentum=0.5)
+    with pytest.raises(ConfigError, match="steps must be at least 0, got -1"):
+        ReferenceOptimizer(opt, None, "all", {"w": np.ones(2)}, steps=-1)
+    with pytest.raises(ConfigError, match="state for parameters it does not hold: v"):
+        ReferenceOptimizer(opt, None, "all", {"w": np.ones(2)}, state={"v": {"momentum_buffer": np.ones(2)}})
+
+
 # --------------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kwargs, message", [
     (dict(name="lamb", lr=0.1), "name must be one of 'sgd', 'adam', 'adamw', got 'lamb'"),
