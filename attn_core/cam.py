@@ -238,7 +238,8 @@ def reference_raw_map(config: AttentionConfig, weights: Mapping[str, np.ndarray]
 GATE_KINDS: tuple[str, ...] = ("channel", "spatial", "full", "height", "width")
 #: the names a gate goes by in a module (:func:`module_gates`, the last part of a :func:`gate_paths` path)
 GATE_NAMES: tuple[str, ...] = ("gate", "gate_h", "gate_w", "channel_gate", "spatial_gate", "bam_gate",
-                               "sa_channel_gate", "sa_spatial_gate")
+                               "sa_channel_gate", "sa_spatial_gate", "gam_channel_gate", "gam_spatial_gate",
+                               "psa_channel_gate", "psa_spatial_gate", "gate_cw", "gate_hc", "gate_hw")
 
 
 def _module_gate_table() -> tuple[tuple[type[AttentionConfig], tuple[tuple[str, str], ...]], ...]:
@@ -250,7 +251,9 @@ def _module_gate_table() -> tuple[tuple[type[AttentionConfig], tuple[tuple[str, 
     from .coord_attn import CoordAttnConfig, EfficientLocalAttnConfig, SimpleCoordAttnConfig, StripAttnConfig
     from .eca import ECAConfig
     from .eca_variants import CECAConfig, ECAMConfig
+    from .gam import GAMConfig
     from .gct import GCTConfig
+    from .psa import PSAConfig
     from .se import SEConfig
     from .se_variants import EffectiveSEConfig
     from .shuffle import ShuffleAttentionConfig
@@ -266,7 +269,9 @@ def _module_gate_table() -> tuple[tuple[type[AttentionConfig], tuple[tuple[str, 
             (EfficientLocalAttnConfig, (("gate_h", "height"), ("gate_w", "width"))),
             (LightCBAMConfig, (("channel_gate", "channel"), ("spatial_gate", "spatial"))),
             (BAMConfig, (("bam_gate", "full"),)),
-            (ShuffleAttentionConfig, (("sa_channel_gate", "channel"), ("sa_spatial_gate", "full"))))
+            (ShuffleAttentionConfig, (("sa_channel_gate", "channel"), ("sa_spatial_gate", "full"))),
+            (GAMConfig, (("gam_channel_gate", "full"), ("gam_spatial_gate", "full"))),
+            (PSAConfig, (("psa_channel_gate", "channel"), ("psa_spatial_gate", "spatial"))))
 
 
 #: the registered modules without a gate, and why (docs/conformance.md lists them)
@@ -287,7 +292,11 @@ def module_gates(config: AttentionConfig) -> dict[str, str]:
     from .cbam import CBAMConfig
     from .gather_excite import GatherExciteConfig
     from .global_context import GlobalContextConfig
+    from .triplet import TripletAttentionConfig
 
+    if isinstance(config, TripletAttentionConfig):  # each branch's gate turned back to the input's axes
+        kinds = {"gate_cw": "width", "gate_hc": "height", "gate_hw": "spatial"}
+        return {tap: kinds[tap] for _, tap, _ in config.branches}
     if isinstance(config, CBAMConfig):
         return {"channel.gate": "channel", "spatial.gate": "spatial"}
     if isinstance(config, GatherExciteConfig):  # a global gather gates channels, an extent every position
@@ -345,6 +354,11 @@ def reference_gates(config: AttentionConfig, weights: Mapping[str, np.ndarray], 
                     ) -> dict[str, np.ndarray]:
     """The float64 gates of one registered attention module on the NCHW ``x`` in eval mode, under the names of
     :func:`gate_layers`, read from its reference taps (CBAM's ``channel_gate`` and ``spatial_gate``)."""
+    from .triplet import TripletAttentionConfig
+
     taps = _reference_taps(config, weights, x)[1]
     renamed = {"channel.gate": "channel_gate", "spatial.gate": "spatial_gate"}  # CBAM's taps of its halves
-    return {_gate_name("", g): taps[renamed.get(g, g)].value for g in module_gates(config)}
+    out = {_gate_name("", g): taps[renamed.get(g, g)].value for g in module_gates(config)}
+    if isinstance(config, TripletAttentionConfig):  # the taps are in each branch's rotation, its own inverse
+        out = {tap: np.transpose(out[tap], perm) for _, tap, perm in config.branches}
+    return out

@@ -125,6 +125,7 @@ class GAMConfig(AttentionConfig):
         if taps is not None:
             taps["gam_channel_gate"] = gate_c
             taps["gam_spatial_logits"] = s
+            taps["gam_spatial_gate"] = gate_s
         return ops.mul(x1, gate_s)
 
 

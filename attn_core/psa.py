@@ -156,10 +156,16 @@ class PSAConfig(AttentionConfig):
 
     def reference_forward(self, x: Node, params: Mapping[str, Node], training: bool = False,
                           taps: dict[str, Node] | None = None) -> Node:
-        x_ch = ops.mul(x, ops.sigmoid(self._channel_logits(x, params, taps)))
+        gate_c = ops.sigmoid(self._channel_logits(x, params, taps))
+        x_ch = ops.mul(x, gate_c)
+        s = x if self.mode == "parallel" else x_ch
+        gate_s = ops.sigmoid(self._spatial_logits(s, params, taps))
+        if taps is not None:
+            taps["psa_channel_gate"] = gate_c
+            taps["psa_spatial_gate"] = gate_s
         if self.mode == "parallel":
-            return ops.add(x_ch, ops.mul(x, ops.sigmoid(self._spatial_logits(x, params, taps))))
-        return ops.mul(x_ch, ops.sigmoid(self._spatial_logits(x_ch, params, taps)))
+            return ops.add(x_ch, ops.mul(x, gate_s))
+        return ops.mul(x_ch, gate_s)
 
 
 # Named forms found upstream (docs/modules.md). Use as ``PSA(channels, **PSA_PRESETS['sequential'])``.

@@ -94,6 +94,11 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
     "psa_spatial_logits": "PSA: the spatial branch's input of the sigmoid, softmax_c(q) @ v (the paper), "
                           "softmax_hw(q @ v) (PSA_p) or q @ softmax_hw(v) (PSA_s), (N, 1, H*W)",
     "gam_channel_gate": "GAM: sigmoid of the channel MLP applied at every position, (N, C, H, W)",
+    "gam_spatial_gate": "GAM: sigmoid of gam_spatial_logits (channel-shuffled with shuffle_groups > 1), the factor "
+                        "of x * gam_channel_gate, (N, C, H, W)",
+    "psa_channel_gate": "PSA: sigmoid of psa_channel_logits, the factor of x, (N, C, 1, 1)",
+    "psa_spatial_gate": "PSA: sigmoid of psa_spatial_logits as a map, the factor of x (parallel) or of x times "
+                        "psa_channel_gate (sequential), (N, 1, H, W)",
     "gam_spatial_logits": "GAM: BN(conv(ReLU(BN(conv(x * channel gate))))), the spatial sub-module's output before "
                           "the sigmoid, (N, C, H, W)",
     "style": "SRM: the style pooling [mean_hw x, sqrt(var_hw x + eps)] of each channel, (N, C, 2)",
@@ -113,6 +118,8 @@ TAP_STAGES: Mapping[str, str] = MappingProxyType({
     "style": "style pooling", "embedding": "embedding", "psa_channel_weights": "PSA channel softmax",
     "psa_channel_logits": "PSA channel logits", "psa_spatial_logits": "PSA spatial logits",
     "gam_channel_gate": "GAM channel gate", "gam_spatial_logits": "GAM spatial logits",
+    "gam_spatial_gate": "GAM spatial gate", "psa_channel_gate": "PSA channel gate",
+    "psa_spatial_gate": "PSA spatial gate",
     "sa_channel_gate": "channel-branch gate",
     "sa_spatial_gate": "spatial-branch gate", "sa_unshuffled": "output before the shuffle",
     "paths": "paths", "path_attn": "path softmax", "radix_splits": "radix splits", "radix_attn": "radix softmax",

@@ -30,10 +30,11 @@ class GAM(AttentionModule):
         layers = cfg.layers()
         # NHWC: the channel MLP's Dense layers act on the last axis, which is the paper's permutation
         mlp, convs = (tuple((name.partition(".")[2], spec) for name, spec in part) for part in (layers[:3], layers[3:]))
-        x1 = xc * jax.nn.sigmoid(Sequential(mlp, name="channel_attention")(xc, train))
+        gate_c = jax.nn.sigmoid(Sequential(mlp, name="channel_attention")(xc, train))
+        x1 = xc * self.expose_gate(gate_c, "gam_channel_gate")
         s = Sequential(convs, cfg.bn_eps, cfg.bn_momentum, name="spatial_attention")(x1, train)
         g = cfg.shuffle_groups
         if g > 1:  # NHWC: channel j * g + i is channel i * C / g + j (commutes with the sigmoid)
             n, h, w, c = s.shape
             s = jnp.swapaxes(s.reshape(n, h, w, g, c // g), -1, -2).reshape(n, h, w, c)
-        return (x1 * jax.nn.sigmoid(s).astype(dt)).astype(x.dtype)
+        return (x1 * self.expose_gate(jax.nn.sigmoid(s).astype(dt), "gam_spatial_gate")).astype(x.dtype)

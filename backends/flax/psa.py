@@ -101,9 +101,9 @@ class PSA(AttentionModule):
                 logits = jnp.einsum("nc,npc->np", q, jax.nn.softmax(v, axis=1))
             return jax.nn.sigmoid(logits.reshape(n, h, w, 1))
 
-        x_ch = xc * jax.nn.sigmoid(channel_logits(xc))
+        x_ch = xc * self.expose_gate(jax.nn.sigmoid(channel_logits(xc)), "psa_channel_gate")
         if cfg.mode == "parallel":
-            y = x_ch + xc * spatial_gate(xc)
+            y = x_ch + xc * self.expose_gate(spatial_gate(xc), "psa_spatial_gate")
         else:
-            y = x_ch * spatial_gate(x_ch)
+            y = x_ch * self.expose_gate(spatial_gate(x_ch), "psa_spatial_gate")
         return y.astype(x.dtype)

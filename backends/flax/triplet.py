@@ -74,11 +74,13 @@ class TripletAttention(AttentionModule):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         cfg, dt, xc = self.prepare(x, train)
         outs = []
-        for branch, _, _ in cfg.branches:
+        for branch, tap, _ in cfg.branches:
             perm = NHWC_ROTATIONS[branch]
             z = jnp.transpose(xc, perm)
             gate = AttentionGate(cfg.kernel_size, cfg.pool_order == "max_mean", cfg.bn_eps, cfg.bn_momentum, dt,
                                  name=branch)(z, train)
+            if self.is_mutable_collection("intermediates"):  # turned back to the input's axes, as torch's
+                self.expose_gate(jnp.transpose(gate, perm), tap)
             outs.append(jnp.transpose(z * gate, perm))
         total = outs[0]
         for out in outs[1:]:

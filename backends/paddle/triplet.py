@@ -53,14 +53,23 @@ class TripletAttention(AttentionModule):
         for branch, _, _ in cfg.branches:
             self.add_sublayer(branch, AttentionGate(cfg.kernel_size, cfg.pool_order == "max_mean", cfg.bn_eps,
                                                     cfg.bn_momentum))
-        self._branches = [(branch, list(perm)) for branch, _, perm in cfg.branches]
+        self._branches = [(branch, tap, list(perm)) for branch, tap, perm in cfg.branches]
+        self.add_gate(*(tap for _, tap, _ in cfg.branches))
+
+    def _expose_rotated(self, g: paddle.Tensor, tap: str, perm: list[int]) -> None:
+        """A branch's gate ``g``, in its rotation of the input, turned back to the input's axes (each rotation is
+        its own inverse) as the gate ``tap``; only while a hook waits for it."""
+        if self.gate_hooked(tap):
+            self.expose_gate(g.transpose(perm), tap)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)  # checked (BatchNorm counts in training); half computed in float32
         outs = []
-        for branch, perm in self._branches:
+        for branch, tap, perm in self._branches:
             z = xc.transpose(perm)  # each permutation is its own inverse
-            outs.append((z * getattr(self, branch)(z, compute)).transpose(perm))
+            g = getattr(self, branch)(z, compute)
+            self._expose_rotated(g, tap, perm)
+            outs.append((z * g).transpose(perm))
         total = outs[0]
         for out in outs[1:]:
             total = total + out

@@ -21,6 +21,7 @@ class GAM(AttentionModule):
 
         super().__init__()
         self.config = cfg = GAMConfig(channels, rate, kernel_size, bn_eps, bn_momentum, groups, shuffle_groups)
+        self.add_gate("gam_channel_gate", "gam_spatial_gate")
         for name, spec in cfg.layers():
             attach(self, name, nn.ReLU() if spec == "relu" else build_layer(spec))
 
@@ -28,7 +29,7 @@ class GAM(AttentionModule):
         compute, xc = self.prepare(x)  # in training also the BatchNorms' rule: N*H*W > 1 (GAMConfig)
         mlp = self.channel_attention
         a = linear_as(mlp[2], F.relu(linear_as(mlp[0], xc.permute(0, 2, 3, 1), compute)), compute)
-        x1 = xc * torch.sigmoid(a.permute(0, 3, 1, 2))
+        x1 = xc * self.expose_gate(torch.sigmoid(a.permute(0, 3, 1, 2)), "gam_channel_gate")
         convs = self.spatial_attention
         s = F.relu(batch_norm_as(convs[1], conv_as(convs[0], x1, compute), compute))
         s = batch_norm_as(convs[4], conv_as(convs[3], s, compute), compute)
@@ -36,4 +37,4 @@ class GAM(AttentionModule):
         if g > 1:  # the shuffle commutes with the sigmoid: the copies shuffle the gate, this the logits
             n, c, h, w = s.shape
             s = s.reshape(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
-        return self.finish(x1 * torch.sigmoid(s), x, compute)
+        return self.finish(x1 * self.expose_gate(torch.sigmoid(s), "gam_spatial_gate"), x, compute)

@@ -25,6 +25,7 @@ class PSA(AttentionModule):
         super().__init__()
         self.config = cfg = PSAConfig(channels, mode, channel_up, channel_norm, spatial_softmax, ratio, ln_eps,
                                           bias)
+        self.add_gate("psa_channel_gate", "psa_spatial_gate")
         c, ci, cr = cfg.channels, cfg.inter_channels, cfg.up_channels
         self.conv_q_right = _pointwise(c, 1, cfg.bias)
         self.conv_v_right = _pointwise(c, ci, cfg.bias)
@@ -74,9 +75,9 @@ class PSA(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
-        x_ch = xc * torch.sigmoid(self._channel_logits(xc))
+        x_ch = xc * self.expose_gate(torch.sigmoid(self._channel_logits(xc)), "psa_channel_gate")
         if self.config.mode == "parallel":
-            y = x_ch + xc * self._spatial_gate(xc)
+            y = x_ch + xc * self.expose_gate(self._spatial_gate(xc), "psa_spatial_gate")
         else:
-            y = x_ch * self._spatial_gate(x_ch)
+            y = x_ch * self.expose_gate(self._spatial_gate(x_ch), "psa_spatial_gate")
         return self.finish(y, x, compute)
