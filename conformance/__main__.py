@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                         "seresnet18, ecaresnet18, cbamresnet18, simamresnet18, eca_mobilenetv2) for --steps steps "
                         "in every backend from the same weights with each --optimizers preset, and compare the "
                         "loss, lr, parameters, optimizer state and BatchNorm running statistics with the float64 "
-                        "reference after every step (conformance.training)")
+                        "reference after every step (conformance.training); then the data-parallel rows of the "
+                        "listed models among conformance.training.DATA_PARALLEL_MODELS (resnet18) unless "
+                        "--no-data-parallel")
     p.add_argument("--optimizers", type=_csv, default=None, metavar="LIST",
                    help="with --training: the comma-separated presets of conformance.training.PRESETS (default: "
                         "all: sgd (momentum, weight decay, step schedule), nesterov (cosine with warm-up), adam, "
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --training: write a PNG per model x preset to DIR, the loss per step of each "
                         "backend and of the reference, and the largest parameter difference per step (needs "
                         "matplotlib: the 'plots' extra)")
+    p.add_argument("--no-data-parallel", action="store_true",
+                   help="with --training: leave out its data-parallel rows (see --data-parallel)")
     p.add_argument("--data-parallel", type=_csv, nargs="?", const=[], default=None, metavar="LIST",
                    help="instead of the cases, one data-parallel training step of the comma-separated registered "
                         "models (default: resnet18, seresnet18) on 2 replicas in each backend on CPU (torch DDP and "
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown dtype {d!r}; known: {', '.join(TOLERANCES)}")
     if args.training is not None:
         return _training(p, args, argv)
+    if args.no_data_parallel:
+        p.error("--no-data-parallel applies to --training only")
     if args.data_parallel is not None:
         return _data_parallel(p, args, argv)
     if args.cam is not None:
@@ -149,8 +155,10 @@ def _progress(total: int, quiet: bool) -> Callable[[Row], None]:
 
 
 def _training(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
-    """``--training``: the rows of :func:`conformance.training.run_training`, then the report as for the cases."""
-    from .training import PRESETS, STEPS, TRAINING_MODELS, run_training, write_plots
+    """``--training``: the rows of :func:`conformance.training.run_training` and, unless ``--no-data-parallel``,
+    the float64 data-parallel rows of its models among :data:`~conformance.training.DATA_PARALLEL_MODELS`
+    (:func:`conformance.data_parallel.run_data_parallel`), then the report as for the cases."""
+    from .training import DATA_PARALLEL_MODELS, PRESETS, STEPS, TRAINING_MODELS, run_training, write_plots
 
     models = args.training or list(TRAINING_MODELS)
     for m in models:
@@ -165,14 +173,20 @@ def _training(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         p.error(f"--steps must be at least 1, got {steps}")
     total = len(models) * len(presets) * len(args.backends) * len(args.dtypes)
     run = run_training(models, presets, args.backends, args.dtypes, steps, _progress(total, args.quiet))
+    report = run.report
+    dp_models = [m for m in models if m in DATA_PARALLEL_MODELS]
+    if dp_models and "float64" in args.dtypes and not args.no_data_parallel:
+        from .data_parallel import run_data_parallel
+
+        report = Report([*report.rows, *run_data_parallel(dp_models, args.backends)])
     if args.plots is not None:
         written = write_plots(args.plots, run.curves)
         print(written if isinstance(written, str) else f"wrote {len(written)} plot(s) to {args.plots}")
     if not args.quiet:  # the float32 rows' report of where they leave the bound is their note
-        for r in run.report.rows:
+        for r in report.rows:
             if r.note:
                 print(f"NOTE {r.module}/{r.case} [{r.backend}, {r.dtype}]: {r.note}")
-    return _finish(run.report, args, argv)
+    return _finish(report, args, argv)
 
 
 def _data_parallel(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:

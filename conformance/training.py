@@ -44,7 +44,8 @@ from .runners.base import TrainStep
 from .suite import Comparison, Report, Row, compare
 from .tolerances import Tolerance, tolerance_for
 
-__all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "BATCH", "STEPS", "EARLY_STEPS", "TrainingData",
+__all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "DATA_PARALLEL_MODELS", "BATCH", "STEPS", "EARLY_STEPS",
+           "TrainingData",
            "Curves", "TrainingRun", "TrajectoryComparer", "TrajectoryComparison", "training_data",
            "reference_trajectory", "reference_step_from", "Restep", "restep_for",
            "compare_trajectory", "worst_per_quantity", "LR_SCALE", "preset_for", "trajectory_verdict",
@@ -53,6 +54,9 @@ __all__ = ["TrainingPreset", "PRESETS", "TRAINING_MODELS", "BATCH", "STEPS", "EA
 #: the models of ``--training`` without a list (issue 14)
 TRAINING_MODELS: tuple[str, ...] = ("resnet18", "seresnet18", "ecaresnet18", "cbamresnet18", "simamresnet18",
                                     "eca_mobilenetv2")
+#: the models whose data-parallel rows (:mod:`conformance.data_parallel`) ``--training`` adds when it trains them: one
+#: network, since each row starts two processes per framework and compiles a whole training step in each
+DATA_PARALLEL_MODELS: tuple[str, ...] = ("resnet18",)
 #: the input of every step: small, so that six models x four presets x three backends train in minutes in float64,
 #: and 40 x 40 as the model cases' training input, so that the last BatchNorms normalise 2 x 2 maps (16 values per
 #: channel), since the batch statistics of a 1 x 1 map's 4 values make the trajectory chaotic in any precision

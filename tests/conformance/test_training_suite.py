@@ -233,10 +233,60 @@ def test_cli_refuses_unknown_presets_and_training_flags_without_training(capsys)
     assert exc.value.code == 2 and "--steps applies to --training only" in capsys.readouterr().err
 
 
+def _wired(monkeypatch) -> list[tuple[list[str], list[str]]]:
+    """``--training`` with stand-ins for the training and data-parallel rows: the calls of the latter."""
+    import conformance.data_parallel
+    import conformance.training
+    from conformance.suite import Report, Row
+    from conformance.training import TrainingRun
+
+    calls: list[tuple[list[str], list[str]]] = []
+
+    def training(models, presets, backends, dtypes, steps, progress):
+        return TrainingRun(Report([Row(m, f"{p}-{steps}steps", b, d, "eager", "pass") for m in models
+                                   for p in presets for b in backends for d in dtypes]), {})
+
+    def data_parallel(models, backends):
+        calls.append((list(models), list(backends)))
+        return [Row(m, "dp2-n8-32x32-per-replica-bn", b, "float64", "DDP", "pass") for m in models for b in backends]
+
+    monkeypatch.setattr(conformance.training, "run_training", training)
+    monkeypatch.setattr(conformance.data_parallel, "run_data_parallel", data_parallel)
+    return calls
+
+
+def test_cli_training_adds_the_data_parallel_rows_of_its_models_unless_told_not_to(monkeypatch, tmp_path):
+    calls = _wired(monkeypatch)
+    out = tmp_path / "r.json"
+    assert main(["--training", "resnet18,seresnet18", "--optimizers", "sgd", "--backends", "torch,paddle",
+                 "--json", str(out), "-q"]) == 0
+    assert calls == [(["resnet18"], ["torch", "paddle"])]  # seresnet18 is not among DATA_PARALLEL_MODELS
+    cases = [(r["module"], r["case"], r["backend"]) for r in json.loads(out.read_text())["rows"]]
+    assert cases[-2:] == [("resnet18", "dp2-n8-32x32-per-replica-bn", "torch"),
+                          ("resnet18", "dp2-n8-32x32-per-replica-bn", "paddle")]
+    assert len(cases) == 6
+    calls.clear()
+    assert main(["--training", "resnet18", "--optimizers", "sgd", "--no-data-parallel", "-q"]) == 0
+    assert main(["--training", "seresnet18", "--optimizers", "sgd", "-q"]) == 0
+    assert main(["--training", "resnet18", "--optimizers", "sgd", "--dtypes", "float32", "-q"]) == 0  # float64 rows
+    assert calls == []
+
+
+def test_cli_data_parallel_alone_still_runs_and_no_data_parallel_needs_training(monkeypatch, capsys):
+    calls = _wired(monkeypatch)
+    assert main(["--data-parallel", "seresnet18", "--backends", "flax", "-q"]) == 0
+    assert calls == [(["seresnet18"], ["flax"])]
+    for argv in (["--data-parallel", "--no-data-parallel"], ["--modules", "se", "--no-data-parallel"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and "--no-data-parallel applies to --training only" in capsys.readouterr().err
+
+
 @pytest.mark.slow(reason="a 2-step ResNet-18 reference and torch run through the command line")
 def test_cli_training_writes_json_html_and_plots(tmp_path, capsys):
     out_json, out_html, plots = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "plots"
     rc = main(["--training", "resnet18", "--optimizers", "adamw", "--steps", "2", "--backends", "torch",
+               "--no-data-parallel",
                "--json", str(out_json), "--html", str(out_html), "--plots", str(plots), "-q"])
     assert rc == 0, capsys.readouterr().out
     rows = json.loads(out_json.read_text())["rows"]
