@@ -14,7 +14,8 @@ from .._fw import FRAMEWORKS, runner
 # the authors' PSA_p at odd C (two softmaxes), and the grouped, shuffled GAM training its two BatchNorms
 CASE_NAMES = ("psa/c9-odd", "gam/c24-g2-s3-train")
 DTYPES = ("float64", "float16", "bfloat16")
-_SLOW = {"torch": "torch.compile: up to tens of seconds per row on a cold inductor cache", "flax": "jax.jit of forward and backward: seconds per row"}
+_SLOW = {"torch": "torch.compile: up to tens of seconds per row on a cold inductor cache",
+         "flax": "jax.jit of forward and backward: seconds per row"}
 
 
 def _params() -> list[object]:
