@@ -109,6 +109,7 @@ def test_widths_and_the_default():
     """Cr = int(C / rate), as the copies compute it; the one preset is the paper's and is the default."""
     assert (GAMConfig(16).hidden, GAMConfig(12, rate=5).hidden, GAMConfig(6, rate=1.5).hidden) == (4, 2, 4)
     assert GAMConfig(8) == GAMConfig(8, **GAM_PRESETS["paper"])
+    assert set(GAM_PRESETS) == {"paper", "grouped"}
     assert [p.shape for p in GAMConfig(8).param_table()][:5] == [(2, 8), (2,), (8, 2), (8,), (2, 8, 7, 7)]
 
 
