@@ -38,7 +38,8 @@ class GAMConfig(AttentionConfig):
         rate: the reduction r of both sub-modules (4, the paper's; ``int(C / rate)`` must be positive).
         kernel_size: the spatial convolutions' kernel (7, the paper's; odd, zero padding k // 2 keeps the map).
         bn_eps, bn_momentum: the two BatchNorms' (1e-5, 0.1, torch's convention).
-        groups: the groups of both spatial convolutions (1, the paper's Fig. 4; must divide C and Cr).
+        groups: the groups of both spatial convolutions (1: full convolutions, as the paper draws them; must divide
+            C and Cr).
         shuffle_groups: the channel shuffle of the spatial logits (1: none; must divide C).
         Named forms in ``GAM_PRESETS``: ``'paper'`` (the default: full convolutions, no shuffle) and ``'grouped'``
         (the paper's ResNet-50 form: 4 groups and a shuffle of 4 groups; the paper gives no number, 4 is the blog
@@ -49,9 +50,9 @@ class GAMConfig(AttentionConfig):
     Shapes: input (N, C, H, W) in torch and Paddle, (N, H, W, C) in Flax; output the same shape.
     Parameters (the copy's ``state_dict``): ``channel_attention.0.weight`` (Cr, C), ``.0.bias`` (Cr,),
     ``channel_attention.2.weight`` (C, Cr), ``.2.bias`` (C,); ``spatial_attention.0.weight`` (Cr, C, k, k), ``.0.bias``,
-    ``spatial_attention.1.*`` (Cr,), ``spatial_attention.3.weight`` (C, Cr, k, k), ``.3.bias``, (the second axis
-    of both convolution weights divided by ``groups``),
-    ``spatial_attention.4.*`` (C,) (BatchNorm weight, bias, running mean and variance).
+    ``spatial_attention.1.*`` (Cr,), ``spatial_attention.3.weight`` (C, Cr, k, k), ``.3.bias``,
+    ``spatial_attention.4.*`` (C,) (BatchNorm weight, bias, running mean and variance); both convolution weights'
+    second axis is divided by ``groups``.
     """
 
     module_name: ClassVar[str] = "GAM"
