@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from attn_core.precision import compute_dtype
 
-__all__ = ["ACTIVATIONS", "compute_dtype_of", "max_with_shared_ties", "spatial_conv", "UNROLLED_MAX_KERNEL"]
+__all__ = ["ACTIVATIONS", "compute_dtype_of", "max_pool2d", "max_with_shared_ties", "spatial_conv",
+           "UNROLLED_MAX_KERNEL"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -27,6 +28,17 @@ def compute_dtype_of(x: jax.Array) -> Any:
     """The dtype the modules compute ``x`` in (:func:`attn_core.precision.compute_dtype`: float32 for float16 and
     bfloat16, ``x``'s own otherwise)."""
     return jnp.dtype(compute_dtype(jnp.dtype(x.dtype).name))
+
+
+def max_pool2d(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
+    """``max_pool2d(x, window, stride, padding)`` of the reference on NHWC: floor mode, -inf padding. The padding
+    is a pad of -inf and the pool is VALID, the same numbers as ``nn.max_pool``'s explicit padding, because
+    jax2onnx 0.17 drops explicit padding pairs of ``nn.max_pool`` and an exported model computes other logits."""
+    import flax.linen as nn
+
+    if padding:
+        x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), constant_values=-jnp.inf)
+    return nn.max_pool(x, window_shape=(window, window), strides=(stride, stride), padding="VALID")
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))

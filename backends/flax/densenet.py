@@ -33,6 +33,7 @@ from attn_core.models import DenseLayerSpec, SEDenseNetConfig, TransitionSpec
 
 from ._base import AttentionModule
 from ._layers import build_layer
+from ._ops import max_pool2d
 from .se import SEModule
 
 __all__ = ["SEDenseNet", "DenseLayer", "DenseBlock", "Transition"]
@@ -131,8 +132,7 @@ class _Features(nn.Module):
         x = build_layer(stem["features.conv0"], "conv0")(x)
         if not cfg.small_inputs:
             x = jax.nn.relu(build_layer(stem["features.norm0"], "norm0", train)(x))
-            x = nn.max_pool(x, (_POOL_WINDOW, _POOL_WINDOW), strides=(_POOL_STRIDE, _POOL_STRIDE),
-                            padding=((_POOL_PAD, _POOL_PAD), (_POOL_PAD, _POOL_PAD)))
+            x = max_pool2d(x, _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD)
         # the reference's pairing: block 'features.denseblock{b}' is followed by 'features.transition{b}', if any
         transitions = {t.name.replace("transition", "denseblock"): t for t in cfg.transitions}
         blocks = list(dict.fromkeys(cfg.block_of(layer) for layer in cfg.dense_layers))

@@ -33,6 +33,7 @@ from attn_core.models import AvgPool, BlockSpec, ResNetConfig
 from . import _layers
 from ._base import AttentionModule
 from ._layers import build_attention, build_layer
+from ._ops import max_pool2d
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "SelectiveKernelBasic", "ResNestBottleneck", "Sequential",
            "BLOCKS", "avg_pool"]
@@ -214,8 +215,7 @@ class ResNet(AttentionModule):
         stem = cfg.stem()
         for name in ("conv1", "bn1"):
             x = run_layer(stem, name, x, train, cfg.bn_eps, cfg.bn_momentum)
-        x = nn.max_pool(jax.nn.relu(x), (_POOL_WINDOW, _POOL_WINDOW), strides=(_POOL_STRIDE, _POOL_STRIDE),
-                        padding=((_POOL_PAD, _POOL_PAD), (_POOL_PAD, _POOL_PAD)))
+        x = max_pool2d(jax.nn.relu(x), _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD)
         # blocks 'layer2.0', 'layer2.1', ... -> Sequential 'layer2' of blocks '0', '1', ...
         stages: dict[str, list[tuple[str, BlockSpec]]] = {}
         for b in cfg.blocks:

@@ -27,13 +27,14 @@ from attn_core.models import InceptionSpec, TowerNetConfig
 
 from ._base import AttentionModule
 from ._layers import Sequential, build_layer
+from ._ops import max_pool2d
 
 __all__ = ["TowerNet", "Inception", "Stage"]
 
 
 def _max_pool(x: jax.Array, kernel: int, stride: int, padding: int) -> jax.Array:
     """``ops.max_pool2d(x, kernel, stride, padding)`` of the reference on NHWC: floor mode, -inf padding."""
-    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=((padding, padding), (padding, padding)))
+    return max_pool2d(x, kernel, stride, padding)
 
 
 class Inception(nn.Module):
