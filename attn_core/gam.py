@@ -119,13 +119,13 @@ class GAMConfig(AttentionConfig):
                 s = layer(s, params, name, training)
             else:
                 s = layer(s, params, name)
-        g = self.shuffle_groups
+        g, logits = self.shuffle_groups, s
         if g > 1:  # the shuffle commutes with the sigmoid: the copies shuffle the gate, this the logits
             s = ops.reshape(ops.transpose(ops.reshape(s, (n, g, c // g, h, w)), (0, 2, 1, 3, 4)), (n, c, h, w))
         gate_s = ops.sigmoid(s)
         if taps is not None:
             taps["gam_channel_gate"] = gate_c
-            taps["gam_spatial_logits"] = s
+            taps["gam_spatial_logits"] = logits  # before the shuffle: what every copy's spatial_attention returns
             taps["gam_spatial_gate"] = gate_s
         return ops.mul(x1, gate_s)
 

@@ -100,7 +100,7 @@ TAP_MEANINGS: Mapping[str, str] = MappingProxyType({
     "psa_spatial_gate": "PSA: sigmoid of psa_spatial_logits as a map, the factor of x (parallel) or of x times "
                         "psa_channel_gate (sequential), (N, 1, H, W)",
     "gam_spatial_logits": "GAM: BN(conv(ReLU(BN(conv(x * channel gate))))), the spatial sub-module's output before "
-                          "the sigmoid, (N, C, H, W)",
+                          "the channel shuffle (shuffle_groups > 1) and the sigmoid, (N, C, H, W)",
     "style": "SRM: the style pooling [mean_hw x, sqrt(var_hw x + eps)] of each channel, (N, C, 2)",
     "embedding": "GCT: alpha times each channel's norm over H, W, sqrt(sum_hw x^2 + eps) (l2) or sum_hw |x| (l1), "
                  "(N, C, 1, 1)",

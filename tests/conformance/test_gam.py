@@ -297,9 +297,9 @@ def test_grouped_preset_equals_the_grouped_copy():
         backend("torch").GAM(16).double().load_state_dict(module.state_dict(), strict=True)
 
 
-def test_a_missing_shuffle_is_caught_at_the_output():
-    """The grouped copy with its shuffle left out has the grouped preset's weights, so it loads; the check FAILs it:
-    the gate's channels are moved, so the output differs, while the spatial logits before the shuffle agree."""
+def test_a_missing_shuffle_is_caught_after_the_spatial_logits():
+    """The grouped copy with its shuffle left out has the grouped preset's weights, so it loads; the check FAILs it at
+    the output, while the spatial logits, before the shuffle (the copy's ``spatial_attention``), agree."""
     from conformance import check
 
     class NoShuffle(_grouped_copy()):
@@ -310,9 +310,12 @@ def test_a_missing_shuffle_is_caught_at_the_output():
             return x * self.spatial_attention(x).sigmoid()
 
     config = GAMConfig(16, **GAM_PRESETS["grouped"])
-    assert check(_grouped_copy()(16, 16), config, dtypes=("float64",)).passed
-    report = check(NoShuffle(16, 16), config, dtypes=("float64",))
+    taps = {"gam_spatial_logits": "spatial_attention"}
+    assert check(_grouped_copy()(16, 16), config, taps=taps, dtypes=("float64",)).passed
+    report = check(NoShuffle(16, 16), config, taps=taps, dtypes=("float64",))
     assert not report.passed
+    diagnosis = report.diagnosis("n2-7x5", "float64")
+    assert diagnosis.stage == "output" and [c.passed for c in diagnosis.taps] == [True]
 
 
 def test_gamresnet50_is_the_grouped_form():
