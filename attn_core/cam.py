@@ -32,7 +32,8 @@ from .spec import AttentionConfig, ConfigError
 __all__ = ["METHODS", "TARGETS", "LayerGradient", "resize_bilinear", "min_max", "postprocess", "gradcam_weights",
            "gradcampp_weights", "weighted_map", "target_cotangent", "resolve_classes", "raw_map", "cam_layer",
            "classifier_weight", "layer_names", "reference_layer_gradient", "reference_raw_map", "GATE_KINDS",
-           "GATE_NAMES", "NO_GATE", "module_gates", "gate_layers", "gate_paths", "reference_gates"]
+           "GATE_NAMES", "NO_GATE", "module_gates", "gated_modules", "gate_name", "gate_layers", "gate_paths",
+           "reference_gates"]
 
 #: the class activation methods
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcampp")
@@ -234,12 +235,14 @@ def reference_raw_map(config: AttentionConfig, weights: Mapping[str, np.ndarray]
 
 # ------------------------------------------------------------------------------------------ attention gates
 #: what a gate multiplies: 'channel' (N, C, 1, 1), 'spatial' (N, 1, H, W), 'full' (N, C, H, W), 'height'
-#: (N, C, H, 1) or 'width' (N, C, 1, W)
-GATE_KINDS: tuple[str, ...] = ("channel", "spatial", "full", "height", "width")
+#: (N, C, H, 1), 'width' (N, C, 1, W), or 'branch': the softmax weights that mix B branches of C_out channels
+#: (SelectiveKernel's paths, SplitAttn's radix splits), (N, B * C_out, 1, 1), branch-major
+GATE_KINDS: tuple[str, ...] = ("channel", "spatial", "full", "height", "width", "branch")
 #: the names a gate goes by in a module (:func:`module_gates`, the last part of a :func:`gate_paths` path)
 GATE_NAMES: tuple[str, ...] = ("gate", "gate_h", "gate_w", "channel_gate", "spatial_gate", "bam_gate",
                                "sa_channel_gate", "sa_spatial_gate", "gam_channel_gate", "gam_spatial_gate",
-                               "psa_channel_gate", "psa_spatial_gate", "gate_cw", "gate_hc", "gate_hw")
+                               "psa_channel_gate", "psa_spatial_gate", "gate_cw", "gate_hc", "gate_hw", "path_attn",
+                               "radix_attn")
 
 
 def _module_gate_table() -> tuple[tuple[type[AttentionConfig], tuple[tuple[str, str], ...]], ...]:
@@ -256,8 +259,10 @@ def _module_gate_table() -> tuple[tuple[type[AttentionConfig], tuple[tuple[str, 
     from .psa import PSAConfig
     from .se import SEConfig
     from .se_variants import EffectiveSEConfig
+    from .selective_kernel import SelectiveKernelConfig
     from .shuffle import ShuffleAttentionConfig
     from .simam import SimAMConfig
+    from .split_attn import SplitAttnConfig
     from .srm import SRMConfig
 
     channel, spatial, full = (("gate", "channel"),), (("gate", "spatial"),), (("gate", "full"),)
@@ -271,7 +276,8 @@ def _module_gate_table() -> tuple[tuple[type[AttentionConfig], tuple[tuple[str, 
             (BAMConfig, (("bam_gate", "full"),)),
             (ShuffleAttentionConfig, (("sa_channel_gate", "channel"), ("sa_spatial_gate", "full"))),
             (GAMConfig, (("gam_channel_gate", "full"), ("gam_spatial_gate", "full"))),
-            (PSAConfig, (("psa_channel_gate", "channel"), ("psa_spatial_gate", "spatial"))))
+            (PSAConfig, (("psa_channel_gate", "channel"), ("psa_spatial_gate", "spatial"))),
+            (SelectiveKernelConfig, (("path_attn", "branch"),)), (SplitAttnConfig, (("radix_attn", "branch"),)))
 
 
 #: the registered modules without a gate, and why (docs/conformance.md lists them)
@@ -309,7 +315,7 @@ def module_gates(config: AttentionConfig) -> dict[str, str]:
     return {}
 
 
-def _gate_name(prefix: str, gate: str) -> str:
+def gate_name(prefix: str, gate: str) -> str:
     """The canonical name of gate ``gate`` of the module at ``prefix``: a module's single ``gate`` goes by the
     module's name (a lone module's by ``'gate'``), any other gate by its own path."""
     head, _, last = gate.rpartition(".")
@@ -318,15 +324,18 @@ def _gate_name(prefix: str, gate: str) -> str:
     return f"{prefix}.{gate}" if prefix else gate
 
 
-def _gated_modules(config: AttentionConfig) -> list[tuple[str, AttentionConfig]]:
-    """(canonical path, config) of the attention modules of a registered model, or ``[('', config)]`` for an
-    attention module itself."""
+def gated_modules(config: AttentionConfig) -> list[tuple[str, AttentionConfig]]:
+    """(canonical path, config) of the attention modules of a registered model in data-flow order (a ResNet's
+    SelectiveKernel or SplitAttn convolutions, SimAM, its block attention), or ``[('', config)]`` for an attention
+    module itself."""
     from .models.mobilenetv2 import ECAMobileNetV2Config
     from .models.resnet import ResNetConfig
 
     if isinstance(config, ResNetConfig):
         found: list[tuple[str, AttentionConfig]] = []
         for b in config.blocks:
+            found += [(f"{b.name}.{name}", layer) for name, layer in b.layers(config.bn_eps, config.bn_momentum).items()
+                      if isinstance(layer, AttentionConfig)]
             found += [(f"{b.name}.simam", b.simam)] if b.simam is not None else []
             found += [(f"{b.name}.se", b.attn)] if b.attn is not None else []
         return found
@@ -339,15 +348,15 @@ def gate_paths(config: AttentionConfig) -> dict[str, str]:
     """``{canonical gate name: the path of the submodule it passes through}`` of a registered model or
     attention module, in data-flow order: a module's single ``gate`` goes by the module's name (``'layer1.0.se'``,
     CBAM's ``'layer1.0.se.channel'``), a module with named gates by their paths (``'layer1.0.se.gate_h'``)."""
-    return {_gate_name(name, gate): f"{name}.{gate}" if name else gate
-            for name, attn in _gated_modules(config) for gate in module_gates(attn)}
+    return {gate_name(name, gate): f"{name}.{gate}" if name else gate
+            for name, attn in gated_modules(config) for gate in module_gates(attn)}
 
 
 def gate_layers(config: AttentionConfig) -> dict[str, str]:
     """``{canonical gate name: gate kind}`` of every gate of a registered model or attention module, in
     data-flow order (:func:`gate_paths`; :func:`module_gates` the gates of each module)."""
-    return {_gate_name(name, gate): kind
-            for name, attn in _gated_modules(config) for gate, kind in module_gates(attn).items()}
+    return {gate_name(name, gate): kind
+            for name, attn in gated_modules(config) for gate, kind in module_gates(attn).items()}
 
 
 def reference_gates(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray
@@ -358,7 +367,9 @@ def reference_gates(config: AttentionConfig, weights: Mapping[str, np.ndarray], 
 
     taps = _reference_taps(config, weights, x)[1]
     renamed = {"channel.gate": "channel_gate", "spatial.gate": "spatial_gate"}  # CBAM's taps of its halves
-    out = {_gate_name("", g): taps[renamed.get(g, g)].value for g in module_gates(config)}
+    out = {gate_name("", g): taps[renamed.get(g, g)].value for g in module_gates(config)}
     if isinstance(config, TripletAttentionConfig):  # the taps are in each branch's rotation, its own inverse
         out = {tap: np.transpose(out[tap], perm) for _, tap, perm in config.branches}
+    if "path_attn" in out:  # SK's (N, P, C, 1, 1) weights as one NCHW gate, path-major
+        out["path_attn"] = out["path_attn"].reshape(len(x), -1, 1, 1)
     return out

@@ -37,3 +37,9 @@ class GateIdentities:
     def expose_gate(self, g: Any, name: str = "gate") -> Any:
         """The gate ``g`` (NCHW) through the identity ``name`` where hooks on it read it, else ``g`` as it is."""
         return getattr(self, name)(g) if self.gate_hooked(name) else g
+
+    def expose_branch_weights(self, a: Any, name: str) -> None:
+        """The weights ``a`` (N, B, C, ...) that mix B branches (SK's paths, SplitAttn's radix splits) as one
+        gate ``name`` of shape (N, B * C, 1, 1), branch-major, only while a hook waits for it."""
+        if self.gate_hooked(name):
+            self.expose_gate(a.reshape((a.shape[0], -1, 1, 1)), name)

@@ -87,4 +87,6 @@ class SelectiveKernel(AttentionModule):
         inputs = tuple(jnp.split(xc, p, axis=-1)) if cfg.split_input else (xc,) * p
         stacked = jnp.stack(Paths(cfg, dt, name="paths")(inputs, train), axis=3)  # (N, H', W', P, C)
         a = SelectiveKernelAttn(cfg, dt, name="attn")(stacked, train)
+        if self.is_mutable_collection("intermediates"):  # (N, 1, 1, P * C), path-major as torch's (N, P * C, 1, 1)
+            self.expose_gate(a.reshape(a.shape[0], 1, 1, -1), "path_attn")
         return (stacked * a.astype(dt)).sum(axis=3).astype(x.dtype)

@@ -56,5 +56,7 @@ class SplitAttn(AttentionModule):
             a = jnp.swapaxes(jax.nn.softmax(logits.reshape(n, g, r, c // g), axis=2), 1, 2)
         else:
             a = jax.nn.sigmoid(logits)
+        if self.is_mutable_collection("intermediates"):  # (N, 1, 1, R * C), split-major as torch's (N, R * C, 1, 1)
+            self.expose_gate(a.reshape(n, 1, 1, r * c), "radix_attn")
         y = (splits * a.reshape(n, 1, 1, r, c).astype(dt)).sum(axis=3)
         return y.astype(x.dtype)

@@ -62,6 +62,7 @@ class SelectiveKernel(AttentionModule):
                                                   act_layer, bn_eps, bn_momentum)
         self.paths = nn.LayerList([ConvNormAct(cfg, i) for i in range(cfg.num_paths)])
         self.attn = SelectiveKernelAttn(cfg)
+        self.add_gate("path_attn")
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         compute, xc = self.prepare(x)
@@ -69,5 +70,7 @@ class SelectiveKernel(AttentionModule):
         inputs = paddle.split(xc, cfg.num_paths, axis=1) if cfg.split_input else [xc] * cfg.num_paths
         # indexed, not zipped: to_static's zip takes no strict argument
         stacked = paddle.stack([self.paths[i](inputs[i], compute) for i in range(cfg.num_paths)], axis=1)
-        y = (stacked * self.attn(stacked, compute)).sum(axis=1)
+        a = self.attn(stacked, compute)
+        self.expose_branch_weights(a, "path_attn")
+        y = (stacked * a).sum(axis=1)
         return self.finish(y, x, compute)

@@ -23,6 +23,7 @@ class SplitAttn(AttentionModule):
                  act_layer: str = "relu", norm_layer: str | None = None, bn_eps: float = 1e-5,
                  bn_momentum: float = 0.1) -> None:
         super().__init__()
+        self.add_gate("radix_attn")
         self.config = cfg = SplitAttnConfig(in_channels, out_channels, kernel_size, stride, padding, dilation,
                                             groups, bias, radix, rd_ratio, rd_channels, rd_divisor, act_layer,
                                             norm_layer, bn_eps, bn_momentum)
@@ -50,5 +51,6 @@ class SplitAttn(AttentionModule):
             a = F.softmax(logits.reshape([-1, g, r, c // g]), axis=2).transpose([0, 2, 1, 3])
         else:
             a = F.sigmoid(logits)
+        self.expose_branch_weights(a, "radix_attn")
         y = (splits * a.reshape([-1, r, c, 1, 1])).sum(axis=1)
         return self.finish(y, x, compute)

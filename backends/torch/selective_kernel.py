@@ -62,11 +62,14 @@ class SelectiveKernel(AttentionModule):
                                                   act_layer, bn_eps, bn_momentum)
         self.paths = nn.ModuleList([ConvNormAct(cfg, i) for i in range(cfg.num_paths)])
         self.attn = SelectiveKernelAttn(cfg)
+        self.add_gate("path_attn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute, xc = self.prepare(x)
         cfg = self.config
         inputs = torch.split(xc, cfg.path_in, 1) if cfg.split_input else [xc] * cfg.num_paths
         stacked = torch.stack([path(xi, compute) for path, xi in zip(self.paths, inputs, strict=True)], 1)
-        y = (stacked * self.attn(stacked, compute)).sum(1)
+        a = self.attn(stacked, compute)
+        self.expose_branch_weights(a, "path_attn")
+        y = (stacked * a).sum(1)
         return self.finish(y, x, compute)

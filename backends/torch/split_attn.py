@@ -21,6 +21,7 @@ class SplitAttn(AttentionModule):
                  act_layer: str = "relu", norm_layer: str | None = None, bn_eps: float = 1e-5,
                  bn_momentum: float = 0.1) -> None:
         super().__init__()
+        self.add_gate("radix_attn")
         self.config = cfg = SplitAttnConfig(in_channels, out_channels, kernel_size, stride, padding, dilation,
                                             groups, bias, radix, rd_ratio, rd_channels, rd_divisor, act_layer,
                                             norm_layer, bn_eps, bn_momentum)
@@ -50,5 +51,6 @@ class SplitAttn(AttentionModule):
             a = torch.softmax(logits.view(n, g, r, c // g), dim=2).transpose(1, 2).reshape(n, r, c, 1, 1)
         else:
             a = torch.sigmoid(logits).view(n, 1, c, 1, 1)
+        self.expose_branch_weights(a, "radix_attn")
         y = (splits * a).sum(1)
         return self.finish(y, x, compute)
