@@ -300,11 +300,20 @@ class ResNetConfig(AttentionConfig):
         table += self.head().params("fc")
         return tuple(table)
 
-    def _block_forward(self, b: BlockSpec, x: Node, params: Mapping[str, Node], training: bool) -> Node:
+    def _block_forward(self, b: BlockSpec, x: Node, params: Mapping[str, Node], training: bool,
+                       taps: dict[str, Node] | None = None) -> Node:
+        """One block; ``taps`` gets the output of each attention module in it under its canonical path (Grad-CAM
+        can target it: attn_core.cam)."""
         layers = b.layers(self.bn_eps, self.bn_momentum)
 
+        def tap(name: str, z: Node) -> Node:
+            if taps is not None:
+                taps[f"{b.name}.{name}"] = z
+            return z
+
         def run(name: str, z: Node) -> Node:
-            return apply_layer(layers[name], z, params, f"{b.name}.{name}", training)
+            out = apply_layer(layers[name], z, params, f"{b.name}.{name}", training)
+            return tap(name, out) if isinstance(layers[name], AttentionConfig) else out
 
         if b.block == "sk_basic":
             out = run("conv2.bn", run("conv2.conv", run("conv1", x)))  # the SK convolution's paths end in ReLU
@@ -317,12 +326,12 @@ class ResNetConfig(AttentionConfig):
         else:
             out = run("conv2", ops.relu(run("bn1", run("conv1", x))))
             if b.simam is not None:
-                out = b.simam.reference_forward(out, {}, training)
+                out = tap("simam", b.simam.reference_forward(out, {}, training))
             out = run("bn2", out)
             if b.block == "bottleneck":
                 out = run("bn3", run("conv3", ops.relu(out)))
         if b.attn is not None:
-            out = b.attn.reference_forward(out, subtree(params, f"{b.name}.se"), training)
+            out = tap("se", b.attn.reference_forward(out, subtree(params, f"{b.name}.se"), training))
         shortcut = x
         for name in layers:
             if name.startswith("downsample."):
@@ -335,7 +344,7 @@ class ResNetConfig(AttentionConfig):
             x = apply_layer(layer, x, params, name, training)
         x = ops.max_pool2d(ops.relu(x), 3, 2, 1)
         for b in self.blocks:
-            x = self._block_forward(b, x, params, training)
+            x = self._block_forward(b, x, params, training, taps)
             if taps is not None:
                 taps[b.name] = x
         pooled = ops.mean(x, (2, 3), keepdims=False)
