@@ -160,7 +160,7 @@ def test_truncated_paddle_and_flax_files_write_nothing(tmp_path, torch_file):
 def test_usage_errors_exit_2_and_write_nothing(tmp_path, torch_file, capsys):
     existing = tmp_path / "exists.pdparams"
     existing.write_bytes(b"keep")
-    runs = [([str(torch_file), str(tmp_path / "x.onnx"), "--model", "resnet18"], "cannot tell the format"),
+    runs = [([str(torch_file), str(tmp_path / "x.tflite"), "--model", "resnet18"], "cannot tell the format"),
             ([str(torch_file), str(tmp_path / "x.pdparams")], "does not name its model"),
             ([str(torch_file), str(tmp_path / "x.pdparams"), "--model", "resnet19"], "unknown model 'resnet19'"),
             ([str(torch_file), str(existing), "--model", "resnet18"], "exists; refusing to overwrite"),
@@ -169,8 +169,8 @@ def test_usage_errors_exit_2_and_write_nothing(tmp_path, torch_file, capsys):
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert _files(tmp_path) == ["exists.pdparams"] and existing.read_bytes() == b"keep"
-    with pytest.raises(ConvertError, match="unknown format 'onnx'"):
-        convert(torch_file, tmp_path / "x.bin", dst_format="onnx", model="resnet18")
+    with pytest.raises(ConvertError, match="unknown format 'tflite'"):
+        convert(torch_file, tmp_path / "x.bin", dst_format="tflite", model="resnet18")
 
 
 def test_a_conversion_that_changes_the_logits_exits_1_and_writes_nothing(tmp_path, torch_file, monkeypatch,
