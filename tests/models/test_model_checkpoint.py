@@ -38,10 +38,13 @@ def _load(fw, path, model):
 
 # the smallest of each family in the fast tier; the full-size checkpoints in the slow one
 SMALL = ("resnet18", "seresnet18", "eca_mobilenetv2", "sedensenet_bc40_k12", "towernet")
+# GAM-ResNet-50's 159 M parameters would hold about 5 GB of float32 copies across three frameworks; its grouped GAM
+# layers round-trip in the module tests (tests/conformance/test_gam.py) and its ResNet in every other ResNet-50's row
+TOO_LARGE = ("gamresnet50",)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in SMALL else [pytest.mark.slow])
-                                  for n in MODEL_CONFIGS])
+                                  for n in MODEL_CONFIGS if n not in TOO_LARGE])
 def test_every_model_round_trips_from_torch_to_every_backend(tmp_path, name):
     """Seeded canonical weights -> torch -> file -> Paddle and Flax: the very same canonical arrays come back."""
     config = create_model_config(name)
