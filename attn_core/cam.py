@@ -31,9 +31,9 @@ from .spec import AttentionConfig, ConfigError
 
 __all__ = ["METHODS", "TARGETS", "LayerGradient", "resize_bilinear", "min_max", "postprocess", "gradcam_weights",
            "gradcampp_weights", "weighted_map", "target_cotangent", "resolve_classes", "raw_map", "cam_layer",
-           "classifier_weight", "layer_names", "reference_layer_gradient", "reference_raw_map", "GATE_KINDS",
-           "GATE_NAMES", "NO_GATE", "module_gates", "gated_modules", "gate_name", "gate_layers", "gate_paths",
-           "reference_gates"]
+           "classifier_weight", "methods_for", "layer_names", "reference_layer_gradient", "reference_raw_map",
+           "GATE_KINDS", "GATE_NAMES", "NO_GATE", "module_gates", "gated_modules", "gate_name", "gate_layers",
+           "gate_paths", "reference_gates"]
 
 #: the class activation methods
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcampp")
@@ -167,28 +167,53 @@ def raw_map(method: str, grad: LayerGradient, classes: Sequence[int], fc_weight:
 
 
 # ------------------------------------------------------------------------------ the registered models' facts
-def _head(config: AttentionConfig) -> tuple[str, str]:
-    """(the layer whose output is globally pooled into the classifier, the classifier's weight name)."""
+def _head(config: AttentionConfig) -> tuple[str, str | None]:
+    """(the default layer, the classifier's weight name when the classifier global-average-pools that layer's
+    output, else None: CAM is defined there only)."""
+    from .models.densenet import SEDenseNetConfig
     from .models.mobilenetv2 import ECAMobileNetV2Config
     from .models.resnet import ResNetConfig
+    from .models.towernet import TowerNetConfig
 
     if isinstance(config, ResNetConfig):
         return config.blocks[-1].name, "fc.weight"
     if isinstance(config, ECAMobileNetV2Config):
         return next(iter(config.last())).rpartition(".")[0], "classifier.1.weight"
-    raise ConfigError(f"class activation maps: no pooled layer known for {type(config).__name__} "
-                      f"(ResNetConfig and ECAMobileNetV2Config have one)")
+    if isinstance(config, SEDenseNetConfig):  # pytorch-grad-cam's model.features[-1]: the last BatchNorm
+        return "features.norm_final", None
+    if isinstance(config, TowerNetConfig):
+        return list(config.stages())[-1], None
+    raise ConfigError(f"class activation maps: no layer known for {type(config).__name__}")
+
+
+#: why CAM has no layer in the models whose classifier does not global-average-pool a layer's output
+_NO_CAM = {"SEDenseNetConfig": "its classifier pools relu(features.norm_final), an output of no layer",
+           "TowerNetConfig": "its classifier reads a 2 x 2 average pooling of b5 flattened, which drops b5's last row "
+                             "and column where b5 is 3 positions a side"}
 
 
 def cam_layer(config: AttentionConfig) -> str:
-    """The canonical name of the layer whose output the classifier pools: CAM's layer, Grad-CAM's default
-    (pytorch-grad-cam's ``model.layer4[-1]`` in a ResNet)."""
+    """The canonical name of the default layer: the layer whose output the classifier pools, CAM's layer and
+    Grad-CAM's default (pytorch-grad-cam's ``model.layer4[-1]`` in a ResNet); SE-DenseNet's last BatchNorm
+    (``features.norm_final``, pytorch-grad-cam's ``model.features[-1]``) and TowerNet's last stage ``b5``, where
+    only Grad-CAM and Grad-CAM++ are defined (:func:`methods_for`)."""
     return _head(config)[0]
 
 
+def methods_for(config: AttentionConfig) -> tuple[str, ...]:
+    """The class activation methods defined for the model ``config``: CAM only where the classifier
+    global-average-pools :func:`cam_layer`'s output."""
+    return METHODS if _head(config)[1] is not None else tuple(m for m in METHODS if m != "cam")
+
+
 def classifier_weight(config: AttentionConfig, weights: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The classifier's weight ``(K, C)`` (torch layout) among canonical ``weights``."""
-    return np.asarray(weights[_head(config)[1]], dtype=np.float64)
+    """The classifier's weight ``(K, C)`` (torch layout) among canonical ``weights``; a ConfigError for a model
+    without CAM (:func:`methods_for`)."""
+    name = _head(config)[1]
+    if name is None:
+        raise ConfigError(f"cam is not defined for {type(config).__name__}: {_NO_CAM[type(config).__name__]}; "
+                          f"use gradcam or gradcampp")
+    return np.asarray(weights[name], dtype=np.float64)
 
 
 def _reference_taps(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray

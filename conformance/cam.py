@@ -9,12 +9,17 @@ and gradient at the layer the classifier pools (:func:`attn_core.cam.cam_layer`)
 The target classes are the reference's top logits, given to every backend, so that a near tie between two logits
 in float32 cannot pick another class. Maps are compared before ReLU and min-max, which amplify the rounding where
 a map is near 0, with the model cases' tolerance on the map's scale.
+
+Any other registered model runs when named: SE-DenseNet at its last BatchNorm ``features.norm_final`` and TowerNet
+at its last stage ``b5`` (on :data:`CAM_SHAPES`), Grad-CAM only, since their classifiers pool no layer's output
+globally (:func:`attn_core.cam.methods_for`).
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -26,12 +31,16 @@ from .model_cases import ModelCase, model_config
 from .runners import RUNNERS, Runner, get_runner
 from .suite import Row, compare
 
-__all__ = ["CAM_MODELS", "CAM_SHAPE", "CAM_METHODS", "backend_raw_maps", "run_cam"]
+__all__ = ["CAM_MODELS", "CAM_SHAPE", "CAM_SHAPES", "CAM_METHODS", "backend_raw_maps", "run_cam"]
 
 #: the models of the map rows (issue 15)
 CAM_MODELS: tuple[str, ...] = ("resnet18", "seresnet50", "cbamresnet18", "eca_mobilenetv2")
 #: N, C, H, W of the map rows' input: the last feature map of every model above is 3 x 2
 CAM_SHAPE: tuple[int, int, int, int] = (2, 3, 65, 57)
+#: the inputs of the models CAM_SHAPE does not fit: TowerNet's H and W run from 255 to 510 (its b5 is then 2 x 2);
+#: the CIFAR DenseNets keep the input's size to their two transitions, so a 13 x 9 input ends 3 x 2 there too
+CAM_SHAPES: Mapping[str, tuple[int, int, int, int]] = MappingProxyType({
+    "towernet": (1, 3, 255, 263), "sedensenet_bc40_k12": (2, 3, 13, 9), "sedensenet_bc100_k12": (2, 3, 13, 9)})
 #: the methods of the map rows
 CAM_METHODS: tuple[str, ...] = ("cam", "gradcam")
 
@@ -55,7 +64,7 @@ def backend_raw_maps(runner: Runner, module: Any, variables: Any, config: Attent
 def _reference(config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
                methods: Sequence[str]) -> tuple[dict[str, np.ndarray], list[int]]:
     grad, classes = cam.reference_layer_gradient(config, weights, x, cam.cam_layer(config))
-    fc = cam.classifier_weight(config, weights)
+    fc = cam.classifier_weight(config, weights) if "cam" in methods else None
     return {m: cam.raw_map(m, grad, classes, fc) for m in methods}, classes
 
 
@@ -75,12 +84,14 @@ def run_cam(models: Iterable[str] | None = None, backends: Iterable[str] | None 
     rows = []
     for model in models:
         config = model_config(model)
-        case = ModelCase(model, "n{}-{}x{}-eval".format(CAM_SHAPE[0], *CAM_SHAPE[2:]), CAM_SHAPE, spec=config)
+        shape = CAM_SHAPES.get(model, CAM_SHAPE)
+        case = ModelCase(model, "n{}-{}x{}-eval".format(shape[0], *shape[2:]), shape, spec=config)
         weights, x, _ = case.data(config)
-        ref, classes = _reference(config, weights, x, methods)
+        defined = [m for m in methods if m in cam.methods_for(config)]  # SE-DenseNet and TowerNet have no CAM
+        ref, classes = _reference(config, weights, x, defined)
         for fw in backends:
             for dtype in dtypes:
-                row = _row(case, config, fw, dtype, weights, x, methods, ref, classes)
+                row = _row(case, config, fw, dtype, weights, x, defined, ref, classes)
                 rows.append(row)
                 if progress is not None:
                     progress(row)

@@ -207,5 +207,8 @@ class SEDenseNetConfig(AttentionConfig):
                 ls = t.layers(eps, mom)
                 x = ls["conv"](ops.relu(ls["norm"](x, params, f"{t.name}.norm", training)), params, f"{t.name}.conv")
                 x = ops.avg_pool2d(x, 2, 2)
-        x = ops.relu(self.final_norm()(x, params, "features.norm_final", training))
+        x = self.final_norm()(x, params, "features.norm_final", training)
+        if taps is not None:  # before its ReLU, as the submodule outputs it: Grad-CAM's layer (attn_core.cam)
+            taps["features.norm_final"] = x
+        x = ops.relu(x)
         return self.head()(ops.mean(x, (2, 3), keepdims=False), params, "classifier")

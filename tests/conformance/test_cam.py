@@ -214,7 +214,6 @@ def test_cam_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--cam", "cbamresnet18", "--backends", "torch", "--dtypes", "float64", "-q"]) == 0
     assert "1 passed, 0 failed" in capsys.readouterr().out
     for argv, message in ((["--cam", "nosuch"], "unknown model 'nosuch'"),
-                          (["--cam", "sedensenet121"], "no pooled layer known for SEDenseNetConfig"),
                           (["--cam", "resnet18", "--dtypes", "float16"], "--cam runs float32 and float64")):
         with pytest.raises(SystemExit):
             main(argv)

@@ -54,3 +54,34 @@ def test_layer_gradient_at_an_attention_output_matches_the_reference(fw: str, na
     raw = cam.raw_map("gradcam", got, classes)
     np.testing.assert_allclose(raw, cam.reference_raw_map(config, weights, x, "gradcam", layer, classes), rtol=1e-8,
                                atol=1e-10 * np.abs(raw).max())
+
+
+# ------------------------------------------------------------------------------- SE-DenseNet and TowerNet
+def test_densenet_and_towernet_have_a_gradcam_layer_and_no_cam() -> None:
+    from attn_core.spec import ConfigError
+
+    config, weights, x = _model("sedensenet_bc40_k12", 13)
+    assert cam.cam_layer(config) == "features.norm_final"
+    assert cam.methods_for(config) == ("gradcam", "gradcampp")
+    assert cam.methods_for(create_model_config("resnet18")) == cam.METHODS
+    assert cam.cam_layer(create_model_config("towernet")) == "b5"
+    # the reference taps the last BatchNorm before its ReLU, as the backends' submodule outputs it
+    grad, _ = cam.reference_layer_gradient(config, weights, x, "features.norm_final")
+    assert (grad.activation < 0).any()
+    with pytest.raises(ConfigError, match="cam is not defined for SEDenseNetConfig: its classifier pools relu"):
+        cam.reference_raw_map(config, weights, x, "cam")
+    with pytest.raises(ConfigError, match="cam is not defined for TowerNetConfig"):
+        cam.classifier_weight(create_model_config("towernet"), {})
+
+
+@pytest.mark.slow(reason="an SE-DenseNet-BC-40 and a TowerNet map in each framework, about 15 s each")
+@pytest.mark.parametrize("model,layer", [("sedensenet_bc40_k12", "features.norm_final"), ("towernet", "b5")])
+def test_densenet_and_towernet_map_rows_pass_in_every_backend(model: str, layer: str) -> None:
+    from conformance.cam import run_cam
+
+    rows = run_cam([model])
+    assert [r.backend for r in rows] == ["torch", "paddle", "flax"]
+    for r in rows:
+        assert r.status in ("pass", "skip"), (r.backend, r.message, r.comparisons)
+        if r.status == "pass":
+            assert [c.quantity for c in r.comparisons] == [f"map:gradcam@{layer}"]
