@@ -351,10 +351,12 @@ def gate_name(prefix: str, gate: str) -> str:
 
 def gated_modules(config: AttentionConfig) -> list[tuple[str, AttentionConfig]]:
     """(canonical path, config) of the attention modules of a registered model in data-flow order (a ResNet's
-    SelectiveKernel or SplitAttn convolutions, SimAM, its block attention), or ``[('', config)]`` for an attention
-    module itself."""
+    SelectiveKernel or SplitAttn convolutions, SimAM, its block attention; SE-DenseNet's SE modules, TowerNet's SimAMs),
+    or ``[('', config)]`` for an attention module itself."""
+    from .models.densenet import SEDenseNetConfig
     from .models.mobilenetv2 import ECAMobileNetV2Config
     from .models.resnet import ResNetConfig
+    from .models.towernet import TowerNetConfig
 
     if isinstance(config, ResNetConfig):
         found: list[tuple[str, AttentionConfig]] = []
@@ -366,6 +368,11 @@ def gated_modules(config: AttentionConfig) -> list[tuple[str, AttentionConfig]]:
         return found
     if isinstance(config, ECAMobileNetV2Config):
         return [(b.eca_name, b.eca) for b in config.blocks]
+    if isinstance(config, SEDenseNetConfig):
+        return [(f"{d.name}.se", d.se) for d in config.dense_layers]
+    if isinstance(config, TowerNetConfig):
+        return [(f"{stage}.{rel}", config.simam) for stage, items in config.stages().items() for rel, spec in items
+                if spec == "simam"]
     return [("", config)]
 
 

@@ -70,13 +70,15 @@ def test_attention_maps_of_every_gated_module_are_the_reference_gates(fw: str, k
 #: the first two, the rotated (triplet) and the branch (SplitAttn) gates, in every backend (fast in torch, about a
 #: second each), the rest in torch (every module's gate is checked in every backend above)
 GATED_MODELS = ("tripletresnet18", "resnest14d", "srmresnet18", "skresnet18", "psaresnet18", "bamresnet18",
-                "shuffleresnet18")
+                "shuffleresnet18", "sedensenet_bc40_k12", "towernet")
+#: TowerNet takes H and W from 255 to 510; a CIFAR DenseNet keeps 16 x 16 to its first transition
+_SIZES = {"towernet": 255, "sedensenet_bc40_k12": 16}
 _SLOW = pytest.mark.slow(reason="a ResNet-18 forward with hooks and a float64 reference per gated module")
 
 
 @pytest.mark.parametrize("fw,model", [pytest.param(fw, m, marks=() if fw == "torch" and i < 2 else _SLOW)
                                       for fw in ("torch", "paddle", "flax") for i, m in enumerate(GATED_MODELS)
-                                      if fw == "torch" or i < 2])
+                                      if fw == "torch" or i < 2 or m in _SIZES])
 def test_attention_maps_of_models_are_each_modules_reference_gates(fw: str, model: str) -> None:
     # each gate of a whole network equals the reference gate of its module on the input that module received
     from attn_core.models import create_model_config
@@ -87,7 +89,8 @@ def test_attention_maps_of_models_are_each_modules_reference_gates(fw: str, mode
     config = create_model_config(model, num_classes=3)
     rng = np.random.default_rng(5)
     weights = config.init_weights(rng)
-    x = rng.standard_normal((1, 3, 32, 32))
+    size = _SIZES.get(model, 32)
+    x = rng.standard_normal((1, 3, size, size))
     module, variables = runner.load(runner._models().model_from_config(config), weights, "float64")
     gates = runner.attention_maps(module, variables, x, config)
     modules = cam.gated_modules(config)
