@@ -3,10 +3,10 @@
 Writes, under DIR, one PNG per framework with the image and that framework's class activation map overlaid
 (``<model>-<method>-<framework>.png``), a side-by-side panel of the frameworks' maps with the largest difference
 between them printed on it (``<model>-<method>-panel.png``), and, for a model with attention gates, the gates of the
-first framework (``<model>-gates.png``: each spatial gate as an image, each channel gate as a curve; SimAM's gate
-averaged over channels). The maps are :mod:`attn_core.cam`'s: one NumPy post-processing shared by the frameworks
-(ReLU, per-image min-max, bilinear upsampling to the image), so the pictures differ only by what each framework
-computed.
+first framework (``<model>-gates.png``: each channel or branch gate as a curve, any other averaged over channels as
+an image: docs/attention-maps.md). The maps are :mod:`attn_core.cam`'s: one NumPy post-processing shared by the
+frameworks (ReLU, per-image min-max, bilinear upsampling to the image), so the pictures differ only by what each
+framework computed.
 
 The model always runs in eval mode (BatchNorm on running statistics, no dropout): a class activation map of a
 training-mode forward would depend on the batch, and the command says so. Without ``--checkpoint`` the weights are
@@ -122,11 +122,12 @@ def _write(out: Path, model: str, method: str, image: np.ndarray, maps: dict[str
         rows = -(-len(gates) // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.5 * rows), squeeze=False)
         for ax, (name, g) in zip(axes.flat, gates.items(), strict=False):
+            top = max(1.0, float(np.nanmax(g)))  # GCT's and BAM's gates (1 + tanh, 1 + sigmoid) run to 2
             if g.shape[1:] == (1, 1):
                 ax.plot(g[:, 0, 0])
-                ax.set_ylim(0, 1)
+                ax.set_ylim(0, top)
             else:
-                ax.imshow(np.nanmean(g, axis=0), cmap="viridis", vmin=0, vmax=1)
+                ax.imshow(np.nanmean(g, axis=0), cmap="viridis", vmin=0, vmax=top)
                 ax.axis("off")
             ax.set_title(name, fontsize=8)
         for ax in list(axes.flat)[len(gates):]:
