@@ -428,6 +428,7 @@ def run_training(models: Iterable[str] | None = None, presets: Iterable[str] | N
                     if progress is not None:
                         progress(row)
             curves[(model, name)] = by_row
+            del reference  # released before the next one is computed: a network's trajectory is gigabytes
         for runner in runners:  # a whole network's programs: released before the next model's
             runner.release()
     return TrainingRun(Report(rows), curves)
