@@ -44,8 +44,9 @@ def fresh_flax_programs() -> Iterator[None]:
     clear_flax_programs()
 
 
-#: tests measured among the fast tier's costliest (each jit-compiles a whole Flax network or port, trains a whole
-#: model, or waits for a subprocess) whose ground another fast test covers: the slow tier runs them
+#: the fast tier's costliest tests as measured (each jit-compiles a whole Flax network or port, trains a whole model,
+#: converts through the command line or waits for a subprocess): the slow tier runs them, so the fast loop stays
+#: under its 3 minutes
 _HEAVY = (
     "tests/tools/test_benchmarks.py::test_published_peers_equal_the_project[TripletAttention-flax]",
     "tests/tools/test_benchmarks.py::test_published_peers_equal_the_project[PSA_s-flax]",
@@ -75,6 +76,26 @@ _HEAVY = (
     "tests/backends/test_running_stats.py::test_wrapped_flax_module_state_comes_from_the_updated_batch_stats",
     "tests/backends/test_running_stats.py::test_flax_native_batch_norm_with_the_right_momentum_stores_the_biased_variance",
     "tests/backends/test_backend_inputs.py::test_any_channel_count_when_not_configured[flax]",
+    "tests/conformance/test_convert.py::test_torch_to_paddle_and_flax_by_the_cli_in_their_own_layouts",
+    "tests/conformance/test_suite_cli.py::test_cli_html_report_and_default_modes",
+    "tests/conformance/test_check.py::test_flax_tap_naming_no_submodule_is_reported",
+    "tests/models/test_model_batch_norm_errors.py::test_one_value_per_channel_in_training_names_model_and_layer[sedensenet-efficient-flax]",
+    "tests/backends/test_running_stats.py::test_wrapped_module_state_is_read_from_its_own_buffers[compiled]",
+    "tests/models/test_model_conformance.py::test_float64_model_rows_pass_with_every_gradient_and_statistic[cbamresnet18/n2-40x40-train-torch]",
+    "tests/backends/test_modes.py::test_wrap_torch_linear_se",
+    "tests/conformance/test_catalogue.py::test_flax_oihw_kernel_loaded_as_hwio",
+    "tests/backends/test_optim_converters.py::test_converter_follows_the_reference[flax-adam]",
+    "tests/models/test_model_checkpoint.py::test_every_model_round_trips_from_torch_to_every_backend[resnet18]",
+    "tests/backends/test_running_stats.py::test_flax_default_momentum_is_caught",
+    "tests/backends/test_simam_scale.py::test_float32_matches_the_reference_at_every_scale[flax-1e-30]",
+    "tests/backends/test_simam_scale.py::test_a_constant_channel_is_gated_by_sigmoid_half_whatever_its_value[flax-1234.5678]",
+    "tests/conformance/test_convert.py::test_bad_checkpoints_raise_clear_errors_and_write_nothing",
+    "tests/conformance/test_conformance.py::test_backend_matches_reference[triplet/c16-original-flax-float32]",
+    "tests/backends/test_modes.py::test_torch_compiled_mode_that_does_not_compile_is_an_error",
+    "tests/backends/test_modes.py::test_wrap_flax_dense_se[NHWC]",
+    "tests/conformance/test_convert.py::test_nonfinite_weights_convert_to_an_exact_copy_when_allowed[msgpack]",
+    "tests/conformance/test_convert.py::test_each_format_converts_back_with_the_same_weights[msgpack-pt]",
+    "tests/models/test_resnet.py::test_flax_variables_are_those_of_init_and_round_trip_exactly[resnet18]",
 )
 
 
