@@ -28,8 +28,8 @@ import numpy as np
 
 from attn_core.frameworks import FRAMEWORKS
 
-__all__ = ["Artifact", "ExportError", "Exporter", "exporters", "onnx_ops", "run_onnx", "EXPORT_OPSET",
-           "EXPORT_INSTALL"]
+__all__ = ["Artifact", "ExportError", "Exporter", "ModeExporter", "OnnxExporter", "exporters", "onnx_ops", "run_onnx",
+           "EXPORT_OPSET", "EXPORT_INSTALL"]
 
 #: the ONNX opset of every ONNX export (torch 2.13's dynamo exporter's default)
 EXPORT_OPSET = 18
@@ -98,6 +98,30 @@ class Exporter:
             except Exception as err:  # noqa: BLE001 - any failure of the runtime is that row's error
                 out.append(f"{type(err).__name__}: {err}".strip())
         return out
+
+
+class ModeExporter(Exporter):
+    """An export path of a framework whose modules hold their own mode (torch, Paddle): :meth:`eval` switches it,
+    and :meth:`ready` refuses a module left in training mode."""
+
+    def eval(self, module: Any) -> None:
+        module.eval()
+
+    def ready(self, module: Any) -> None:
+        """An ExportError when the exporter is not installed or ``module`` is in training mode."""
+        self.require()
+        check_eval(self.framework, module)
+
+
+class OnnxExporter(Exporter):
+    """An export path to an ONNX file of :data:`EXPORT_OPSET`, run in onnxruntime."""
+
+    format = f"ONNX opset {EXPORT_OPSET}"
+    runtime = "onnxruntime"
+    onnx = True
+
+    def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
+        return run_onnx(artifact.path, x)
 
 
 def exporters(framework: str) -> tuple[Exporter, ...]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import EXPORT_OPSET, Artifact, Exporter, counts, onnx_ops, run_onnx
+from . import EXPORT_OPSET, Artifact, Exporter, OnnxExporter, counts, onnx_ops
 
 #: how long the fresh process may take for all the rows of a run
 TIMEOUT_S = 600
@@ -81,13 +81,10 @@ class JaxExport(Exporter):
         return out
 
 
-class Jax2Onnx(Exporter):
+class Jax2Onnx(OnnxExporter):
     name = "jax2onnx"
     framework = "flax"
-    format = f"ONNX opset {EXPORT_OPSET}"
-    runtime = "onnxruntime"
     requires = ("jax", "flax", "jax2onnx", "onnx", "onnxruntime")
-    onnx = True
 
     def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
         import onnx
@@ -104,9 +101,6 @@ class Jax2Onnx(Exporter):
         path = directory / "model.onnx"
         onnx.save(model, str(path))
         return Artifact(path, onnx_ops(path))
-
-    def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
-        return run_onnx(artifact.path, x)
 
 
 EXPORTERS: tuple[Exporter, ...] = (JaxExport(), Jax2Onnx())

@@ -16,23 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from . import EXPORT_OPSET, Artifact, Exporter, check_eval, counts, onnx_ops, run_onnx
+from . import EXPORT_OPSET, Artifact, Exporter, ModeExporter, OnnxExporter, counts, onnx_ops
 
 #: the newest onnx that paddle2onnx 2.1 declares it works with
 PADDLE2ONNX_ONNX_MAX = (1, 17)
-
-
-def _save(module: Any, example: np.ndarray, directory: Path) -> Path:
-    """``paddle.jit.save`` of ``module`` with an input of None batch: the path prefix of its files."""
-    import paddle
-
-    from ..runners.paddle_runner import _dygraph_on_cpu
-
-    prefix = directory / "model"
-    spec = paddle.static.InputSpec([None, *example.shape[1:]], "float32", name="x")
-    with _dygraph_on_cpu():
-        paddle.jit.save(module, str(prefix), input_spec=[spec])
-    return prefix
 
 
 def _program_ops(program: Path) -> dict[str, int]:
@@ -53,21 +40,34 @@ def _program_ops(program: Path) -> dict[str, int]:
     return counts(["parameter" if n == "p" else n for n in names])
 
 
-class PaddleJitSave(Exporter):
-    name = "jit.save"
+class _PaddleExporter(ModeExporter):
+    """A Paddle export path: each starts from ``paddle.jit.save``."""
+
     framework = "paddle"
+
+    def save(self, module: Any, example: np.ndarray, directory: Path) -> Path:
+        """``paddle.jit.save`` of the eval-mode ``module`` with an input of None batch: the path prefix of its
+        files (an ExportError, nothing written, when the path cannot run or the module is in training mode)."""
+        import paddle
+
+        from ..runners.paddle_runner import _dygraph_on_cpu
+
+        self.ready(module)
+        prefix = directory / "model"
+        spec = paddle.static.InputSpec([None, *example.shape[1:]], "float32", name="x")
+        with _dygraph_on_cpu():
+            paddle.jit.save(module, str(prefix), input_spec=[spec])
+        return prefix
+
+
+class PaddleJitSave(_PaddleExporter):
+    name = "jit.save"
     format = "PIR program (.json + .pdiparams)"
     runtime = "Paddle Inference"
     requires = ("paddle",)
 
-    def eval(self, module: Any) -> None:
-        module.eval()
-
     def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
-        self.require()
-        check_eval(self.framework, module)
-        prefix = _save(module, example, directory)
-        program = prefix.with_suffix(".json")
+        program = self.save(module, example, directory).with_suffix(".json")
         return Artifact(program, _program_ops(program))
 
     def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
@@ -85,13 +85,9 @@ class PaddleJitSave(Exporter):
         return y
 
 
-class Paddle2Onnx(Exporter):
+class Paddle2Onnx(_PaddleExporter, OnnxExporter):
     name = "paddle2onnx"
-    framework = "paddle"
-    format = f"ONNX opset {EXPORT_OPSET}"
-    runtime = "onnxruntime"
     requires = ("paddle", "paddle2onnx", "onnx", "onnxruntime")
-    onnx = True
 
     def unavailable(self) -> str | None:
         if importlib.util.find_spec("paddle2onnx") is None:
@@ -104,22 +100,15 @@ class Paddle2Onnx(Exporter):
                         "paddle2onnx in an environment of its own, without the 'export' extra")
         return super().unavailable()
 
-    def eval(self, module: Any) -> None:
-        module.eval()
-
     def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
+        prefix = self.save(module, example, directory)  # first: it refuses a missing paddle2onnx
+
         import paddle2onnx
 
-        self.require()
-        check_eval(self.framework, module)
-        prefix = _save(module, example, directory)
         path = directory / "model.onnx"
         paddle2onnx.export(str(prefix.with_suffix(".json")), str(prefix.with_suffix(".pdiparams")), str(path),
                            opset_version=EXPORT_OPSET)
         return Artifact(path, onnx_ops(path))
-
-    def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
-        return run_onnx(artifact.path, x)
 
 
 EXPORTERS: tuple[Exporter, ...] = (PaddleJitSave(), Paddle2Onnx())

@@ -10,25 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from . import EXPORT_OPSET, Artifact, Exporter, check_eval, onnx_ops, run_onnx
+from . import EXPORT_OPSET, Artifact, Exporter, ModeExporter, OnnxExporter, onnx_ops
 
 
-class TorchOnnx(Exporter):
+class TorchOnnx(ModeExporter, OnnxExporter):
     name = "torch.onnx"
     framework = "torch"
-    format = f"ONNX opset {EXPORT_OPSET}"
-    runtime = "onnxruntime"
     requires = ("torch", "onnx", "onnxscript", "onnxruntime")
-    onnx = True
-
-    def eval(self, module: Any) -> None:
-        module.eval()
 
     def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
         import torch
 
-        self.require()
-        check_eval(self.framework, module)
+        self.ready(module)
         path = directory / "model.onnx"
         batch = torch.export.Dim("batch")
         # onnx_ir warns of a shape value it leaves untyped in the file; the row's comparison judges the file
@@ -39,9 +32,6 @@ class TorchOnnx(Exporter):
                               dynamo=True, opset_version=EXPORT_OPSET, dynamic_shapes=({0: batch},),
                               input_names=["x"], output_names=["y"], external_data=False, verbose=False)
         return Artifact(path, onnx_ops(path))
-
-    def run(self, artifact: Artifact, x: np.ndarray) -> np.ndarray:
-        return run_onnx(artifact.path, x)
 
 
 EXPORTERS: tuple[Exporter, ...] = (TorchOnnx(),)
