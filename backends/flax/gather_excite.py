@@ -13,7 +13,7 @@ from attn_core.ops import nearest_indices
 
 from ._base import AttentionModule
 from ._layers import batch_norm, conv, pointwise
-from ._ops import ACTIVATIONS, max_with_shared_ties
+from ._ops import ACTIVATIONS, max_pool2d, max_with_shared_ties
 
 
 def resize_nearest(g: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -91,11 +91,16 @@ class GatherExcite(AttentionModule):
             if cfg.add_maxpool:
                 g = 0.5 * g + 0.5 * max_with_shared_ties(xc, (1, 2))
         else:
+            # window sums over each window's count of input cells (count_include_pad=False) and max_pool2d's
+            # -inf pad + VALID pool: jax2onnx 0.17's linen pools take no padding pairs, so nn.avg_pool and
+            # nn.max_pool with this padding do not export (the same numbers either way)
             k, s, p = cfg.pool_geometry
-            window, strides, padding = (k, k), (s, s), ((p, p), (p, p))
-            g = nn.avg_pool(xc, window, strides, padding, count_include_pad=False)
+            sums = jax.lax.reduce_window(xc, 0.0, jax.lax.add, (1, k, k, 1), (1, s, s, 1),
+                                         ((0, 0), (p, p), (p, p), (0, 0)))
+            counts = cfg.pool_counts(x.shape[1], x.shape[2]).transpose(0, 2, 3, 1)
+            g = sums / jnp.asarray(counts, sums.dtype)
             if cfg.add_maxpool:
-                g = 0.5 * g + 0.5 * nn.max_pool(xc, window, strides, padding)
+                g = 0.5 * g + 0.5 * max_pool2d(xc, k, s, p)
         if cfg.use_mlp:
             g = ConvMlp(cfg.channels, cfg.hidden, cfg.act_layer, dt, name="mlp")(g)
         if g.shape[1] != 1 or g.shape[2] != 1:
