@@ -369,7 +369,11 @@ def median_process(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, A
     """One record per row from the records of several worker processes: the record of the process whose ratio is
     the median (the lower of the middle two for an even count; the baseline by its time), with every process's
     ratio in ``process_ratios``. Rows in the first process's order; a row missing from a process is judged on the
-    processes that have it."""
+    processes that have it.
+
+    The row is unreliable when more than half of those processes found it so (``unreliable_processes`` counts
+    them), not when the median process alone did: a flag taken from one process appeared in one run and not the
+    next, and moved the best mode and the fastest peer with it."""
     by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for run in runs:
         for r in run:
@@ -385,6 +389,12 @@ def median_process(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, A
         ranked = sorted(timed, key=lambda r: r[by])
         chosen = dict(ranked[(len(ranked) - 1) // 2])
         chosen["process_ratios"] = [r["ratio"] for r in timed]
+        shaky = sum(1 for r in timed if r.get("unreliable", False))
+        chosen["unreliable_processes"] = shaky
+        chosen["unreliable"] = 2 * shaky > len(timed)
+        if len(timed) > 1 and shaky:
+            kept = [t for t in str(chosen.get("note", "")).split("; ") if t and not t.startswith("unreliable")]
+            chosen["note"] = "; ".join([f"unreliable in {shaky} of {len(timed)} processes", *kept])
         out.append(chosen)
     return out
 

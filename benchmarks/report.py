@@ -56,7 +56,9 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One row per shape x module x backend: the numbers the performance targets are about.
 
     An unreliable record is never the fastest peer, and the best mode is the fastest reliable one; only where
-    every mode is unreliable is the best mode an unreliable one, and ``best_unreliable`` says so.
+    every mode is unreliable is the best mode an unreliable one, and ``best_unreliable`` says so. The
+    forward+backward best mode is chosen the same way on its own ratios (``fb_mode``), so that two modes within
+    noise of each other give the same figure whichever of them wins.
     """
     records = [r for r in records if r["module"] != "ops"]
     proj = _project_default(records)
@@ -70,7 +72,11 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
         pool = sure or fwd
         best = min(pool, key=pool.__getitem__) if pool else None
         default_mode = DEFAULT_MODE[backend]
-        fb = proj.get((shape, module, backend, best, "forward+backward")) if best else None
+        fb_recs = {m: r for m in MODES[backend]
+                   if (r := proj.get((shape, module, backend, m, "forward+backward"))) and r["ratio"] is not None}
+        fb_pool = {m: r for m, r in fb_recs.items() if not is_unreliable(r)} or fb_recs
+        fb_mode = min(fb_pool, key=lambda m: fb_pool[m]["ratio"]) if fb_pool else None
+        fb = fb_pool[fb_mode] if fb_mode else None
         fb_ratio = fb["ratio"] if fb else None
         peers = [r for r in records if r["shape"] == shape and r["module"] == module and r["backend"] == backend
                  and r["kind"] == "peer" and r["mode"] == default_mode and r["pass_"] == "forward"
@@ -84,7 +90,7 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
             "best_mode": best, "best_ratio": fwd.get(best) if best else None,
             "best_unreliable": best is not None and not sure,
             "target": TARGETS.get(module),
-            "fb_ratio": fb_ratio, "fb_unreliable": is_unreliable(fb),
+            "fb_mode": fb_mode, "fb_ratio": fb_ratio, "fb_unreliable": is_unreliable(fb),
             "fb_over_fwd": (fb_ratio / fwd[best]) if (fb_ratio is not None and best) else None,
             "peer": fastest["label"] if fastest else None,
             "peer_ratio": fastest["ratio"] if fastest else None,
@@ -120,6 +126,14 @@ def _shaky(text: str, flag: bool) -> str:
     return f"{text} (unreliable)" if flag else text
 
 
+def _fb_text(row: Mapping[str, Any]) -> str:
+    """The forward+backward ratio, with its mode where that is not the forward's best mode."""
+    text = _ratio(row["fb_ratio"])
+    if row["fb_mode"] is not None and row["fb_mode"] != row["best_mode"]:
+        text += f" ({mode_label(row['backend'], row['fb_mode'])})"
+    return text
+
+
 def summary_markdown(records: Sequence[Record]) -> list[str]:
     """The summary table: per shape, module and backend, the ratios the performance targets are stated in."""
     lines = ["| shape | module | backend | forward ×, default path | fastest peer there, forward × | default ≤ peer "
@@ -140,7 +154,7 @@ def summary_markdown(records: Sequence[Record]) -> list[str]:
             peer_txt += f" ({row['peers_unreliable']} unreliable peer(s) not chosen)"
         lines.append(f"| {row['shape']} | {row['module']} | {b} | {default_txt} | {peer_txt} | {_mark(v['peer'])} | "
                      f"{best_txt} | {target_txt} | {_mark(v['target'])} | "
-                     f"{_shaky(_ratio(row['fb_ratio']), row['fb_unreliable'])} | {fb_over} |")
+                     f"{_shaky(_fb_text(row), row['fb_unreliable'])} | {fb_over} |")
     return lines
 
 
@@ -347,7 +361,7 @@ def console_summary(records: Sequence[Record]) -> str:
         peer = "" if row["peer"] is None else f"; fastest peer {_ratio(row['peer_ratio'])} {row['peer']}"
         lines.append(f"{row['shape']:>16} {row['module']:>5} {b:>6}: default "
                      f"{_shaky(_ratio(row['default_ratio']), row['default_unreliable'])}, best {best}, f+b "
-                     f"{_shaky(_ratio(row['fb_ratio']), row['fb_unreliable'])}{peer}")
+                     f"{_shaky(_fb_text(row), row['fb_unreliable'])}{peer}")
     return "\n".join(lines)
 
 
@@ -421,7 +435,7 @@ def targets_markdown(records: Sequence[Record]) -> list[str]:
             why.append(f"forward {_ratio(best)} in its best mode ({mode_label(b, row['best_mode'])}), target "
                        f"≤ {target:g}×")
         if v["fb"] is False:
-            why.append(f"forward+backward {_ratio(row['fb_ratio'])}, {row['fb_over_fwd']:.2f} times its forward "
+            why.append(f"forward+backward {_fb_text(row)}, {row['fb_over_fwd']:.2f} times its best forward "
                        f"ratio (target ≤ 2)")
         if v["peer"] is False:
             why.append(f"default path {_ratio(row['default_ratio'])}, slower than {_esc(row['peer'])} "

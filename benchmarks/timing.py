@@ -8,8 +8,9 @@ call (clearing gradients, so that each backward writes fresh buffers rather than
 
 Every timed call also counts the process's minor page faults (``getrusage``, outside the timed region), so that a
 report can show how much of a time is the kernel handing out fresh pages. A group whose spread
-(:func:`group_spread`) exceeds :data:`SPREAD_LIMIT` has its rounds timed again, at most :data:`MAX_RERUNS` times,
-and keeps its least spread attempt (:func:`measure_group`); a row still above the limit is unreliable.
+(:func:`group_spread`: of its rows' ratios to the baseline, round by round) exceeds :data:`SPREAD_LIMIT` has its
+rounds timed again, at most :data:`MAX_RERUNS` times, and keeps its least spread attempt (:func:`measure_group`); a
+row whose ratio still spreads above the limit is unreliable.
 """
 
 from __future__ import annotations
@@ -83,12 +84,37 @@ def spread(samples: list[float]) -> float | None:
     return float((q[1] - q[0]) / statistics.median(samples))
 
 
-def group_spread(sample_lists: list[list[float]]) -> float | None:
-    """The largest :func:`spread` of a group's rows: every ratio of the group divides by the baseline's median,
-    so one noisy row is enough to make the group's figures disagree from run to run. None when no row has four
-    samples."""
-    spreads = [s for s in (spread(x) for x in sample_lists) if s is not None]
+def round_ratios(samples: list[float], base: list[float]) -> list[float] | None:
+    """Each round's sample over the baseline's sample of the same round; None unless both finished every round
+    (the rounds interleave them, so a pair shares the machine's speed of that moment)."""
+    if samples and len(samples) == len(base) and all(b > 0 for b in base):
+        return [s / b for s, b in zip(samples, base, strict=True)]
+    return None
+
+
+def ratio_spread(samples: list[float], base: list[float]) -> float | None:
+    """The :func:`spread` of a row's ratio to the baseline: of its rounds' ratios where the rounds pair up, since a
+    round slowed for both cancels in the ratio as it does in :func:`benchmarks.worker.paired_ratio`; else the larger
+    of the two samples' spreads. None for a row without samples."""
+    if not samples:
+        return None
+    paired = round_ratios(samples, base)
+    if paired is not None:
+        return spread(paired)
+    spreads = [s for s in (spread(samples), spread(base)) if s is not None]
     return max(spreads) if spreads else None
+
+
+def group_spread(sample_lists: list[list[float]]) -> float | None:
+    """The largest :func:`ratio_spread` of a group's rows, the baseline's samples first (a group of the baseline
+    alone: its own spread): every figure of the group is a ratio to the baseline, so one noisy ratio is enough to
+    make the group's figures disagree from run to run. None when no row has four samples."""
+    if not sample_lists:
+        return None
+    base, rows = sample_lists[0], sample_lists[1:]
+    spreads = [s for s in (ratio_spread(x, base) for x in rows) if s is not None] if rows else [spread(base)]
+    clean = [s for s in spreads if s is not None]
+    return max(clean) if clean else None
 
 
 def needs_rerun(sample_lists: list[list[float]], limit: float = SPREAD_LIMIT) -> bool:
@@ -97,15 +123,16 @@ def needs_rerun(sample_lists: list[list[float]], limit: float = SPREAD_LIMIT) ->
 
 
 def best_attempt(attempts: list[list[list[float]]]) -> int:
-    """The index of the attempt (each a list of the rows' samples) with the smallest group spread; the first of
-    equals. Attempts are kept whole: a ratio is only meaningful between calls of the same interleaved rounds."""
+    """The index of the attempt (each a list of the rows' samples, the baseline's first) with the smallest group
+    spread; the first of equals. Attempts are kept whole: a ratio is only meaningful between calls of the same
+    interleaved rounds."""
     keyed = [(math.inf if (s := group_spread(a)) is None else s, i) for i, a in enumerate(attempts)]
     return min(keyed)[1]
 
 
-def unreliable(row_spread: float | None, baseline_spread: float | None, limit: float = SPREAD_LIMIT) -> bool:
-    """A ratio is unreliable when its own row or the baseline it divides by spreads above ``limit``."""
-    return any(s is not None and s > limit for s in (row_spread, baseline_spread))
+def unreliable(row_spread: float | None, limit: float = SPREAD_LIMIT) -> bool:
+    """A ratio is unreliable when its :func:`ratio_spread` stayed above ``limit``."""
+    return row_spread is not None and row_spread > limit
 
 
 def describe_error(err: BaseException) -> str:
@@ -234,8 +261,13 @@ def measure_group(candidates: list[Candidate], repeats: int, warmup: int, max_ca
             c.samples, c.faults = [], []
         _rounds([c for c in again if not c.error], repeats, max_call, before_call, clock)
         attempts.append([(list(c.samples), list(c.faults)) for c in again])
-        fixed = [c.samples for c in candidates if c not in again]
-        best = best_attempt([[s for s, _ in a] + fixed for a in attempts])
+        best = best_attempt([_in_order(candidates, again, [s for s, _ in a]) for a in attempts])
         for c, (samples, faults) in zip(again, attempts[best], strict=True):
             c.samples, c.faults = list(samples), list(faults)
     return len(attempts)
+
+
+def _in_order(candidates: list[Candidate], again: list[Candidate], samples: list[list[float]]) -> list[list[float]]:
+    """Every candidate's samples in the group's order (the baseline first), those of ``again`` from ``samples``."""
+    timed = {id(c): x for c, x in zip(again, samples, strict=True)}
+    return [timed.get(id(c), c.samples) for c in candidates]

@@ -42,7 +42,7 @@ from .plan import (
     make_data,
     peers_for,
 )
-from .timing import SPREAD_LIMIT, Candidate, measure_group, unreliable
+from .timing import SPREAD_LIMIT, Candidate, measure_group, ratio_spread, round_ratios, unreliable
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Record:
     note: str
     faults: float | None = None     # median minor page faults per timed call (the kernel handing out fresh pages)
     attempts: int = 1               # how many times the group's rounds were timed (timing.measure_group)
-    unreliable: bool = False        # its spread or the baseline's stayed above timing.SPREAD_LIMIT
+    unreliable: bool = False        # its ratio's spread over rounds stayed above timing.SPREAD_LIMIT
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,12 +155,13 @@ def _measure(cands: list[Candidate], job: dict[str, Any], mark: Marker) -> int:
 
 def paired_ratio(samples: list[float], base: list[float]) -> float | None:
     """The median over rounds of a row's sample over the baseline's sample of the same round, when both finished
-    every round (the rounds interleave them, so the pair shares the machine's speed of that moment); else the ratio
-    of the medians. None without samples or with a zero baseline."""
+    every round (:func:`benchmarks.timing.round_ratios`); else the ratio of the medians. None without samples or
+    with a zero baseline."""
     if not samples or not base:
         return None
-    if len(samples) == len(base) and all(b > 0 for b in base):
-        return float(statistics.median(s / b for s, b in zip(samples, base, strict=True)))
+    paired = round_ratios(samples, base)
+    if paired is not None:
+        return float(statistics.median(paired))
     median_base = statistics.median(base)
     return statistics.median(samples) / median_base if median_base > 0 else None
 
@@ -168,7 +169,6 @@ def paired_ratio(samples: list[float], base: list[float]) -> float | None:
 def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode: str, pass_: str,
              attempts: int = 1, limit: float = SPREAD_LIMIT) -> list[Record]:
     base = cands[0].median
-    base_spread = cands[0].spread
     refs = {c.form: c for c in cands if c.kind == "project"}
     out = []
     for c in cands:
@@ -180,10 +180,12 @@ def _records(cands: list[Candidate], backend: str, shape: str, module: str, mode
         ref = refs.get(c.form)
         if c.kind == "peer" and c.error and ref is not None and "hidden width is 0" in ref.error:
             note = f"the seeds' hidden width C // 16 is 0 here, which this peer cannot run: {c.error}"
-        shaky = med is not None and unreliable(c.spread, base_spread, limit)
+        # the baseline's ratio is 1 by definition, so it is judged by its own spread
+        own = c.spread if c is cands[0] else ratio_spread(c.samples, cands[0].samples)
+        shaky = med is not None and unreliable(own, limit)
         if shaky:
-            whose = "its" if c.spread is not None and c.spread > limit else "the baseline's"
-            note = "; ".join(t for t in (f"unreliable: {whose} spread stayed above {100 * limit:.0f}% in "
+            what = "its spread" if c is cands[0] else "the spread of its ratio to the baseline"
+            note = "; ".join(t for t in (f"unreliable: {what} stayed above {100 * limit:.0f}% in "
                                          f"{attempts} attempt(s)", note) if t)
         out.append(Record(backend, shape, module, mode, pass_, c.label, c.kind, c.form, c.source,
                           None if med is None else med * 1e3, c.spread, len(c.samples),

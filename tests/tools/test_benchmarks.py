@@ -245,19 +245,26 @@ def test_spread_is_the_interquartile_range_over_the_median() -> None:
     assert spread([0.0, 0.0, 0.0, 0.0]) is None  # nothing to relate the range to
 
 
-def test_a_group_is_rerun_when_any_row_spreads_above_a_quarter() -> None:
-    from benchmarks.timing import SPREAD_LIMIT, best_attempt, group_spread, needs_rerun, unreliable
+def test_a_group_is_rerun_when_any_rows_ratio_spreads_above_a_quarter() -> None:
+    from benchmarks.timing import SPREAD_LIMIT, best_attempt, group_spread, needs_rerun, ratio_spread, unreliable
 
     assert SPREAD_LIMIT == 0.25
-    assert group_spread([CALM, NOISY]) == pytest.approx(19.5 / 12)
-    assert needs_rerun([CALM, NOISY]) and not needs_rerun([CALM, CALM])
-    # [4, 4, 4, 5]: (4.25 - 4) / 4 = 0.0625; 1..8: 0.78
-    assert not needs_rerun([[4.0, 4.0, 4.0, 5.0]]) and needs_rerun([[1, 2, 3, 4, 5, 6, 7, 8]])
-    assert not needs_rerun([[1.0, 9.0]])  # too few samples to judge: not re-run forever
-    assert best_attempt([[CALM, NOISY], [CALM, CALM], [NOISY, CALM]]) == 1
-    assert best_attempt([[NOISY], [NOISY]]) == 0  # equals: the first
-    assert unreliable(0.3, 0.1) and unreliable(0.1, 0.3) and not unreliable(0.25, 0.25)
-    assert not unreliable(None, None)
+    flat = [1.0] * 7
+    # against a steady baseline a row's rounds' ratios are its samples: NOISY's 162%
+    assert group_spread([flat, CALM, NOISY]) == pytest.approx(19.5 / 12)
+    assert needs_rerun([flat, NOISY]) and not needs_rerun([flat, CALM])
+    # a noisy round slows the baseline and the row alike: every ratio is 2, nothing to re-run
+    twice = [2 * v for v in NOISY]
+    assert ratio_spread(twice, NOISY) == 0.0 and not needs_rerun([NOISY, twice])
+    # the baseline alone is judged by its own spread; 1..8: (6.25 - 2.75) / 4.5
+    assert needs_rerun([[1, 2, 3, 4, 5, 6, 7, 8]]) and not needs_rerun([[4.0, 4.0, 4.0, 5.0]])
+    assert not needs_rerun([flat[:2], [1.0, 9.0]])  # too few samples to judge: not re-run forever
+    # rounds that do not pair up (a row stopped early): the larger of the two spreads
+    assert ratio_spread(CALM[:5], NOISY) == pytest.approx(19.5 / 12)
+    assert ratio_spread([], CALM) is None
+    assert best_attempt([[flat, NOISY], [flat, CALM], [NOISY, flat]]) == 1
+    assert best_attempt([[flat, NOISY], [flat, NOISY]]) == 0  # equals: the first
+    assert unreliable(0.3) and not unreliable(0.25) and not unreliable(None)
 
 
 class _Script:
@@ -319,11 +326,16 @@ def test_an_unreliable_row_is_marked_with_its_reason() -> None:
              Candidate("peer", "peer", None, form="default", samples=[v / 1000 for v in CALM], faults=[3, 5, 4])]
     recs = _records(cands, "torch", "2x8x9x7", "se", "eager", "forward", attempts=3)
     assert [r.unreliable for r in recs] == [False, True, False]
-    assert recs[1].note.startswith("unreliable: its spread stayed above 25% in 3 attempt(s)")
+    assert recs[1].note.startswith("unreliable: the spread of its ratio to the baseline stayed above 25% in 3 "
+                                   "attempt(s)")
     assert recs[2].faults == 4 and recs[2].attempts == 3
     noisy_base = [Candidate("x * s (baseline)", "baseline", None, samples=NOISY),
-                  Candidate("module", "project", None, form="default", samples=CALM)]
-    assert _records(noisy_base, "torch", "2x8x9x7", "se", "eager", "forward")[1].unreliable  # its ratio divides by it
+                  Candidate("module", "project", None, form="default", samples=CALM),
+                  Candidate("along", "project", None, form="default", samples=[3 * v for v in NOISY])]
+    base, steady, along = _records(noisy_base, "torch", "2x8x9x7", "se", "eager", "forward")
+    assert base.unreliable and base.note.startswith("unreliable: its spread")  # the baseline by its own spread
+    assert steady.unreliable  # a steady row over a noisy baseline: its ratio is noisy
+    assert not along.unreliable and along.ratio == pytest.approx(3.0)  # slowed in the same rounds: the ratio is not
 
 
 # ------------------------------------------------------------------ the summary and --compare, on hand-made records
@@ -354,6 +366,24 @@ def test_an_unreliable_peer_is_never_the_fastest_and_an_unreliable_mode_never_th
     assert row["peer"] == "timm SEModule" and row["peer_ratio"] == 1.25 and row["peers_unreliable"] == 1
     assert row["best_mode"] == "eager" and row["best_ratio"] == 1.2 and not row["best_unreliable"]
     assert verdicts(row) == {"target": True, "fb": True, "peer": True}  # 1.2 <= 1.5, 1.3 / 1.2 <= 2, 1.2 <= 1.25
+
+
+def test_the_forward_backward_best_mode_is_chosen_on_its_own_ratios() -> None:
+    from benchmarks.report import console_summary, summary_rows
+
+    # forward: eager 1.2 < compiled 1.21 (within noise); forward+backward: eager 3.0, compiled 2.4
+    recs = _torch_se(eager=1.2, compile_=1.21)
+    recs[-2]["ratio"], recs[-1]["ratio"] = 3.0, 2.4
+    row = summary_rows(recs)[0]
+    assert (row["best_mode"], row["fb_mode"], row["fb_ratio"]) == ("eager", "compiled", 2.4)
+    assert row["fb_over_fwd"] == pytest.approx(2.4 / 1.2)
+    assert "f+b 2.40× (torch.compile)" in console_summary(recs)  # named where it is not the forward's best mode
+    # the forward's winner flips with noise; the forward+backward figure does not
+    flipped = _torch_se(eager=1.22, compile_=1.21)
+    flipped[-2]["ratio"], flipped[-1]["ratio"] = 3.0, 2.4
+    assert summary_rows(flipped)[0]["fb_ratio"] == 2.4
+    recs[-1]["unreliable"] = True  # an unreliable forward+backward mode is not chosen while a reliable one exists
+    assert summary_rows(recs)[0]["fb_ratio"] == 3.0
 
 
 def test_targets_say_unreliable_rather_than_met_or_missed() -> None:
@@ -471,6 +501,23 @@ def test_median_process_keeps_each_rows_median_process() -> None:
     two = median_process(runs[:2])[1]
     assert two["ratio"] == 2.0  # an even count keeps the lower of the middle two
     assert median_process([[_proc_rec("p", "peer", None, None)]])[0]["ratio"] is None
+
+
+def test_a_row_is_unreliable_when_most_of_its_processes_found_it_so() -> None:
+    from benchmarks.cli import median_process
+
+    def runs(*flags: bool) -> list[list[dict]]:
+        return [[dict(_proc_rec("SEModule", "project", 2.0 + i / 10, 0.2), unreliable=f,
+                      note="unreliable: the spread of its ratio to the baseline stayed above 25%" if f else "")]
+                for i, f in enumerate(flags)]
+
+    one = median_process(runs(False, True, False))[0]  # the median process (2.1) was the one flagged
+    assert not one["unreliable"] and one["unreliable_processes"] == 1
+    assert one["note"] == "unreliable in 1 of 3 processes"
+    two = median_process(runs(True, False, True))[0]
+    assert two["unreliable"] and two["unreliable_processes"] == 2
+    assert not median_process(runs(True, False))[0]["unreliable"]  # one of two is not more than half
+    assert median_process(runs(True))[0]["note"].startswith("unreliable: the spread")  # one process: its own note
 
 
 def test_processes_must_be_positive() -> None:
