@@ -77,6 +77,10 @@ class BAMGate(nn.Layer):
         self._product = product
 
     def forward(self, m_c: paddle.Tensor, m_s: paddle.Tensor) -> paddle.Tensor:
+        # both expanded to (N, C, H, W) first: Paddle's CPU kernels broadcasting (N, C, 1, 1) against (N, 1, H, W)
+        # take several times as long as the same operation on two full tensors
+        shape = [m_c.shape[0], m_c.shape[1], m_s.shape[2], m_s.shape[3]]
+        m_c, m_s = m_c.expand(shape), m_s.expand(shape)
         return F.sigmoid(m_c * m_s if self._product else m_c + m_s) + 1.0
 
 
