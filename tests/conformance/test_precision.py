@@ -281,14 +281,25 @@ def test_simam_half_rows_pass_forward_and_backward(fw, dtype):
         assert len(row.comparisons) == 2
 
 
+def _flax_half_slice(dtype: str) -> set[str]:
+    """Every module's first case for float16 and its second (its only one where it has one) for bfloat16."""
+    by_module: dict[str, list] = {}
+    for case in CASES:
+        by_module.setdefault(case.module, []).append(case)
+    index = 0 if dtype == "float16" else 1
+    return {cases[min(index, len(cases) - 1)].name for cases in by_module.values()}
+
+
 @pytest.mark.parametrize("dtype", ["float16", pytest.param("bfloat16", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("fw", ["torch", SLOW_FLAX])
 def test_every_module_forward_is_within_half_tolerance(fw, dtype):
     """The outputs of every case pass in float16 and bfloat16; the half-precision gradients are the suite's rows
     (``python -m conformance --dtypes float16,bfloat16``), computed in float32 inside every module
-    (attn_core.precision)."""
+    (attn_core.precision). Flax's rows are every module's first case in float16 and its second in bfloat16 (each
+    case's program compiles for seconds); Flax's every case is ``python -m conformance --backends flax --dtypes
+    float16,bfloat16 --no-grad``."""
     backend(fw)
-    for case in (c for c in CASES if c.module != "simam"):
+    for case in (c for c in CASES if c.module != "simam" and (fw != "flax" or c.name in _flax_half_slice(dtype))):
         row = run_case(case, get_runner(fw), dtype, grads=False, reference=reference_for(case, False, dtype))
         assert row.status == "pass", f"{case.name}: {row.message} {row.comparisons}"
 
