@@ -314,19 +314,21 @@ def _assert_trains_as_the_reference(model: str, preset: str, steps: int = NETWOR
         assert row.status == "pass", f"{backend} {preset}: {row.message}"
 
 
-@pytest.mark.slow(reason="a 4-step float64 ResNet-18 reference per preset and every backend's native training")
-@pytest.mark.parametrize("preset", list(PRESETS))
-def test_every_preset_trains_as_the_reference_in_every_backend(preset):
-    _assert_trains_as_the_reference("resnet18", preset)
+@pytest.mark.slow(reason="a 4-step float64 ResNet-18 reference and every backend's native training")
+def test_resnet18_trains_as_the_reference_in_every_backend():
+    # the other presets train ResNet-18's blocks in the issue rows below (seresnet18-nesterov, ecaresnet18-adamw,
+    # simamresnet18-adam); every model x preset is ``python -m conformance --training``'s
+    _assert_trains_as_the_reference("resnet18", "sgd")
 
 
-#: each attention model of the issue with one preset, every preset at least once (ResNet-18 above has them all)
+#: each attention model of the issue with one preset, every preset at least once; ECA-MobileNetV2's row is the
+#: ten-step Nesterov one below
 _ISSUE_ROWS = [("seresnet18", "nesterov"), ("ecaresnet18", "adamw"), ("cbamresnet18", "sgd"),
-               ("simamresnet18", "adam"), ("eca_mobilenetv2", "adamw")]
+               ("simamresnet18", "adam")]
 
 
 def test_the_issue_rows_cover_every_model_and_preset():
-    assert {m for m, _ in _ISSUE_ROWS} == set(TRAINING_MODELS) - {"resnet18"}
+    assert {m for m, _ in _ISSUE_ROWS} == set(TRAINING_MODELS) - {"resnet18", "eca_mobilenetv2"}
     assert {p for _, p in _ISSUE_ROWS} == set(PRESETS)
 
 
