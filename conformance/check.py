@@ -303,21 +303,21 @@ class CheckReport:
             "cases": [{"case": c.case_id, "shape": list(c.shape), "training": c.training, "note": c.note}
                       for c in self.cases],
             "report": self.report.to_dict(),
-            "diagnoses": [_clean(asdict(d)) for d in self.diagnoses],
+            "diagnoses": [json_clean(asdict(d)) for d in self.diagnoses],
         }
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
 
-def _clean(value: Any) -> Any:
+def json_clean(value: Any) -> Any:
     """Non-finite floats -> None, recursively (JSON has no inf)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_clean(v) for v in value]
     return value
 
 
@@ -463,7 +463,7 @@ def _stage(quantity: str) -> str:
     return "parameter gradient"
 
 
-def _numbers(c: Comparison) -> str:
+def comparison_numbers(c: Comparison) -> str:
     return (f"max_abs {c.max_abs:.3e}, max_rel {c.max_rel:.3e}, {c.worst_ratio:.3g}x tolerance"
             + (f"; {c.detail}" if c.detail else ""))
 
@@ -514,12 +514,12 @@ def _diagnose(row: Row, case: Case, handle: Handle, taps: Mapping[str, str], ref
     stage = _stage(first.quantity)
     agree = [TAP_STAGES.get(c.quantity[4:], c.quantity) for c in tap_cmps if c.passed]
     if first.quantity.startswith("tap:"):
-        text = f"{stage} (tap {first.quantity[4:]!r}, {_numbers(first)})"
+        text = f"{stage} (tap {first.quantity[4:]!r}, {comparison_numbers(first)})"
         if agree:
             text += f"; before it, the {' and the '.join(agree)} {'agrees' if len(agree) == 1 else 'agree'}"
         text += eager_note
     elif first.quantity == "output":
-        text = f"output ({_numbers(first)})"
+        text = f"output ({comparison_numbers(first)})"
         if tap_cmps:
             text += f"; every tap before it agrees ({', '.join(agree)}){eager_note}"
         else:
@@ -528,14 +528,14 @@ def _diagnose(row: Row, case: Case, handle: Handle, taps: Mapping[str, str], ref
                      + " with taps={...} to see whether the difference is already there")
     elif first.quantity.startswith("state:"):
         text = (f"the forward output is equal; the running statistics differ after the training step: "
-                f"{first.quantity} ({_numbers(first)})")
+                f"{first.quantity} ({comparison_numbers(first)})")
     elif first.quantity == "grad:input":
         params_equal = all(c.passed for c in by_kind["param"])
         text = (f"the forward pass is equal (output{' and taps' if tap_cmps else ''}); the first difference is in "
                 f"the input gradient{' only (every parameter gradient agrees)' if params_equal else ''}: "
-                f"grad:input ({_numbers(first)})")
+                f"grad:input ({comparison_numbers(first)})")
     else:
         text = (f"the forward pass and the input gradient are equal; the first difference is in a parameter "
-                f"gradient: {first.quantity} ({_numbers(first)})")
+                f"gradient: {first.quantity} ({comparison_numbers(first)})")
     return Diagnosis(row.case, row.dtype, row.mode, stage, first.quantity, first, forward_equal, text, tap_cmps,
                      problems)

@@ -63,10 +63,10 @@ from attn_core.autodiff import Node, backward
 from attn_core.native_state import flatten_variables
 from attn_core.training import OptimizerConfig, ReferenceOptimizer, ScheduleConfig, learning_rate, softmax_cross_entropy
 
-from .check import _clean, _numbers, runner_for
+from .check import comparison_numbers, json_clean, runner_for
 from .model_cases import CLASSES, MODEL_NAMES
 from .runners import Handle
-from .runners.base import NativeTrainStep, TrainStep, _canonical_step
+from .runners.base import NativeTrainStep, TrainStep, canonical_step
 from .runners.handle import ParamMap
 from .suite import Comparison, Report, Row, compare
 from .tolerances import tolerance_for
@@ -133,7 +133,7 @@ class TrainingCheckReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = _clean({"passed": self.passed, "model": self.model, "framework": self.framework,
+        out: dict[str, Any] = json_clean({"passed": self.passed, "model": self.model, "framework": self.framework,
                        "optimizer": asdict(self.optimizer),
                        "schedule": None if self.schedule is None else asdict(self.schedule), "decay": self.decay,
                        "notes": list(self.notes), "report": self.report.to_dict(),
@@ -364,7 +364,7 @@ def _diagnose(step: int, comps: Sequence[Comparison]) -> TrainingDiagnosis:
     first = next(c for c in comps if not c.passed)
     stage = _stage_of(first.quantity)
     agree = [s for s in dict.fromkeys(_stage_of(c.quantity) for c in comps) if _rank_of(s) < _rank(first.quantity)]
-    text = f"{stage} at step {step}: {first.quantity} ({_numbers(first)})"
+    text = f"{stage} at step {step}: {first.quantity} ({comparison_numbers(first)})"
     if agree:
         text += f"; the {', '.join(agree)} {'agrees' if len(agree) == 1 else 'agree'} at this step"
     if stage == "parameter" and "gradient" in agree and "learning rate" in agree:
@@ -475,7 +475,7 @@ def check_training(step_fn: Callable[..., Any], model: Any, spec: str | Attentio
                                  "return the new state (Flax)?")
             native_grads = loop.grads()
             grads = None if native_grads is None else handle.canonical_grads(native_grads)
-            got = _canonical_step(handle, got_native)
+            got = canonical_step(handle, got_native)
             comps = _compare_step(reference[i - 1], ref_grads[i - 1], got, grads)
             per_step.append(comps)
             if diagnosis is None and not all(c.passed for c in comps):

@@ -319,7 +319,7 @@ class Runner:
         if handle.layout == "NHWC":
             xs = [np.ascontiguousarray(np.transpose(x, NCHW_TO_NHWC)) for x in xs]
         self._train(handle, native, xs, ys, optimizer, schedule, decay, dtype,
-                    lambda step: on_step(_canonical_step(handle, step)))
+                    lambda step: on_step(canonical_step(handle, step)))
 
     def run(self, name: str, config: AttentionConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
             cotangent: np.ndarray | None, dtype: str = "float32", training: bool = False,
@@ -624,7 +624,7 @@ class Runner:
         raise NotImplementedError
 
 
-def _canonical_step(handle: Handle, step: NativeTrainStep) -> TrainStep:
+def canonical_step(handle: Handle, step: NativeTrainStep) -> TrainStep:
     """A native step under canonical names and layout; a parameter the framework did not report is left out, so
     that its comparison says it was not computed."""
     params, slots = {}, {}
