@@ -3,7 +3,9 @@ gradient survives recomputation under jit, and SpatialAttention's convolution as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -12,8 +14,8 @@ import jax.numpy as jnp
 
 from attn_core.precision import compute_dtype
 
-__all__ = ["ACTIVATIONS", "compute_dtype_of", "max_pool2d", "max_with_shared_ties", "spatial_conv",
-           "UNROLLED_MAX_KERNEL"]
+__all__ = ["ACTIVATIONS", "compute_dtype_of", "max_pool2d", "max_with_shared_ties", "one_op_spatial_conv",
+           "spatial_conv", "UNROLLED_MAX_KERNEL"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -110,14 +112,31 @@ def _conv_lax(z: jax.Array, kernel: jax.Array) -> jax.Array:
 UNROLLED_MAX_KERNEL = 11
 
 
+_UNROLL = contextvars.ContextVar("unroll_spatial_conv", default=True)
+
+
+@contextlib.contextmanager
+def one_op_spatial_conv() -> Iterator[None]:
+    """Within it, :func:`spatial_conv` traces as one convolution at every k: for a converter to another format
+    (jax2onnx), whose own convolution is the same numbers, and whose conversion time grows with the square of the
+    program's equations (each equation's check looks through the whole graph built so far). It acts when a function
+    is traced: a function jitted outside it on the same shapes keeps the program traced then."""
+    token = _UNROLL.set(False)
+    try:
+        yield
+    finally:
+        _UNROLL.reset(token)
+
+
 def spatial_conv(z: jax.Array, kernel: jax.Array) -> jax.Array:
     """SpatialAttention's convolution of the pooled maps ``z`` (N, H, W, C_in) with ``kernel`` (k, k, C_in, 1), odd
     k, padding k // 2: (N, H, W, 1), the same numbers as ``lax.conv_general_dilated``.
 
     Up to k = :data:`UNROLLED_MAX_KERNEL` the unrolled sum (:func:`_unrolled_conv`), beyond it XLA's convolution:
-    the unrolled program has k * k * C_in terms, so its compile and run times grow with k * k.
+    the unrolled program has k * k * C_in terms, so its compile and run times grow with k * k. Within
+    :func:`one_op_spatial_conv`, XLA's convolution at every k.
     """
-    if kernel.shape[0] <= UNROLLED_MAX_KERNEL:
+    if kernel.shape[0] <= UNROLLED_MAX_KERNEL and _UNROLL.get():
         return _unrolled_conv(z, kernel)
     return _conv_lax(z, kernel)
 

@@ -87,15 +87,20 @@ class Jax2Onnx(OnnxExporter):
     requires = ("jax", "flax", "jax2onnx", "onnx", "onnxruntime")
 
     def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
+        self.require()
         import onnx
         from jax2onnx import to_onnx
 
-        self.require()
+        from backends.flax._ops import one_op_spatial_conv
+
         root = logging.getLogger()
         level = root.level
         root.setLevel(max(level, logging.WARNING))  # jax2onnx logs each pass at INFO on the root logger
         try:
-            model = to_onnx(_apply(module, variables), [("B", *example.shape[1:])], opset=EXPORT_OPSET)
+            # ONNX's Conv for SpatialAttention's unrolled sum: the same numbers, and its k * k * C_in terms a
+            # CBAM network's would make jax2onnx's conversion, quadratic in the equations, take many minutes
+            with one_op_spatial_conv():
+                model = to_onnx(_apply(module, variables), [("B", *example.shape[1:])], opset=EXPORT_OPSET)
         finally:
             root.setLevel(level)
         path = directory / "model.onnx"
