@@ -41,10 +41,14 @@ SMALL = ("resnet18", "seresnet18", "eca_mobilenetv2", "sedensenet_bc40_k12", "to
 # GAM-ResNet-50's 159 M parameters would hold about 5 GB of float32 copies across three frameworks; its grouped GAM
 # layers round-trip in the module tests (tests/conformance/test_gam.py) and its ResNet in every other ResNet-50's row
 TOO_LARGE = ("gamresnet50",)
+# the same layers as the family's ResNet-18 or -50 row under more blocks per stage (seconds each to build three
+# times); ECA-ResNet-101 stays for the two-digit block indices (layer3.22) of the names
+REPEATS = ("resnet34", "seresnet34", "ecaresnet34", "cbamresnet34", "simamresnet34", "resnet101", "seresnet101",
+           "cbamresnet101", "simamresnet101")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in SMALL else [pytest.mark.slow])
-                                  for n in MODEL_CONFIGS if n not in TOO_LARGE])
+                                  for n in MODEL_CONFIGS if n not in TOO_LARGE + REPEATS])
 def test_every_model_round_trips_from_torch_to_every_backend(tmp_path, name):
     """Seeded canonical weights -> torch -> file -> Paddle and Flax: the very same canonical arrays come back."""
     config = create_model_config(name)
