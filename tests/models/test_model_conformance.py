@@ -115,11 +115,16 @@ def _tiny_densenet(name: str, shape: tuple[int, int, int, int], training: bool, 
 
 
 #: a slice of the model cases, one per kind of layer and mode, and the frameworks each runs on; `python -m
-#: conformance --models --dtypes float64` runs every registered model's cases
+#: conformance --models --dtypes float64` runs every registered model's cases. Flax compiles a whole network per row,
+#: so its plain ResNet-18 rows and CBAM's evaluation row are left to the ResNet-18s with attention in training, the
+#: CBAM row at batch 1, SE-ResNet-50's evaluation row and the module case cbam/c24-timm-eval (tests/conformance/
+#: test_conformance.py), which run the same blocks and BatchNorm modes
 NUMERICS: tuple[tuple[ModelCase, tuple[str, ...]], ...] = (
-    (_model_case("resnet18", "n2-33x29"), FRAMEWORKS),
-    *((_model_case(f"{a}resnet18", _TRAIN), FRAMEWORKS) for a in ("", "se", "eca", "simam")),
-    (_model_case("cbamresnet18", "n2-33x29"), FRAMEWORKS),  # timm's CbamModule: BatchNorm on running statistics
+    (_model_case("resnet18", "n2-33x29"), ("torch", "paddle")),
+    (_model_case("resnet18", _TRAIN), ("torch", "paddle")),
+    *((_model_case(f"{a}resnet18", _TRAIN), FRAMEWORKS) for a in ("se", "eca", "simam")),
+    # timm's CbamModule: BatchNorm on running statistics
+    (_model_case("cbamresnet18", "n2-33x29"), ("torch", "paddle")),
     (_CBAM_TRAIN, ("torch", "paddle")),
     # batch 1: under jax.jit, CBAM's max once lost its gradient where XLA recomputed its operand (jax-ml/jax 3602)
     (dataclasses.replace(_CBAM_TRAIN, case_id=f"{_TRAIN}-b1", shape=(1, 3, 33, 47)), ("flax",)),
