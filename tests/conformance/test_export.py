@@ -16,6 +16,7 @@ from conformance.convert.__main__ import main as convert_main
 from conformance.export import export_batch, export_cases, run_export
 from conformance.exporters import ExportError, exporters
 from conformance.model_cases import select_model_cases
+from conformance.suite import Row
 
 from .._fw import backend
 
@@ -87,6 +88,24 @@ def test_paddle2onnx_rows_are_na_with_the_onnx_pin_as_reason():
     assert "onnx<=1.17" in rows[0].message and "environment of its own" in rows[0].message
 
 
+def test_one_op_spatial_conv_traces_one_convolution_with_the_same_numbers():
+    jax = pytest.importorskip("jax")
+    from backends.flax._ops import one_op_spatial_conv, spatial_conv
+
+    rng = np.random.default_rng(0)
+    z, kernel = rng.standard_normal((2, 6, 5, 2)), rng.standard_normal((7, 7, 2, 1))
+    zp = np.pad(z, ((0, 0), (3, 3), (3, 3), (0, 0)))
+    expected = sum(zp[:, i:i + 6, j:j + 5, :] @ kernel[i, j] for i in range(7) for j in range(7))  # float64
+    z32, k32 = z.astype(np.float32), kernel.astype(np.float32)
+    # a new function for each trace: JAX reuses the program it traced for the same function and shapes
+    with one_op_spatial_conv():
+        one = str(jax.make_jaxpr(lambda a, b: spatial_conv(a, b))(z32, k32))
+        got = np.asarray(spatial_conv(z32, k32))
+    unrolled = str(jax.make_jaxpr(lambda a, b: spatial_conv(a, b))(z32, k32))  # the switch holds inside only
+    assert one.count("conv_general_dilated") == 1 and "conv_general_dilated" not in unrolled
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_paddle_jit_save_row_runs_at_another_batch_and_counts_ops():
     pytest.importorskip("paddle")
     case = _case("se", "c8-b1")  # batch 1, exported at batch 2
@@ -136,12 +155,36 @@ def test_convert_to_onnx_at_a_size_towernet_cannot_take_is_refused(tmp_path, cap
 
 
 # ------------------------------------------------------------------------------------- slow: real exports
-@pytest.mark.slow(reason="torch's dynamo exporter and onnxruntime: a few seconds per module")
-@pytest.mark.parametrize("module", ["se", "cbam"])
-def test_torch_onnx_rows_pass(module):
+# one export run per path, shared by its tests (module-scoped fixtures): an exporter's first use in a process
+# (torch's dynamo, jax2onnx's plugins) costs more than its rows
+TORCH_CASES = {"se": "c8-b1", "cbam": "c8-default-k3"}
+#: CBAM's 7 x 7 spatial attention (its one Conv in jax2onnx) and Gather-Excite's padded extent pools with max
+JAX2ONNX_CASES = {"se": "c8-b1", "cbam": "c32-article", "ge": "c12-e4-max-silu"}
+
+
+def _rows(framework: str, path: str, cases: dict[str, str]) -> dict[str, Row]:
+    rows = run_export(backends=[framework], paths=[path], cases=[_case(m, c) for m, c in cases.items()])
+    return {r.module: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def torch_onnx_rows() -> dict[str, Row]:
     pytest.importorskip("torch")
     _needs("onnx", "onnxscript", "onnxruntime")
-    [row] = run_export(backends=["torch"], paths=["torch.onnx"], cases=[_case(module)])
+    return _rows("torch", "torch.onnx", TORCH_CASES)
+
+
+@pytest.fixture(scope="module")
+def jax2onnx_rows() -> dict[str, Row]:
+    pytest.importorskip("flax")
+    _needs("jax2onnx", "onnx", "onnxruntime")
+    return _rows("flax", "jax2onnx", JAX2ONNX_CASES)
+
+
+@pytest.mark.slow(reason="torch's dynamo exporter and onnxruntime, two small modules in one run")
+@pytest.mark.parametrize("module", list(TORCH_CASES))
+def test_torch_onnx_rows_pass(torch_onnx_rows, module):
+    row = torch_onnx_rows[module]
     assert row.status == "pass", row.message
     assert row.ops["Sigmoid"] >= 1 and row.comparisons[0].max_abs < 1e-5
 
@@ -149,19 +192,26 @@ def test_torch_onnx_rows_pass(module):
 @pytest.mark.slow(reason="one fresh process deserializes every program of the run")
 def test_jax_export_rows_run_in_one_fresh_process():
     pytest.importorskip("flax")
-    cases = [_case("se"), _case("eca")]
-    rows = run_export(backends=["flax"], paths=["jax.export"], cases=cases)
+    rows = run_export(backends=["flax"], paths=["jax.export"], cases=[_case("se", "c8-b1"), _case("eca", "c8-k3-b1")])
     assert [r.status for r in rows] == ["pass", "pass"], [r.message for r in rows]
     assert all(any(k.startswith("stablehlo.") for k in r.ops) for r in rows)
 
 
-@pytest.mark.slow(reason="jax2onnx loads its plugins on first use (seconds)")
-def test_jax2onnx_row_passes():
-    pytest.importorskip("flax")
-    _needs("jax2onnx", "onnx", "onnxruntime")
-    [row] = run_export(backends=["flax"], paths=["jax2onnx"], cases=[_case("se")])
+@pytest.mark.slow(reason="jax2onnx loads all its plugins on first use (seconds), then three small modules")
+@pytest.mark.parametrize("module", list(JAX2ONNX_CASES))
+def test_jax2onnx_rows_pass(jax2onnx_rows, module):
+    row = jax2onnx_rows[module]
     assert row.status == "pass", row.message
-    assert row.ops["Sigmoid"] == 1
+    assert row.ops["Sigmoid"] >= 1 and row.comparisons[0].max_abs < 1e-5
+
+
+@pytest.mark.slow(reason="shares the jax2onnx rows of test_jax2onnx_rows_pass")
+def test_jax2onnx_exports_spatial_attention_as_one_convolution(jax2onnx_rows):
+    # Flax's SpatialAttention is an unrolled sum of k * k * 2 terms, which jax2onnx converts in time quadratic in
+    # the terms; the exporter traces it as one convolution, ONNX's Conv, with the same numbers
+    ops = jax2onnx_rows["cbam"].ops
+    assert ops["Conv"] == 5  # the channel MLP's two 1 x 1 convolutions on each pooled map, and the 7 x 7 one
+    assert ops["Mul"] < 7 * 7 * 2 and "Slice" not in ops  # not the unrolled sum's shifted products
 
 
 @pytest.mark.slow(reason="a whole network saved by Paddle's jit.save and run by a predictor, on a 32 x 32 input")
