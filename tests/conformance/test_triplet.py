@@ -177,7 +177,8 @@ def test_zpool_in_cbam_order_is_caught_at_the_first_gate(fw):
     report = check(module, TripletAttentionConfig(8), taps=TAPS)
     assert not report.passed
     assert report.first_difference.stage == "C-W gate"
-    assert check(module, TripletAttentionConfig(8, pool_order="mean_max"), taps=TAPS).passed
+    if fw != "flax":  # Flax's check runs for a minute; its mean_max is the suite's row of triplet/c8-k3-meanmax
+        assert check(module, TripletAttentionConfig(8, pool_order="mean_max"), taps=TAPS).passed
 
 
 def test_paddle_momentum_left_in_torch_convention_is_caught():
