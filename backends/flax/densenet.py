@@ -116,7 +116,9 @@ class Transition(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers = self.spec.layers(self.bn_eps, self.bn_momentum)
         x = build_layer(layers["conv"], "conv")(jax.nn.relu(build_layer(layers["norm"], "norm", train)(x)))
-        return nn.avg_pool(x, (_TRANSITION_POOL, _TRANSITION_POOL), strides=(_TRANSITION_POOL, _TRANSITION_POOL))
+        # window_shape by keyword: jax2onnx 0.17's patched avg_pool takes the input alone positionally
+        window = (_TRANSITION_POOL, _TRANSITION_POOL)
+        return nn.avg_pool(x, window_shape=window, strides=window)
 
 
 class _Features(nn.Module):

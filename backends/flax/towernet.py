@@ -87,6 +87,8 @@ class TowerNet(AttentionModule):
         for stage, items in cfg.stages().items():
             items = tuple((rel, cfg.simam if spec == "simam" else spec) for rel, spec in items)
             x = Stage(items, name=stage)(x, train)
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))  # ops.avg_pool2d(x, 2, 2) of the reference
+        # ops.avg_pool2d(x, 2, 2) of the reference; window_shape by keyword, as jax2onnx 0.17's patched avg_pool
+        # takes the input alone positionally
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # ops.reshape(x, (n, -1)) of the NCHW map
         return build_layer(cfg.head(), "b6")(x)
