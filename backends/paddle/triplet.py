@@ -69,7 +69,9 @@ class TripletAttention(AttentionModule):
             z = xc.transpose(perm)  # each permutation is its own inverse
             g = getattr(self, branch)(z, compute)
             self._expose_rotated(g, tap, perm)
-            outs.append((z * g).transpose(perm))
+            # expanded over the pooled axis first: Paddle's CPU multiply is slower broadcasting (N, 1, B, D) than
+            # both steps (as CBAM's)
+            outs.append((z * g.expand_as(z)).transpose(perm))
         total = outs[0]
         for out in outs[1:]:
             total = total + out
