@@ -88,8 +88,10 @@ class PSA(AttentionModule):
         compute, xc = self.prepare(x)
         dt = xc.dtype
         x_ch = xc * self.expose_gate(F.sigmoid(self._channel_logits(xc, dt)), "psa_channel_gate")
+        # the (N, 1, H, W) spatial gate expanded over C first: Paddle's CPU multiply is slower broadcasting it than
+        # both steps (as CBAM's)
         if self.config.mode == "parallel":
-            y = x_ch + xc * self.expose_gate(self._spatial_gate(xc, dt), "psa_spatial_gate")
+            y = x_ch + xc * self.expose_gate(self._spatial_gate(xc, dt), "psa_spatial_gate").expand_as(xc)
         else:
-            y = x_ch * self.expose_gate(self._spatial_gate(x_ch, dt), "psa_spatial_gate")
+            y = x_ch * self.expose_gate(self._spatial_gate(x_ch, dt), "psa_spatial_gate").expand_as(x_ch)
         return self.finish(y, x, compute)
