@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 
@@ -32,6 +33,21 @@ def _torch_compile_config_restored() -> Iterator[None]:
     if before is not None:
         config.load_config(before)
     sys.modules["torch._dynamo"].reset()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_programs_freed() -> Iterator[None]:
+    """The programs a test module compiled (jax's caches, the Flax runner's jitted programs, dynamo's graphs) are
+    freed after it: no later module reuses them, and kept they grew each CI worker to 8-10 GB over the suite."""
+    yield
+    if "jax" in sys.modules:
+        from tests._fw import clear_flax_programs
+
+        clear_flax_programs()
+        sys.modules["jax"].clear_caches()
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
+    gc.collect()
 
 
 @pytest.fixture
