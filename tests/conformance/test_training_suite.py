@@ -282,16 +282,17 @@ def test_cli_data_parallel_alone_still_runs_and_no_data_parallel_needs_training(
         assert exc.value.code == 2 and "--no-data-parallel applies to --training only" in capsys.readouterr().err
 
 
-@pytest.mark.slow(reason="a 2-step ResNet-18 reference and torch run through the command line")
+@pytest.mark.slow(reason="a 1-step ResNet-18 reference and torch run through the command line")
 def test_cli_training_writes_json_html_and_plots(tmp_path, capsys):
     out_json, out_html, plots = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "plots"
-    rc = main(["--training", "resnet18", "--optimizers", "adamw", "--steps", "2", "--backends", "torch",
+    # one step: the files are the property here, the trajectories are the rows above
+    rc = main(["--training", "resnet18", "--optimizers", "adamw", "--steps", "1", "--backends", "torch",
                "--no-data-parallel",
                "--json", str(out_json), "--html", str(out_html), "--plots", str(plots), "-q"])
     assert rc == 0, capsys.readouterr().out
     rows = json.loads(out_json.read_text())["rows"]
     assert [(r["module"], r["case"], r["backend"], r["dtype"], r["status"]) for r in rows] == \
-        [("resnet18", "adamw-2steps", "torch", "float64", "pass")]
+        [("resnet18", "adamw-1steps", "torch", "float64", "pass")]
     assert "resnet18" in out_html.read_text()
     pytest.importorskip("matplotlib")
     assert (plots / "resnet18-adamw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
