@@ -43,7 +43,8 @@ class SplitAttn(AttentionModule):
         r, g, c = cfg.radix, cfg.groups, cfg.out
         u = conv_as(self.conv, xc, compute)
         u = self._act(u if self.bn0 is None else self.bn0(u))  # the BatchNorm in its input's dtype
-        splits = paddle.stack(paddle.split(u, r, axis=1), axis=1)  # (N, R, C, H', W'), split-major as timm's
+        # (N, R, C, H', W'), split-major as timm's: a reshape, where stacking the splits copied the whole map
+        splits = u.reshape([-1, r, c, u.shape[2], u.shape[3]])
         z = conv_as(self.fc1, mean_hw(splits.sum(axis=1)), compute)
         z = self._act(z if self.bn1 is None else self.bn1(z))
         logits = conv_as(self.fc2, z, compute)  # (N, R*C, 1, 1): cardinal group, split, channel
