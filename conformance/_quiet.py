@@ -10,6 +10,10 @@ on, each by its exact source:
 - XLA's C++ log lines: ``TF_CPP_MIN_LOG_LEVEL=2``;
 - JAX's ``INFO ... Unable to initialize backend 'tpu'``: the ``jax._src.xla_bridge`` logger at WARNING (the
   backend search itself is unchanged, so a machine with an accelerator still uses it);
+- the ONNX optimizer passes that torch's exporter runs (``INFO ... unused_removal.py ... Removed 9 unused nodes``,
+  constant folding, initializer deduplication), shown once Paddle, imported beside torch, has set the root logger
+  to INFO: the ``onnxscript`` and ``onnx_ir`` loggers at WARNING; and torch's ``FutureWarning: `isinstance(treespec,
+  LeafSpec)` is deprecated`` from inside that exporter: a warnings filter;
 - Paddle's ``WARNING: OMP_NUM_THREADS set to N, not 1 ...`` printed at import (the benchmarks set that variable on
   purpose): :func:`drop_stderr_lines` around the import.
 
@@ -32,11 +36,12 @@ from collections.abc import Iterator
 WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     ("No ccache found", UserWarning),
     ("Tensor do not have 'place' interface for pir graph mode", UserWarning),
+    ("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning),
 )
 #: environment variables read by the frameworks' C++ loggers when they load
 ENV: dict[str, str] = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 #: Python loggers whose INFO lines say nothing a user can act on
-LOGGERS: tuple[str, ...] = ("jax._src.xla_bridge",)
+LOGGERS: tuple[str, ...] = ("jax._src.xla_bridge", "onnxscript", "onnx_ir")
 #: whole lines a framework prints to stderr itself, at import
 STDERR_LINES: tuple[str, ...] = (r"WARNING: OMP_NUM_THREADS set to \d+, not 1\. .*",
                                  r"PLEASE USE OMP_NUM_THREADS WISELY\.")
