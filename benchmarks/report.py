@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .plan import DEFAULT_MODE, MODEL_TARGETS, MODES, MODULE_SUBOPS, SUBOPS, TARGETS, mode_label
 from .timing import MAX_CALLS, SPREAD_LIMIT
 
 Record = Mapping[str, Any]
+#: the notes of what was measured and tried where a target is missed (its section :data:`TRIED_SECTION`)
+NOTES_PATH = Path(__file__).with_name("NOTES.md")
+TRIED_SECTION = "What was tried where a target is missed"
 
 
 def _esc(text: str) -> str:
@@ -423,9 +428,35 @@ def _subop_ratios(records: Sequence[Record]) -> dict[tuple[str, str, str], float
             if r["module"] == "ops" and r["kind"] == "subop" and r["ratio"] is not None}
 
 
-def targets_markdown(records: Sequence[Record]) -> list[str]:
-    """Each target missed in the summary, with the measured parts of the module that hold it there."""
+def tried_entries(notes: str) -> dict[tuple[str, str], str]:
+    """(module key, backend) -> the heading of the module's entry in the notes' section :data:`TRIED_SECTION`
+    (``### Name (`key`)``), for each backend the entry has a line of its own for (``- **Paddle**: ...``)."""
+    section = notes.partition(f"\n## {TRIED_SECTION}\n")[2].split("\n## ", 1)[0]
+    out = {}
+    for entry in re.split(r"^(?=### )", section, flags=re.MULTILINE):
+        head = re.match(r"### (.*\(`([\w-]+)`\))[ \t]*$", entry, re.MULTILINE)
+        if head:
+            for backend in re.findall(r"^- \*\*(\w+)", entry, re.MULTILINE):
+                out[(head.group(2), backend.lower())] = head.group(1)
+    return out
+
+
+def _notes_entries() -> dict[tuple[str, str], str]:
+    return tried_entries(NOTES_PATH.read_text(encoding="utf-8")) if NOTES_PATH.is_file() else {}
+
+
+def _with_entry(text: str, key: tuple[str, str], entries: Mapping[tuple[str, str], str]) -> str:
+    """A line of the targets' section, with the heading of its module's entry in the notes where that entry has
+    a line for the backend."""
+    return text + (f" Measured and tried: benchmarks/{NOTES_PATH.name}, \"{entries[key]}\"." if key in entries
+                   else "")
+
+
+def targets_markdown(records: Sequence[Record], entries: Mapping[tuple[str, str], str] | None = None) -> list[str]:
+    """Each target missed in the summary, with the measured parts of the module that hold it there and the heading
+    of its module's entry in the notes (``entries``: :func:`tried_entries`; None: those of :data:`NOTES_PATH`)."""
     parts = _subop_ratios(records)
+    entries = _notes_entries() if entries is None else entries
     misses, shaky = [], []
     for row in summary_rows(records):
         b, target, best = row["backend"], row["target"], row["best_ratio"]
@@ -443,9 +474,9 @@ def targets_markdown(records: Sequence[Record]) -> list[str]:
         unsure = [name for name, key in (("target", "target"), ("(f+b) / forward", "fb"), ("default ≤ peer", "peer"))
                   if v[key] == "unreliable"]
         if unsure:
-            shaky.append(f"- **{row['shape']} {row['module']}, {b}**: {', '.join(unsure)}: unreliable (a ratio it "
-                         f"rests on kept a spread above {100 * SPREAD_LIMIT:.0f}% after the re-runs), neither met "
-                         f"nor missed.")
+            line = (f"- **{row['shape']} {row['module']}, {b}**: {', '.join(unsure)}: unreliable (a ratio it rests "
+                    f"on kept a spread above {100 * SPREAD_LIMIT:.0f}% after the re-runs), neither met nor missed.")
+            shaky.append(_with_entry(line, (row["module"], b), entries))
         if not why:
             continue
         measured = [(SUBOPS[k], parts.get((row["shape"], b, k))) for k in MODULE_SUBOPS.get(row["module"], ())]
@@ -455,7 +486,7 @@ def targets_markdown(records: Sequence[Record]) -> list[str]:
             text += (" Its operations alone, forward, " + mode_label(b, DEFAULT_MODE[b]) + ": " + ", ".join(
                 f"{label} {_ratio(v)}" for label, v in known) + f"; with the final product, at least "
                 f"{1 + sum(v for _, v in known):.2f}× op by op.")
-        misses.append(text)
+        misses.append(_with_entry(text, (row["module"], b), entries))
     tail = ["", "Not judged in this run:", ""] + shaky if shaky else []
     if not misses:
         if not summary_rows(records):
@@ -464,8 +495,8 @@ def targets_markdown(records: Sequence[Record]) -> list[str]:
                 else "Every target of the summary is met in this run."] + tail
     # what was tried against each miss is a log of measurements, so it lives in the notes, not in the code
     return (["", "## Targets not met, and what holds them", ""] + misses
-            + ["", "What was tried for each module and backend: benchmarks/NOTES.md, \"What was tried where a "
-                   "target is missed\"."] + tail)
+            + ["", f"What was tried for each module and backend: benchmarks/{NOTES_PATH.name}, \"{TRIED_SECTION}\"."]
+            + tail)
 
 
 def subops_markdown(records: Sequence[Record]) -> list[str]:

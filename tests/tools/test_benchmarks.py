@@ -400,6 +400,32 @@ def test_targets_say_unreliable_rather_than_met_or_missed() -> None:
     assert "Targets not met" in missed and "forward 1.60× in its best mode" in missed
 
 
+def test_each_miss_names_its_modules_entry_in_the_notes() -> None:
+    from benchmarks.report import TRIED_SECTION, targets_markdown, tried_entries
+
+    notes = ("# Notes\n\n## Other\n\n### Not here (`eca`)\n\n"
+             f"## {TRIED_SECTION}\n\nIntro.\n\n### SE (`se`)\n\n- **torch (all backends)**: tried.\n"
+             "- **Flax**: too.\n\n"
+             "### ECA (`eca`)\n\n- **Paddle**: tried.\n\n## Later\n\n### Nor (`ca`)\n\n- **torch**: no.\n")
+    # the section's headings alone, for the backends their entries have a line for
+    assert tried_entries(notes) == {("se", "torch"): "SE (`se`)", ("se", "flax"): "SE (`se`)",
+                                    ("eca", "paddle"): "ECA (`eca`)"}
+    missed = _torch_se(eager=1.7, compile_=1.6, peer=1.25)
+    line = next(t for t in targets_markdown(missed, tried_entries(notes)) if t.startswith("- **"))
+    assert line.endswith('Measured and tried: benchmarks/NOTES.md, "SE (`se`)".')
+    assert all("Measured and tried" not in t for t in targets_markdown(missed, {("se", "paddle"): "SE (`se`)"}))
+
+
+def test_every_catalogue_row_over_ten_percent_behind_its_peer_has_an_entry_in_the_notes() -> None:
+    from benchmarks.cli import _current_records
+    from benchmarks.report import NOTES_PATH, summary_rows, tried_entries
+
+    records = _current_records(json.loads((NOTES_PATH.parent / "RESULTS_CATALOGUE.json").read_text())["records"])
+    behind = {(row["module"], row["backend"]) for row in summary_rows(records)
+              if row["peer_ratio"] and row["default_ratio"] and row["default_ratio"] > 1.1 * row["peer_ratio"]}
+    assert behind and behind <= set(tried_entries(NOTES_PATH.read_text(encoding="utf-8")))
+
+
 def test_compare_agrees_within_ten_percent_and_names_every_summary_ratio(tmp_path: Path) -> None:
     from benchmarks.cli import main
     from benchmarks.report import compare_runs, relative_difference
