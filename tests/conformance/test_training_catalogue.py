@@ -259,7 +259,7 @@ def test_optax_adamw_at_its_default_decay_1e_4_shows_in_the_parameters_at_step_1
     import optax
 
     b1, b2 = ADAMW.betas
-    d = _flax_check(optax.adamw(ADAMW.lr, b1=b1, b2=b2, eps=ADAMW.eps), ADAMW).diagnosis
+    d = _flax_check(optax.adamw(ADAMW.lr, b1=b1, b2=b2, eps=ADAMW.eps), ADAMW, steps=1).diagnosis
     # the decay is decoupled: Adam's moments agree, the parameters do not
     assert d is not None and (d.step, d.stage) == (1, "parameter"), d
     assert "optimizer state" in d.text
@@ -274,7 +274,7 @@ def test_adam_epsilon_inside_the_square_root_shows_in_the_parameters_at_step_1()
 
     adam = OptimizerConfig("adam", lr=2.0 ** -8, betas=ADAMW.betas, eps=1e-3)  # large, so it shows in float64
     b1, b2 = adam.betas
-    d = _flax_check(optax.adam(adam.lr, b1=b1, b2=b2, eps=0.0, eps_root=adam.eps), adam).diagnosis
+    d = _flax_check(optax.adam(adam.lr, b1=b1, b2=b2, eps=0.0, eps_root=adam.eps), adam, steps=1).diagnosis
     assert d is not None and (d.step, d.stage) == (1, "parameter"), d
     assert _flax_check(optax.adam(adam.lr, b1=b1, b2=b2, eps=adam.eps), adam).passed
 
@@ -285,7 +285,7 @@ def test_decoupled_decay_after_sgd_in_an_optax_chain_where_torch_couples_it():
 
     sgd = OptimizerConfig("sgd", lr=2.0 ** -5, momentum=0.875, weight_decay=2.0 ** -4)
     decoupled = optax.chain(optax.sgd(sgd.lr, momentum=sgd.momentum), optax.add_decayed_weights(-sgd.lr * 2.0 ** -4))
-    d = _flax_check(decoupled, sgd).diagnosis
+    d = _flax_check(decoupled, sgd, steps=1).diagnosis
     # coupled decay enters the momentum buffer; optax's trace after the decay is the only buffer of the right port
     assert d is not None and (d.step, d.stage) == (1, "optimizer state"), d
     assert d.quantity.endswith(".momentum_buffer")
