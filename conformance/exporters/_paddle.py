@@ -8,9 +8,13 @@ installed with an onnx inside its pin (an environment of its own: ``pip install 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,21 @@ from . import EXPORT_OPSET, Artifact, Exporter, ModeExporter, OnnxExporter, coun
 
 #: the newest onnx that paddle2onnx 2.1 declares it works with
 PADDLE2ONNX_ONNX_MAX = (1, 17)
+
+
+@contextlib.contextmanager
+def _native_stdout_dropped() -> Iterator[None]:
+    """File descriptor 1 to the null device within the block: Paddle Inference's oneDNN check prints
+    ``ReduceMeanCheckIfOneDNNSupport`` from C++ on a predictor's first run, into the report."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _program_ops(program: Path) -> dict[str, int]:
@@ -80,7 +99,8 @@ class PaddleJitSave(_PaddleExporter):
         handle = predictor.get_input_handle(predictor.get_input_names()[0])
         handle.reshape(list(x.shape))
         handle.copy_from_cpu(np.ascontiguousarray(x, np.float32))
-        predictor.run()
+        with _native_stdout_dropped():
+            predictor.run()
         y: np.ndarray = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
         return y
 
