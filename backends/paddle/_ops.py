@@ -3,8 +3,10 @@ activation table, casts on use, the pooled mean and the shared-maximum gradient.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paddle
@@ -15,7 +17,7 @@ from paddle.autograd import PyLayer
 from attn_core.precision import FLOAT_DTYPES, compute_dtype
 
 __all__ = ["ACTIVATIONS", "compute_dtype_of", "scalar", "static_shape", "mean_hw", "conv_as", "amax",
-           "linear_as", "group_norm_as"]
+           "linear_as", "group_norm_as", "exportable_ops"]
 
 # input dtype -> compute dtype, for the dtypes attn_core.precision computes in another (half in float32), which also
 # makes them run on CPU, whose build has kernels only to cast half tensors
@@ -43,10 +45,29 @@ def _hard_sigmoid(x: paddle.Tensor) -> paddle.Tensor:
     return F.hardsigmoid(x, slope=1.0 / 6.0, offset=0.5)
 
 
+_EXPORTABLE = contextvars.ContextVar("exportable_ops", default=False)
+
+
+@contextlib.contextmanager
+def exportable_ops() -> Iterator[None]:
+    """Within it, the modules trace with operators that a converter of the saved program reads as they are:
+    ReLU as a select (paddle2onnx 2.1 writes ``hardtanh`` as a clip to [-1, 1], dropping its bounds) and the
+    maximum as ``max``, without its PyLayer (paddle2onnx converts neither a PyLayer nor ``amax``, and an inference
+    program needs no backward).
+    The same numbers, NaN kept; for ``paddle.jit.save``, which traces the forward within the block."""
+    token = _EXPORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _EXPORTABLE.reset(token)
+
+
 def _relu(x: paddle.Tensor) -> paddle.Tensor:
     """max(x, 0) that keeps NaN (the project's NaN policy, torch's ReLU): ``F.relu`` maps NaN to 0 and so hid a NaN
     input of SE or channel attention; ``hardtanh(x, 0, inf)`` keeps it at the cost of ``F.relu`` (``maximum`` with a
-    zero tensor is slower on the pooled rows)."""
+    zero tensor is slower on the pooled rows). Within :func:`exportable_ops`, ``where(x < 0, 0, x)``."""
+    if _EXPORTABLE.get():
+        return paddle.where(x < 0, paddle.zeros_like(x), x)
     return F.hardtanh(x, 0.0, math.inf)
 
 
@@ -127,7 +148,10 @@ class _SharedMax(PyLayer):
 
 def amax(x: paddle.Tensor, axis: list[int]) -> paddle.Tensor:
     """``x.amax(axis, keepdim=True)``: through :class:`_SharedMax` where a gradient is recorded, plainly where none
-    is (a PyLayer's forward alone costs as much as the rest of CBAM's)."""
+    is (a PyLayer's forward alone costs as much as the rest of CBAM's); within :func:`exportable_ops`, ``max``, the
+    same forward, which paddle2onnx converts (it has no converter for ``amax``)."""
+    if _EXPORTABLE.get():
+        return x.max(axis=axis, keepdim=True)
     if paddle.is_grad_enabled() and not x.stop_gradient:
         return _SharedMax.apply(x, axis)
     return x.amax(axis=axis, keepdim=True)

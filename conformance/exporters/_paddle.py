@@ -4,6 +4,9 @@ predictor, and ``paddle2onnx`` run in onnxruntime.
 ``paddle2onnx`` 2.1 pins ``onnx<=1.17`` while ``jax2onnx`` needs ``onnx>=1.20.1``, so the two cannot share one
 environment: the 'export' extra holds jax2onnx, and paddle2onnx's rows say n/a with that reason unless it is
 installed with an onnx inside its pin (an environment of its own: ``pip install -e ".[paddle]" paddle2onnx``).
+
+paddle2onnx converts in a child process, ``python -m conformance.exporters._paddle PROGRAM PARAMS OUTPUT OPSET``:
+on an operator it has no converter for, it aborts its process, which must end that row and not the run.
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import EXPORT_OPSET, Artifact, Exporter, ModeExporter, OnnxExporter, counts, onnx_ops
+from . import EXPORT_OPSET, Artifact, Exporter, ExportError, ModeExporter, OnnxExporter, counts, onnx_ops
 
 #: the newest onnx that paddle2onnx 2.1 declares it works with
 PADDLE2ONNX_ONNX_MAX = (1, 17)
+#: how long one paddle2onnx conversion may take, its process's start included
+TIMEOUT_S = 300
 
 
 @contextlib.contextmanager
@@ -69,12 +75,14 @@ class _PaddleExporter(ModeExporter):
         files (an ExportError, nothing written, when the path cannot run or the module is in training mode)."""
         import paddle
 
+        from backends.paddle._ops import exportable_ops
+
         from ..runners.paddle_runner import _dygraph_on_cpu
 
         self.ready(module)
         prefix = directory / "model"
         spec = paddle.static.InputSpec([None, *example.shape[1:]], "float32", name="x")
-        with _dygraph_on_cpu():
+        with _dygraph_on_cpu(), exportable_ops():
             paddle.jit.save(module, str(prefix), input_spec=[spec])
         return prefix
 
@@ -122,13 +130,44 @@ class Paddle2Onnx(_PaddleExporter, OnnxExporter):
 
     def export(self, module: Any, variables: Any, example: np.ndarray, directory: Path) -> Artifact:
         prefix = self.save(module, example, directory)  # first: it refuses a missing paddle2onnx
-
-        import paddle2onnx
-
         path = directory / "model.onnx"
-        paddle2onnx.export(str(prefix.with_suffix(".json")), str(prefix.with_suffix(".pdiparams")), str(path),
-                           opset_version=EXPORT_OPSET)
+        args = [str(prefix.with_suffix(".json")), str(prefix.with_suffix(".pdiparams")), str(path), str(EXPORT_OPSET)]
+        try:
+            done = subprocess.run([sys.executable, "-m", "conformance.exporters._paddle", *args], capture_output=True,
+                                  text=True, timeout=TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired as err:
+            path.unlink(missing_ok=True)
+            raise ExportError(f"paddle2onnx: the conversion took more than {TIMEOUT_S} s") from err
+        if done.returncode != 0 or not path.exists():
+            path.unlink(missing_ok=True)
+            raise ExportError(f"paddle2onnx: {_conversion_failure(done.returncode, done.stdout + done.stderr)}")
         return Artifact(path, onnx_ops(path))
 
 
+def _conversion_failure(returncode: int, output: str) -> str:
+    """One line from a failed paddle2onnx process: its own error lines (the operators it cannot convert), else the
+    last line it printed, and how the process ended."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "[ERROR]" in line or "unsupported" in line.lower()]
+    said = "; ".join(dict.fromkeys(errors)) if errors else (lines[-1] if lines else "no output")
+    ended = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
+    return f"{said} (conversion process {ended})"
+
+
 EXPORTERS: tuple[Exporter, ...] = (PaddleJitSave(), Paddle2Onnx())
+
+
+def main(argv: Sequence[str]) -> int:
+    """Convert ``PROGRAM PARAMS OUTPUT OPSET`` with paddle2onnx (module docstring)."""
+    if len(argv) != 4:
+        print("usage: python -m conformance.exporters._paddle PROGRAM PARAMS OUTPUT OPSET", file=sys.stderr)
+        return 2
+    import paddle2onnx
+
+    program, params, output, opset = argv
+    paddle2onnx.export(program, params, output, opset_version=int(opset))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

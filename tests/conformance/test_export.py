@@ -115,6 +115,58 @@ def test_paddle_jit_save_row_runs_at_another_batch_and_counts_ops():
     assert row.ops["sigmoid"] == 1 and row.ops["data"] == 1  # SE's one gate, the one input
 
 
+def test_paddle_relu_within_exportable_ops_keeps_nan_and_clamps_the_rest():
+    paddle = pytest.importorskip("paddle")
+    from backends.paddle._ops import ACTIVATIONS, exportable_ops
+
+    x = paddle.to_tensor([np.nan, -np.inf, -2.0, -0.0, 0.5, 7.0, np.inf], dtype="float32")
+    with exportable_ops():
+        got = ACTIVATIONS["relu"](x).numpy()
+    np.testing.assert_array_equal(got, [np.nan, 0.0, 0.0, 0.0, 0.5, 7.0, np.inf])  # max(x, 0), NaN kept (torch)
+
+
+def test_paddle_saved_programs_hold_only_operators_a_converter_reads():
+    pytest.importorskip("paddle")
+    # paddle2onnx 2.1 writes hardtanh as a clip to [-1, 1] and aborts on a PyLayer or amax (docs/export.md)
+    rows = run_export(backends=["paddle"], paths=["jit.save"], cases=[_case("se", "c16-1x1"), _case("cbam")])
+    for row in rows:
+        assert row.status == "pass", (row.case, row.message)
+        assert not {"hardtanh", "pylayer", "amax"} & set(row.ops), (row.case, row.ops)
+    assert rows[0].ops["where"] == 1  # SE's one ReLU
+
+
+def test_paddle2onnx_abort_is_that_rows_error_and_nothing_is_written(monkeypatch, tmp_path):
+    pytest.importorskip("paddle")
+    import subprocess
+    import sys
+
+    from conformance.exporters import _paddle
+
+    real_run = subprocess.run
+    abort = ("import os, sys; print('[ERROR][Paddle2ONNX] Due to the unsupported operators, the conversion is "
+             "aborted.', file=sys.stderr, flush=True); os.abort()")
+    calls = []
+
+    def aborting_child(args, **kw):
+        calls.append(args)
+        return real_run([sys.executable, "-c", abort], **kw)
+
+    monkeypatch.setattr(_exporter("paddle", "paddle2onnx"), "unavailable", lambda: None)
+    monkeypatch.setattr(_paddle.subprocess, "run", aborting_child)
+    rows = run_export(backends=["paddle"], paths=["paddle2onnx"], cases=[_case("se", "c16-1x1"), _case("eca")])
+    assert len(calls) == 2 and calls[0][1:3] == ["-m", "conformance.exporters._paddle"]
+    assert calls[0][-2].endswith("model.onnx") and calls[0][-1] == "18"
+    assert [r.status for r in rows] == ["error", "error"]  # the run went on after the first abort
+    assert "unsupported operators" in rows[0].message and "killed by signal 6" in rows[0].message
+
+    case = _case("eca")
+    module = backend("paddle").ATTN_LAYERS["eca"].from_config(case.config())
+    module.eval()
+    with pytest.raises(ExportError, match="paddle2onnx: .*unsupported operators.*signal 6"):
+        _exporter("paddle", "paddle2onnx").export(module, None, np.zeros((2, *case.shape[1:]), np.float32), tmp_path)
+    assert not (tmp_path / "model.onnx").exists()
+
+
 def test_convert_from_onnx_is_refused(tmp_path, capsys):
     src = tmp_path / "model.onnx"
     src.write_bytes(b"not a checkpoint")
