@@ -4,8 +4,10 @@
 any framework is imported, unless ``--verbose`` is given. It silences only what a user of the command cannot act
 on, each by its exact source:
 
-- Paddle's ``UserWarning: No ccache found ...`` (its C++ extension utilities, at import) and ``Tensor do not have
-  'place' interface for pir graph mode`` (under ``paddle.jit.to_static``): a warnings filter on those messages;
+- Paddle's ``UserWarning: No ccache found ...`` (its C++ extension utilities, at import), ``Tensor do not have
+  'place' interface for pir graph mode`` (under ``paddle.jit.to_static``) and ``no variable in your model ...``
+  (``paddle.jit.save`` of a module without parameters, such as SimAM, in ``--export``): a warnings filter on those
+  messages;
 - Paddle's glog lines (``I1202 ... pir_interpreter.cc] New Executor is Running ...``): ``GLOG_minloglevel=2``;
 - XLA's C++ log lines: ``TF_CPP_MIN_LOG_LEVEL=2``;
 - JAX's ``INFO ... Unable to initialize backend 'tpu'``: the ``jax._src.xla_bridge`` logger at WARNING (the
@@ -36,6 +38,7 @@ from collections.abc import Iterator
 WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     ("No ccache found", UserWarning),
     ("Tensor do not have 'place' interface for pir graph mode", UserWarning),
+    ("no variable in your model", UserWarning),
     ("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning),
 )
 #: environment variables read by the frameworks' C++ loggers when they load

@@ -30,6 +30,7 @@ NOISE = {
     "tpu": r"Unable to initialize backend 'tpu'",
     "omp": r"^WARNING: OMP_NUM_THREADS set to \d+, not 1",
     "pir place": r"Tensor do not have 'place' interface",
+    "no variable": r"UserWarning: no variable in your model",
 }
 
 
@@ -101,6 +102,16 @@ def test_python_m_conformance_is_quiet_unless_verbose() -> None:
     quiet, verbose = _quiet_and_verbose("-m", "conformance", "-q", "--modules", "se", "--backends", backends)
     if not verbose:
         pytest.skip("the frameworks print none of the known lines on this machine, even with --verbose")
+    assert not quiet, f"framework lines left in the quiet run: {quiet}"
+
+
+@pytest.mark.slow  # runs the command twice in a subprocess
+@pytest.mark.skipif(not HAS["paddle"], reason="paddle is not installed")
+def test_python_m_conformance_export_is_quiet_unless_verbose() -> None:
+    """``paddle.jit.save`` of SimAM, which has no parameters, warns that the model has no variable."""
+    quiet, verbose = _quiet_and_verbose("-m", "conformance", "--export", "-q", "--modules", "simam", "--backends",
+                                        "paddle")
+    assert "no variable" in verbose
     assert not quiet, f"framework lines left in the quiet run: {quiet}"
 
 
