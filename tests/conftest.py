@@ -9,6 +9,34 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.threads import THREAD_ENV, allowed_cpus
+
+
+def _one_thread_per_worker() -> None:
+    """Under pytest-xdist with at least as many workers as CPUs, a worker's OpenMP, MKL and OpenBLAS run one thread
+    (set before a framework loads): each sizes its pool to every CPU otherwise, and the workers' threads spin waiting
+    for each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if "PYTEST_XDIST_WORKER" not in os.environ or workers < 2 or workers < len(allowed_cpus()):
+        return
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, "1")
+
+
+_one_thread_per_worker()
+
+
+def _xla_quick_compile() -> None:
+    """XLA compiles the tests' programs at backend optimisation level 0 (before jax loads), unless XLA_FLAGS sets a
+    level: most Flax tests compile a program to run it once or twice, so compiling is most of their time; the same
+    tolerances hold at this level (``python -m conformance`` runs XLA's default)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+
+
+_xla_quick_compile()
+
 
 def _hidden(config: object) -> list[str]:
     """torch config settings that a ``delattr`` hid (torch's config module hides rather than deletes them)."""
