@@ -18,10 +18,16 @@ _SLOW = {"torch": "torch.compile: up to tens of seconds per row on a cold induct
          "flax": "jax.jit of forward and backward: seconds per row"}
 
 
+#: torch.compile half rows left to python -m conformance: each half dtype still runs on one case here (both take
+#: attn_core.precision's float32 path), float64 on both
+_LEFT_TO_THE_SUITE = {("psa/c9-odd", "torch", "bfloat16"), ("gam/c24-g2-s3-train", "torch", "float16")}
+
+
 def _params() -> list[object]:
     return [pytest.param(name, fw, dtype, id=f"{name}-{fw}-{dtype}",
                          marks=[pytest.mark.slow(reason=_SLOW[fw])] if fw in _SLOW else [])
-            for name in CASE_NAMES for fw in FRAMEWORKS for dtype in DTYPES]
+            for name in CASE_NAMES for fw in FRAMEWORKS for dtype in DTYPES
+            if (name, fw, dtype) not in _LEFT_TO_THE_SUITE]
 
 
 @pytest.mark.parametrize("name,fw,dtype", _params())
