@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,7 @@ def test_paddle2onnx_abort_is_that_rows_error_and_nothing_is_written(monkeypatch
 
     def aborting_child(args, **kw):
         calls.append(args)
+        Path(args[-2]).write_bytes(b"half an ONNX file")  # what an abort part-way through a write leaves
         return real_run([sys.executable, "-c", abort], **kw)
 
     monkeypatch.setattr(_exporter("paddle", "paddle2onnx"), "unavailable", lambda: None)
