@@ -17,7 +17,7 @@ from paddle.autograd import PyLayer
 from attn_core.precision import FLOAT_DTYPES, compute_dtype
 
 __all__ = ["ACTIVATIONS", "compute_dtype_of", "scalar", "static_shape", "mean_hw", "conv_as", "amax",
-           "linear_as", "group_norm_as", "exportable_ops"]
+           "linear_as", "group_norm", "group_norm_as", "expand_gate", "channel_shuffle", "exportable_ops"]
 
 # input dtype -> compute dtype, for the dtypes attn_core.precision computes in another (half in float32), which also
 # makes them run on CPU, whose build has kernels only to cast half tensors
@@ -51,9 +51,10 @@ _EXPORTABLE = contextvars.ContextVar("exportable_ops", default=False)
 @contextlib.contextmanager
 def exportable_ops() -> Iterator[None]:
     """Within it, the modules trace with operators that a converter of the saved program reads as they are:
-    ReLU as a select (paddle2onnx 2.1 writes ``hardtanh`` as a clip to [-1, 1], dropping its bounds) and the
+    ReLU as a select (paddle2onnx 2.1 writes ``hardtanh`` as a clip to [-1, 1], dropping its bounds), the
     maximum as ``max``, without its PyLayer (paddle2onnx converts neither a PyLayer nor ``amax``, and an inference
-    program needs no backward).
+    program needs no backward), and the gates, channel shuffles and GroupNorms of :func:`expand_gate`,
+    :func:`channel_shuffle` and :func:`group_norm`.
     The same numbers, NaN kept; for ``paddle.jit.save``, which traces the forward within the block."""
     token = _EXPORTABLE.set(True)
     try:
@@ -112,12 +113,48 @@ def linear_as(layer: nn.Linear, x: paddle.Tensor, dtype: Any = None) -> paddle.T
     return F.linear(x, layer.weight.astype(dtype), None if layer.bias is None else layer.bias.astype(dtype))
 
 
+def group_norm(x: paddle.Tensor, groups: int, eps: float, weight: paddle.Tensor,
+               bias: paddle.Tensor) -> paddle.Tensor:
+    """``F.group_norm`` (channels second); within :func:`exportable_ops` as its means, over each sample's groups
+    (paddle2onnx 2.1 converts ``group_norm`` 0.3 off where a group holds one value per channel)."""
+    if not _EXPORTABLE.get():
+        return F.group_norm(x, groups, eps, weight, bias)
+    y = x.reshape([0, groups, -1])
+    d = y - y.mean(axis=-1, keepdim=True)
+    # back by the sizes known when tracing, N copied (a shape tensor gives paddle2onnx a wrong static shape)
+    sizes = static_shape(x)[1:]
+    y = (d / paddle.sqrt((d * d).mean(axis=-1, keepdim=True) + scalar(eps, d)))
+    y = y.reshape([0, *sizes] if sizes.count(-1) <= 1 else paddle.shape(x))
+    per_channel = [1, -1] + [1] * (len(x.shape) - 2)
+    return y * weight.reshape(per_channel) + bias.reshape(per_channel)
+
+
 def group_norm_as(norm: nn.GroupNorm, x: paddle.Tensor, dtype: Any = None) -> paddle.Tensor:
-    """``norm(x)`` (NCHW) with its affine cast to ``dtype`` (as :func:`conv_as`)."""
+    """``norm(x)`` (NCHW) with its affine cast to ``dtype`` (as :func:`conv_as`), through :func:`group_norm`."""
     dtype = dtype or (x.dtype if norm.weight.dtype != x.dtype else None)
-    if dtype is None:
+    if dtype is None and not _EXPORTABLE.get():
         return norm(x)
-    return F.group_norm(x, norm._num_groups, norm._epsilon, norm.weight.astype(dtype), norm.bias.astype(dtype))
+    dtype = dtype or x.dtype
+    return group_norm(x, norm._num_groups, norm._epsilon, norm.weight.astype(dtype), norm.bias.astype(dtype))
+
+
+def expand_gate(gate: paddle.Tensor, x: paddle.Tensor) -> paddle.Tensor:
+    """``gate`` expanded to ``x``'s shape, for the product ``x * gate``: Paddle's CPU multiply is slower broadcasting
+    a gate's size-1 axis than expanding it first. Within :func:`exportable_ops` the multiply broadcasts it
+    (paddle2onnx 2.1 writes ``expand_as`` with the traced batch size, which any other batch size fails)."""
+    if _EXPORTABLE.get():
+        return gate
+    return gate.expand_as(x)
+
+
+def channel_shuffle(x: paddle.Tensor, groups: int) -> paddle.Tensor:
+    """``F.channel_shuffle(x, groups)`` (NCHW); within :func:`exportable_ops` as reshapes and transposes in NHWC,
+    which leave N, H and W to run time (paddle2onnx 2.1 has no converter for ``channel_shuffle``)."""
+    if not _EXPORTABLE.get():
+        return F.channel_shuffle(x, groups)
+    c = x.shape[1]
+    y = x.transpose([0, 2, 3, 1]).reshape([0, 0, 0, groups, c // groups]).transpose([0, 1, 2, 4, 3])
+    return y.reshape([0, 0, 0, c]).transpose([0, 3, 1, 2])
 
 
 @paddle.jit.not_to_static

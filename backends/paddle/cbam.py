@@ -9,7 +9,7 @@ from attn_core import CBAMConfig, ChannelAttentionConfig, SpatialAttentionConfig
 
 from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, amax, conv_as, mean_hw
+from ._ops import ACTIVATIONS, amax, conv_as, expand_gate, mean_hw
 from .se import SqueezeMLP
 
 
@@ -52,8 +52,7 @@ class SpatialAttention(AttentionModule):
         z = conv_as(self.conv, paddle.concat([avg, mx] if self._mean_first else [mx, avg], axis=1), compute)
         if self.bn is not None:
             z = self.bn(z)  # in z's dtype, whatever its own (BatchNorm2D)
-        # expanded over C first: Paddle's CPU multiply is slower broadcasting (N, 1, H, W) over C than both steps
-        y = xc * self.expose_gate(self._gate(z)).expand_as(xc)
+        y = xc * expand_gate(self.expose_gate(self._gate(z)), xc)
         return self.finish(y, x, compute)
 
 

@@ -10,7 +10,7 @@ from attn_core import LightCBAMConfig, bn_momentum_for
 
 from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import ACTIVATIONS, amax, conv_as, mean_hw
+from ._ops import ACTIVATIONS, amax, conv_as, expand_gate, mean_hw
 
 
 class _LightChannelParams(nn.Layer):
@@ -62,6 +62,5 @@ class LightCbamModule(AttentionModule):
         h = conv_as(channel.fc2, self._act(conv_as(channel.fc1, pooled, compute)), compute)
         x1 = xc * self.expose_gate(F.sigmoid(h), "channel_gate")
         z = conv_as(spatial.conv, 0.5 * x1.mean(axis=1, keepdim=True) + 0.5 * amax(x1, [1]), compute)
-        # expanded over C first: Paddle's CPU multiply is slower broadcasting (N, 1, H, W) over C than both steps
-        y = x1 * self.expose_gate(F.sigmoid(spatial.bn(z)), "spatial_gate").expand_as(x1)
+        y = x1 * expand_gate(self.expose_gate(F.sigmoid(spatial.bn(z)), "spatial_gate"), x1)
         return self.finish(y, x, compute)

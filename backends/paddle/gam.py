@@ -9,7 +9,7 @@ from paddle import nn
 from attn_core import GAMConfig
 
 from ._base import AttentionModule
-from ._ops import conv_as, linear_as
+from ._ops import channel_shuffle, conv_as, linear_as
 
 
 class GAM(AttentionModule):
@@ -34,5 +34,5 @@ class GAM(AttentionModule):
         s = F.relu(convs[1](conv_as(convs[0], x1, compute)))  # the BatchNorms in their input's dtype (BatchNorm2D)
         s = convs[4](conv_as(convs[3], s, compute))
         if self.config.shuffle_groups > 1:  # the shuffle commutes with the sigmoid: the copies shuffle the gate
-            s = F.channel_shuffle(s, self.config.shuffle_groups)
+            s = channel_shuffle(s, self.config.shuffle_groups)
         return self.finish(x1 * self.expose_gate(F.sigmoid(s), "gam_spatial_gate"), x, compute)

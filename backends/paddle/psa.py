@@ -9,7 +9,7 @@ from paddle import nn
 from attn_core import PSAConfig
 
 from ._base import AttentionModule
-from ._ops import conv_as, scalar
+from ._ops import conv_as, expand_gate, scalar
 
 
 def _pointwise(c_in: int, c_out: int, bias: bool) -> nn.Conv2D:
@@ -88,10 +88,8 @@ class PSA(AttentionModule):
         compute, xc = self.prepare(x)
         dt = xc.dtype
         x_ch = xc * self.expose_gate(F.sigmoid(self._channel_logits(xc, dt)), "psa_channel_gate")
-        # the (N, 1, H, W) spatial gate expanded over C first: Paddle's CPU multiply is slower broadcasting it than
-        # both steps (as CBAM's)
         if self.config.mode == "parallel":
-            y = x_ch + xc * self.expose_gate(self._spatial_gate(xc, dt), "psa_spatial_gate").expand_as(xc)
+            y = x_ch + xc * expand_gate(self.expose_gate(self._spatial_gate(xc, dt), "psa_spatial_gate"), xc)
         else:
-            y = x_ch * self.expose_gate(self._spatial_gate(x_ch, dt), "psa_spatial_gate").expand_as(x_ch)
+            y = x_ch * expand_gate(self.expose_gate(self._spatial_gate(x_ch, dt), "psa_spatial_gate"), x_ch)
         return self.finish(y, x, compute)

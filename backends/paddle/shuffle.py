@@ -10,6 +10,7 @@ from attn_core import ShuffleAttentionConfig
 from attn_core.shuffle import GATE_PARAMS
 
 from ._base import AttentionModule
+from ._ops import channel_shuffle, group_norm
 
 
 class ShuffleAttention(AttentionModule):
@@ -45,9 +46,9 @@ class ShuffleAttention(AttentionModule):
         else:
             weight, bias = self.gn.weight.astype(dt), self.gn.bias.astype(dt)
         gate_c = F.sigmoid(cw * x0.mean(axis=[2, 3], keepdim=True) + cb)
-        gate_s = F.sigmoid(sw * F.group_norm(x1, b, cfg.gn_eps, weight, bias) + sb)
+        gate_s = F.sigmoid(sw * group_norm(x1, b, cfg.gn_eps, weight, bias) + sb)
         self._expose_groups(gate_c, "sa_channel_gate", xc.shape[0])
         self._expose_groups(gate_s, "sa_spatial_gate", xc.shape[0])
         xn, xs = x0 * gate_c, x1 * gate_s
         out = paddle.concat([xn, xs], axis=1).reshape([-1, c, 0, 0])
-        return self.finish(F.channel_shuffle(out, 2), x, compute)
+        return self.finish(channel_shuffle(out, 2), x, compute)

@@ -12,7 +12,7 @@ from attn_core import TripletAttentionConfig, bn_momentum_for
 
 from ._base import AttentionModule
 from ._norm import BatchNorm2D
-from ._ops import amax, conv_as, scalar
+from ._ops import amax, conv_as, expand_gate, scalar
 
 
 class BasicConv(nn.Layer):
@@ -69,9 +69,7 @@ class TripletAttention(AttentionModule):
             z = xc.transpose(perm)  # each permutation is its own inverse
             g = getattr(self, branch)(z, compute)
             self._expose_rotated(g, tap, perm)
-            # expanded over the pooled axis first: Paddle's CPU multiply is slower broadcasting (N, 1, B, D) than
-            # both steps (as CBAM's)
-            outs.append((z * g.expand_as(z)).transpose(perm))
+            outs.append((z * expand_gate(g, z)).transpose(perm))
         total = outs[0]
         for out in outs[1:]:
             total = total + out
