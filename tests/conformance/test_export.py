@@ -131,7 +131,11 @@ def test_paddle_relu_within_exportable_ops_keeps_nan_and_clamps_the_rest():
 _UNCONVERTED = {"hardtanh", "pylayer", "amax", "channel_shuffle", "expand_as", "group_norm"}
 
 
-@pytest.mark.parametrize("module", ["cbam", "lcbam", "triplet", "psa", "shuffle", "ela", "gam"])
+_SAVED_SLOW = pytest.mark.slow(reason="a jit.save and a Paddle Inference predictor for each of the module's cases")
+
+
+@pytest.mark.parametrize("module", ["cbam", *(pytest.param(m, marks=_SAVED_SLOW)
+                                              for m in ("lcbam", "triplet", "psa", "shuffle", "ela", "gam"))])
 def test_paddle_saved_programs_hold_only_operators_a_converter_reads(module):
     pytest.importorskip("paddle")
     # each module's cases at another batch than the one exported, against the float64 reference
