@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -37,6 +40,21 @@ def _xla_quick_compile() -> None:
 
 
 _xla_quick_compile()
+
+
+def _shared_jax_compilation_cache() -> None:
+    """One JAX compilation cache for the session (a temporary folder, removed at its end), unless
+    JAX_COMPILATION_CACHE_DIR names one: the workers and the processes the tests start inherit it, so that a program
+    another test, worker or process compiled is read back rather than compiled again."""
+    if "PYTEST_XDIST_WORKER" in os.environ or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="attn-tests-jax-cache-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+_shared_jax_compilation_cache()
 
 
 def _hidden(config: object) -> list[str]:

@@ -116,13 +116,15 @@ def _tiny_densenet(name: str, shape: tuple[int, int, int, int], training: bool, 
 
 #: a slice of the model cases, one per kind of layer and mode, and the frameworks each runs on; `python -m
 #: conformance --models --dtypes float64` runs every registered model's cases. Flax compiles a whole network per row,
-#: so its plain ResNet-18 rows and CBAM's evaluation row are left to the ResNet-18s with attention in training, the
-#: CBAM row at batch 1, SE-ResNet-50's evaluation row and the module case cbam/c24-timm-eval (tests/conformance/
-#: test_conformance.py), which run the same blocks and BatchNorm modes
+#: so its plain ResNet-18 rows and CBAM's evaluation row are left to SE-ResNet-18 in training, the CBAM row at batch
+#: 1, SE-ResNet-50's evaluation row and the module case cbam/c24-timm-eval (tests/conformance/test_conformance.py),
+#: which run the same blocks and BatchNorm modes; ECA's and SimAM's ResNet-18 train in Flax against the float64
+#: trajectory in tests/conformance/test_training_suite.py, and their modules' gradients are the suite's rows
 NUMERICS: tuple[tuple[ModelCase, tuple[str, ...]], ...] = (
     (_model_case("resnet18", "n2-33x29"), ("torch", "paddle")),
     (_model_case("resnet18", _TRAIN), ("torch", "paddle")),
-    *((_model_case(f"{a}resnet18", _TRAIN), FRAMEWORKS) for a in ("se", "eca", "simam")),
+    (_model_case("seresnet18", _TRAIN), FRAMEWORKS),
+    *((_model_case(f"{a}resnet18", _TRAIN), ("torch", "paddle")) for a in ("eca", "simam")),
     # timm's CbamModule: BatchNorm on running statistics
     (_model_case("cbamresnet18", "n2-33x29"), ("torch", "paddle")),
     (_CBAM_TRAIN, ("torch", "paddle")),
