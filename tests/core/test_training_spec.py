@@ -180,6 +180,30 @@ def test_an_optimizer_resumed_from_its_state_and_step_count_continues_as_the_ori
     assert fresh.state != {} and all(not slots for slots in fresh.state.values())  # a fresh one has no buffers
 
 
+@pytest.mark.parametrize("optimizer", [
+    OptimizerConfig("sgd", lr=0.1, momentum=0.5, nesterov=True, weight_decay=0.1),
+    OptimizerConfig("adam", lr=0.1, weight_decay=0.1)])
+def test_what_the_optimizer_hands_out_is_read_only_and_never_changes(optimizer):
+    # params and state are the optimizer's own arrays, not copies: a later step must not alter those handed out
+    # before it, nor may a caller alter the optimizer through them, nor may the optimizer alter the caller's inputs
+    start, grad = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    ref = ReferenceOptimizer(optimizer, None, "all", {"w": start})
+    ref.step({"w": grad})
+    params, state = ref.params, ref.state
+    kept = params["w"].copy(), {slot: v.copy() for slot, v in state["w"].items()}
+    ref.step({"w": grad})
+    np.testing.assert_array_equal(params["w"], kept[0])
+    for slot, v in state["w"].items():
+        np.testing.assert_array_equal(v, kept[1][slot])
+    assert not np.array_equal(ref.params["w"], kept[0])
+    with pytest.raises(ValueError, match="read-only"):
+        params["w"][0] = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        next(iter(state["w"].values()))[0] = 0.0
+    np.testing.assert_array_equal(start, [1.0, 2.0])
+    np.testing.assert_array_equal(grad, [0.5, -1.0])
+
+
 def test_a_resumed_optimizer_refuses_a_negative_step_count_and_state_of_unknown_parameters():
     opt = OptimizerConfig("sgd", lr=0.1, momentum=0.5)
     with pytest.raises(ConfigError, match="steps must be at least 0, got -1"):
