@@ -136,10 +136,17 @@ def test_cam_layer_of_the_registered_models() -> None:
 
 
 # ------------------------------------------------------------------------------------- the backends
-@pytest.mark.parametrize("fw", ["torch", pytest.param("paddle", marks=pytest.mark.slow),
-                                pytest.param("flax", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("name,layer", [("resnet18", "layer3.1"),
-                                        pytest.param("cbamresnet18", "layer2.0", marks=pytest.mark.slow)])
+def _layer_gradient_rows() -> list[object]:
+    """ResNet-18 in every backend, CBAM-ResNet-18 in torch and Paddle: Flax's float64 CBAM-ResNet-18 gradient compiles
+    for half a minute, and tests/conformance/test_cam_layers.py takes Flax's gradients inside CBAM-ResNet-18."""
+    slow = pytest.mark.slow
+    return [pytest.param("torch", "resnet18", "layer3.1"), pytest.param("paddle", "resnet18", "layer3.1", marks=slow),
+            pytest.param("flax", "resnet18", "layer3.1", marks=slow),
+            pytest.param("torch", "cbamresnet18", "layer2.0", marks=slow),
+            pytest.param("paddle", "cbamresnet18", "layer2.0", marks=slow)]
+
+
+@pytest.mark.parametrize("fw,name,layer", _layer_gradient_rows())
 def test_layer_gradient_matches_the_reference_in_float64(fw: str, name: str, layer: str) -> None:
     from tests._fw import runner as get
 
@@ -160,8 +167,12 @@ def test_layer_gradient_matches_the_reference_in_float64(fw: str, name: str, lay
 def test_map_rows_pass_in_every_backend() -> None:
     from conformance.cam import CAM_MODELS, run_cam
 
-    rows = run_cam()
-    assert [(r.module, r.backend) for r in rows] == [(m, fw) for m in CAM_MODELS for fw in ("torch", "paddle", "flax")]
+    # every model in torch and Paddle, ResNet-18 in Flax: each Flax row jit-compiles its network's gradient for
+    # seconds to a quarter of a minute (python -m conformance --cam runs every row; test_cam_gates.py and
+    # test_cam_layers.py hold Flax's maps of the attention models)
+    rows = run_cam(backends=["torch", "paddle"]) + run_cam(["resnet18"], ["flax"])
+    assert [(r.module, r.backend) for r in rows] == [(m, fw) for m in CAM_MODELS for fw in ("torch", "paddle")] + [
+        ("resnet18", "flax")]
     layers = {"resnet18": "layer4.1", "seresnet50": "layer4.2", "cbamresnet18": "layer4.1",
               "eca_mobilenetv2": "features.18"}
     for r in rows:
