@@ -6,9 +6,11 @@ Flax modules hold no state, so both functions take the module (for its config) a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -58,11 +60,18 @@ def load_weights(module: Any, weights: Mapping[str, Any], dtype: Any = jnp.float
     table = _table(module)
     arrays = {k: _numpy(v) for k, v in weights.items()}
     module.config.check_weights(arrays)
+    # float64 is float32 unless JAX's 64-bit mode is on, as jnp.asarray would make it
+    target = None if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
+    if target is not None and target != np.dtype(dtype):
+        warnings.warn(f"{module.config.module_name}: {np.dtype(dtype).name} weights need JAX's 64-bit mode "
+                      f"(jax_enable_x64); loaded as {target.name}", UserWarning, stacklevel=2)
     variables: dict[str, dict[str, Any]] = {}
     for spec in table:
         collection, path = native_location("flax", spec)
         node = variables.setdefault(collection, {})
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        node[path[-1]] = jnp.asarray(to_native("flax", spec, arrays[spec.name]), dtype=dtype)
+        native = to_native("flax", spec, arrays[spec.name])
+        # cast in NumPy and placed as it is: jnp.asarray(a, dtype) compiles an XLA program per shape
+        node[path[-1]] = jax.device_put(native if target is None else native.astype(target))
     return variables

@@ -76,3 +76,27 @@ def test_integer_weights_are_rejected(fw):
     _, _, load = _module_and_export(fw, "eca", 128, {})
     with pytest.raises(WeightLoadError, match="conv.weight"):
         load({"conv.weight": np.ones((1, 1, 5), dtype=np.int64)})
+
+
+def test_flax_load_casts_on_the_host_and_compiles_nothing(caplog):
+    # jnp.asarray(a, dtype) compiled an XLA program per parameter shape: seconds for a ResNet-50's weights
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from backends.flax import load_weights
+
+    config = create_config("cbam", 24, spatial_norm=True)
+    module = runner("flax").backend().create_attn("cbam", 24, spatial_norm=True)
+    weights = config.init_weights(np.random.default_rng(3))  # float64, as the checkpoints convert
+    with caplog.at_level("WARNING"), jax.log_compiles(True):
+        half = load_weights(module, weights, dtype=jnp.bfloat16)
+        single = load_weights(module, weights)
+    assert not [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    kernel = weights["channel.fc1.weight"].transpose(2, 3, 1, 0)  # torch's OIHW is Flax's HWIO
+    got = half["params"]["channel"]["fc1"]["kernel"]
+    assert got.dtype == jnp.bfloat16 and not got.weak_type
+    np.testing.assert_array_equal(np.asarray(got), kernel.astype(jnp.bfloat16))  # NumPy's rounding, to nearest even
+    assert single["params"]["channel"]["fc1"]["kernel"].dtype == np.float32
+    with pytest.warns(UserWarning, match="CBAM: float64 weights need JAX's 64-bit mode"):
+        assert load_weights(module, weights, dtype=jnp.float64)["params"]["channel"]["fc1"]["kernel"].dtype == \
+            np.float32
