@@ -336,7 +336,7 @@ class ReferenceOptimizer:
 
     def _sgd(self, name: str, p: np.ndarray, g: np.ndarray, lr: float, wd: float) -> np.ndarray:
         o = self.optimizer
-        # in-place arithmetic on fresh temporaries: the same roundings as the expressions, a third of the memory traffic
+        # in-place arithmetic on fresh temporaries: the same roundings as the expressions, fewer arrays allocated
         if wd != 0:
             g = _add(wd * p, g)
         if o.momentum != 0:

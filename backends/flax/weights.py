@@ -71,7 +71,12 @@ def load_weights(module: Any, weights: Mapping[str, Any], dtype: Any = jnp.float
         node = variables.setdefault(collection, {})
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        native = to_native("flax", spec, arrays[spec.name])
-        # cast in NumPy and placed as it is: jnp.asarray(a, dtype) compiles an XLA program per shape
-        node[path[-1]] = jax.device_put(native if target is None else native.astype(target))
+        node[path[-1]] = to_device(to_native("flax", spec, arrays[spec.name]), target)
     return variables
+
+
+def to_device(value: Any, dtype: Any = None) -> Any:
+    """``value`` cast to ``dtype`` (``None``: its own) in NumPy and placed on the device as it is:
+    ``jnp.asarray(value, dtype)`` compiles an XLA program per shape. Both round to nearest even."""
+    a = np.asarray(value)
+    return jax.device_put(a if dtype is None else a.astype(dtype))

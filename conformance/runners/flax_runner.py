@@ -344,27 +344,29 @@ class FlaxRunner(Runner):
              dtype: str, training: bool, mode: str, more: Sequence[np.ndarray] = ()) -> NativeRun:
         import jax.numpy as jnp
 
+        from backends.flax.weights import to_device
+
         jdtype = jnp.dtype(dtype)
         variables = _variables(handle, native, dtype)
         mutable = tuple(sorted(k for k in variables if k != "params"))
         forward, forward_backward = _cached_programs(handle.module, training, handle.options["train_arg"], mutable)
         note = "jax.jit" if mode == "compiled" else "jax.disable_jit: op by op"
-        xj = _placed(x, jdtype)
+        xj = to_device(x, jdtype)
         if cotangent is None:
             y, updates = forward(variables, xj)
             dx, grads = None, {}
         else:
-            y, dx, dparams, updates = forward_backward(variables, xj, _placed(cotangent, jdtype))
+            y, dx, dparams, updates = forward_backward(variables, xj, to_device(cotangent, jdtype))
             flat_grads = _flatten({"params": dparams})
             grads = {b.native: None if flat_grads.get(b.native) is None else _np(flat_grads[b.native])
                      for b in handle.trainable}
             dx = _np(dx)
         for batch in more:  # further training steps: each starts from the collections the previous one returned
-            xb = _placed(batch, jdtype)
+            xb = to_device(batch, jdtype)
             if cotangent is None:
                 _, updates = forward({**variables, **updates}, xb)
             else:  # the program step 1 compiled (a second, forward-only one would cost its own compilation)
-                updates = forward_backward({**variables, **updates}, xb, _placed(cotangent, jdtype))[3]
+                updates = forward_backward({**variables, **updates}, xb, to_device(cotangent, jdtype))[3]
         return NativeRun(_np(y), dx, grads, note, _state(handle, updates, training))
 
     def _train(self, handle: Handle, native: dict[str, np.ndarray], batches: Sequence[np.ndarray],
@@ -383,6 +385,7 @@ class FlaxRunner(Runner):
         import optax
 
         from backends.flax.optim import create_optimizer, current_lr, optimizer_state
+        from backends.flax.weights import to_device
 
         variables = _variables(handle, native, dtype)
         params, rest = variables.get("params", {}), {k: v for k, v in variables.items() if k != "params"}
@@ -406,7 +409,7 @@ class FlaxRunner(Runner):
         opt_state = tx.init(params)
         for x, y in zip(batches, labels, strict=True):
             lr = current_lr(opt_state)  # the lr this step's update uses
-            params, rest, opt_state, loss = step(params, rest, opt_state, _placed(x, jnp.dtype(dtype)),
+            params, rest, opt_state, loss = step(params, rest, opt_state, to_device(x, jnp.dtype(dtype)),
                                                  jnp.asarray(y))
             flat = _flatten({"params": params, **rest})
             slots = {_param_path(k): {slot: _np(v) for slot, v in by_slot.items()}
@@ -426,19 +429,13 @@ def _variables(handle: Handle, native: dict[str, np.ndarray], dtype: str) -> dic
     """The handle's variables in ``dtype`` holding the ``native`` weights (inside JAX's 64-bit mode for float64)."""
     import jax.numpy as jnp
 
+    from backends.flax.weights import to_device
+
     jdtype = jnp.dtype(dtype)
-    flat = {k: _placed(v, jdtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v
+    flat = {k: to_device(v, jdtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v
             for k, v in _flatten(handle.variables).items()}
-    flat.update({k: _placed(v, jdtype) for k, v in native.items()})
+    flat.update({k: to_device(v, jdtype) for k, v in native.items()})
     return _unflatten(flat)
-
-
-def _placed(value: Any, dtype: Any) -> Any:
-    """``value`` cast to ``dtype`` in NumPy and placed on the device: ``jnp.asarray(value, dtype)`` compiles an XLA
-    convert per shape, a tenth of the Flax rows' compile time. Both round to nearest even."""
-    import jax
-
-    return jax.device_put(np.asarray(value).astype(dtype))
 
 
 def _state(handle: Handle, updates: Mapping[str, Any], training: bool) -> dict[str, np.ndarray]:
