@@ -30,13 +30,15 @@ _one_thread_per_worker()
 
 
 def _xla_quick_compile() -> None:
-    """XLA compiles the tests' programs at backend optimisation level 1 (before jax loads), unless XLA_FLAGS sets a
-    level: most Flax tests compile a program to run it once or twice, so compiling is most of their time, while the
-    whole-network training rows run theirs for many steps, which level 0 doubles; the same tolerances hold at this
-    level (``python -m conformance`` runs XLA's default)."""
+    """XLA compiles the tests' programs at backend optimisation level 1 and with its element-wise IR emitters rather
+    than its MLIR fusion emitters (before jax loads), unless XLA_FLAGS sets either: most Flax tests compile a program
+    to run it once or twice, so compiling is most of their time, while the whole-network training rows run theirs
+    for many steps, which level 0 doubles; the same tolerances hold (``python -m conformance`` runs XLA's default)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_backend_optimization_level" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=1".strip()
+    for flag, value in (("xla_backend_optimization_level", "1"), ("xla_cpu_use_fusion_emitters", "false")):
+        if flag not in flags:
+            flags = f"{flags} --{flag}={value}".strip()
+    os.environ["XLA_FLAGS"] = flags
 
 
 _xla_quick_compile()
