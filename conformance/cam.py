@@ -108,7 +108,7 @@ def _row(case: ModelCase, config: AttentionConfig, fw: str, dtype: str, weights:
             row.status, row.message = status, why
             return row
     try:
-        module, variables = runner.load(runner._models().model_from_config(config), weights, dtype)
+        module, variables = runner.build_model(config, weights, dtype)
         got = backend_raw_maps(runner, module, variables, config, x.astype(dtype), methods, classes)
     except Exception as err:  # noqa: BLE001 - any failure of a backend is reported as that row's error
         row.status = "error"

@@ -78,7 +78,7 @@ def explain(model: str, image: np.ndarray, method: str = "gradcam", layer: str |
     chosen: list[int] | None = None
     for fw in backends:
         runner = get_runner(fw)
-        module, variables = runner.load(runner._models().model_from_config(config), weights, "float32")
+        module, variables = runner.build_model(config, weights, "float32")
         if chosen is None:  # every framework explains the first one's top class (or the one asked for)
             chosen = cam.resolve_classes(runner.forward(module, variables, x), classes)
         raw = backend_raw_maps(runner, module, variables, config, x, [method], chosen, layer)[method]

@@ -6,8 +6,9 @@ Flax modules hold no state, so both functions take the module (for its config) a
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -49,6 +50,13 @@ def export_weights(module: Any, variables: Mapping[str, Any]) -> dict[str, np.nd
     if missing:
         raise ValueError(f"{module.config.module_name}: the variables lack " + ", ".join(missing))
     return out
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """What torch's and Paddle's ``skip_init`` do, for code written against any backend: a Flax module holds no
+    parameters, so building one draws nothing (``module.init`` draws them; :func:`load_weights` needs no draw)."""
+    yield
 
 
 def load_weights(module: Any, weights: Mapping[str, Any], dtype: Any = jnp.float32) -> dict[str, dict[str, Any]]:

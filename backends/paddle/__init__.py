@@ -33,7 +33,7 @@ from .split_attn import SplitAttn
 from .srm import SRM
 from .towernet import TowerNet
 from .triplet import TripletAttention
-from .weights import export_weights, load_weights
+from .weights import export_weights, load_weights, skip_init
 
 FRAMEWORK = "paddle"
 
@@ -41,7 +41,8 @@ __all__ = ["SEModule", "ECAModule", "ChannelAttention", "SpatialAttention", "CBA
            "EffectiveSEModule", "EcaMlpModule", "CecaModule", "LightCbamModule",
            "SelectiveKernel", "SplitAttn",
            "CoordAttn", "SimpleCoordAttn", "EfficientLocalAttn", "StripAttn",
-           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "save_checkpoint", "load_checkpoint",
+           "ATTN_LAYERS", "create_attn", "export_weights", "load_weights", "skip_init", "save_checkpoint",
+           "load_checkpoint",
            "FRAMEWORK", "NonLocalAttn", "BatNonLocalAttn",
            "GatherExcite", "GlobalContext", "GlobalContextAdd",
            "SRM", "GCT", "ShuffleAttention", "TripletAttention", "BAM", "PSA", "GAM",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,22 @@ def export_weights(module: nn.Layer) -> dict[str, np.ndarray]:
     """The module's parameters and BatchNorm running statistics as canonical NumPy arrays (its own dtype)."""
     state = module.state_dict()
     return {spec.name: from_native("paddle", spec, _numpy(state[_key(spec)])).copy() for spec in _table(module)}
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Layers built inside start with every parameter that has no initializer of its own at zero instead of drawing
+    it (Paddle's global initializer), for a :func:`load_weights` that replaces every one: drawing a ResNet-50's
+    initial weights takes longer than loading them. The global initializer holds for the whole process while it
+    lasts; the one set before is restored."""
+    from paddle.base import initializer
+
+    before = initializer._global_weight_initializer(), initializer._global_bias_initializer()
+    nn.initializer.set_global_initializer(nn.initializer.Constant(0.0), nn.initializer.Constant(0.0))
+    try:
+        yield
+    finally:
+        nn.initializer.set_global_initializer(*before)
 
 
 def load_weights(module: nn.Layer, weights: Mapping[str, Any]) -> nn.Layer:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import init
 
 from attn_core import from_native, native_location, to_native
 from attn_core.spec import ParamSpec
@@ -33,6 +35,33 @@ def export_weights(module: nn.Module) -> dict[str, np.ndarray]:
             t = t.float()
         out[spec.name] = from_native("torch", spec, t.numpy()).copy()
     return out
+
+
+#: the ``torch.nn.init`` functions a module's constructor draws or sets its parameters with
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+
+
+def _zeroed(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    with torch.no_grad():
+        return tensor.zero_()
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Modules built inside start with every parameter at zero instead of drawing them (``torch.nn.init`` zero-fills),
+    for a :func:`load_weights` that replaces every one: drawing a ResNet-50's initial weights takes longer than
+    loading them. It changes ``torch.nn.init`` for the whole process while it lasts (not for threads that build a
+    module to train)."""
+    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in saved:
+            setattr(init, name, _zeroed)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
 
 
 def load_weights(module: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Module:

@@ -329,10 +329,15 @@ class Runner:
                             more_batches)
 
     # ------------------------------------------------------------------ the project's modules, NumPy in and out
-    def build_model(self, config: AttentionConfig, weights: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
+    def build_model(self, config: AttentionConfig, weights: Mapping[str, np.ndarray], dtype: str | None = None
+                    ) -> tuple[Any, Any]:
         """``(module, variables)`` of the model ``config`` (a registered model's config) holding the canonical
-        ``weights`` through the backend's ``load_weights``; ``variables`` is None where the module holds them."""
-        return self.load(self._models().model_from_config(config), weights)
+        ``weights`` through the backend's ``load_weights`` (in ``dtype``, see :meth:`load`); ``variables`` is None
+        where the module holds them. The module is built without drawing initial weights (the backend's
+        ``skip_init``): the load replaces every one."""
+        with self.backend().skip_init():
+            module = self._models().model_from_config(config)
+        return self.load(module, weights, dtype)
 
     def load(self, module: Any, weights: Mapping[str, np.ndarray], dtype: str | None = None) -> tuple[Any, Any]:
         """The backend's ``load_weights`` of canonical ``weights`` into ``module``: ``(module, variables)``; with
@@ -566,10 +571,12 @@ class Runner:
     def _project_module(self, name: str, config: AttentionConfig) -> tuple[Any, Any]:
         """``(module, variables template or None)`` of the project's module ``name`` built from ``config``: a
         model (``name`` in ``attn_core.models.MODEL_CONFIGS``) through the backend's ``model_from_config``, an
-        attention module through its ``ATTN_LAYERS`` entry."""
-        if name in model_names():
-            return self._models().model_from_config(config), None
-        return self.backend().ATTN_LAYERS[name].from_config(config), None
+        attention module through its ``ATTN_LAYERS`` entry; built without drawing initial weights (the backend's
+        ``skip_init``), since every run loads its case's."""
+        with self.backend().skip_init():
+            if name in model_names():
+                return self._models().model_from_config(config), None
+            return self.backend().ATTN_LAYERS[name].from_config(config), None
 
     def _backend_loaded(self, module: Any, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the backend's own ``load_weights`` makes of canonical ``weights`` (a copy of ``module`` is loaded):

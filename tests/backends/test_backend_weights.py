@@ -100,3 +100,68 @@ def test_flax_load_casts_on_the_host_and_compiles_nothing(caplog):
     with pytest.warns(UserWarning, match="CBAM: float64 weights need JAX's 64-bit mode"):
         assert load_weights(module, weights, dtype=jnp.float64)["params"]["channel"]["fc1"]["kernel"].dtype == \
             np.float32
+
+
+def _trainable(r, module) -> dict[str, np.ndarray]:
+    table = {p.name: p.trainable for p in module.config.param_table()}
+    return {k: v for k, v in r.export_weights(module, None).items() if table[k]}
+
+
+@pytest.mark.parametrize("fw", ["torch", "paddle"])
+def test_skip_init_builds_zero_parameters_and_then_draws_again(fw):
+    r = runner(fw)
+    b = r.backend()
+    with b.skip_init():
+        skipped = b.create_model("seresnet18", num_classes=10)
+    assert all(not np.any(v) for v in _trainable(r, skipped).values())
+    with pytest.raises(KeyError), b.skip_init():
+        raise KeyError("inside")
+    drawn = _trainable(r, b.create_model("seresnet18", num_classes=10))
+    # every convolution and linear layer draws again after the block, an exception leaving it included
+    assert all(np.any(v) for k, v in drawn.items() if k.endswith("conv1.weight") or k == "fc.weight")
+    # and the module built without the draw computes what its loaded weights say (the float64 reference)
+    config = skipped.config
+    weights = config.init_weights(np.random.default_rng(3))
+    x = np.random.default_rng(4).standard_normal((2, 3, 32, 32))
+    module, variables = r.build_model(config, weights, "float64")
+    np.testing.assert_allclose(r.forward(module, variables, x), config.reference(weights, x), rtol=1e-9, atol=1e-12)
+
+
+def test_torch_skip_init_puts_back_the_very_init_functions():
+    pytest.importorskip("torch")
+    from torch.nn import init
+
+    from backends.torch import skip_init
+
+    before = {name: getattr(init, name) for name in dir(init) if name.endswith("_") and not name.startswith("_")}
+    with skip_init():
+        assert init.kaiming_uniform_ is not before["kaiming_uniform_"]
+    assert {name: getattr(init, name) for name in before} == before
+
+
+def test_paddle_skip_init_puts_back_a_global_initializer_set_before():
+    pytest.importorskip("paddle")
+    import paddle
+
+    from backends.paddle import skip_init
+
+    paddle.nn.initializer.set_global_initializer(paddle.nn.initializer.Constant(0.5))
+    try:
+        with skip_init():
+            assert not paddle.nn.Linear(3, 2).weight.numpy().any()
+        assert (paddle.nn.Linear(3, 2).weight.numpy() == 0.5).all()
+    finally:
+        paddle.nn.initializer.set_global_initializer(None)
+    assert paddle.nn.Linear(3, 2).weight.numpy().std() > 0
+
+
+def test_flax_skip_init_changes_nothing():
+    r = runner("flax")
+    b = r.backend()
+    with b.skip_init():
+        module = b.create_attn("se", 16)
+    import jax
+    import jax.numpy as jnp
+
+    kernel = module.init(jax.random.key(0), jnp.ones((1, 4, 4, 16)))["params"]["fc1"]["kernel"]
+    assert np.asarray(kernel).std() > 0

@@ -23,6 +23,14 @@ from conformance.tolerances import tolerance_for
 from .._fw import FRAMEWORKS, backend, runner
 
 
+def _model(fw, name, **kwargs):
+    """``create_model(name, **kwargs)`` of ``fw`` without drawing initial weights (the backend's ``skip_init``), as
+    a user about to load a checkpoint builds it: every test here loads every weight next."""
+    b = backend(fw)
+    with b.skip_init():
+        return b.create_model(name, **kwargs)
+
+
 def _save(fw, path, model, weights):
     """Build ``model`` in ``fw`` holding ``weights`` and write its checkpoint."""
     r = runner(fw)
@@ -54,12 +62,12 @@ def test_every_model_round_trips_from_torch_to_every_backend(tmp_path, name):
     config = create_model_config(name)
     weights = config.init_weights(np.random.default_rng(1), np.float32)
     path = tmp_path / f"{name}.safetensors"
-    _save("torch", path, backend("torch").create_model(name), weights)
+    _save("torch", path, _model("torch", name), weights)
     stored, meta = load_canonical(path)
     assert meta["model"] == name and meta["framework"] == "torch" and meta["format"] == FORMAT
     assert json.loads(meta["model_kwargs"]) == {}
     for fw in FRAMEWORKS:
-        got, _, _ = _load(fw, path, backend(fw).create_model(name))
+        got, _, _ = _load(fw, path, _model(fw, name))
         assert sorted(got) == sorted(weights), fw
         for k, v in weights.items():
             np.testing.assert_array_equal(got[k], v, err_msg=f"{fw}: {k}")
@@ -79,9 +87,9 @@ def test_every_pair_of_backends_gives_the_reference_logits(tmp_path, name, kwarg
     tol = tolerance_for("float32")
     for src in FRAMEWORKS:
         path = tmp_path / f"from_{src}.safetensors"
-        _save(src, path, backend(src).create_model(name, **kwargs), weights)
+        _save(src, path, _model(src, name, **kwargs), weights)
         for dst in FRAMEWORKS:
-            _, model, variables = _load(dst, path, backend(dst).create_model(name, **kwargs))
+            _, model, variables = _load(dst, path, _model(dst, name, **kwargs))
             got = runner(dst).forward(model, variables, x)
             np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol, err_msg=f"{src} -> {dst}")
 
@@ -94,7 +102,7 @@ def test_another_models_checkpoint_is_refused_before_loading(tmp_path, fw):
                    checkpoint_metadata(config, "torch"))
     for other in ("resnet34", "resnet18"):  # another model, and the same with another num_classes
         with pytest.raises(CheckpointError, match=rf'holds a resnet18 {{"num_classes": 10}}, not the {other} '):
-            _load(fw, path, backend(fw).create_model(other))
+            _load(fw, path, _model(fw, other))
 
 
 def test_a_checkpoint_without_metadata_is_checked_by_its_parameters(tmp_path):
