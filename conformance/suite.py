@@ -71,16 +71,24 @@ def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray, tol: Toleran
     if got.shape != ref.shape:
         return Comparison(quantity, math.inf, math.inf, math.inf, 0, False,
                           f"shape {got.shape}, expected {ref.shape}")
-    finite = np.isfinite(got)
-    nonfinite = int(got.size - finite.sum())
-    err = np.where(finite, np.abs(got - ref), np.inf)
-    if err.size == 0:
+    if got.size == 0:
         return Comparison(quantity, 0.0, 0.0, 0.0, 0, True)
+    # in place on three temporaries: a whole network's quantities are compared at every training step
+    err = np.subtract(got, ref, out=np.empty(got.shape))
+    np.abs(err, out=err)
+    finite = np.isfinite(got)
+    nonfinite = int(got.size - np.count_nonzero(finite))
+    if nonfinite:
+        err[~finite] = np.inf
+    scale = np.abs(ref, out=np.empty(got.shape))
     if scaled:
-        tol = on_scale(tol, float(np.abs(ref).max()))
+        tol = on_scale(tol, float(scale.max()))
     max_abs = float(err.max())
-    max_rel = float((err / np.maximum(np.abs(ref), tol.atol)).max())
-    ratio = err / (tol.atol + tol.rtol * np.abs(ref))
+    rel = np.maximum(scale, tol.atol, out=np.empty(got.shape))
+    max_rel = float(np.divide(err, rel, out=rel).max())
+    bound = np.multiply(scale, tol.rtol, out=scale)
+    bound += tol.atol
+    ratio = np.divide(err, bound, out=bound)
     worst = float(ratio.max())
     detail = ""
     if worst > 1 or nonfinite:
