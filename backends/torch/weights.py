@@ -50,10 +50,10 @@ def _zeroed(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tens
 
 @contextlib.contextmanager
 def skip_init() -> Iterator[None]:
-    """Modules built inside start with every parameter at zero instead of drawing them (``torch.nn.init`` zero-fills),
-    for a :func:`load_weights` that replaces every one: drawing a ResNet-50's initial weights takes longer than
-    loading them. It changes ``torch.nn.init`` for the whole process while it lasts (not for threads that build a
-    module to train)."""
+    """Modules built inside start with every parameter that ``torch.nn.init`` sets at zero instead of drawn (one made
+    from a tensor, such as GCT's ``alpha``, keeps its value), for a :func:`load_weights` that replaces every one:
+    drawing a ResNet-50's initial weights takes longer than loading them. It changes ``torch.nn.init`` for the whole
+    process while it lasts (not for threads that build a module to train)."""
     saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS}
     try:
         for name in saved:
